@@ -1,0 +1,28 @@
+//! Command-line interface: one file per verb.
+
+mod agent;
+
+use clap::{Parser, Subcommand};
+
+/// detour steers individual requests to sandbox forks of services, with eBPF
+/// at the socket layer and a node-local proxy. No sidecars, no iptables.
+#[derive(Debug, Parser)]
+#[command(name = "detour", version, propagate_version = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the agent: load the eBPF programs, attach them to a cgroup, serve the proxy.
+    Agent(agent::AgentArgs),
+}
+
+impl Cli {
+    pub fn run(self) -> anyhow::Result<()> {
+        match self.command {
+            Command::Agent(args) => agent::run(args),
+        }
+    }
+}

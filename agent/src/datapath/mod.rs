@@ -1,0 +1,317 @@
+//! The kernel side of the agent: loads detour's eBPF object (embedded in the
+//! binary), attaches its programs to one cgroup v2 directory, and owns the
+//! maps.
+//!
+//! Links are held by this process and never pinned, so if the agent dies the
+//! kernel detaches the programs and connects go where they were addressed:
+//! fail-open by construction.
+
+mod counters;
+mod orig_dst;
+mod steered;
+
+use std::{
+    collections::BTreeMap,
+    fs::File,
+    net::{IpAddr, SocketAddr},
+    os::unix::ffi::OsStrExt,
+    path::{Path, PathBuf},
+};
+
+use aya::{
+    Ebpf, EbpfLoader,
+    maps::{Array, HashMap, MapData, MapError, PerCpuArray},
+    programs::{CgroupAttachMode, CgroupSockAddr, ProgramError, SockOps},
+};
+pub use counters::BpfCounters;
+use detour_common::{
+    CONFIG_HAS_PROXY4, CONFIG_HAS_PROXY6, Config, SockKey, Steered, ip6_words, maps,
+};
+pub use orig_dst::OrigDstTable;
+use tracing::{info, warn};
+
+use crate::routes::RouteSnapshot;
+
+/// The eBPF object, built by `build.rs`.
+static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/detour.bpf.o"));
+
+const PROGRAMS: [&str; 3] = ["detour_connect4", "detour_connect6", "detour_sockops"];
+/// `CGROUP2_SUPER_MAGIC` from `linux/magic.h`.
+const CGROUP2_SUPER_MAGIC: i64 = 0x6367_7270;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DatapathError {
+    #[error("detour agent must run as root (it loads eBPF programs); run it with sudo or as root")]
+    NotRoot,
+    #[error("cannot open cgroup {path}")]
+    CgroupOpen {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "{path} is not a cgroup v2 directory (mount cgroup2, e.g. at /sys/fs/cgroup, and pass a directory in it)"
+    )]
+    NotCgroup2 { path: PathBuf },
+    #[error("the kernel refused detour's eBPF object")]
+    Load(#[source] Box<aya::EbpfError>),
+    #[error("eBPF program {name} missing from the object")]
+    MissingProgram { name: &'static str },
+    #[error("the kernel refused eBPF program {name}")]
+    Program {
+        name: &'static str,
+        #[source]
+        source: ProgramError,
+    },
+    #[error("eBPF map {name} missing from the object")]
+    MissingMap { name: &'static str },
+    #[error("eBPF map {name}")]
+    Map {
+        name: &'static str,
+        #[source]
+        source: MapError,
+    },
+    #[error("more than one proxy address for {family}: {first} and {second}")]
+    DuplicateProxyFamily {
+        family: &'static str,
+        first: SocketAddr,
+        second: SocketAddr,
+    },
+}
+
+/// What the data path is told at start.
+#[derive(Debug, Clone)]
+pub struct DatapathOptions {
+    pub cgroup: PathBuf,
+    /// Redirect targets: at most one IPv4 and one IPv6 address.
+    pub proxy_addrs: Vec<SocketAddr>,
+    pub mark: u32,
+    /// Enables the programs' debug logs (aya-log).
+    pub bpf_log: bool,
+}
+
+/// The loaded and attached programs, and the map the agent writes.
+pub struct Datapath {
+    /// `None` once detached.
+    ebpf: Option<Ebpf>,
+    cgroup: PathBuf,
+    steered: HashMap<MapData, SockKey, Steered>,
+    /// What this process last wrote to `STEERED`.
+    installed: BTreeMap<SockKey, Steered>,
+}
+
+impl Datapath {
+    /// Loads the object, writes the config, attaches every program to the
+    /// cgroup. Returns the data path and the handles the proxy and metrics use.
+    pub fn start(
+        options: &DatapathOptions,
+    ) -> Result<(Self, OrigDstTable, BpfCounters), DatapathError> {
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            return Err(DatapathError::NotRoot);
+        }
+        let cgroup = open_cgroup2(&options.cgroup)?;
+        let config = bpf_config(&options.proxy_addrs, options.mark)?;
+
+        // aya-log-common's Level: 0 silences every log call; 4 is Debug.
+        let log_level: u8 = if options.bpf_log { 4 } else { 0 };
+        let mut ebpf = EbpfLoader::new()
+            .override_global("AYA_LOG_LEVEL", &log_level, false)
+            .load(OBJECT)
+            .map_err(|e| DatapathError::Load(Box::new(e)))?;
+        if options.bpf_log {
+            start_bpf_logger(&mut ebpf);
+        }
+
+        let mut config_map: Array<MapData, Config> = take_map(&mut ebpf, maps::CONFIG)?;
+        config_map
+            .set(0, config, 0)
+            .map_err(|source| DatapathError::Map {
+                name: maps::CONFIG,
+                source,
+            })?;
+        let steered = take_map(&mut ebpf, maps::STEERED)?;
+        let orig_by_peer = take_map(&mut ebpf, maps::ORIG_BY_PEER)?;
+        let counters: PerCpuArray<MapData, u64> = take_map(&mut ebpf, maps::COUNTERS)?;
+
+        for name in PROGRAMS {
+            attach(&mut ebpf, name, &cgroup)?;
+        }
+        info!(cgroup = %options.cgroup.display(), programs = ?PROGRAMS, "eBPF programs attached");
+        let datapath = Self {
+            ebpf: Some(ebpf),
+            cgroup: options.cgroup.clone(),
+            steered,
+            installed: BTreeMap::new(),
+        };
+        Ok((
+            datapath,
+            OrigDstTable::new(orig_by_peer),
+            BpfCounters::new(counters),
+        ))
+    }
+
+    /// Makes `STEERED` hold exactly the snapshot's destinations, touching only
+    /// the entries that differ.
+    pub fn apply(&mut self, snapshot: &RouteSnapshot) -> Result<(), DatapathError> {
+        let desired = snapshot.steered_entries();
+        let plan = steered::plan(&self.installed, &desired);
+        for key in &plan.remove {
+            match self.steered.remove(key) {
+                Ok(()) | Err(MapError::KeyNotFound) => {}
+                Err(source) => {
+                    return Err(DatapathError::Map {
+                        name: maps::STEERED,
+                        source,
+                    });
+                }
+            }
+            self.installed.remove(key);
+        }
+        for (key, value) in &plan.upsert {
+            self.steered
+                .insert(key, value, 0)
+                .map_err(|source| DatapathError::Map {
+                    name: maps::STEERED,
+                    source,
+                })?;
+            self.installed.insert(*key, *value);
+        }
+        info!(
+            steered = self.installed.len(),
+            added_or_changed = plan.upsert.len(),
+            removed = plan.remove.len(),
+            "steered destinations applied"
+        );
+        Ok(())
+    }
+
+    /// Detaches every program: from here on connects are untouched.
+    pub fn detach(&mut self) {
+        if self.ebpf.take().is_some() {
+            info!(cgroup = %self.cgroup.display(), "eBPF programs detached");
+        }
+    }
+}
+
+fn open_cgroup2(path: &Path) -> Result<File, DatapathError> {
+    let file = File::open(path).map_err(|source| DatapathError::CgroupOpen {
+        path: path.to_owned(),
+        source,
+    })?;
+    let c_path = std::ffi::CString::new(path.as_os_str().as_bytes()).map_err(|_| {
+        DatapathError::NotCgroup2 {
+            path: path.to_owned(),
+        }
+    })?;
+    // SAFETY: `statfs` writes into a zeroed struct we own; the path is NUL-terminated.
+    let (rc, magic) = unsafe {
+        let mut stat: libc::statfs = std::mem::zeroed();
+        let rc = libc::statfs(c_path.as_ptr(), &mut stat);
+        (rc, stat.f_type)
+    };
+    if rc != 0 || i64::from(magic) != CGROUP2_SUPER_MAGIC || !path.is_dir() {
+        return Err(DatapathError::NotCgroup2 {
+            path: path.to_owned(),
+        });
+    }
+    Ok(file)
+}
+
+fn bpf_config(proxy_addrs: &[SocketAddr], mark: u32) -> Result<Config, DatapathError> {
+    let mut config = Config {
+        mark,
+        ..Config::default()
+    };
+    let mut v4: Option<SocketAddr> = None;
+    let mut v6: Option<SocketAddr> = None;
+    for addr in proxy_addrs {
+        let (slot, family) = match addr.ip() {
+            IpAddr::V4(_) => (&mut v4, "IPv4"),
+            IpAddr::V6(_) => (&mut v6, "IPv6"),
+        };
+        if let Some(first) = slot {
+            return Err(DatapathError::DuplicateProxyFamily {
+                family,
+                first: *first,
+                second: *addr,
+            });
+        }
+        *slot = Some(*addr);
+        match addr.ip() {
+            IpAddr::V4(ip) => {
+                config.proxy_ip4 = u32::from_ne_bytes(ip.octets());
+                config.proxy_port4 = addr.port().to_be();
+                config.flags |= CONFIG_HAS_PROXY4;
+            }
+            IpAddr::V6(ip) => {
+                config.proxy_ip6 = ip6_words(ip.octets());
+                config.proxy_port6 = addr.port().to_be();
+                config.flags |= CONFIG_HAS_PROXY6;
+            }
+        }
+    }
+    Ok(config)
+}
+
+fn take_map<T>(ebpf: &mut Ebpf, name: &'static str) -> Result<T, DatapathError>
+where
+    T: TryFrom<aya::maps::Map, Error = MapError>,
+{
+    let map = ebpf
+        .take_map(name)
+        .ok_or(DatapathError::MissingMap { name })?;
+    T::try_from(map).map_err(|source| DatapathError::Map { name, source })
+}
+
+fn attach(ebpf: &mut Ebpf, name: &'static str, cgroup: &File) -> Result<(), DatapathError> {
+    let program = ebpf
+        .program_mut(name)
+        .ok_or(DatapathError::MissingProgram { name })?;
+    let refused = |source| DatapathError::Program { name, source };
+    if let Ok(program) = <&mut CgroupSockAddr>::try_from(&mut *program) {
+        program.load().map_err(refused)?;
+        program
+            .attach(cgroup, CgroupAttachMode::Single)
+            .map_err(refused)?;
+    } else {
+        let program: &mut SockOps = program.try_into().map_err(refused)?;
+        program.load().map_err(refused)?;
+        program
+            .attach(cgroup, CgroupAttachMode::Single)
+            .map_err(refused)?;
+    }
+    Ok(())
+}
+
+fn start_bpf_logger(ebpf: &mut Ebpf) {
+    let logger = match aya_log::EbpfLogger::init(ebpf) {
+        Ok(logger) => logger,
+        Err(error) => {
+            warn!(%error, "eBPF logs unavailable");
+            return;
+        }
+    };
+    // SAFETY: the logger owns the ring buffer's fd for as long as it lives,
+    // and `as_raw_fd` always returns that fd.
+    let registered = unsafe {
+        tokio::io::unix::AsyncFd::register_with_interest(logger, tokio::io::Interest::READABLE)
+    };
+    let fd = match registered {
+        Ok(fd) => fd,
+        Err(error) => {
+            warn!(%error, "eBPF logs unavailable");
+            return;
+        }
+    };
+    tokio::spawn(async move {
+        let mut fd = fd;
+        loop {
+            let Ok(mut guard) = fd.readable_mut().await else {
+                return;
+            };
+            guard.get_inner_mut().flush();
+            guard.clear_ready();
+        }
+    });
+}

@@ -1,0 +1,23 @@
+//! Paths, ports, marks and environment variable names in one place, so that
+//! the agent, the CLI, the tests and the docs agree on them.
+
+/// Where the proxy listens (and connects are redirected to) when nothing is
+/// configured: loopback, for standalone use on one host.
+pub const PROXY_ADDR: &str = "127.0.0.1:15001";
+
+/// Where the Prometheus endpoint listens when nothing is configured.
+pub const METRICS_ADDR: &str = "127.0.0.1:15020";
+
+/// `SO_MARK` set on the agent's own upstream sockets; the connect programs
+/// never redirect a socket that carries it. ASCII "dt" in the upper half, so
+/// it stays clear of kube-proxy's 0x4000/0x8000 bits.
+pub const SOCKET_MARK: u32 = 0x6474_0000;
+
+/// How long an upstream connect may take before the client is told.
+pub const UPSTREAM_CONNECT_TIMEOUT_SECS: u64 = 5;
+
+/// How long SIGTERM waits for in-flight connections before exiting anyway.
+pub const DRAIN_TIMEOUT_SECS: u64 = 10;
+
+/// Filter for the agent's logs, in `tracing-subscriber` `EnvFilter` syntax.
+pub const ENV_LOG: &str = "DETOUR_LOG";

@@ -1,0 +1,64 @@
+//! Upstream connections: marked so the connect programs leave them alone (no
+//! redirect loops), and spliced to the client in both directions.
+
+use std::{io, net::SocketAddr, time::Duration};
+
+use tokio::{
+    io::copy_bidirectional,
+    net::{TcpSocket, TcpStream},
+};
+use tracing::debug;
+
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    #[error("cannot create a marked socket")]
+    Socket(#[source] io::Error),
+    #[error("connect failed")]
+    Connect(#[source] io::Error),
+    #[error("connect timed out after {0:?}")]
+    Timeout(Duration),
+}
+
+impl UpstreamError {
+    /// The `reason` label of `upstream_errors_total`.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::Socket(_) => "socket",
+            Self::Connect(_) => "connect",
+            Self::Timeout(_) => "timeout",
+        }
+    }
+}
+
+/// Connects to `dst` from a socket carrying `mark`.
+pub async fn connect(
+    dst: SocketAddr,
+    mark: u32,
+    timeout: Duration,
+) -> Result<TcpStream, UpstreamError> {
+    let socket = if dst.is_ipv4() {
+        TcpSocket::new_v4()
+    } else {
+        TcpSocket::new_v6()
+    }
+    .map_err(UpstreamError::Socket)?;
+    socket2::SockRef::from(&socket)
+        .set_mark(mark)
+        .map_err(UpstreamError::Socket)?;
+    socket.set_nodelay(true).map_err(UpstreamError::Socket)?;
+    match tokio::time::timeout(timeout, socket.connect(dst)).await {
+        Ok(Ok(stream)) => Ok(stream),
+        Ok(Err(error)) => Err(UpstreamError::Connect(error)),
+        Err(_) => Err(UpstreamError::Timeout(timeout)),
+    }
+}
+
+/// Copies bytes both ways until both directions are closed. A half-close
+/// (EOF from one side) is passed on as a write shutdown to the other.
+pub async fn splice(mut client: TcpStream, mut upstream: TcpStream) {
+    let _ = client.set_nodelay(true);
+    match copy_bidirectional(&mut client, &mut upstream).await {
+        Ok((to_upstream, to_client)) => debug!(to_upstream, to_client, "connection closed"),
+        Err(error) => debug!(%error, "connection ended with an error"),
+    }
+}

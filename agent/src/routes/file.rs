@@ -1,0 +1,241 @@
+//! The routes file (`detour agent --routes FILE`): its YAML model and the
+//! checks that make a file either wholly valid or rejected.
+//!
+//! The format is the one in DESIGN.md. Unknown fields are errors, so a typo
+//! never silently drops a route. Parse errors carry the YAML line and column
+//! from `serde_yaml`; semantic errors name the field path.
+
+use std::{collections::BTreeSet, net::IpAddr, net::SocketAddr, path::Path};
+
+use serde::Deserialize;
+
+use super::RoutesError;
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct RoutesFile {
+    #[serde(default)]
+    pub services: Vec<ServiceSpec>,
+    #[serde(default)]
+    pub sandboxes: Vec<SandboxSpec>,
+    #[serde(default)]
+    pub route_groups: Vec<RouteGroupSpec>,
+}
+
+/// A baseline service whose destinations are steered.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ServiceSpec {
+    pub name: String,
+    #[serde(default = "default_namespace")]
+    pub namespace: String,
+    /// ClusterIPs and/or baseline pod IPs.
+    pub addresses: Vec<IpAddr>,
+    pub ports: Vec<PortSpec>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct PortSpec {
+    pub port: u16,
+    #[serde(default)]
+    pub protocol: Protocol,
+}
+
+/// How the proxy treats a steered port.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    Http,
+    H2c,
+    Tcp,
+    #[default]
+    Auto,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct SandboxSpec {
+    pub name: String,
+    pub routing_key: String,
+    #[serde(default)]
+    pub forks: Vec<ForkSpec>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ForkSpec {
+    /// `namespace/name` of a service in `services`.
+    pub service: String,
+    #[expect(
+        dead_code,
+        reason = "validated now; routed to once the HTTP proxy lands"
+    )]
+    pub endpoints: Vec<SocketAddr>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct RouteGroupSpec {
+    pub name: String,
+    pub routing_key: String,
+    pub sandboxes: Vec<String>,
+}
+
+fn default_namespace() -> String {
+    "default".to_owned()
+}
+
+impl RoutesFile {
+    /// Reads, parses and validates a routes file.
+    pub fn load(path: &Path) -> Result<Self, RoutesError> {
+        let text = std::fs::read_to_string(path).map_err(|source| RoutesError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::parse(&text).map_err(|error| error.in_file(path))
+    }
+
+    /// Parses and validates routes-file text.
+    pub fn parse(text: &str) -> Result<Self, RoutesError> {
+        // An empty document is an empty configuration, not an error.
+        let file: RoutesFile = if text.trim().is_empty() {
+            RoutesFile::default()
+        } else {
+            serde_yaml::from_str(text)
+                .map_err(|source| RoutesError::Parse { path: None, source })?
+        };
+        file.validate()?;
+        Ok(file)
+    }
+
+    fn validate(&self) -> Result<(), RoutesError> {
+        let mut names = BTreeSet::new();
+        let mut destinations = BTreeSet::new();
+        for (i, service) in self.services.iter().enumerate() {
+            let field = |f: &str| format!("services[{i}].{f}");
+            check_name(&service.name, &field("name"))?;
+            check_name(&service.namespace, &field("namespace"))?;
+            let id = format!("{}/{}", service.namespace, service.name);
+            if !names.insert(id.clone()) {
+                return Err(invalid(
+                    field("name"),
+                    format!("service {id} is listed twice"),
+                ));
+            }
+            if service.addresses.is_empty() {
+                return Err(invalid(
+                    field("addresses"),
+                    "at least one address is required",
+                ));
+            }
+            if service.ports.is_empty() {
+                return Err(invalid(field("ports"), "at least one port is required"));
+            }
+            for (j, port) in service.ports.iter().enumerate() {
+                if port.port == 0 {
+                    return Err(invalid(
+                        field(&format!("ports[{j}].port")),
+                        "port 0 is not a port",
+                    ));
+                }
+                for address in &service.addresses {
+                    let dst = SocketAddr::new(*address, port.port);
+                    if !destinations.insert(dst) {
+                        return Err(invalid(
+                            field(&format!("ports[{j}].port")),
+                            format!("{dst} is already steered for another service or port"),
+                        ));
+                    }
+                }
+            }
+        }
+
+        let mut keys = BTreeSet::new();
+        let mut sandboxes = BTreeSet::new();
+        for (i, sandbox) in self.sandboxes.iter().enumerate() {
+            let field = |f: &str| format!("sandboxes[{i}].{f}");
+            check_name(&sandbox.name, &field("name"))?;
+            if !sandboxes.insert(sandbox.name.as_str()) {
+                return Err(invalid(
+                    field("name"),
+                    format!("sandbox {} is listed twice", sandbox.name),
+                ));
+            }
+            check_key(&sandbox.routing_key, &field("routingKey"), &mut keys)?;
+            for (j, fork) in sandbox.forks.iter().enumerate() {
+                if !names.contains(&fork.service) {
+                    return Err(invalid(
+                        field(&format!("forks[{j}].service")),
+                        format!(
+                            "{:?} is not a service in `services` (write namespace/name)",
+                            fork.service
+                        ),
+                    ));
+                }
+            }
+        }
+        for (i, group) in self.route_groups.iter().enumerate() {
+            let field = |f: &str| format!("routeGroups[{i}].{f}");
+            check_name(&group.name, &field("name"))?;
+            check_key(&group.routing_key, &field("routingKey"), &mut keys)?;
+            for (j, member) in group.sandboxes.iter().enumerate() {
+                if !sandboxes.contains(member.as_str()) {
+                    return Err(invalid(
+                        field(&format!("sandboxes[{j}]")),
+                        format!("{member:?} is not a sandbox in `sandboxes`"),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn check_name(name: &str, field: &str) -> Result<(), RoutesError> {
+    let valid = !name.is_empty()
+        && name.len() <= 253
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.');
+    if valid {
+        Ok(())
+    } else {
+        Err(invalid(
+            field.to_owned(),
+            format!("{name:?} is not a Kubernetes name (lowercase letters, digits, '-', '.')"),
+        ))
+    }
+}
+
+fn check_key<'a>(
+    key: &'a str,
+    field: &str,
+    seen: &mut BTreeSet<&'a str>,
+) -> Result<(), RoutesError> {
+    if key.is_empty()
+        || key
+            .bytes()
+            .any(|b| b.is_ascii_whitespace() || b.is_ascii_control())
+    {
+        return Err(invalid(
+            field.to_owned(),
+            format!("{key:?} is not a routing key (non-empty, no spaces)"),
+        ));
+    }
+    if !seen.insert(key) {
+        return Err(invalid(
+            field.to_owned(),
+            format!("routing key {key:?} is used twice"),
+        ));
+    }
+    Ok(())
+}
+
+fn invalid(field: String, reason: impl Into<String>) -> RoutesError {
+    RoutesError::Invalid {
+        path: None,
+        field,
+        reason: reason.into(),
+    }
+}

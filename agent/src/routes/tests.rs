@@ -1,0 +1,199 @@
+//! Routes-file parser tests: good files, and bad ones with the error a user sees.
+
+use std::net::SocketAddr;
+
+use super::{Protocol, RouteSnapshot, RoutesError, RoutesFile};
+
+const EXAMPLE: &str = r#"
+services:
+  - name: reviews
+    namespace: default
+    addresses: [10.96.0.20, "fd00:96::20"]
+    ports:
+      - port: 80
+        protocol: http
+      - port: 9000
+sandboxes:
+  - name: feature-x
+    routingKey: feature-x
+    forks:
+      - service: default/reviews
+        endpoints: ["10.200.0.12:8080"]
+routeGroups:
+  - name: team-a
+    routingKey: team-a
+    sandboxes: [feature-x]
+"#;
+
+fn error_of(text: &str) -> String {
+    match RoutesFile::parse(text) {
+        Ok(file) => panic!("expected an error, parsed {file:?}"),
+        Err(error) => error.to_string(),
+    }
+}
+
+#[test]
+fn parses_the_design_example() {
+    let file = RoutesFile::parse(EXAMPLE).expect("example parses");
+    assert_eq!(file.services.len(), 1);
+    assert_eq!(file.services[0].ports[0].protocol, Protocol::Http);
+    assert_eq!(
+        file.services[0].ports[1].protocol,
+        Protocol::Auto,
+        "protocol defaults to auto"
+    );
+    assert_eq!(
+        file.sandboxes[0].forks[0].endpoints[0],
+        "10.200.0.12:8080".parse::<SocketAddr>().expect("addr")
+    );
+    assert_eq!(file.route_groups[0].sandboxes, ["feature-x"]);
+}
+
+#[test]
+fn snapshot_steers_every_address_and_port() {
+    let snapshot = RouteSnapshot::from_file(&RoutesFile::parse(EXAMPLE).expect("parses"));
+    let steered: Vec<String> = snapshot
+        .destinations
+        .keys()
+        .map(|d| d.to_string())
+        .collect();
+    assert_eq!(
+        steered,
+        [
+            "10.96.0.20:80",
+            "10.96.0.20:9000",
+            "[fd00:96::20]:80",
+            "[fd00:96::20]:9000"
+        ]
+    );
+    assert_eq!(snapshot.steered_entries().len(), 4);
+    assert!(
+        snapshot
+            .steered_entries()
+            .values()
+            .all(|s| s.service_id == 1)
+    );
+    assert_eq!(
+        snapshot.service(1).expect("service 1").to_string(),
+        "default/reviews"
+    );
+}
+
+#[test]
+fn empty_file_is_an_empty_configuration() {
+    let file = RoutesFile::parse("").expect("empty parses");
+    assert!(file.services.is_empty());
+    assert!(RouteSnapshot::from_file(&file).destinations.is_empty());
+}
+
+#[test]
+fn namespace_defaults_to_default() {
+    let file = RoutesFile::parse(
+        "services:\n  - name: a\n    addresses: [10.0.0.1]\n    ports: [{port: 1}]\n",
+    )
+    .expect("parses");
+    assert_eq!(file.services[0].namespace, "default");
+}
+
+#[test]
+fn unknown_field_is_rejected_with_its_line() {
+    let error =
+        error_of("services:\n  - name: a\n    adresses: [10.0.0.1]\n    ports: [{port: 1}]\n");
+    assert!(error.contains("adresses"), "{error}");
+    assert!(error.contains("line 3"), "{error}");
+}
+
+#[test]
+fn bad_address_is_rejected_with_its_line() {
+    let error =
+        error_of("services:\n  - name: a\n    addresses: [10.0.0.300]\n    ports: [{port: 1}]\n");
+    assert!(error.contains("services[0].addresses[0]"), "{error}");
+    assert!(error.contains("line 3"), "{error}");
+}
+
+#[test]
+fn bad_protocol_names_the_choices() {
+    let error = error_of(
+        "services:\n  - name: a\n    addresses: [10.0.0.1]\n    ports: [{port: 1, protocol: htp}]\n",
+    );
+    assert!(error.contains("htp") && error.contains("h2c"), "{error}");
+}
+
+#[test]
+fn port_out_of_range_is_rejected() {
+    let error =
+        error_of("services:\n  - name: a\n    addresses: [10.0.0.1]\n    ports: [{port: 70000}]\n");
+    assert!(error.contains("services[0].ports[0].port"), "{error}");
+}
+
+#[test]
+fn semantic_errors_name_the_field() {
+    let cases = [
+        (
+            "services:\n  - name: a\n    addresses: []\n    ports: [{port: 1}]\n",
+            "services[0].addresses",
+        ),
+        (
+            "services:\n  - name: a\n    addresses: [10.0.0.1]\n    ports: []\n",
+            "services[0].ports",
+        ),
+        (
+            "services:\n  - name: a\n    addresses: [10.0.0.1]\n    ports: [{port: 0}]\n",
+            "services[0].ports[0].port",
+        ),
+        (
+            "services:\n  - name: A_b\n    addresses: [10.0.0.1]\n    ports: [{port: 1}]\n",
+            "services[0].name",
+        ),
+        (
+            "services:\n  - {name: a, addresses: [10.0.0.1], ports: [{port: 1}]}\n  - {name: b, addresses: [10.0.0.1], ports: [{port: 1}]}\n",
+            "services[1].ports[0].port",
+        ),
+        (
+            "services:\n  - {name: a, addresses: [10.0.0.1], ports: [{port: 1}]}\n  - {name: a, addresses: [10.0.0.2], ports: [{port: 1}]}\n",
+            "services[1].name",
+        ),
+        (
+            "sandboxes:\n  - {name: s, routingKey: k, forks: [{service: default/nope, endpoints: []}]}\n",
+            "sandboxes[0].forks[0].service",
+        ),
+        (
+            "sandboxes:\n  - {name: s, routingKey: ''}\n",
+            "sandboxes[0].routingKey",
+        ),
+        (
+            "sandboxes:\n  - {name: s, routingKey: k}\nrouteGroups:\n  - {name: g, routingKey: k, sandboxes: [s]}\n",
+            "routeGroups[0].routingKey",
+        ),
+        (
+            "sandboxes:\n  - {name: s, routingKey: k}\nrouteGroups:\n  - {name: g, routingKey: g, sandboxes: [t]}\n",
+            "routeGroups[0].sandboxes[0]",
+        ),
+    ];
+    for (text, field) in cases {
+        let error = error_of(text);
+        assert!(
+            error.contains(field),
+            "error for {text:?} should name {field}: {error}"
+        );
+    }
+}
+
+#[test]
+fn load_names_the_file() {
+    let dir = std::env::temp_dir().join(format!("detour-routes-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let path = dir.join("routes.yaml");
+    std::fs::write(&path, "services: [").expect("write");
+    let error = RoutesFile::load(&path).expect_err("truncated file is rejected");
+    assert!(matches!(error, RoutesError::Parse { .. }));
+    assert!(
+        error.to_string().contains(&path.display().to_string()),
+        "{error}"
+    );
+
+    let missing =
+        RoutesFile::load(&dir.join("missing.yaml")).expect_err("missing file is rejected");
+    assert!(matches!(missing, RoutesError::Read { .. }), "{missing}");
+    std::fs::remove_dir_all(&dir).expect("cleanup");
+}

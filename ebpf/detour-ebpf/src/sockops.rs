@@ -1,0 +1,60 @@
+//! `sock_ops`: at `TCP_CONNECT_CB` the client's source port is assigned and
+//! the SYN is not yet sent. Move the original-destination record from the
+//! socket's cookie to the client's (source address, source port): that is the
+//! peer address the proxy sees when it accepts the connection.
+
+use aya_ebpf::{
+    EbpfContext, bindings::BPF_SOCK_OPS_TCP_CONNECT_CB, helpers::bpf_get_socket_cookie,
+    macros::sock_ops, programs::SockOpsContext,
+};
+use detour_common::{AF_INET, AF_INET6, SockKey, counter};
+
+use crate::maps::{ORIG_BY_COOKIE, ORIG_BY_PEER, count};
+
+/// `sock_ops` programs return 1; the verdict for callbacks goes through `reply`.
+const DONE: u32 = 1;
+
+#[sock_ops]
+pub fn detour_sockops(ctx: SockOpsContext) -> u32 {
+    if ctx.op() == BPF_SOCK_OPS_TCP_CONNECT_CB && try_rekey(&ctx).is_err() {
+        count(counter::ERRORS);
+    }
+    DONE
+}
+
+#[inline(always)]
+fn try_rekey(ctx: &SockOpsContext) -> Result<(), i64> {
+    // SAFETY: the helper only reads the context's socket.
+    let cookie = unsafe { bpf_get_socket_cookie(ctx.as_ptr()) };
+    // SAFETY: the value is copied out before any other map operation.
+    let Some(record) = (unsafe { ORIG_BY_COOKIE.get(&cookie) }).copied() else {
+        return Ok(());
+    };
+    // `local_port` is host order; keys hold network order.
+    let port = (ctx.local_port() as u16).to_be();
+    let peer = match ctx.family() as u16 {
+        AF_INET => SockKey::v4(ctx.local_ip4(), port),
+        AF_INET6 => SockKey::v6(local_ip6(ctx), port),
+        _ => return Ok(()),
+    };
+    ORIG_BY_PEER.insert(&peer, &record, 0)?;
+    ORIG_BY_COOKIE.remove(&cookie)?;
+    count(counter::REKEYED);
+    Ok(())
+}
+
+/// `local_ip6`, one word at a time: the verifier rejects the array copy that
+/// `SockOpsContext::local_ip6` compiles to (a load from a moved ctx pointer).
+#[inline(always)]
+fn local_ip6(ctx: &SockOpsContext) -> [u32; 4] {
+    // SAFETY: reads of fields of the valid context.
+    unsafe {
+        let ops = &*ctx.ops;
+        [
+            core::ptr::read_volatile(&ops.local_ip6[0]),
+            core::ptr::read_volatile(&ops.local_ip6[1]),
+            core::ptr::read_volatile(&ops.local_ip6[2]),
+            core::ptr::read_volatile(&ops.local_ip6[3]),
+        ]
+    }
+}
