@@ -1,1 +1,67 @@
-//! placeholder
+//! Test harness for detour's integration tests and demo: network namespaces
+//! joined by a bridge, a child cgroup, and the real `detour` binary, each
+//! behind an RAII guard that cleans up even when a test fails.
+//!
+//! Everything here shells out to the real tools (`ip`, `nsenter`, `curl`,
+//! `python3`, `bpftool`): the point is to exercise detour exactly as a node
+//! would, in the real kernel.
+
+pub mod agent;
+pub mod cgroup;
+pub mod cmd;
+pub mod netns;
+pub mod topology;
+
+pub use agent::{Agent, AgentBuilder};
+pub use cgroup::Cgroup;
+pub use topology::{Pod, Topology};
+
+/// Environment variable that skips root-only tests (they fail otherwise).
+pub const SKIP_ROOT_ENV: &str = "DETOUR_SKIP_ROOT_TESTS";
+
+/// Fails the calling test, with the reason, when it cannot run here. Returns
+/// `false` (skip) only when the explicit opt-out variable is set.
+pub fn require_root() -> bool {
+    if std::env::var_os(SKIP_ROOT_ENV).is_some() {
+        eprintln!("skipped: {SKIP_ROOT_ENV} is set");
+        return false;
+    }
+    // SAFETY: geteuid has no preconditions.
+    let euid = unsafe { libc::geteuid() };
+    assert_eq!(
+        euid, 0,
+        "this test needs root (network namespaces, cgroups, eBPF); run `sudo cargo xtask test`, \
+         or set {SKIP_ROOT_ENV}=1 to skip it explicitly"
+    );
+    for tool in ["ip", "nsenter", "curl", "python3", "bpftool"] {
+        assert!(
+            cmd::which(tool).is_some(),
+            "this test needs `{tool}` in PATH; run `cargo xtask setup`"
+        );
+    }
+    true
+}
+
+/// The `detour` binary under test: `$DETOUR_BIN`, else the workspace's
+/// release build, else its debug build.
+pub fn detour_bin() -> std::path::PathBuf {
+    if let Some(path) = std::env::var_os("DETOUR_BIN") {
+        return path.into();
+    }
+    let target = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target");
+    for profile in ["release", "debug"] {
+        let path = target.join(profile).join("detour");
+        if path.is_file() {
+            return path;
+        }
+    }
+    panic!("no detour binary: run `cargo xtask build` or set DETOUR_BIN");
+}
+
+/// A short name unique to this process and call, for namespaces and cgroups.
+pub fn unique_name(prefix: &str) -> String {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    format!("{prefix}{}-{n}", std::process::id() % 100_000)
+}

@@ -1,0 +1,190 @@
+//! The real `detour agent`, started in the node namespace of a topology.
+
+use std::{
+    fs::File,
+    path::PathBuf,
+    process::{Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use crate::{
+    cgroup::Cgroup,
+    cmd::Proc,
+    detour_bin,
+    netns::Netns,
+    topology::{NODE_IP4, NODE_IP6, Topology},
+    unique_name,
+};
+
+pub const PROXY_PORT: u16 = 15001;
+pub const METRICS_ADDR: &str = "127.0.0.1:15020";
+
+#[derive(Debug)]
+pub struct AgentBuilder<'a> {
+    node: &'a Netns,
+    cgroup: &'a Cgroup,
+    routes: String,
+    proxy_addrs: Vec<String>,
+    in_cgroup: bool,
+    extra_args: Vec<String>,
+}
+
+impl<'a> AgentBuilder<'a> {
+    /// The routes file content.
+    pub fn routes(mut self, yaml: &str) -> Self {
+        yaml.clone_into(&mut self.routes);
+        self
+    }
+
+    /// Replaces the default proxy addresses (the node's bridge IPv4 and IPv6).
+    pub fn proxy_addrs(mut self, addrs: &[&str]) -> Self {
+        self.proxy_addrs = addrs.iter().map(|a| (*a).to_owned()).collect();
+        self
+    }
+
+    /// Runs the agent itself as a process of the attached cgroup, as it is in
+    /// a cluster (the agent pod lives under kubepods).
+    pub fn inside_cgroup(mut self) -> Self {
+        self.in_cgroup = true;
+        self
+    }
+
+    pub fn arg(mut self, arg: &str) -> Self {
+        self.extra_args.push(arg.to_owned());
+        self
+    }
+
+    /// Starts the agent and waits until `/readyz` answers, or panics with its log.
+    pub fn spawn(self) -> Agent {
+        let dir = std::env::temp_dir().join(unique_name("detour-agent-"));
+        std::fs::create_dir_all(&dir).expect("agent temp dir");
+        let routes = dir.join("routes.yaml");
+        std::fs::write(&routes, &self.routes).expect("write routes");
+        let log = dir.join("agent.log");
+        let log_file = File::create(&log).expect("agent log");
+
+        let mut args: Vec<String> = vec![
+            format!("--net={}", self.node.path()),
+            "--".into(),
+        ];
+        if self.in_cgroup {
+            args.extend(["sh".into(), "-c".into(), self.cgroup.enter_script(), "sh".into()]);
+        }
+        args.push(detour_bin().display().to_string());
+        args.extend([
+            "agent".into(),
+            "--routes".into(),
+            routes.display().to_string(),
+            "--cgroup".into(),
+            self.cgroup.path().display().to_string(),
+            "--metrics-addr".into(),
+            METRICS_ADDR.into(),
+        ]);
+        for addr in &self.proxy_addrs {
+            args.extend(["--proxy-addr".into(), addr.clone()]);
+        }
+        args.extend(self.extra_args);
+        let child = Command::new("nsenter")
+            .args(&args)
+            .env("DETOUR_LOG", "debug")
+            .stdin(Stdio::null())
+            .stdout(log_file.try_clone().expect("log fd"))
+            .stderr(log_file)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start detour: {e}"));
+        let mut agent = Agent { proc: Proc::new(child), node_path: self.node.path(), dir, log };
+        agent.wait_ready();
+        agent
+    }
+}
+
+#[derive(Debug)]
+pub struct Agent {
+    proc: Proc,
+    node_path: String,
+    dir: PathBuf,
+    log: PathBuf,
+}
+
+impl Agent {
+    pub fn builder<'a>(topology: &'a Topology, cgroup: &'a Cgroup) -> AgentBuilder<'a> {
+        AgentBuilder {
+            node: topology.node(),
+            cgroup,
+            routes: String::new(),
+            proxy_addrs: vec![format!("{NODE_IP4}:{PROXY_PORT}"), format!("[{NODE_IP6}]:{PROXY_PORT}")],
+            in_cgroup: false,
+            extra_args: Vec::new(),
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.proc.pid()
+    }
+
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(status) = self.proc.try_wait() {
+                panic!("detour agent exited at start ({status}):\n{}", self.logs());
+            }
+            if self.http_get("/readyz").is_some_and(|body| body.starts_with("ready")) {
+                return;
+            }
+            assert!(Instant::now() < deadline, "detour agent not ready after 20s:\n{}", self.logs());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// GETs a path of the metrics endpoint (from inside the node namespace).
+    pub fn http_get(&self, path: &str) -> Option<String> {
+        let url = format!("http://{METRICS_ADDR}{path}");
+        let output = Command::new("nsenter")
+            .args([&format!("--net={}", self.node_path), "--", "curl", "-sf", "-m", "2", &url])
+            .output()
+            .ok()?;
+        output.status.success().then(|| String::from_utf8_lossy(&output.stdout).into_owned())
+    }
+
+    /// The value of one sample line of `/metrics`, e.g.
+    /// `detour_bpf_events_total{event="redirected"}`; 0 when absent.
+    pub fn metric(&self, sample: &str) -> u64 {
+        let metrics = self.http_get("/metrics").unwrap_or_else(|| panic!("no metrics:\n{}", self.logs()));
+        metrics
+            .lines()
+            .find_map(|line| line.strip_prefix(sample)?.strip_prefix(' '))
+            .map_or(0, |value| value.trim().parse().unwrap_or_else(|e| panic!("{sample}: {e}")))
+    }
+
+    /// `detour_bpf_events_total{event=...}`.
+    pub fn bpf_event(&self, event: &str) -> u64 {
+        self.metric(&format!("detour_bpf_events_total{{event=\"{event}\"}}"))
+    }
+
+    /// SIGKILL, as the OOM killer would.
+    pub fn kill9(&mut self) {
+        self.proc.signal(libc::SIGKILL);
+        self.proc.wait_timeout(Duration::from_secs(5)).expect("agent gone after SIGKILL");
+    }
+
+    /// SIGTERM, and the exit status it ends with.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        self.proc.signal(libc::SIGTERM);
+        self.proc
+            .wait_timeout(Duration::from_secs(15))
+            .unwrap_or_else(|| panic!("agent did not exit after SIGTERM:\n{}", self.logs()))
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("--- detour agent log ---\n{}", self.logs());
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}

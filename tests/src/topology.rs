@@ -1,0 +1,160 @@
+//! A node in miniature: a "node" network namespace holding a bridge, and one
+//! namespace per pod attached to it by a veth pair. Pods get IPv4 and IPv6
+//! addresses on one subnet; the node answers at `.1` / `::1` of it and routes
+//! service VIPs to the pod that owns them (standing in for kube-proxy).
+//!
+//! Every topology uses the same addresses: they live only inside namespaces
+//! the topology creates, so topologies never see each other.
+//!
+//! ```no_run
+//! let net = detour_tests::Topology::builder("dt").pod("client").pod("server").vip("server", "10.96.0.10").build();
+//! ```
+
+use std::{
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    process::{Command, Stdio},
+};
+
+use crate::{
+    cgroup::Cgroup,
+    cmd::{self, Proc},
+    netns::Netns,
+    unique_name,
+};
+
+pub const NODE_IP4: Ipv4Addr = Ipv4Addr::new(10, 248, 0, 1);
+pub const NODE_IP6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x248, 0, 0, 0, 0, 0, 1);
+
+#[derive(Debug)]
+pub struct TopologyBuilder {
+    prefix: String,
+    pods: Vec<String>,
+    vips: Vec<(String, IpAddr)>,
+}
+
+impl TopologyBuilder {
+    /// Adds a pod namespace.
+    pub fn pod(mut self, name: &str) -> Self {
+        self.pods.push(name.to_owned());
+        self
+    }
+
+    /// Gives `pod` an extra address that the node routes to it, as a Service
+    /// VIP would be after kube-proxy's DNAT.
+    pub fn vip(mut self, pod: &str, vip: &str) -> Self {
+        let ip = vip.parse().unwrap_or_else(|e| panic!("bad VIP {vip}: {e}"));
+        self.vips.push((pod.to_owned(), ip));
+        self
+    }
+
+    pub fn build(self) -> Topology {
+        let base = unique_name(&self.prefix);
+        let node = Netns::new(&format!("{base}-node"));
+        node.sysctl("net.ipv4.ip_forward=1");
+        node.sysctl("net.ipv6.conf.all.forwarding=1");
+        node.ip(&["link", "add", "br0", "type", "bridge"]);
+        node.ip(&["addr", "add", &format!("{NODE_IP4}/24"), "dev", "br0"]);
+        node.ip(&["addr", "add", &format!("{NODE_IP6}/64"), "dev", "br0", "nodad"]);
+        node.ip(&["link", "set", "br0", "up"]);
+
+        let mut pods = Vec::new();
+        for (index, name) in self.pods.iter().enumerate() {
+            let host = u8::try_from(index + 2).expect("fewer than 250 pods");
+            let netns = Netns::new(&format!("{base}-{name}"));
+            netns.sysctl("net.ipv6.conf.all.accept_dad=0");
+            netns.sysctl("net.ipv6.conf.default.accept_dad=0");
+            let peer = format!("v-{name}");
+            node.ip(&["link", "add", &peer, "type", "veth", "peer", "name", "eth0", "netns", netns.name()]);
+            node.ip(&["link", "set", &peer, "master", "br0", "up"]);
+            let ip4 = Ipv4Addr::new(10, 248, 0, host);
+            let ip6 = Ipv6Addr::new(0xfd00, 0x248, 0, 0, 0, 0, 0, u16::from(host));
+            netns.ip(&["addr", "add", &format!("{ip4}/24"), "dev", "eth0"]);
+            netns.ip(&["addr", "add", &format!("{ip6}/64"), "dev", "eth0", "nodad"]);
+            netns.ip(&["link", "set", "eth0", "up"]);
+            netns.ip(&["route", "add", "default", "via", &NODE_IP4.to_string()]);
+            netns.ip(&["-6", "route", "add", "default", "via", &NODE_IP6.to_string()]);
+            pods.push(Pod { name: name.clone(), netns, ip4, ip6 });
+        }
+        for (pod_name, vip) in &self.vips {
+            let pod = pods
+                .iter()
+                .find(|p| &p.name == pod_name)
+                .unwrap_or_else(|| panic!("VIP for unknown pod {pod_name}"));
+            let (prefix, via) = match vip {
+                IpAddr::V4(_) => ("32", pod.ip4.to_string()),
+                IpAddr::V6(_) => ("128", pod.ip6.to_string()),
+            };
+            pod.netns.ip(&["addr", "add", &format!("{vip}/{prefix}"), "dev", "lo"]);
+            node.ip(&["route", "add", &format!("{vip}/{prefix}"), "via", &via]);
+        }
+        Topology { pods, node }
+    }
+}
+
+/// Field order matters for drop: pods go before the node.
+#[derive(Debug)]
+pub struct Topology {
+    pods: Vec<Pod>,
+    node: Netns,
+}
+
+impl Topology {
+    /// Starts a topology whose namespace names begin with `prefix`.
+    pub fn builder(prefix: &str) -> TopologyBuilder {
+        TopologyBuilder { prefix: prefix.to_owned(), pods: Vec::new(), vips: Vec::new() }
+    }
+
+    pub fn node(&self) -> &Netns {
+        &self.node
+    }
+
+    pub fn pod(&self, name: &str) -> &Pod {
+        self.pods
+            .iter()
+            .find(|p| p.name == name)
+            .unwrap_or_else(|| panic!("no pod {name}"))
+    }
+}
+
+#[derive(Debug)]
+pub struct Pod {
+    pub name: String,
+    pub netns: Netns,
+    pub ip4: Ipv4Addr,
+    pub ip6: Ipv6Addr,
+}
+
+impl Pod {
+    /// Runs a command in the pod, outside any test cgroup.
+    pub fn exec(&self, program: &str, args: &[&str]) -> std::process::Output {
+        self.netns.exec(program, args)
+    }
+
+    /// Runs a command in the pod, as a process of `cgroup`.
+    pub fn exec_in(&self, cgroup: &Cgroup, program: &str, args: &[&str]) -> std::process::Output {
+        let net = format!("--net={}", self.netns.path());
+        let script = cgroup.enter_script();
+        let mut full = vec![net.as_str(), "--", "sh", "-c", script.as_str(), "sh", program];
+        full.extend_from_slice(args);
+        cmd::output("nsenter", &full)
+    }
+
+    /// Starts the echo server (`tests/servers/echo.py`) on `port` of every
+    /// address of the pod, and waits until it listens.
+    pub fn echo_server(&self, port: u16) -> Proc {
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/servers/echo.py");
+        let mut child = Command::new("nsenter")
+            .args([&format!("--net={}", self.netns.path()), "--", "python3", script, &port.to_string(), &self.name])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start echo server: {e}"));
+        let stdout = child.stdout.take().expect("piped stdout");
+        let proc = Proc::new(child);
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line)
+            .expect("echo server output");
+        assert!(line.starts_with("listening"), "echo server did not start: {line:?}");
+        proc
+    }
+}

@@ -1,0 +1,290 @@
+//! Data-path tests: the real agent, real eBPF programs in the real kernel, and
+//! real clients (curl) and servers in network namespaces made per test.
+//!
+//! These need root. Without it each test fails and says so, unless
+//! `DETOUR_SKIP_ROOT_TESTS=1` is set.
+
+use std::process::Output;
+
+use detour_tests::{
+    Agent, Cgroup, Pod, Topology, cmd, require_root,
+    topology::{NODE_IP4, NODE_IP6},
+    unique_name,
+};
+
+const PORT: u16 = 8080;
+const OTHER_PORT: u16 = 8081;
+
+fn routes_for(address: &str, port: u16) -> String {
+    format!(
+        "services:\n  - name: echo\n    namespace: default\n    addresses: [\"{address}\"]\n    ports:\n      - port: {port}\n        protocol: tcp\n"
+    )
+}
+
+fn two_pods() -> Topology {
+    Topology::builder("dt").pod("client").pod("server").vip("server", "10.96.0.10").build()
+}
+
+fn url(ip: &str, port: u16) -> String {
+    if ip.contains(':') { format!("http://[{ip}]:{port}/") } else { format!("http://{ip}:{port}/") }
+}
+
+/// The address the server saw, from its `X-Peer` response header.
+fn peer_seen(output: &Output) -> String {
+    assert!(
+        output.status.success(),
+        "curl failed ({}): {}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let headers = String::from_utf8_lossy(&output.stdout);
+    headers
+        .lines()
+        .find_map(|l| l.strip_prefix("X-Peer: "))
+        .unwrap_or_else(|| panic!("no X-Peer header in {headers:?}"))
+        .trim()
+        .to_owned()
+}
+
+fn host_of(peer: &str) -> &str {
+    peer.rsplit_once(':').map_or(peer, |(host, _)| host).trim_start_matches('[').trim_end_matches(']')
+}
+
+/// GET from `pod` as a process of `cgroup`; returns the peer the server saw.
+fn get_in(pod: &Pod, cgroup: &Cgroup, ip: &str, port: u16) -> String {
+    peer_seen(&pod.exec_in(cgroup, "curl", &["-sS", "-m", "5", "-o", "/dev/null", "-D", "-", &url(ip, port)]))
+}
+
+/// GET from `pod` outside any test cgroup.
+fn get_outside(pod: &Pod, ip: &str, port: u16) -> String {
+    peer_seen(&pod.exec("curl", &["-sS", "-m", "5", "-o", "/dev/null", "-D", "-", &url(ip, port)]))
+}
+
+/// Names of the programs attached to `cgroup`, as bpftool lists them
+/// (sorted; bpftool prints nothing at all for a cgroup with none).
+fn attached_programs(cgroup: &Cgroup) -> Vec<String> {
+    let path = cgroup.path().display().to_string();
+    let json = cmd::run("bpftool", &["-j", "cgroup", "show", &path]);
+    let mut names: Vec<String> = json
+        .split("\"name\":\"")
+        .skip(1)
+        .filter_map(|rest| rest.split('"').next())
+        .map(str::to_owned)
+        .collect();
+    names.sort();
+    names
+}
+
+const NO_PROGRAMS: [&str; 0] = [];
+
+/// POSTs `size` random bytes from the client (in the cgroup) and checks that
+/// exactly those bytes come back; returns the peer the server saw.
+fn echo_bytes(pod: &Pod, cgroup: &Cgroup, ip: &str, port: u16, size: usize) -> String {
+    let dir = std::env::temp_dir().join(unique_name("detour-bytes-"));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let sent = dir.join("sent");
+    let received = dir.join("received");
+    let mut data = vec![0u8; size];
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    for byte in &mut data {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        *byte = state as u8;
+    }
+    std::fs::write(&sent, &data).expect("write payload");
+    let output = pod.exec_in(
+        cgroup,
+        "curl",
+        &[
+            "-sS",
+            "-m",
+            "30",
+            "-H",
+            "Expect:",
+            "--data-binary",
+            &format!("@{}", sent.display()),
+            "-o",
+            &received.display().to_string(),
+            "-D",
+            "-",
+            &url(ip, port),
+        ],
+    );
+    let peer = peer_seen(&output);
+    let echoed = std::fs::read(&received).expect("read echo");
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(echoed.len(), data.len(), "echoed length");
+    assert!(echoed == data, "echoed bytes differ from the bytes sent");
+    peer
+}
+
+#[test]
+fn steered_ipv4_destination_is_proxied_with_its_bytes_intact() {
+    if !require_root() {
+        return;
+    }
+    let net = two_pods();
+    let server = net.pod("server");
+    let _echo = server.echo_server(PORT);
+    let cgroup = Cgroup::new(&unique_name("detour-test-"));
+    let agent = Agent::builder(&net, &cgroup).routes(&routes_for(&server.ip4.to_string(), PORT)).spawn();
+
+    let peer = echo_bytes(net.pod("client"), &cgroup, &server.ip4.to_string(), PORT, 4 << 20);
+    assert_eq!(host_of(&peer), NODE_IP4.to_string(), "the server sees the agent as its client");
+    assert_eq!(agent.bpf_event("redirected"), 1);
+    assert_eq!(agent.bpf_event("rekeyed"), 1);
+    assert_eq!(agent.metric("detour_connections_total{service=\"default/echo\"}"), 1);
+}
+
+#[test]
+fn steered_ipv6_destination_is_proxied_with_its_bytes_intact() {
+    if !require_root() {
+        return;
+    }
+    let net = two_pods();
+    let server = net.pod("server");
+    let _echo = server.echo_server(PORT);
+    let cgroup = Cgroup::new(&unique_name("detour-test-"));
+    let agent = Agent::builder(&net, &cgroup).routes(&routes_for(&server.ip6.to_string(), PORT)).spawn();
+
+    let peer = echo_bytes(net.pod("client"), &cgroup, &server.ip6.to_string(), PORT, 4 << 20);
+    assert_eq!(host_of(&peer), NODE_IP6.to_string(), "the server sees the agent as its client");
+    assert_eq!(agent.bpf_event("redirected"), 1);
+    assert_eq!(agent.metric("detour_connections_total{service=\"default/echo\"}"), 1);
+}
+
+#[test]
+fn steered_service_vip_is_proxied_to_the_vip() {
+    if !require_root() {
+        return;
+    }
+    let net = two_pods();
+    let _echo = net.pod("server").echo_server(PORT);
+    let cgroup = Cgroup::new(&unique_name("detour-test-"));
+    let agent = Agent::builder(&net, &cgroup).routes(&routes_for("10.96.0.10", PORT)).spawn();
+
+    let peer = get_in(net.pod("client"), &cgroup, "10.96.0.10", PORT);
+    assert_eq!(host_of(&peer), NODE_IP4.to_string());
+    assert_eq!(agent.bpf_event("redirected"), 1);
+}
+
+#[test]
+fn destination_not_steered_is_untouched() {
+    if !require_root() {
+        return;
+    }
+    let net = two_pods();
+    let server = net.pod("server");
+    let client = net.pod("client");
+    let _echo = server.echo_server(PORT);
+    let _other = server.echo_server(OTHER_PORT);
+    let cgroup = Cgroup::new(&unique_name("detour-test-"));
+    let agent = Agent::builder(&net, &cgroup).routes(&routes_for(&server.ip4.to_string(), PORT)).spawn();
+
+    let peer = get_in(client, &cgroup, &server.ip4.to_string(), OTHER_PORT);
+    assert_eq!(host_of(&peer), client.ip4.to_string(), "the server sees the client itself");
+    let peer6 = get_in(client, &cgroup, &server.ip6.to_string(), PORT);
+    assert_eq!(host_of(&peer6), client.ip6.to_string(), "IPv6 of a steered IPv4 service is not steered");
+    assert_eq!(agent.bpf_event("redirected"), 0);
+    assert!(agent.bpf_event("not_steered") >= 2, "the programs saw the connects");
+    assert_eq!(agent.metric("detour_connections_total{service=\"default/echo\"}"), 0);
+}
+
+#[test]
+fn process_outside_the_cgroup_is_untouched() {
+    if !require_root() {
+        return;
+    }
+    let net = two_pods();
+    let server = net.pod("server");
+    let client = net.pod("client");
+    let _echo = server.echo_server(PORT);
+    let cgroup = Cgroup::new(&unique_name("detour-test-"));
+    let agent = Agent::builder(&net, &cgroup).routes(&routes_for(&server.ip4.to_string(), PORT)).spawn();
+
+    let peer = get_outside(client, &server.ip4.to_string(), PORT);
+    assert_eq!(host_of(&peer), client.ip4.to_string());
+    assert_eq!(agent.bpf_event("redirected"), 0);
+    assert_eq!(agent.bpf_event("not_steered"), 0, "the programs never ran for it");
+}
+
+#[test]
+fn direct_connection_to_the_proxy_is_closed_and_counted() {
+    if !require_root() {
+        return;
+    }
+    let net = two_pods();
+    let server = net.pod("server");
+    let _echo = server.echo_server(PORT);
+    let cgroup = Cgroup::new(&unique_name("detour-test-"));
+    let agent = Agent::builder(&net, &cgroup).routes(&routes_for(&server.ip4.to_string(), PORT)).spawn();
+
+    let proxy = url(&NODE_IP4.to_string(), detour_tests::agent::PROXY_PORT);
+    let output = net.pod("client").exec("curl", &["-sS", "-m", "5", "-D", "-", &proxy]);
+    assert!(!output.status.success(), "a direct connection must not be forwarded");
+    assert!(String::from_utf8_lossy(&output.stdout).is_empty(), "no response bytes at all");
+    assert_eq!(agent.metric("detour_connections_rejected_total{reason=\"no_original_destination\"}"), 1);
+    assert_eq!(agent.metric("detour_connections_total{service=\"default/echo\"}"), 0);
+}
+
+#[test]
+fn after_kill_9_connections_go_direct_and_nothing_stays_attached() {
+    if !require_root() {
+        return;
+    }
+    let net = two_pods();
+    let server = net.pod("server");
+    let client = net.pod("client");
+    let _echo = server.echo_server(PORT);
+    let cgroup = Cgroup::new(&unique_name("detour-test-"));
+    let mut agent = Agent::builder(&net, &cgroup).routes(&routes_for(&server.ip4.to_string(), PORT)).spawn();
+    assert_eq!(host_of(&get_in(client, &cgroup, &server.ip4.to_string(), PORT)), NODE_IP4.to_string());
+    assert_eq!(attached_programs(&cgroup), ["detour_connect4", "detour_connect6", "detour_sockops"]);
+
+    agent.kill9();
+    assert_eq!(attached_programs(&cgroup), NO_PROGRAMS, "the kernel detached every program");
+    let peer = get_in(client, &cgroup, &server.ip4.to_string(), PORT);
+    assert_eq!(host_of(&peer), client.ip4.to_string(), "fail-open: straight to the destination");
+}
+
+#[test]
+fn sigterm_detaches_and_exits_cleanly() {
+    if !require_root() {
+        return;
+    }
+    let net = two_pods();
+    let server = net.pod("server");
+    let client = net.pod("client");
+    let _echo = server.echo_server(PORT);
+    let cgroup = Cgroup::new(&unique_name("detour-test-"));
+    let mut agent = Agent::builder(&net, &cgroup).routes(&routes_for(&server.ip4.to_string(), PORT)).spawn();
+
+    let status = agent.terminate();
+    assert!(status.success(), "exit status {status}:\n{}", agent.logs());
+    assert_eq!(attached_programs(&cgroup), NO_PROGRAMS);
+    assert_eq!(host_of(&get_in(client, &cgroup, &server.ip4.to_string(), PORT)), client.ip4.to_string());
+}
+
+#[test]
+fn agent_upstream_is_not_redirected_even_to_a_steered_destination() {
+    if !require_root() {
+        return;
+    }
+    let net = two_pods();
+    let server = net.pod("server");
+    let _echo = server.echo_server(PORT);
+    let cgroup = Cgroup::new(&unique_name("detour-test-"));
+    // The agent runs inside the attached cgroup, as an agent pod does, so its
+    // own upstream connect to the steered destination meets the programs.
+    let agent = Agent::builder(&net, &cgroup)
+        .routes(&routes_for(&server.ip4.to_string(), PORT))
+        .inside_cgroup()
+        .spawn();
+
+    let peer = get_in(net.pod("client"), &cgroup, &server.ip4.to_string(), PORT);
+    assert_eq!(host_of(&peer), NODE_IP4.to_string());
+    assert_eq!(agent.bpf_event("redirected"), 1, "only the client's connect");
+    assert_eq!(agent.bpf_event("own_socket"), 1, "the agent's upstream connect was recognised by its mark");
+    assert_eq!(agent.metric("detour_connections_rejected_total{reason=\"no_original_destination\"}"), 0);
+}
