@@ -63,12 +63,14 @@ impl<'a> AgentBuilder<'a> {
         let log = dir.join("agent.log");
         let log_file = File::create(&log).expect("agent log");
 
-        let mut args: Vec<String> = vec![
-            format!("--net={}", self.node.path()),
-            "--".into(),
-        ];
+        let mut args: Vec<String> = vec![format!("--net={}", self.node.path()), "--".into()];
         if self.in_cgroup {
-            args.extend(["sh".into(), "-c".into(), self.cgroup.enter_script(), "sh".into()]);
+            args.extend([
+                "sh".into(),
+                "-c".into(),
+                self.cgroup.enter_script(),
+                "sh".into(),
+            ]);
         }
         args.push(detour_bin().display().to_string());
         args.extend([
@@ -92,7 +94,12 @@ impl<'a> AgentBuilder<'a> {
             .stderr(log_file)
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start detour: {e}"));
-        let mut agent = Agent { proc: Proc::new(child), node_path: self.node.path(), dir, log };
+        let mut agent = Agent {
+            proc: Proc::new(child),
+            node_path: self.node.path(),
+            dir,
+            log,
+        };
         agent.wait_ready();
         agent
     }
@@ -112,7 +119,10 @@ impl Agent {
             node: topology.node(),
             cgroup,
             routes: String::new(),
-            proxy_addrs: vec![format!("{NODE_IP4}:{PROXY_PORT}"), format!("[{NODE_IP6}]:{PROXY_PORT}")],
+            proxy_addrs: vec![
+                format!("{NODE_IP4}:{PROXY_PORT}"),
+                format!("[{NODE_IP6}]:{PROXY_PORT}"),
+            ],
             in_cgroup: false,
             extra_args: Vec::new(),
         }
@@ -132,10 +142,17 @@ impl Agent {
             if let Some(status) = self.proc.try_wait() {
                 panic!("detour agent exited at start ({status}):\n{}", self.logs());
             }
-            if self.http_get("/readyz").is_some_and(|body| body.starts_with("ready")) {
+            if self
+                .http_get("/readyz")
+                .is_some_and(|body| body.starts_with("ready"))
+            {
                 return;
             }
-            assert!(Instant::now() < deadline, "detour agent not ready after 20s:\n{}", self.logs());
+            assert!(
+                Instant::now() < deadline,
+                "detour agent not ready after 20s:\n{}",
+                self.logs()
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -144,20 +161,38 @@ impl Agent {
     pub fn http_get(&self, path: &str) -> Option<String> {
         let url = format!("http://{METRICS_ADDR}{path}");
         let output = Command::new("nsenter")
-            .args([&format!("--net={}", self.node_path), "--", "curl", "-sf", "-m", "2", &url])
+            .args([
+                &format!("--net={}", self.node_path),
+                "--",
+                "curl",
+                "-sf",
+                "-m",
+                "2",
+                &url,
+            ])
             .output()
             .ok()?;
-        output.status.success().then(|| String::from_utf8_lossy(&output.stdout).into_owned())
+        output
+            .status
+            .success()
+            .then(|| String::from_utf8_lossy(&output.stdout).into_owned())
     }
 
     /// The value of one sample line of `/metrics`, e.g.
     /// `detour_bpf_events_total{event="redirected"}`; 0 when absent.
     pub fn metric(&self, sample: &str) -> u64 {
-        let metrics = self.http_get("/metrics").unwrap_or_else(|| panic!("no metrics:\n{}", self.logs()));
+        let metrics = self
+            .http_get("/metrics")
+            .unwrap_or_else(|| panic!("no metrics:\n{}", self.logs()));
         metrics
             .lines()
             .find_map(|line| line.strip_prefix(sample)?.strip_prefix(' '))
-            .map_or(0, |value| value.trim().parse().unwrap_or_else(|e| panic!("{sample}: {e}")))
+            .map_or(0, |value| {
+                value
+                    .trim()
+                    .parse()
+                    .unwrap_or_else(|e| panic!("{sample}: {e}"))
+            })
     }
 
     /// `detour_bpf_events_total{event=...}`.
@@ -168,7 +203,9 @@ impl Agent {
     /// SIGKILL, as the OOM killer would.
     pub fn kill9(&mut self) {
         self.proc.signal(libc::SIGKILL);
-        self.proc.wait_timeout(Duration::from_secs(5)).expect("agent gone after SIGKILL");
+        self.proc
+            .wait_timeout(Duration::from_secs(5))
+            .expect("agent gone after SIGKILL");
     }
 
     /// SIGTERM, and the exit status it ends with.

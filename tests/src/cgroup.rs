@@ -36,7 +36,10 @@ impl Cgroup {
 
     /// Shell prefix that moves the shell into this cgroup, then execs `"$@"`.
     pub fn enter_script(&self) -> String {
-        format!("echo $$ > {}/cgroup.procs && exec \"$@\"", self.path.display())
+        format!(
+            "echo $$ > {}/cgroup.procs && exec \"$@\"",
+            self.path.display()
+        )
     }
 }
 

@@ -12,7 +12,9 @@ impl Netns {
     pub fn new(name: &str) -> Self {
         cmd::quiet("ip", &["netns", "del", name]);
         cmd::run("ip", &["netns", "add", name]);
-        let netns = Self { name: name.to_owned() };
+        let netns = Self {
+            name: name.to_owned(),
+        };
         netns.ip(&["link", "set", "lo", "up"]);
         netns
     }
@@ -35,7 +37,10 @@ impl Netns {
 
     /// Runs a sysctl inside the namespace.
     pub fn sysctl(&self, setting: &str) {
-        cmd::run("nsenter", &[&format!("--net={}", self.path()), "sysctl", "-qw", setting]);
+        cmd::run(
+            "nsenter",
+            &[&format!("--net={}", self.path()), "sysctl", "-qw", setting],
+        );
     }
 
     /// Runs a command inside the namespace (not in any test cgroup).

@@ -54,7 +54,14 @@ impl TopologyBuilder {
         node.sysctl("net.ipv6.conf.all.forwarding=1");
         node.ip(&["link", "add", "br0", "type", "bridge"]);
         node.ip(&["addr", "add", &format!("{NODE_IP4}/24"), "dev", "br0"]);
-        node.ip(&["addr", "add", &format!("{NODE_IP6}/64"), "dev", "br0", "nodad"]);
+        node.ip(&[
+            "addr",
+            "add",
+            &format!("{NODE_IP6}/64"),
+            "dev",
+            "br0",
+            "nodad",
+        ]);
         node.ip(&["link", "set", "br0", "up"]);
 
         let mut pods = Vec::new();
@@ -64,7 +71,18 @@ impl TopologyBuilder {
             netns.sysctl("net.ipv6.conf.all.accept_dad=0");
             netns.sysctl("net.ipv6.conf.default.accept_dad=0");
             let peer = format!("v-{name}");
-            node.ip(&["link", "add", &peer, "type", "veth", "peer", "name", "eth0", "netns", netns.name()]);
+            node.ip(&[
+                "link",
+                "add",
+                &peer,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                "eth0",
+                "netns",
+                netns.name(),
+            ]);
             node.ip(&["link", "set", &peer, "master", "br0", "up"]);
             let ip4 = Ipv4Addr::new(10, 248, 0, host);
             let ip6 = Ipv6Addr::new(0xfd00, 0x248, 0, 0, 0, 0, 0, u16::from(host));
@@ -72,8 +90,20 @@ impl TopologyBuilder {
             netns.ip(&["addr", "add", &format!("{ip6}/64"), "dev", "eth0", "nodad"]);
             netns.ip(&["link", "set", "eth0", "up"]);
             netns.ip(&["route", "add", "default", "via", &NODE_IP4.to_string()]);
-            netns.ip(&["-6", "route", "add", "default", "via", &NODE_IP6.to_string()]);
-            pods.push(Pod { name: name.clone(), netns, ip4, ip6 });
+            netns.ip(&[
+                "-6",
+                "route",
+                "add",
+                "default",
+                "via",
+                &NODE_IP6.to_string(),
+            ]);
+            pods.push(Pod {
+                name: name.clone(),
+                netns,
+                ip4,
+                ip6,
+            });
         }
         for (pod_name, vip) in &self.vips {
             let pod = pods
@@ -84,7 +114,8 @@ impl TopologyBuilder {
                 IpAddr::V4(_) => ("32", pod.ip4.to_string()),
                 IpAddr::V6(_) => ("128", pod.ip6.to_string()),
             };
-            pod.netns.ip(&["addr", "add", &format!("{vip}/{prefix}"), "dev", "lo"]);
+            pod.netns
+                .ip(&["addr", "add", &format!("{vip}/{prefix}"), "dev", "lo"]);
             node.ip(&["route", "add", &format!("{vip}/{prefix}"), "via", &via]);
         }
         Topology { pods, node }
@@ -101,7 +132,11 @@ pub struct Topology {
 impl Topology {
     /// Starts a topology whose namespace names begin with `prefix`.
     pub fn builder(prefix: &str) -> TopologyBuilder {
-        TopologyBuilder { prefix: prefix.to_owned(), pods: Vec::new(), vips: Vec::new() }
+        TopologyBuilder {
+            prefix: prefix.to_owned(),
+            pods: Vec::new(),
+            vips: Vec::new(),
+        }
     }
 
     pub fn node(&self) -> &Netns {
@@ -134,7 +169,15 @@ impl Pod {
     pub fn exec_in(&self, cgroup: &Cgroup, program: &str, args: &[&str]) -> std::process::Output {
         let net = format!("--net={}", self.netns.path());
         let script = cgroup.enter_script();
-        let mut full = vec![net.as_str(), "--", "sh", "-c", script.as_str(), "sh", program];
+        let mut full = vec![
+            net.as_str(),
+            "--",
+            "sh",
+            "-c",
+            script.as_str(),
+            "sh",
+            program,
+        ];
         full.extend_from_slice(args);
         cmd::output("nsenter", &full)
     }
@@ -144,7 +187,14 @@ impl Pod {
     pub fn echo_server(&self, port: u16) -> Proc {
         let script = concat!(env!("CARGO_MANIFEST_DIR"), "/servers/echo.py");
         let mut child = Command::new("nsenter")
-            .args([&format!("--net={}", self.netns.path()), "--", "python3", script, &port.to_string(), &self.name])
+            .args([
+                &format!("--net={}", self.netns.path()),
+                "--",
+                "python3",
+                script,
+                &port.to_string(),
+                &self.name,
+            ])
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
@@ -154,7 +204,10 @@ impl Pod {
         let mut line = String::new();
         std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line)
             .expect("echo server output");
-        assert!(line.starts_with("listening"), "echo server did not start: {line:?}");
+        assert!(
+            line.starts_with("listening"),
+            "echo server did not start: {line:?}"
+        );
         proc
     }
 }

@@ -22,11 +22,19 @@ fn routes_for(address: &str, port: u16) -> String {
 }
 
 fn two_pods() -> Topology {
-    Topology::builder("dt").pod("client").pod("server").vip("server", "10.96.0.10").build()
+    Topology::builder("dt")
+        .pod("client")
+        .pod("server")
+        .vip("server", "10.96.0.10")
+        .build()
 }
 
 fn url(ip: &str, port: u16) -> String {
-    if ip.contains(':') { format!("http://[{ip}]:{port}/") } else { format!("http://{ip}:{port}/") }
+    if ip.contains(':') {
+        format!("http://[{ip}]:{port}/")
+    } else {
+        format!("http://{ip}:{port}/")
+    }
 }
 
 /// The address the server saw, from its `X-Peer` response header.
@@ -47,17 +55,45 @@ fn peer_seen(output: &Output) -> String {
 }
 
 fn host_of(peer: &str) -> &str {
-    peer.rsplit_once(':').map_or(peer, |(host, _)| host).trim_start_matches('[').trim_end_matches(']')
+    peer.rsplit_once(':')
+        .map_or(peer, |(host, _)| host)
+        .trim_start_matches('[')
+        .trim_end_matches(']')
 }
 
 /// GET from `pod` as a process of `cgroup`; returns the peer the server saw.
 fn get_in(pod: &Pod, cgroup: &Cgroup, ip: &str, port: u16) -> String {
-    peer_seen(&pod.exec_in(cgroup, "curl", &["-sS", "-m", "5", "-o", "/dev/null", "-D", "-", &url(ip, port)]))
+    peer_seen(&pod.exec_in(
+        cgroup,
+        "curl",
+        &[
+            "-sS",
+            "-m",
+            "5",
+            "-o",
+            "/dev/null",
+            "-D",
+            "-",
+            &url(ip, port),
+        ],
+    ))
 }
 
 /// GET from `pod` outside any test cgroup.
 fn get_outside(pod: &Pod, ip: &str, port: u16) -> String {
-    peer_seen(&pod.exec("curl", &["-sS", "-m", "5", "-o", "/dev/null", "-D", "-", &url(ip, port)]))
+    peer_seen(&pod.exec(
+        "curl",
+        &[
+            "-sS",
+            "-m",
+            "5",
+            "-o",
+            "/dev/null",
+            "-D",
+            "-",
+            &url(ip, port),
+        ],
+    ))
 }
 
 /// Names of the programs attached to `cgroup`, as bpftool lists them
@@ -128,13 +164,28 @@ fn steered_ipv4_destination_is_proxied_with_its_bytes_intact() {
     let server = net.pod("server");
     let _echo = server.echo_server(PORT);
     let cgroup = Cgroup::new(&unique_name("detour-test-"));
-    let agent = Agent::builder(&net, &cgroup).routes(&routes_for(&server.ip4.to_string(), PORT)).spawn();
+    let agent = Agent::builder(&net, &cgroup)
+        .routes(&routes_for(&server.ip4.to_string(), PORT))
+        .spawn();
 
-    let peer = echo_bytes(net.pod("client"), &cgroup, &server.ip4.to_string(), PORT, 4 << 20);
-    assert_eq!(host_of(&peer), NODE_IP4.to_string(), "the server sees the agent as its client");
+    let peer = echo_bytes(
+        net.pod("client"),
+        &cgroup,
+        &server.ip4.to_string(),
+        PORT,
+        4 << 20,
+    );
+    assert_eq!(
+        host_of(&peer),
+        NODE_IP4.to_string(),
+        "the server sees the agent as its client"
+    );
     assert_eq!(agent.bpf_event("redirected"), 1);
     assert_eq!(agent.bpf_event("rekeyed"), 1);
-    assert_eq!(agent.metric("detour_connections_total{service=\"default/echo\"}"), 1);
+    assert_eq!(
+        agent.metric("detour_connections_total{service=\"default/echo\"}"),
+        1
+    );
 }
 
 #[test]
@@ -146,12 +197,27 @@ fn steered_ipv6_destination_is_proxied_with_its_bytes_intact() {
     let server = net.pod("server");
     let _echo = server.echo_server(PORT);
     let cgroup = Cgroup::new(&unique_name("detour-test-"));
-    let agent = Agent::builder(&net, &cgroup).routes(&routes_for(&server.ip6.to_string(), PORT)).spawn();
+    let agent = Agent::builder(&net, &cgroup)
+        .routes(&routes_for(&server.ip6.to_string(), PORT))
+        .spawn();
 
-    let peer = echo_bytes(net.pod("client"), &cgroup, &server.ip6.to_string(), PORT, 4 << 20);
-    assert_eq!(host_of(&peer), NODE_IP6.to_string(), "the server sees the agent as its client");
+    let peer = echo_bytes(
+        net.pod("client"),
+        &cgroup,
+        &server.ip6.to_string(),
+        PORT,
+        4 << 20,
+    );
+    assert_eq!(
+        host_of(&peer),
+        NODE_IP6.to_string(),
+        "the server sees the agent as its client"
+    );
     assert_eq!(agent.bpf_event("redirected"), 1);
-    assert_eq!(agent.metric("detour_connections_total{service=\"default/echo\"}"), 1);
+    assert_eq!(
+        agent.metric("detour_connections_total{service=\"default/echo\"}"),
+        1
+    );
 }
 
 #[test]
@@ -162,7 +228,9 @@ fn steered_service_vip_is_proxied_to_the_vip() {
     let net = two_pods();
     let _echo = net.pod("server").echo_server(PORT);
     let cgroup = Cgroup::new(&unique_name("detour-test-"));
-    let agent = Agent::builder(&net, &cgroup).routes(&routes_for("10.96.0.10", PORT)).spawn();
+    let agent = Agent::builder(&net, &cgroup)
+        .routes(&routes_for("10.96.0.10", PORT))
+        .spawn();
 
     let peer = get_in(net.pod("client"), &cgroup, "10.96.0.10", PORT);
     assert_eq!(host_of(&peer), NODE_IP4.to_string());
@@ -180,15 +248,31 @@ fn destination_not_steered_is_untouched() {
     let _echo = server.echo_server(PORT);
     let _other = server.echo_server(OTHER_PORT);
     let cgroup = Cgroup::new(&unique_name("detour-test-"));
-    let agent = Agent::builder(&net, &cgroup).routes(&routes_for(&server.ip4.to_string(), PORT)).spawn();
+    let agent = Agent::builder(&net, &cgroup)
+        .routes(&routes_for(&server.ip4.to_string(), PORT))
+        .spawn();
 
     let peer = get_in(client, &cgroup, &server.ip4.to_string(), OTHER_PORT);
-    assert_eq!(host_of(&peer), client.ip4.to_string(), "the server sees the client itself");
+    assert_eq!(
+        host_of(&peer),
+        client.ip4.to_string(),
+        "the server sees the client itself"
+    );
     let peer6 = get_in(client, &cgroup, &server.ip6.to_string(), PORT);
-    assert_eq!(host_of(&peer6), client.ip6.to_string(), "IPv6 of a steered IPv4 service is not steered");
+    assert_eq!(
+        host_of(&peer6),
+        client.ip6.to_string(),
+        "IPv6 of a steered IPv4 service is not steered"
+    );
     assert_eq!(agent.bpf_event("redirected"), 0);
-    assert!(agent.bpf_event("not_steered") >= 2, "the programs saw the connects");
-    assert_eq!(agent.metric("detour_connections_total{service=\"default/echo\"}"), 0);
+    assert!(
+        agent.bpf_event("not_steered") >= 2,
+        "the programs saw the connects"
+    );
+    assert_eq!(
+        agent.metric("detour_connections_total{service=\"default/echo\"}"),
+        0
+    );
 }
 
 #[test]
@@ -201,12 +285,18 @@ fn process_outside_the_cgroup_is_untouched() {
     let client = net.pod("client");
     let _echo = server.echo_server(PORT);
     let cgroup = Cgroup::new(&unique_name("detour-test-"));
-    let agent = Agent::builder(&net, &cgroup).routes(&routes_for(&server.ip4.to_string(), PORT)).spawn();
+    let agent = Agent::builder(&net, &cgroup)
+        .routes(&routes_for(&server.ip4.to_string(), PORT))
+        .spawn();
 
     let peer = get_outside(client, &server.ip4.to_string(), PORT);
     assert_eq!(host_of(&peer), client.ip4.to_string());
     assert_eq!(agent.bpf_event("redirected"), 0);
-    assert_eq!(agent.bpf_event("not_steered"), 0, "the programs never ran for it");
+    assert_eq!(
+        agent.bpf_event("not_steered"),
+        0,
+        "the programs never ran for it"
+    );
 }
 
 #[test]
@@ -218,14 +308,30 @@ fn direct_connection_to_the_proxy_is_closed_and_counted() {
     let server = net.pod("server");
     let _echo = server.echo_server(PORT);
     let cgroup = Cgroup::new(&unique_name("detour-test-"));
-    let agent = Agent::builder(&net, &cgroup).routes(&routes_for(&server.ip4.to_string(), PORT)).spawn();
+    let agent = Agent::builder(&net, &cgroup)
+        .routes(&routes_for(&server.ip4.to_string(), PORT))
+        .spawn();
 
     let proxy = url(&NODE_IP4.to_string(), detour_tests::agent::PROXY_PORT);
-    let output = net.pod("client").exec("curl", &["-sS", "-m", "5", "-D", "-", &proxy]);
-    assert!(!output.status.success(), "a direct connection must not be forwarded");
-    assert!(String::from_utf8_lossy(&output.stdout).is_empty(), "no response bytes at all");
-    assert_eq!(agent.metric("detour_connections_rejected_total{reason=\"no_original_destination\"}"), 1);
-    assert_eq!(agent.metric("detour_connections_total{service=\"default/echo\"}"), 0);
+    let output = net
+        .pod("client")
+        .exec("curl", &["-sS", "-m", "5", "-D", "-", &proxy]);
+    assert!(
+        !output.status.success(),
+        "a direct connection must not be forwarded"
+    );
+    assert!(
+        String::from_utf8_lossy(&output.stdout).is_empty(),
+        "no response bytes at all"
+    );
+    assert_eq!(
+        agent.metric("detour_connections_rejected_total{reason=\"no_original_destination\"}"),
+        1
+    );
+    assert_eq!(
+        agent.metric("detour_connections_total{service=\"default/echo\"}"),
+        0
+    );
 }
 
 #[test]
@@ -238,14 +344,30 @@ fn after_kill_9_connections_go_direct_and_nothing_stays_attached() {
     let client = net.pod("client");
     let _echo = server.echo_server(PORT);
     let cgroup = Cgroup::new(&unique_name("detour-test-"));
-    let mut agent = Agent::builder(&net, &cgroup).routes(&routes_for(&server.ip4.to_string(), PORT)).spawn();
-    assert_eq!(host_of(&get_in(client, &cgroup, &server.ip4.to_string(), PORT)), NODE_IP4.to_string());
-    assert_eq!(attached_programs(&cgroup), ["detour_connect4", "detour_connect6", "detour_sockops"]);
+    let mut agent = Agent::builder(&net, &cgroup)
+        .routes(&routes_for(&server.ip4.to_string(), PORT))
+        .spawn();
+    assert_eq!(
+        host_of(&get_in(client, &cgroup, &server.ip4.to_string(), PORT)),
+        NODE_IP4.to_string()
+    );
+    assert_eq!(
+        attached_programs(&cgroup),
+        ["detour_connect4", "detour_connect6", "detour_sockops"]
+    );
 
     agent.kill9();
-    assert_eq!(attached_programs(&cgroup), NO_PROGRAMS, "the kernel detached every program");
+    assert_eq!(
+        attached_programs(&cgroup),
+        NO_PROGRAMS,
+        "the kernel detached every program"
+    );
     let peer = get_in(client, &cgroup, &server.ip4.to_string(), PORT);
-    assert_eq!(host_of(&peer), client.ip4.to_string(), "fail-open: straight to the destination");
+    assert_eq!(
+        host_of(&peer),
+        client.ip4.to_string(),
+        "fail-open: straight to the destination"
+    );
 }
 
 #[test]
@@ -258,12 +380,17 @@ fn sigterm_detaches_and_exits_cleanly() {
     let client = net.pod("client");
     let _echo = server.echo_server(PORT);
     let cgroup = Cgroup::new(&unique_name("detour-test-"));
-    let mut agent = Agent::builder(&net, &cgroup).routes(&routes_for(&server.ip4.to_string(), PORT)).spawn();
+    let mut agent = Agent::builder(&net, &cgroup)
+        .routes(&routes_for(&server.ip4.to_string(), PORT))
+        .spawn();
 
     let status = agent.terminate();
     assert!(status.success(), "exit status {status}:\n{}", agent.logs());
     assert_eq!(attached_programs(&cgroup), NO_PROGRAMS);
-    assert_eq!(host_of(&get_in(client, &cgroup, &server.ip4.to_string(), PORT)), client.ip4.to_string());
+    assert_eq!(
+        host_of(&get_in(client, &cgroup, &server.ip4.to_string(), PORT)),
+        client.ip4.to_string()
+    );
 }
 
 #[test]
@@ -284,7 +411,18 @@ fn agent_upstream_is_not_redirected_even_to_a_steered_destination() {
 
     let peer = get_in(net.pod("client"), &cgroup, &server.ip4.to_string(), PORT);
     assert_eq!(host_of(&peer), NODE_IP4.to_string());
-    assert_eq!(agent.bpf_event("redirected"), 1, "only the client's connect");
-    assert_eq!(agent.bpf_event("own_socket"), 1, "the agent's upstream connect was recognised by its mark");
-    assert_eq!(agent.metric("detour_connections_rejected_total{reason=\"no_original_destination\"}"), 0);
+    assert_eq!(
+        agent.bpf_event("redirected"),
+        1,
+        "only the client's connect"
+    );
+    assert_eq!(
+        agent.bpf_event("own_socket"),
+        1,
+        "the agent's upstream connect was recognised by its mark"
+    );
+    assert_eq!(
+        agent.metric("detour_connections_rejected_total{reason=\"no_original_destination\"}"),
+        0
+    );
 }

@@ -10,12 +10,26 @@ fn run_agent(routes: &str, cgroup: &str) -> (bool, String) {
     let path = dir.join("routes.yaml");
     std::fs::write(&path, routes).expect("write routes");
     let output = Command::new(detour_bin())
-        .args(["agent", "--routes", &path.display().to_string(), "--cgroup", cgroup])
-        .args(["--proxy-addr", "127.0.0.1:0", "--metrics-addr", "127.0.0.1:0"])
+        .args([
+            "agent",
+            "--routes",
+            &path.display().to_string(),
+            "--cgroup",
+            cgroup,
+        ])
+        .args([
+            "--proxy-addr",
+            "127.0.0.1:0",
+            "--metrics-addr",
+            "127.0.0.1:0",
+        ])
         .output()
         .expect("run detour");
     let _ = std::fs::remove_dir_all(&dir);
-    (output.status.success(), String::from_utf8_lossy(&output.stderr).into_owned())
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
 }
 
 fn last_line(stderr: &str) -> &str {
@@ -24,11 +38,17 @@ fn last_line(stderr: &str) -> &str {
 
 #[test]
 fn bad_routes_file_stops_the_agent_with_the_field_and_line() {
-    let (ok, stderr) = run_agent("services:\n  - name: a\n    addresses: [nope]\n    ports: [{port: 1}]\n", "/tmp");
+    let (ok, stderr) = run_agent(
+        "services:\n  - name: a\n    addresses: [nope]\n    ports: [{port: 1}]\n",
+        "/tmp",
+    );
     assert!(!ok);
     let line = last_line(&stderr);
     assert!(line.starts_with("detour: routes file"), "{stderr}");
-    assert!(line.contains("services[0].addresses[0]") && line.contains("line 3"), "{stderr}");
+    assert!(
+        line.contains("services[0].addresses[0]") && line.contains("line 3"),
+        "{stderr}"
+    );
 }
 
 #[test]
@@ -38,7 +58,10 @@ fn a_path_that_is_not_cgroup_v2_is_refused() {
     }
     let (ok, stderr) = run_agent("", "/tmp");
     assert!(!ok);
-    assert!(last_line(&stderr).contains("/tmp is not a cgroup v2 directory"), "{stderr}");
+    assert!(
+        last_line(&stderr).contains("/tmp is not a cgroup v2 directory"),
+        "{stderr}"
+    );
 }
 
 #[test]
@@ -48,5 +71,8 @@ fn a_missing_cgroup_is_refused() {
     }
     let (ok, stderr) = run_agent("", "/sys/fs/cgroup/unified/detour-no-such-cgroup");
     assert!(!ok);
-    assert!(last_line(&stderr).contains("cannot open cgroup"), "{stderr}");
+    assert!(
+        last_line(&stderr).contains("cannot open cgroup"),
+        "{stderr}"
+    );
 }

@@ -1,1 +1,91 @@
-fn main() {}
+//! `cargo xtask`: the project's tasks, so that a fresh machine needs nothing
+//! but the repository and `cargo`.
+
+mod bench;
+mod build;
+mod demo;
+mod lint;
+mod setup;
+mod test;
+
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use anyhow::{Context, bail};
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(name = "cargo xtask")]
+struct Cli {
+    #[command(subcommand)]
+    command: Task,
+}
+
+#[derive(Debug, Subcommand)]
+enum Task {
+    /// Install what the build and tests need (apt packages, bpf-linker); a fast no-op when present.
+    Setup,
+    /// Build the agent (with its embedded eBPF programs).
+    Build(build::BuildArgs),
+    /// Setup, build, then run every test, including the root-only namespace tests.
+    Test(test::TestArgs),
+    /// Show detour steering a real curl between network namespaces.
+    Demo,
+    /// Clippy with -D warnings on the host workspace and the eBPF crate.
+    Clippy,
+    /// rustfmt on the host workspace and the eBPF crate.
+    Fmt(lint::FmtArgs),
+    /// Benchmarks that print ratios against peers measured in the same run.
+    Bench(bench::BenchArgs),
+}
+
+fn main() -> anyhow::Result<()> {
+    match Cli::parse().command {
+        Task::Setup => setup::run(),
+        Task::Build(args) => build::run(&args).map(|_| ()),
+        Task::Test(args) => test::run(&args),
+        Task::Demo => demo::run(),
+        Task::Clippy => lint::clippy(),
+        Task::Fmt(args) => lint::fmt(&args),
+        Task::Bench(args) => bench::run(&args),
+    }
+}
+
+/// The workspace root.
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map_or_else(|| PathBuf::from("."), Path::to_path_buf)
+}
+
+/// The eBPF crate's directory (its own workspace).
+pub fn ebpf_dir() -> PathBuf {
+    root().join("ebpf/detour-ebpf")
+}
+
+/// `cargo`, as the one running us.
+pub fn cargo() -> Command {
+    let mut command = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    command.current_dir(root());
+    command
+}
+
+/// Runs a command; fails with its description when it does not succeed.
+pub fn exec(command: &mut Command) -> anyhow::Result<()> {
+    let description = format!("{command:?}");
+    let status = command
+        .status()
+        .with_context(|| format!("cannot run {description}"))?;
+    if !status.success() {
+        bail!("{description} failed ({status})");
+    }
+    Ok(())
+}
+
+/// Whether we run as root.
+pub fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}

@@ -210,7 +210,7 @@ fn open_cgroup2(path: &Path) -> Result<File, DatapathError> {
         let rc = libc::statfs(c_path.as_ptr(), &mut stat);
         (rc, stat.f_type)
     };
-    if rc != 0 || i64::from(magic) != CGROUP2_SUPER_MAGIC || !path.is_dir() {
+    if rc != 0 || magic != CGROUP2_SUPER_MAGIC || !path.is_dir() {
         return Err(DatapathError::NotCgroup2 {
             path: path.to_owned(),
         });

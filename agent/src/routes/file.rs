@@ -67,9 +67,12 @@ pub struct SandboxSpec {
 pub struct ForkSpec {
     /// `namespace/name` of a service in `services`.
     pub service: String,
-    #[expect(
-        dead_code,
-        reason = "validated now; routed to once the HTTP proxy lands"
+    #[cfg_attr(
+        not(test),
+        expect(
+            dead_code,
+            reason = "validated now; routed to once the HTTP proxy lands"
+        )
     )]
     pub endpoints: Vec<SocketAddr>,
 }

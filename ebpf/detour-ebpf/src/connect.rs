@@ -64,7 +64,7 @@ fn try_connect(ctx: &SockAddrContext, family: Family) -> Result<(), Failure> {
         Family::V4 => SockKey::v4(addr.user_ip4, port),
         Family::V6 => SockKey::v6(read_ip6(addr), port),
     };
-    let Some(steered) = (unsafe { STEERED.get(&dst) }) else {
+    let Some(steered) = (unsafe { STEERED.get(dst) }) else {
         count(counter::NOT_STEERED);
         return Ok(());
     };
@@ -94,7 +94,7 @@ fn try_connect(ctx: &SockAddrContext, family: Family) -> Result<(), Failure> {
     let cookie = unsafe { bpf_get_socket_cookie(ctx.as_ptr()) };
     let record = OrigDst { dst, service_id, family: socket_family, _pad: 0 };
     ORIG_BY_COOKIE
-        .insert(&cookie, &record, 0)
+        .insert(cookie, record, 0)
         .map_err(|_| Failure::RecordFull)?;
 
     match family {

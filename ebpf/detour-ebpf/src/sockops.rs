@@ -27,7 +27,7 @@ fn try_rekey(ctx: &SockOpsContext) -> Result<(), i64> {
     // SAFETY: the helper only reads the context's socket.
     let cookie = unsafe { bpf_get_socket_cookie(ctx.as_ptr()) };
     // SAFETY: the value is copied out before any other map operation.
-    let Some(record) = (unsafe { ORIG_BY_COOKIE.get(&cookie) }).copied() else {
+    let Some(record) = (unsafe { ORIG_BY_COOKIE.get(cookie) }).copied() else {
         return Ok(());
     };
     // `local_port` is host order; keys hold network order.
@@ -37,8 +37,8 @@ fn try_rekey(ctx: &SockOpsContext) -> Result<(), i64> {
         AF_INET6 => SockKey::v6(local_ip6(ctx), port),
         _ => return Ok(()),
     };
-    ORIG_BY_PEER.insert(&peer, &record, 0)?;
-    ORIG_BY_COOKIE.remove(&cookie)?;
+    ORIG_BY_PEER.insert(peer, record, 0)?;
+    ORIG_BY_COOKIE.remove(cookie)?;
     count(counter::REKEYED);
     Ok(())
 }

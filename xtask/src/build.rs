@@ -1,0 +1,34 @@
+//! `cargo xtask build`: the agent, with its eBPF object built and embedded by
+//! the agent's build script.
+
+use std::path::PathBuf;
+
+use clap::Args;
+
+use crate::{cargo, exec, root};
+
+#[derive(Debug, Args)]
+pub struct BuildArgs {
+    /// Build without optimisations (faster to compile; used by `test`).
+    #[arg(long)]
+    pub debug: bool,
+}
+
+/// Builds `detour` and returns the binary's path.
+pub fn run_build(debug: bool) -> anyhow::Result<PathBuf> {
+    let mut command = cargo();
+    command.args(["build", "--locked", "-p", "detour"]);
+    if !debug {
+        command.arg("--release");
+    }
+    exec(&mut command)?;
+    let profile = if debug { "debug" } else { "release" };
+    Ok(root().join("target").join(profile).join("detour"))
+}
+
+pub fn run(args: &BuildArgs) -> anyhow::Result<PathBuf> {
+    crate::setup::run()?;
+    let binary = run_build(args.debug)?;
+    eprintln!("built {}", binary.display());
+    Ok(binary)
+}

@@ -1,0 +1,102 @@
+//! `cargo xtask setup`: installs the toolchain pieces the eBPF build needs and
+//! the tools the tests and demo run (see ARCHITECTURE.md, "Toolchain").
+//! Idempotent: checks first, installs only what is missing.
+
+use std::{path::Path, process::Command};
+
+use anyhow::{Context, bail};
+
+use crate::{exec, is_root};
+
+const BPF_LINKER_VERSION: &str = "0.13.0";
+
+/// (what must exist, apt package that provides it). A path is checked as a
+/// file or directory; a bare name is looked up in PATH.
+const REQUIREMENTS: &[(&str, &str)] = &[
+    ("/usr/bin/rustc", "rustc-web"),
+    (
+        "/usr/lib/rustlib/bpfel-unknown-none",
+        "libstd-rust-web-dev-bpf",
+    ),
+    ("/usr/lib/llvm-22/lib", "llvm-22-dev"),
+    ("ip", "iproute2"),
+    ("nsenter", "util-linux"),
+    ("curl", "curl"),
+    ("python3", "python3"),
+    ("bpftool", "bpftool"),
+    ("iptables", "iptables"),
+];
+
+pub fn run() -> anyhow::Result<()> {
+    let missing: Vec<&str> = REQUIREMENTS
+        .iter()
+        .filter(|(what, _)| !present(what))
+        .map(|(_, package)| *package)
+        .collect();
+    if !missing.is_empty() {
+        if !is_root() {
+            bail!(
+                "missing packages {missing:?}: run `sudo cargo xtask setup` (or install them with apt)"
+            );
+        }
+        eprintln!("setup: installing {}", missing.join(" "));
+        apt(&["update", "-q"])?;
+        let mut install = vec!["install", "-y", "-q", "--no-install-recommends"];
+        install.extend(&missing);
+        apt(&install)?;
+    }
+    if !bpf_linker_ok() {
+        eprintln!("setup: building bpf-linker {BPF_LINKER_VERSION} against LLVM 22 (1-2 minutes)");
+        exec(
+            Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
+                .args([
+                    "install",
+                    "--locked",
+                    &format!("bpf-linker@{BPF_LINKER_VERSION}"),
+                ])
+                .args(["--no-default-features", "--features", "llvm-22"])
+                .env("LLVM_PREFIX", "/usr/lib/llvm-22"),
+        )?;
+    }
+    Ok(())
+}
+
+fn apt(args: &[&str]) -> anyhow::Result<()> {
+    exec(
+        Command::new("apt-get")
+            .args(["-o", "DPkg::Lock::Timeout=600"])
+            .args(args)
+            .env("DEBIAN_FRONTEND", "noninteractive"),
+    )
+    .context("apt-get failed")
+}
+
+fn present(what: &str) -> bool {
+    if what.starts_with('/') {
+        Path::new(what).exists()
+    } else {
+        detour_tests::cmd::which(what).is_some()
+    }
+}
+
+fn bpf_linker_ok() -> bool {
+    Command::new("bpf-linker")
+        .arg("--version")
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .is_some_and(|o| String::from_utf8_lossy(&o.stdout).contains(BPF_LINKER_VERSION))
+        || home_bpf_linker_ok()
+}
+
+fn home_bpf_linker_ok() -> bool {
+    let Some(home) = std::env::var_os("HOME") else {
+        return false;
+    };
+    let path = Path::new(&home).join(".cargo/bin/bpf-linker");
+    Command::new(path)
+        .arg("--version")
+        .output()
+        .ok()
+        .is_some_and(|o| String::from_utf8_lossy(&o.stdout).contains(BPF_LINKER_VERSION))
+}

@@ -1,0 +1,32 @@
+//! `cargo xtask test`: setup, build, then the whole suite: unit tests, the
+//! routes-file and map-layout tests, and the root-only namespace tests in
+//! `tests/` against the freshly built binary.
+
+use clap::Args;
+
+use crate::{cargo, exec, is_root};
+
+#[derive(Debug, Args)]
+pub struct TestArgs {
+    /// Extra arguments for `cargo test` (e.g. a test name filter).
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    pub cargo_args: Vec<String>,
+}
+
+pub fn run(args: &TestArgs) -> anyhow::Result<()> {
+    crate::setup::run()?;
+    let binary = crate::build::run_build(true)?;
+    if !is_root() && std::env::var_os(detour_tests::SKIP_ROOT_ENV).is_none() {
+        eprintln!(
+            "note: not root, so the namespace tests will fail; run `sudo -E cargo xtask test`, \
+             or set {}=1 to skip them explicitly",
+            detour_tests::SKIP_ROOT_ENV
+        );
+    }
+    let mut command = cargo();
+    command
+        .args(["test", "--locked", "--workspace"])
+        .args(&args.cargo_args)
+        .env("DETOUR_BIN", &binary);
+    exec(&mut command)
+}
