@@ -42,20 +42,20 @@ pub fn require_root() -> bool {
     true
 }
 
-/// The `detour` binary under test: `$DETOUR_BIN`, else the workspace's
-/// release build, else its debug build.
+/// The `detour` binary under test: `$DETOUR_BIN`, else the newer of the
+/// workspace's release and debug builds.
 pub fn detour_bin() -> std::path::PathBuf {
     if let Some(path) = std::env::var_os("DETOUR_BIN") {
         return path.into();
     }
     let target = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target");
-    for profile in ["release", "debug"] {
-        let path = target.join(profile).join("detour");
-        if path.is_file() {
-            return path;
-        }
-    }
-    panic!("no detour binary: run `cargo xtask build` or set DETOUR_BIN");
+    ["release", "debug"]
+        .iter()
+        .map(|profile| target.join(profile).join("detour"))
+        .filter_map(|path| Some((path.metadata().ok()?.modified().ok()?, path)))
+        .max()
+        .map(|(_, path)| path)
+        .unwrap_or_else(|| panic!("no detour binary: run `cargo xtask build` or set DETOUR_BIN"))
 }
 
 /// A short name unique to this process and call, for namespaces and cgroups.

@@ -426,3 +426,55 @@ fn agent_upstream_is_not_redirected_even_to_a_steered_destination() {
         0
     );
 }
+
+/// A dual-stack (AF_INET6) socket connecting to an IPv4-mapped address goes
+/// through `connect6` with `::ffff:a.b.c.d`: it matches the IPv4 entry, is
+/// redirected to the IPv4 proxy in mapped form, and its record is found.
+#[test]
+fn dual_stack_socket_to_ipv4_mapped_destination_is_steered() {
+    if !require_root() {
+        return;
+    }
+    let net = two_pods();
+    let server = net.pod("server");
+    let _echo = server.echo_server(PORT);
+    let cgroup = Cgroup::new(&unique_name("detour-test-"));
+    let agent = Agent::builder(&net, &cgroup)
+        .routes(&routes_for(&server.ip4.to_string(), PORT))
+        .spawn();
+
+    let script = format!(
+        "import socket\n\
+         s = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)\n\
+         s.settimeout(5)\n\
+         s.connect(('::ffff:{}', {PORT}))\n\
+         s.sendall(b'GET / HTTP/1.0\\r\\n\\r\\n')\n\
+         data = b''\n\
+         while True:\n\
+         \x20   chunk = s.recv(65536)\n\
+         \x20   if not chunk: break\n\
+         \x20   data += chunk\n\
+         print(data.decode())\n",
+        server.ip4
+    );
+    let output = net
+        .pod("client")
+        .exec_in(&cgroup, "python3", &["-c", &script]);
+    assert!(
+        output.status.success(),
+        "client failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let peer = peer_seen(&output);
+    assert_eq!(
+        host_of(&peer),
+        NODE_IP4.to_string(),
+        "the server sees the agent as its client"
+    );
+    assert_eq!(agent.bpf_event("redirected"), 1);
+    assert_eq!(agent.bpf_event("rekeyed"), 1);
+    assert_eq!(
+        agent.metric("detour_connections_total{service=\"default/echo\"}"),
+        1
+    );
+}

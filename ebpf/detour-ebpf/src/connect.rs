@@ -3,7 +3,7 @@
 
 use aya_ebpf::{
     EbpfContext,
-    bindings::{bpf_sock_addr, bpf_sock},
+    bindings::{bpf_sock, bpf_sock_addr},
     helpers::bpf_get_socket_cookie,
     macros::cgroup_sock_addr,
     programs::SockAddrContext,
@@ -92,7 +92,12 @@ fn try_connect(ctx: &SockAddrContext, family: Family) -> Result<(), Failure> {
 
     // SAFETY: the helper only reads the context's socket.
     let cookie = unsafe { bpf_get_socket_cookie(ctx.as_ptr()) };
-    let record = OrigDst { dst, service_id, family: socket_family, _pad: 0 };
+    let record = OrigDst {
+        dst,
+        service_id,
+        family: socket_family,
+        _pad: 0,
+    };
     ORIG_BY_COOKIE
         .insert(cookie, record, 0)
         .map_err(|_| Failure::RecordFull)?;

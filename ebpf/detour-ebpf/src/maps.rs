@@ -8,8 +8,7 @@ use aya_ebpf::{
 use detour_common::{Config, OrigDst, SockKey, Steered, capacity, counter};
 
 #[map]
-pub static STEERED: HashMap<SockKey, Steered> =
-    HashMap::with_max_entries(capacity::STEERED, 0);
+pub static STEERED: HashMap<SockKey, Steered> = HashMap::with_max_entries(capacity::STEERED, 0);
 
 #[map]
 pub static ORIG_BY_COOKIE: LruHashMap<u64, OrigDst> =

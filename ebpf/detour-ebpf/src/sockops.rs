@@ -34,6 +34,12 @@ fn try_rekey(ctx: &SockOpsContext) -> Result<(), i64> {
     let port = (ctx.local_port() as u16).to_be();
     let peer = match ctx.family() as u16 {
         AF_INET => SockKey::v4(ctx.local_ip4(), port),
+        // A dual-stack socket connecting to an IPv4-mapped address runs the
+        // IPv4 connect path, and this callback fires inside it. Its IPv4
+        // source is authoritative there (the mapped IPv6 copy is derived from
+        // it by that path), so key by it; the destination, set before the
+        // path is chosen, tells which case this is.
+        AF_INET6 if SockKey::v6(remote_ip6(ctx), 0).is_v4() => SockKey::v4(ctx.local_ip4(), port),
         AF_INET6 => SockKey::v6(local_ip6(ctx), port),
         _ => return Ok(()),
     };
@@ -55,6 +61,21 @@ fn local_ip6(ctx: &SockOpsContext) -> [u32; 4] {
             core::ptr::read_volatile(&ops.local_ip6[1]),
             core::ptr::read_volatile(&ops.local_ip6[2]),
             core::ptr::read_volatile(&ops.local_ip6[3]),
+        ]
+    }
+}
+
+/// `remote_ip6`, one word at a time, for the same reason.
+#[inline(always)]
+fn remote_ip6(ctx: &SockOpsContext) -> [u32; 4] {
+    // SAFETY: reads of fields of the valid context.
+    unsafe {
+        let ops = &*ctx.ops;
+        [
+            core::ptr::read_volatile(&ops.remote_ip6[0]),
+            core::ptr::read_volatile(&ops.remote_ip6[1]),
+            core::ptr::read_volatile(&ops.remote_ip6[2]),
+            core::ptr::read_volatile(&ops.remote_ip6[3]),
         ]
     }
 }
