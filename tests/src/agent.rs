@@ -27,6 +27,7 @@ pub struct AgentBuilder<'a> {
     proxy_addrs: Vec<String>,
     in_cgroup: bool,
     extra_args: Vec<String>,
+    log_filter: String,
 }
 
 impl<'a> AgentBuilder<'a> {
@@ -46,6 +47,13 @@ impl<'a> AgentBuilder<'a> {
     /// a cluster (the agent pod lives under kubepods).
     pub fn inside_cgroup(mut self) -> Self {
         self.in_cgroup = true;
+        self
+    }
+
+    /// Replaces the agent's log filter (`DETOUR_LOG`, default `debug`), e.g.
+    /// `info` for benchmarks, where debug logs would be measured too.
+    pub fn log_filter(mut self, filter: &str) -> Self {
+        filter.clone_into(&mut self.log_filter);
         self
     }
 
@@ -88,7 +96,7 @@ impl<'a> AgentBuilder<'a> {
         args.extend(self.extra_args);
         let child = Command::new("nsenter")
             .args(&args)
-            .env("DETOUR_LOG", "debug")
+            .env("DETOUR_LOG", &self.log_filter)
             .stdin(Stdio::null())
             .stdout(log_file.try_clone().expect("log fd"))
             .stderr(log_file)
@@ -125,6 +133,7 @@ impl Agent {
             ],
             in_cgroup: false,
             extra_args: Vec::new(),
+            log_filter: "debug".to_owned(),
         }
     }
 

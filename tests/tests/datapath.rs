@@ -478,3 +478,40 @@ fn dual_stack_socket_to_ipv4_mapped_destination_is_steered() {
         1
     );
 }
+
+#[test]
+fn dead_upstream_closes_the_client_and_is_counted() {
+    if !require_root() {
+        return;
+    }
+    let net = two_pods();
+    let server = net.pod("server");
+    let cgroup = Cgroup::new(&unique_name("detour-test-"));
+    // Steered, but nothing listens there: the server refuses the agent.
+    let agent = Agent::builder(&net, &cgroup)
+        .routes(&routes_for(&server.ip4.to_string(), PORT))
+        .spawn();
+
+    let output = net.pod("client").exec_in(
+        &cgroup,
+        "curl",
+        &[
+            "-sS",
+            "-m",
+            "5",
+            "-D",
+            "-",
+            &url(&server.ip4.to_string(), PORT),
+        ],
+    );
+    assert!(
+        !output.status.success(),
+        "nothing listens: the client must not get a response"
+    );
+    assert!(String::from_utf8_lossy(&output.stdout).is_empty());
+    assert_eq!(agent.bpf_event("redirected"), 1);
+    assert_eq!(
+        agent.metric("detour_upstream_errors_total{reason=\"connect\"}"),
+        1
+    );
+}

@@ -76,3 +76,48 @@ fn a_missing_cgroup_is_refused() {
         "{stderr}"
     );
 }
+
+#[test]
+fn not_root_is_refused_with_what_to_do() {
+    if !require_root() {
+        return;
+    }
+    // Run a copy of the binary as nobody (the original may sit under /root).
+    let dir = std::env::temp_dir().join(unique_name("detour-nobody-"));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let binary = dir.join("detour");
+    std::fs::copy(detour_bin(), &binary).expect("copy detour");
+    let routes = dir.join("routes.yaml");
+    std::fs::write(&routes, "").expect("write routes");
+    for path in [&dir, &binary, &routes] {
+        let mode = if path.is_dir() || path == &binary {
+            0o755
+        } else {
+            0o644
+        };
+        std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(mode))
+            .expect("chmod");
+    }
+    let output = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+        .arg(&binary)
+        .args([
+            "agent",
+            "--routes",
+            &routes.display().to_string(),
+            "--cgroup",
+            "/sys/fs/cgroup",
+        ])
+        .args([
+            "--proxy-addr",
+            "127.0.0.1:0",
+            "--metrics-addr",
+            "127.0.0.1:0",
+        ])
+        .output()
+        .expect("run setpriv");
+    let _ = std::fs::remove_dir_all(&dir);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(last_line(&stderr).contains("must run as root"), "{stderr}");
+}
