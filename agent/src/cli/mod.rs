@@ -1,6 +1,6 @@
 //! Command-line interface: one file per verb.
 
-mod agent;
+pub mod agent;
 
 use clap::{Parser, Subcommand};
 

@@ -67,13 +67,6 @@ pub struct SandboxSpec {
 pub struct ForkSpec {
     /// `namespace/name` of a service in `services`.
     pub service: String,
-    #[cfg_attr(
-        not(test),
-        expect(
-            dead_code,
-            reason = "validated now; routed to once the HTTP proxy lands"
-        )
-    )]
     pub endpoints: Vec<SocketAddr>,
 }
 

@@ -1,0 +1,11 @@
+//! detour's agent and CLI as a library: the `detour` binary is a thin
+//! `main` over [`cli::Cli`]. A library also lets fuzz targets and benchmarks
+//! reach the parsers in [`http`].
+
+pub mod cli;
+pub mod datapath;
+pub mod defaults;
+pub mod metrics;
+pub mod proxy;
+pub mod routes;
+pub mod telemetry;
