@@ -5,7 +5,9 @@
 pub mod cli;
 pub mod datapath;
 pub mod defaults;
+pub mod http;
 pub mod metrics;
 pub mod proxy;
 pub mod routes;
 pub mod telemetry;
+pub mod updater;

@@ -1,10 +1,21 @@
 #!/usr/bin/env python3
-"""Test server for detour's integration tests and demo.
+"""Test upstream for detour's integration tests and demo.
 
-Listens on every address (IPv4 and IPv6) of its network namespace, on the
-port given as the first argument. GET answers with the peer address the
-server saw; POST echoes the request body, with the peer in `X-Peer`. Prints
-"listening" once bound, so that the harness knows it is ready.
+Usage: echo.py PORT NAME [LOG]
+
+Listens on every address (IPv4 and IPv6) of its network namespace. Every
+response carries `X-Served-By: NAME` and `X-Peer: <address it saw>`. When LOG
+is given, each request's method and path are appended to it, so a test can
+tell exactly which requests reached this server.
+
+  GET  /          "hello from NAME; you are PEER"
+  POST /          echoes the body (Content-Length or chunked request)
+  HEAD /          the GET headers, no body
+  GET  /chunked   a chunked response with a trailer (x-trailer: done)
+  GET  /close     a response delimited by closing the connection
+  GET  /204       204 No Content
+  GET  /upgrade   101 Switching Protocols, then echoes bytes upper-cased
+Prints "listening" once bound.
 """
 import socket
 import sys
@@ -21,20 +32,96 @@ class Handler(BaseHTTPRequestHandler):
             host = host[len("::ffff:"):]
         return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
-    def do_GET(self):
-        body = f"hello from {self.server.name}; you are {self.peer()}\n".encode()
-        self.send_response(200)
+    def log_request_line(self):
+        if self.server.log:
+            with open(self.server.log, "a") as log:
+                log.write(f"{self.command} {self.path}\n")
+
+    def common_headers(self):
+        self.send_header("X-Served-By", self.server.name)
         self.send_header("X-Peer", self.peer())
-        self.send_header("Content-Length", str(len(body)))
+
+    def hello(self):
+        return f"hello from {self.server.name}; you are {self.peer()}\n".encode()
+
+    def do_HEAD(self):
+        self.log_request_line()
+        self.send_response(200)
+        self.common_headers()
+        self.send_header("Content-Length", str(len(self.hello())))
         self.end_headers()
-        self.wfile.write(body)
+
+    def do_GET(self):
+        self.log_request_line()
+        if self.path == "/chunked":
+            self.send_response(200)
+            self.common_headers()
+            self.send_header("Transfer-Encoding", "chunked")
+            self.send_header("Trailer", "x-trailer")
+            self.end_headers()
+            for part in (b"hello ", b"chunked ", b"world\n"):
+                self.wfile.write(b"%x\r\n%s\r\n" % (len(part), part))
+            self.wfile.write(b"0\r\nx-trailer: done\r\n\r\n")
+        elif self.path == "/close":
+            self.send_response(200)
+            self.common_headers()
+            self.send_header("Connection", "close")
+            self.end_headers()
+            self.wfile.write(b"until the connection closes\n")
+            self.close_connection = True
+        elif self.path == "/204":
+            self.send_response(204)
+            self.common_headers()
+            self.end_headers()
+        elif self.path == "/upgrade":
+            self.send_response(101)
+            self.common_headers()
+            self.send_header("Upgrade", "echo")
+            self.send_header("Connection", "Upgrade")
+            self.end_headers()
+            self.wfile.flush()
+            while True:
+                # read1: bytes the client sent right after the head may already
+                # sit in rfile's buffer.
+                data = self.rfile.read1(65536)
+                if not data:
+                    break
+                self.wfile.write(data.upper())
+                self.wfile.flush()
+            self.close_connection = True
+        else:
+            body = self.hello()
+            self.send_response(200)
+            self.common_headers()
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+    def read_chunked(self):
+        body = b""
+        while True:
+            size = int(self.rfile.readline().split(b";")[0].strip(), 16)
+            if size == 0:
+                while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                    pass
+                return body
+            body += self.rfile.read(size)
+            self.rfile.readline()
 
     def do_POST(self):
-        length = int(self.headers.get("Content-Length", "0"))
+        self.log_request_line()
+        if "chunked" in self.headers.get("Transfer-Encoding", ""):
+            body = self.read_chunked()
+        else:
+            body = None
+            length = int(self.headers.get("Content-Length", "0"))
         self.send_response(200)
-        self.send_header("X-Peer", self.peer())
-        self.send_header("Content-Length", str(length))
+        self.common_headers()
+        self.send_header("Content-Length", str(len(body) if body is not None else length))
         self.end_headers()
+        if body is not None:
+            self.wfile.write(body)
+            return
         remaining = length
         while remaining:
             chunk = self.rfile.read(min(remaining, 1 << 16))
@@ -58,9 +145,9 @@ class DualStackServer(ThreadingHTTPServer):
 
 def main():
     port = int(sys.argv[1])
-    name = sys.argv[2] if len(sys.argv) > 2 else socket.gethostname()
     server = DualStackServer(("::", port), Handler)
-    server.name = name
+    server.name = sys.argv[2] if len(sys.argv) > 2 else socket.gethostname()
+    server.log = sys.argv[3] if len(sys.argv) > 3 else None
     print("listening", flush=True)
     server.serve_forever()
 

@@ -107,6 +107,7 @@ impl<'a> AgentBuilder<'a> {
             node_path: self.node.path(),
             dir,
             log,
+            routes,
         };
         agent.wait_ready();
         agent
@@ -119,9 +120,18 @@ pub struct Agent {
     node_path: String,
     dir: PathBuf,
     log: PathBuf,
+    routes: PathBuf,
 }
 
 impl Agent {
+    /// Replaces the routes file the way a careful operator (or a ConfigMap
+    /// mount) does: write a new file, then rename it over the old one.
+    pub fn write_routes(&self, yaml: &str) {
+        let next = self.dir.join("routes.yaml.next");
+        std::fs::write(&next, yaml).expect("write routes");
+        std::fs::rename(&next, &self.routes).expect("replace routes");
+    }
+
     pub fn builder<'a>(topology: &'a Topology, cgroup: &'a Cgroup) -> AgentBuilder<'a> {
         AgentBuilder {
             node: topology.node(),

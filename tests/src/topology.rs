@@ -182,19 +182,71 @@ impl Pod {
         cmd::output("nsenter", &full)
     }
 
+    /// Runs a command in the pod, as a process of `cgroup`, with `input` on
+    /// its standard input.
+    pub fn exec_in_with_input(
+        &self,
+        cgroup: &Cgroup,
+        program: &str,
+        args: &[&str],
+        input: &[u8],
+    ) -> std::process::Output {
+        use std::io::Write;
+        let net = format!("--net={}", self.netns.path());
+        let script = cgroup.enter_script();
+        let mut child = Command::new("nsenter")
+            .args([
+                net.as_str(),
+                "--",
+                "sh",
+                "-c",
+                script.as_str(),
+                "sh",
+                program,
+            ])
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot run {program}: {e}"));
+        if let Some(mut stdin) = child.stdin.take() {
+            stdin.write_all(input).expect("write stdin");
+        }
+        child.wait_with_output().expect("wait for client")
+    }
+
     /// Starts the echo server (`tests/servers/echo.py`) on `port` of every
     /// address of the pod, and waits until it listens.
     pub fn echo_server(&self, port: u16) -> Proc {
+        self.start_echo(port, None)
+    }
+
+    /// As [`Pod::echo_server`], logging every request it receives to the
+    /// returned file (one `METHOD PATH` line each).
+    pub fn logged_echo_server(&self, port: u16) -> (Proc, RequestLog) {
+        let log = RequestLog(
+            std::env::temp_dir().join(unique_name(&format!("detour-{}-requests-", self.name))),
+        );
+        std::fs::write(&log.0, "").expect("create request log");
+        (self.start_echo(port, Some(&log.0)), log)
+    }
+
+    fn start_echo(&self, port: u16, log: Option<&std::path::Path>) -> Proc {
         let script = concat!(env!("CARGO_MANIFEST_DIR"), "/servers/echo.py");
-        let mut child = Command::new("nsenter")
-            .args([
-                &format!("--net={}", self.netns.path()),
-                "--",
-                "python3",
-                script,
-                &port.to_string(),
-                &self.name,
-            ])
+        let mut command = Command::new("nsenter");
+        command.args([
+            &format!("--net={}", self.netns.path()),
+            "--",
+            "python3",
+            script,
+            &port.to_string(),
+            &self.name,
+        ]);
+        if let Some(log) = log {
+            command.arg(log);
+        }
+        let mut child = command
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
@@ -209,5 +261,26 @@ impl Pod {
             "echo server did not start: {line:?}"
         );
         proc
+    }
+}
+
+/// The requests an echo server received; removed on drop.
+#[derive(Debug)]
+pub struct RequestLog(pub std::path::PathBuf);
+
+impl RequestLog {
+    /// Every `METHOD PATH` line so far.
+    pub fn lines(&self) -> Vec<String> {
+        std::fs::read_to_string(&self.0)
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    }
+}
+
+impl Drop for RequestLog {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
     }
 }

@@ -18,7 +18,6 @@ use std::{
 };
 
 use anyhow::{Context, bail};
-use arc_swap::ArcSwap;
 use clap::Args;
 use prometheus_client::registry::Registry;
 use tokio::{net::TcpListener, signal::unix::SignalKind};
@@ -27,10 +26,13 @@ use tracing::{info, warn};
 
 use crate::{
     datapath::{Datapath, DatapathOptions},
-    defaults, metrics,
-    proxy::{self, ProxyContext, ProxyMetrics},
-    routes::{RouteSnapshot, RoutesFile},
+    defaults,
+    http::routing_key::{DEFAULT_KEY_NAMES, RoutingKeys},
+    metrics,
+    proxy::{self, HttpSettings, ProxyContext, ProxyMetrics, http1::pool::Pool},
+    routes::{self, RoutesError, RoutesFile},
     telemetry::{self, LogFormat},
+    updater::{RouteMetrics, RouteUpdater},
 };
 
 /// Run the node agent.
@@ -63,6 +65,39 @@ pub struct AgentArgs {
     #[arg(long, env = "DETOUR_MARK", default_value_t = defaults::SOCKET_MARK)]
     mark: u32,
 
+    /// Key names looked up in `baggage`, `tracestate`, `uberctx-<name>` and
+    /// `ot-baggage-<name>`; repeat for several. Replaces the default list.
+    #[arg(long = "routing-key-name", env = "DETOUR_ROUTING_KEY_NAME", value_delimiter = ',', default_values_t = DEFAULT_KEY_NAMES.map(String::from))]
+    routing_key_names: Vec<String>,
+
+    /// Extra headers whose whole value is the routing key; repeatable.
+    #[arg(
+        long = "routing-header",
+        env = "DETOUR_ROUTING_HEADER",
+        value_delimiter = ','
+    )]
+    routing_headers: Vec<String>,
+
+    /// Protocol detection timeout on `auto` ports (then: splice to baseline).
+    #[arg(long, env = "DETOUR_DETECT_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
+    detect_timeout: Duration,
+
+    /// A request head must arrive within this; 408 otherwise.
+    #[arg(long, env = "DETOUR_HEAD_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    head_timeout: Duration,
+
+    /// Keep-alive connections idle this long between requests are closed.
+    #[arg(long, env = "DETOUR_IDLE_TIMEOUT", default_value = "60s", value_parser = humantime::parse_duration)]
+    idle_timeout: Duration,
+
+    /// Upstream connect timeout; 504 beyond it, 502 when refused.
+    #[arg(long, env = "DETOUR_CONNECT_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
+    connect_timeout: Duration,
+
+    /// How long to wait for an upstream's response head; 504 beyond it.
+    #[arg(long, env = "DETOUR_UPSTREAM_TIMEOUT", default_value = "60s", value_parser = humantime::parse_duration)]
+    upstream_timeout: Duration,
+
     /// Log format.
     #[arg(long, env = "DETOUR_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
@@ -73,18 +108,40 @@ pub fn run(args: AgentArgs) -> anyhow::Result<()> {
     let Some(routes_path) = args.routes.clone() else {
         bail!("no route source: pass --routes FILE (or set DETOUR_ROUTES)");
     };
+    let keys = RoutingKeys::new(&args.routing_key_names, &args.routing_headers)?;
     // Validate before touching the kernel: never start half-configured.
-    let file = RoutesFile::load(&routes_path)?;
-    let snapshot = RouteSnapshot::from_file(&file);
+    let routes_text =
+        std::fs::read_to_string(&routes_path).map_err(|source| RoutesError::Read {
+            path: routes_path.clone(),
+            source,
+        })?;
+    let file = RoutesFile::parse(&routes_text).map_err(|error| error.in_file(&routes_path))?;
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    runtime.block_on(serve(args, snapshot, debug))
+    runtime.block_on(serve(
+        args,
+        Start {
+            routes_path,
+            routes_text,
+            file,
+            keys,
+        },
+        debug,
+    ))
 }
 
-async fn serve(args: AgentArgs, snapshot: RouteSnapshot, debug: bool) -> anyhow::Result<()> {
+/// What start-up has validated before the runtime starts.
+struct Start {
+    routes_path: PathBuf,
+    routes_text: String,
+    file: RoutesFile,
+    keys: RoutingKeys,
+}
+
+async fn serve(args: AgentArgs, start: Start, debug: bool) -> anyhow::Result<()> {
     let mut listeners = Vec::new();
     for addr in &args.proxy_addrs {
         let listener = TcpListener::bind(addr)
@@ -95,6 +152,7 @@ async fn serve(args: AgentArgs, snapshot: RouteSnapshot, debug: bool) -> anyhow:
     let metrics_listener = TcpListener::bind(args.metrics_addr)
         .await
         .with_context(|| format!("cannot listen on metrics address {}", args.metrics_addr))?;
+    let watch = routes::watch::watch(&start.routes_path)?;
 
     let options = DatapathOptions {
         cgroup: args.cgroup.clone(),
@@ -102,21 +160,37 @@ async fn serve(args: AgentArgs, snapshot: RouteSnapshot, debug: bool) -> anyhow:
         mark: args.mark,
         bpf_log: debug,
     };
-    let (mut datapath, orig_dst, counters) = Datapath::start(&options)?;
-    datapath.apply(&snapshot)?;
-
+    let (datapath, orig_dst, counters) = Datapath::start(&options)?;
     let mut registry = Registry::with_prefix(metrics::PREFIX);
+    let mut updater = RouteUpdater::new(datapath, RouteMetrics::new(&mut registry));
+    updater.apply(&start.file);
     let proxy_metrics = ProxyMetrics::new(&mut registry);
     registry.register_collector(Box::new(counters));
     let ready = Arc::new(AtomicBool::new(false));
 
     let ctx = Arc::new(ProxyContext {
         orig_dst,
-        routes: Arc::new(ArcSwap::from_pointee(snapshot)),
+        routes: updater.store(),
         metrics: proxy_metrics,
+        keys: start.keys,
+        pool: Pool::default(),
+        http: HttpSettings {
+            detect_timeout: args.detect_timeout,
+            head_timeout: args.head_timeout,
+            idle_timeout: args.idle_timeout,
+            connect_timeout: args.connect_timeout,
+            upstream_timeout: args.upstream_timeout,
+        },
         mark: args.mark,
-        connect_timeout: Duration::from_secs(defaults::UPSTREAM_CONNECT_TIMEOUT_SECS),
     });
+    let stop_updates = CancellationToken::new();
+    let updates = tokio::spawn(updater.follow_file(
+        start.routes_path,
+        start.routes_text,
+        watch,
+        stop_updates.clone(),
+    ));
+
     let stop_accepting = CancellationToken::new();
     let connections = TaskTracker::new();
     let mut acceptors = Vec::new();
@@ -143,7 +217,9 @@ async fn serve(args: AgentArgs, snapshot: RouteSnapshot, debug: bool) -> anyhow:
 
     wait_for_signal().await?;
     ready.store(false, Ordering::Release);
+    stop_updates.cancel();
     // New connects go straight to their destination from here on.
+    let mut datapath = updates.await.context("route updater failed")?;
     datapath.detach();
     stop_accepting.cancel();
     for acceptor in acceptors {

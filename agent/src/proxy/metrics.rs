@@ -1,14 +1,39 @@
-//! The proxy's Prometheus metrics.
+//! The proxy's Prometheus metrics (catalogue in the README).
+
+use std::{sync::Arc, time::Duration};
 
 use prometheus_client::{
-    encoding::EncodeLabelSet,
-    metrics::{counter::Counter, family::Family},
+    encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder},
+    metrics::{
+        counter::Counter,
+        family::Family,
+        histogram::{Histogram, exponential_buckets},
+    },
     registry::Registry,
 };
 
+use super::http1::respond::ProxyError;
+
+/// A shared string as a label value, so labels cost no allocation per request.
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
+pub struct Label(pub Arc<str>);
+
+impl EncodeLabelValue for Label {
+    fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> Result<(), std::fmt::Error> {
+        EncodeLabelValue::encode(&self.0.as_ref(), encoder)
+    }
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ServiceLabels {
-    service: String,
+    service: Label,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    service: Label,
+    destination: &'static str,
+    sandbox: Label,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -16,16 +41,31 @@ struct ReasonLabels {
     reason: &'static str,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct ProxyMetrics {
     connections: Family<ServiceLabels, Counter>,
     rejected: Family<ReasonLabels, Counter>,
+    requests: Family<RequestLabels, Counter>,
+    duration: Histogram,
+    fallbacks: Family<ReasonLabels, Counter>,
+    request_errors: Family<ReasonLabels, Counter>,
     upstream_errors: Family<ReasonLabels, Counter>,
+    no_sandbox: Label,
 }
 
 impl ProxyMetrics {
     pub fn new(registry: &mut Registry) -> Self {
-        let metrics = Self::default();
+        let metrics = Self {
+            connections: Family::default(),
+            rejected: Family::default(),
+            requests: Family::default(),
+            // 100 µs .. ~52 s
+            duration: Histogram::new(exponential_buckets(0.0001, 2.0, 20)),
+            fallbacks: Family::default(),
+            request_errors: Family::default(),
+            upstream_errors: Family::default(),
+            no_sandbox: Label(Arc::from("")),
+        };
         registry.register(
             "connections",
             "Redirected connections accepted by the proxy, by service",
@@ -37,23 +77,75 @@ impl ProxyMetrics {
             metrics.rejected.clone(),
         );
         registry.register(
+            "requests",
+            "HTTP requests routed, by service, destination (baseline|sandbox) and sandbox",
+            metrics.requests.clone(),
+        );
+        registry.register(
+            "request_duration_seconds",
+            "Time from a request head to the end of its response",
+            metrics.duration.clone(),
+        );
+        registry.register(
+            "fallbacks",
+            "Requests meant for a fork that went to baseline, by reason",
+            metrics.fallbacks.clone(),
+        );
+        registry.register(
+            "request_errors",
+            "Requests refused by the proxy (400, 408, 431), by reason",
+            metrics.request_errors.clone(),
+        );
+        registry.register(
             "upstream_errors",
-            "Failures to reach the destination, by reason",
+            "Failures to reach or read the upstream (502, 504 or a closed connection), by reason",
             metrics.upstream_errors.clone(),
         );
         metrics
     }
 
-    pub fn connection(&self, service: &str) {
+    pub fn connection(&self, service: &Arc<str>) {
         self.connections
             .get_or_create(&ServiceLabels {
-                service: service.to_owned(),
+                service: Label(Arc::clone(service)),
             })
             .inc();
     }
 
     pub fn reject(&self, reason: &'static str) {
         self.rejected.get_or_create(&ReasonLabels { reason }).inc();
+    }
+
+    pub fn request(&self, service: &Arc<str>, sandbox: Option<&Arc<str>>, elapsed: Duration) {
+        let labels = RequestLabels {
+            service: Label(Arc::clone(service)),
+            destination: if sandbox.is_some() {
+                "sandbox"
+            } else {
+                "baseline"
+            },
+            sandbox: sandbox.map_or_else(|| self.no_sandbox.clone(), |s| Label(Arc::clone(s))),
+        };
+        self.requests.get_or_create(&labels).inc();
+        self.duration.observe(elapsed.as_secs_f64());
+    }
+
+    pub fn fallback(&self, reason: &'static str) {
+        self.fallbacks.get_or_create(&ReasonLabels { reason }).inc();
+    }
+
+    /// A response the proxy wrote itself: a client error or an upstream one.
+    pub fn proxy_error(&self, error: ProxyError) {
+        let reason = error.metric_reason();
+        if error.status().0 < 500 {
+            self.request_errors
+                .get_or_create(&ReasonLabels { reason })
+                .inc();
+        } else {
+            self.upstream_errors
+                .get_or_create(&ReasonLabels { reason })
+                .inc();
+        }
     }
 
     pub fn upstream_error(&self, reason: &'static str) {

@@ -1,29 +1,56 @@
 //! The node-local proxy: accepts redirected connections, recovers each one's
-//! original destination from the kernel, and forwards the bytes there.
+//! original destination from the kernel, and serves it by protocol: HTTP/1.x
+//! requests are routed one by one by routing key ([`http1`]); anything else
+//! is spliced to the original destination.
 //!
 //! A connection that detour did not redirect has no record and is closed at
 //! once: the proxy is not an open relay.
 
+mod detect;
+pub mod http1;
 mod metrics;
-mod upstream;
+pub mod upstream;
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use arc_swap::ArcSwap;
+use bytes::BytesMut;
+pub use detect::Detected;
 pub use metrics::ProxyMetrics;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tracing::{Instrument, debug, info, info_span, warn};
 
-use crate::{datapath::OrigDstTable, routes::RouteSnapshot};
+use crate::{
+    datapath::OrigDstTable,
+    http::routing_key::RoutingKeys,
+    routes::{Protocol, RouteSnapshot},
+};
+
+/// Timeouts of the HTTP path.
+#[derive(Debug, Clone, Copy)]
+pub struct HttpSettings {
+    /// Protocol detection on `auto` ports.
+    pub detect_timeout: Duration,
+    /// A request head must be complete within this (408 otherwise).
+    pub head_timeout: Duration,
+    /// A keep-alive connection idle this long between requests is closed.
+    pub idle_timeout: Duration,
+    /// Upstream connect (502 on refusal, 504 on timeout).
+    pub connect_timeout: Duration,
+    /// Wait for the upstream's response head (504 beyond).
+    pub upstream_timeout: Duration,
+}
 
 /// What every connection task shares.
 pub struct ProxyContext {
     pub orig_dst: OrigDstTable,
     pub routes: Arc<ArcSwap<RouteSnapshot>>,
     pub metrics: ProxyMetrics,
+    pub keys: RoutingKeys,
+    pub pool: http1::pool::Pool,
+    pub http: HttpSettings,
     pub mark: u32,
-    pub connect_timeout: Duration,
 }
 
 /// Accepts on `listener` until `stop` is cancelled; connection tasks are
@@ -57,7 +84,7 @@ pub async fn serve(
     info!(listener = ?local, "proxy stopped accepting");
 }
 
-async fn handle(client: TcpStream, peer: SocketAddr, ctx: Arc<ProxyContext>) {
+async fn handle(mut client: TcpStream, peer: SocketAddr, ctx: Arc<ProxyContext>) {
     let record = match ctx.orig_dst.take(peer) {
         Ok(Some(record)) => record,
         Ok(None) => {
@@ -71,21 +98,55 @@ async fn handle(client: TcpStream, peer: SocketAddr, ctx: Arc<ProxyContext>) {
             return;
         }
     };
+    let _ = client.set_nodelay(true);
     let dst = record.dst.socket_addr();
-    let service = ctx.routes.load().service(record.service_id).map_or_else(
-        || format!("unknown/{}", record.service_id),
-        |s| s.to_string(),
-    );
+    let (service, protocol) = {
+        let snapshot = ctx.routes.load();
+        let service = snapshot.service(record.service_id).map_or_else(
+            || Arc::from(format!("unknown/{}", record.service_id)),
+            |s| Arc::clone(&s.label),
+        );
+        let protocol = snapshot
+            .destinations
+            .get(&dst)
+            .map_or(Protocol::Tcp, |d| d.protocol);
+        (service, protocol)
+    };
     ctx.metrics.connection(&service);
-    debug!(%dst, %service, "forwarding to the original destination");
 
-    let upstream = match upstream::connect(dst, ctx.mark, ctx.connect_timeout).await {
-        Ok(upstream) => upstream,
-        Err(error) => {
-            ctx.metrics.upstream_error(error.reason());
-            warn!(%dst, %service, %error, "upstream connect failed; closing the client");
-            return;
+    let mut buf = BytesMut::with_capacity(8 * 1024);
+    let detected = match protocol {
+        Protocol::Http => Detected::Http1,
+        Protocol::Tcp | Protocol::H2c => Detected::NotHttp,
+        Protocol::Auto => {
+            match detect::detect(&mut client, &mut buf, ctx.http.detect_timeout).await {
+                Ok(detected) => detected,
+                Err(error) => {
+                    debug!(%error, "client failed during detection");
+                    return;
+                }
+            }
         }
     };
-    upstream::splice(client, upstream).await;
+    debug!(%dst, %service, ?protocol, ?detected, "serving");
+    match detected {
+        Detected::Http1 => {
+            let conn = http1::Conn {
+                service_id: record.service_id,
+                service,
+                original_dst: dst,
+            };
+            http1::serve(client, buf, conn, &ctx).await;
+        }
+        Detected::Closed => {}
+        Detected::H2 | Detected::NotHttp | Detected::Timeout => {
+            match upstream::connect(dst, ctx.mark, ctx.http.connect_timeout).await {
+                Ok(upstream) => upstream::splice(client, buf, upstream).await,
+                Err(error) => {
+                    ctx.metrics.upstream_error(error.reason());
+                    warn!(%dst, %service, %error, "upstream connect failed; closing the client");
+                }
+            }
+        }
+    }
 }

@@ -3,8 +3,9 @@
 
 use std::{io, net::SocketAddr, time::Duration};
 
+use bytes::BytesMut;
 use tokio::{
-    io::copy_bidirectional,
+    io::{AsyncWriteExt, copy_bidirectional},
     net::{TcpSocket, TcpStream},
 };
 use tracing::debug;
@@ -53,12 +54,28 @@ pub async fn connect(
     }
 }
 
-/// Copies bytes both ways until both directions are closed. A half-close
-/// (EOF from one side) is passed on as a write shutdown to the other.
-pub async fn splice(mut client: TcpStream, mut upstream: TcpStream) {
-    let _ = client.set_nodelay(true);
+/// Copies bytes both ways until both directions are closed, after sending
+/// `prefix` (bytes already read from the client) upstream. A half-close (EOF
+/// from one side) is passed on as a write shutdown to the other.
+pub async fn splice(mut client: TcpStream, prefix: BytesMut, mut upstream: TcpStream) {
+    if !prefix.is_empty() && upstream.write_all(&prefix).await.is_err() {
+        return;
+    }
     match copy_bidirectional(&mut client, &mut upstream).await {
         Ok((to_upstream, to_client)) => debug!(to_upstream, to_client, "connection closed"),
         Err(error) => debug!(%error, "connection ended with an error"),
     }
+}
+
+/// After a 101 response: flush what each side sent early, then splice.
+pub async fn splice_after_upgrade(
+    mut client: TcpStream,
+    from_client: BytesMut,
+    upstream: TcpStream,
+    from_upstream: BytesMut,
+) {
+    if !from_upstream.is_empty() && client.write_all(&from_upstream).await.is_err() {
+        return;
+    }
+    splice(client, from_client, upstream).await;
 }

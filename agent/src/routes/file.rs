@@ -10,6 +10,7 @@ use std::{collections::BTreeSet, net::IpAddr, net::SocketAddr, path::Path};
 use serde::Deserialize;
 
 use super::RoutesError;
+use crate::http::routing_key::{MAX_KEY_LEN, is_valid_routing_key};
 
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
@@ -209,14 +210,12 @@ fn check_key<'a>(
     field: &str,
     seen: &mut BTreeSet<&'a str>,
 ) -> Result<(), RoutesError> {
-    if key.is_empty()
-        || key
-            .bytes()
-            .any(|b| b.is_ascii_whitespace() || b.is_ascii_control())
-    {
+    if !is_valid_routing_key(key) {
         return Err(invalid(
             field.to_owned(),
-            format!("{key:?} is not a routing key (non-empty, no spaces)"),
+            format!(
+                "{key:?} is not a routing key (1 to {MAX_KEY_LEN} bytes, no spaces or control characters)"
+            ),
         ));
     }
     if !seen.insert(key) {

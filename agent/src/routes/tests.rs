@@ -2,7 +2,9 @@
 
 use std::net::SocketAddr;
 
-use super::{Protocol, RouteSnapshot, RoutesError, RoutesFile};
+use std::sync::Arc;
+
+use super::{Decision, Fallback, Protocol, RouteSnapshot, RoutesError, RoutesFile, ServiceIds};
 
 const EXAMPLE: &str = r#"
 services:
@@ -51,7 +53,10 @@ fn parses_the_design_example() {
 
 #[test]
 fn snapshot_steers_every_address_and_port() {
-    let snapshot = RouteSnapshot::from_file(&RoutesFile::parse(EXAMPLE).expect("parses"));
+    let snapshot = RouteSnapshot::from_file(
+        &RoutesFile::parse(EXAMPLE).expect("parses"),
+        &mut ServiceIds::default(),
+    );
     let steered: Vec<String> = snapshot
         .destinations
         .keys()
@@ -83,7 +88,11 @@ fn snapshot_steers_every_address_and_port() {
 fn empty_file_is_an_empty_configuration() {
     let file = RoutesFile::parse("").expect("empty parses");
     assert!(file.services.is_empty());
-    assert!(RouteSnapshot::from_file(&file).destinations.is_empty());
+    assert!(
+        RouteSnapshot::from_file(&file, &mut ServiceIds::default())
+            .destinations
+            .is_empty()
+    );
 }
 
 #[test]
@@ -196,4 +205,111 @@ fn load_names_the_file() {
         RoutesFile::load(&dir.join("missing.yaml")).expect_err("missing file is rejected");
     assert!(matches!(missing, RoutesError::Read { .. }), "{missing}");
     std::fs::remove_dir_all(&dir).expect("cleanup");
+}
+
+const ROUTED: &str = r#"
+services:
+  - {name: reviews, addresses: [10.96.0.20], ports: [{port: 80}]}
+  - {name: ratings, addresses: [10.96.0.21], ports: [{port: 80}]}
+  - {name: details, addresses: [10.96.0.22], ports: [{port: 80}]}
+sandboxes:
+  - name: feature-x
+    routingKey: key-x
+    forks:
+      - {service: default/reviews, endpoints: ["10.200.0.1:8080", "10.200.0.2:8080"]}
+  - name: feature-y
+    routingKey: key-y
+    forks:
+      - {service: default/reviews, endpoints: ["10.200.1.1:8080"]}
+      - {service: default/ratings, endpoints: ["10.200.1.2:8080"]}
+  - name: empty-fork
+    routingKey: key-e
+    forks:
+      - {service: default/details, endpoints: []}
+routeGroups:
+  - {name: team, routingKey: key-team, sandboxes: [feature-x, feature-y]}
+"#;
+
+fn routed() -> RouteSnapshot {
+    RouteSnapshot::from_file(
+        &RoutesFile::parse(ROUTED).expect("parses"),
+        &mut ServiceIds::default(),
+    )
+}
+
+fn sandbox(decision: &Decision) -> (String, String) {
+    match decision {
+        Decision::Sandbox { sandbox, endpoint } => (sandbox.to_string(), endpoint.to_string()),
+        other => panic!("expected a sandbox, got {other:?}"),
+    }
+}
+
+#[test]
+fn keys_route_to_their_forks_round_robin() {
+    let snapshot = routed();
+    let reviews = 1;
+    let first = sandbox(&snapshot.decide(reviews, Some("key-x")));
+    let second = sandbox(&snapshot.decide(reviews, Some("key-x")));
+    let third = sandbox(&snapshot.decide(reviews, Some("key-x")));
+    assert_eq!(first.0, "feature-x");
+    assert_ne!(first.1, second.1, "round robin over the two endpoints");
+    assert_eq!(first.1, third.1);
+    assert_eq!(
+        sandbox(&snapshot.decide(reviews, Some("key-y"))),
+        ("feature-y".into(), "10.200.1.1:8080".into())
+    );
+}
+
+#[test]
+fn no_key_unknown_key_and_unforked_service_go_to_baseline() {
+    let snapshot = routed();
+    let baseline = Decision::Baseline { fallback: None };
+    assert_eq!(snapshot.decide(1, None), baseline);
+    assert_eq!(snapshot.decide(1, Some("nope")), baseline);
+    assert_eq!(
+        snapshot.decide(3, Some("key-x")),
+        baseline,
+        "feature-x does not fork details"
+    );
+}
+
+#[test]
+fn a_fork_without_endpoints_falls_back_and_says_so() {
+    let snapshot = routed();
+    assert_eq!(
+        snapshot.decide(3, Some("key-e")),
+        Decision::Baseline {
+            fallback: Some((Arc::from("empty-fork"), Fallback::NoReadyEndpoints))
+        }
+    );
+}
+
+#[test]
+fn a_group_key_uses_the_first_member_that_forks_each_service() {
+    let snapshot = routed();
+    assert_eq!(
+        sandbox(&snapshot.decide(1, Some("key-team"))).0,
+        "feature-x"
+    );
+    assert_eq!(
+        sandbox(&snapshot.decide(2, Some("key-team"))).0,
+        "feature-y",
+        "only feature-y forks ratings"
+    );
+    assert_eq!(
+        snapshot.decide(3, Some("key-team")),
+        Decision::Baseline { fallback: None }
+    );
+}
+
+#[test]
+fn service_ids_are_stable_across_reloads() {
+    let mut ids = ServiceIds::default();
+    let before = RouteSnapshot::from_file(&RoutesFile::parse(ROUTED).expect("parses"), &mut ids);
+    let reordered = "services:\n  - {name: details, addresses: [10.96.0.22], ports: [{port: 80}]}\n  - {name: reviews, addresses: [10.96.0.20], ports: [{port: 80}]}\n";
+    let after = RouteSnapshot::from_file(&RoutesFile::parse(reordered).expect("parses"), &mut ids);
+    let id_of =
+        |s: &RouteSnapshot, name: &str| s.services.values().find(|v| v.name == name).map(|v| v.id);
+    assert_eq!(id_of(&before, "reviews"), id_of(&after, "reviews"));
+    assert_eq!(id_of(&before, "details"), id_of(&after, "details"));
 }

@@ -1,0 +1,428 @@
+//! Routing-key extraction (DESIGN.md, "Routing keys"): which sandbox, if
+//! any, a request is for.
+//!
+//! The proxy calls [`RoutingKeys::extract`] once per request head, so it is
+//! built for that: one pass over the header names, nothing allocated unless a
+//! key is found (the returned `String` is then the only allocation), work
+//! linear in the header bytes (which the head parser caps at 64 KiB), and no
+//! panics on any input. Routing never rewrites the request; this only reads.
+//!
+//! # Sources, in order of precedence
+//!
+//! 1. `baggage` (W3C Baggage): a member whose key is a configured name.
+//!    Several `baggage` fields are one list, in order. Values are
+//!    percent-decoded; properties (after `;`) are ignored without checking.
+//! 2. `tracestate` (W3C Trace Context): a member whose key is a configured
+//!    name. Several fields are one list. Values are taken verbatim: the spec
+//!    defines no encoding for them.
+//! 3. `uberctx-<name>` (Jaeger) and `ot-baggage-<name>` (OpenTracing)
+//!    fields. `uberctx-` values are decoded the way Jaeger clients encode
+//!    them (`url.QueryEscape`: `%XX` escapes, and `+` is a space, so it yields
+//!    a rejected key); `ot-baggage-` values are taken verbatim.
+//! 4. Custom fields (`--routing-header`) whose whole value is the key,
+//!    trimmed of optional whitespace, taken verbatim.
+//!
+//! A key from a higher source always wins, wherever its field is in the head.
+//!
+//! # Decisions
+//!
+//! - **Priority within a source goes by configuration order**, not header
+//!   order: with the names `[a, b]`, `baggage: b=1, a=2` gives `2`. The
+//!   operator's `--routing-key-name` order is then the tie-breaker, whatever
+//!   order a propagator happens to write members in. In source 3 names rank
+//!   first and `uberctx-` comes before `ot-baggage-` for the same name; in
+//!   source 4 the `--routing-header` order ranks. Between equal candidates
+//!   (the same key twice) the first in header order wins.
+//! - **Names match ASCII case-insensitively everywhere.** Each name is also a
+//!   header-name suffix (`uberctx-<name>`), and header names are
+//!   case-insensitive, so one rule covers every source. W3C baggage keys are
+//!   in principle case-sensitive, but a member that differs from a configured
+//!   name only in case is in practice a spelling of that name; tracestate
+//!   keys are lowercase by definition. [`RoutingKeys::new`] lowercases names.
+//! - **Lenient lists, strict members.** A malformed list member (no `=`, an
+//!   empty or non-token key, a value outside the W3C character set, a bad
+//!   `%` escape) gives no key, and the rest of the list is still read: an
+//!   unrelated library's bad member must not switch routing off. Splitting on
+//!   `,` is unambiguous (no value may contain one), so leniency cannot make
+//!   one member look like another. Empty list members are skipped.
+//!   `k=v=w` is well-formed baggage (`=` is a baggage octet): its value is
+//!   `v=w`. In tracestate `=` is not allowed in a value, so it is malformed.
+//! - **A key must be usable as a metric label and log field**
+//!   ([`is_valid_routing_key`]): non-empty, valid UTF-8 after decoding, at
+//!   most [`MAX_KEY_LEN`] bytes, no control or whitespace characters.
+//!   Anything else (an empty value, `%20`, `%FF`) gives no key from that
+//!   member, and the next candidate is tried.
+//! - **No cap on member count or header length** beyond the head limit:
+//!   the W3C limits (64 members, 8192 bytes) are for propagators, and
+//!   truncating a list could cut a value in half. Work stays linear: each
+//!   member is split once, compared with the names, and decoded (bounded by
+//!   [`MAX_KEY_LEN`]) only when its key matches.
+//! - **Configuration**: names and custom header names must be RFC 9110
+//!   tokens; duplicates (after lowercasing) are dropped. A custom header may
+//!   not be `baggage`, `tracestate` or `uberctx-*` / `ot-baggage-*`: those
+//!   have their own syntax above. No names is fine if there are custom
+//!   headers; neither is an error, since nothing could ever be routed.
+//!
+//! [`RoutingKeys::from_baggage`] and [`RoutingKeys::from_tracestate`] read
+//! one field value alone, for fuzz targets and tests.
+
+/// Default key names (W3C baggage / tracestate member keys, and the
+/// `uberctx-<name>` / `ot-baggage-<name>` header suffixes). The `sd-` names
+/// make detour a drop-in for applications already instrumented for Signadot.
+pub const DEFAULT_KEY_NAMES: [&str; 4] = [
+    "detour-routing-key",
+    "sd-routing-key",
+    "sd-sandbox",
+    "sd-workspace",
+];
+
+/// Longest routing key accepted, in bytes after decoding. Longer values give
+/// no key: a routing key becomes a metric label and a log field.
+pub const MAX_KEY_LEN: usize = 256;
+
+const UBERCTX_PREFIX: &[u8] = b"uberctx-";
+const OT_BAGGAGE_PREFIX: &[u8] = b"ot-baggage-";
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RoutingKeyError {
+    #[error(
+        "routing key name {name:?} is not a valid baggage key / header name (an RFC 9110 token)"
+    )]
+    InvalidName { name: String },
+    #[error("routing header {name:?} is not a valid header name (an RFC 9110 token)")]
+    InvalidHeader { name: String },
+    #[error("routing header {name:?} has its own syntax; use --routing-key-name instead")]
+    ReservedHeader { name: String },
+    #[error("no routing key names and no routing headers: no request could carry a key")]
+    NoSources,
+}
+
+/// Where to look for a request's routing key; built once from the agent's
+/// options, shared read-only by every connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoutingKeys {
+    /// Key names, lowercase, in priority order.
+    names: Vec<Box<str>>,
+    /// Custom header names, lowercase, in priority order.
+    custom_headers: Vec<Box<str>>,
+}
+
+impl Default for RoutingKeys {
+    /// [`DEFAULT_KEY_NAMES`] and no custom headers.
+    fn default() -> Self {
+        Self {
+            names: DEFAULT_KEY_NAMES.iter().map(|&name| name.into()).collect(),
+            custom_headers: Vec::new(),
+        }
+    }
+}
+
+impl RoutingKeys {
+    /// `names`: key names (`--routing-key-name`), in priority order;
+    /// `custom_headers`: headers whose whole value is the key
+    /// (`--routing-header`), in priority order. Both are lowercased and
+    /// deduplicated.
+    pub fn new(names: &[String], custom_headers: &[String]) -> Result<Self, RoutingKeyError> {
+        let names = lowercase_tokens(names, |name| RoutingKeyError::InvalidName { name })?;
+        let custom_headers = lowercase_tokens(custom_headers, |name| {
+            RoutingKeyError::InvalidHeader { name }
+        })?;
+        if let Some(reserved) = custom_headers
+            .iter()
+            .find(|header| is_reserved_header(header.as_bytes()))
+        {
+            return Err(RoutingKeyError::ReservedHeader {
+                name: reserved.to_string(),
+            });
+        }
+        if names.is_empty() && custom_headers.is_empty() {
+            return Err(RoutingKeyError::NoSources);
+        }
+        Ok(Self {
+            names,
+            custom_headers,
+        })
+    }
+
+    /// The key names, lowercase, in priority order.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.names.iter().map(|name| &**name)
+    }
+
+    /// The custom header names, lowercase, in priority order.
+    pub fn custom_headers(&self) -> impl Iterator<Item = &str> {
+        self.custom_headers.iter().map(|header| &**header)
+    }
+
+    /// The request's routing key, or `None`. A returned key always passes
+    /// [`is_valid_routing_key`].
+    pub fn extract(&self, headers: &[httparse::Header<'_>]) -> Option<String> {
+        let mut scratch = [0; MAX_KEY_LEN];
+        let mut best: Option<Candidate<'_>> = None;
+        for header in headers {
+            let name = header.name.as_bytes();
+            let bound = best.map(|found| found.rank);
+            let found = if name.eq_ignore_ascii_case(b"baggage") {
+                self.best_member(header.value, Encoding::Baggage, bound, &mut scratch)
+            } else if name.eq_ignore_ascii_case(b"tracestate") {
+                self.best_member(header.value, Encoding::TraceState, bound, &mut scratch)
+            } else {
+                self.single_value_field(name)
+                    .filter(|&(rank, _)| is_better(rank, bound))
+                    .map(|(rank, encoding)| Candidate {
+                        rank,
+                        raw: trim_ows(header.value),
+                        encoding,
+                    })
+                    .filter(|candidate| candidate.decode(&mut scratch).is_some())
+            };
+            if let Some(found) = found {
+                best = Some(found);
+                if found.rank == (Source::Baggage, 0) {
+                    break; // Nothing can beat it.
+                }
+            }
+        }
+        best?.decode(&mut scratch).map(str::to_owned)
+    }
+
+    /// The routing key in one `baggage` field value alone.
+    pub fn from_baggage(&self, value: &[u8]) -> Option<String> {
+        let mut scratch = [0; MAX_KEY_LEN];
+        let found = self.best_member(value, Encoding::Baggage, None, &mut scratch)?;
+        found.decode(&mut scratch).map(str::to_owned)
+    }
+
+    /// The routing key in one `tracestate` field value alone.
+    pub fn from_tracestate(&self, value: &[u8]) -> Option<String> {
+        let mut scratch = [0; MAX_KEY_LEN];
+        let found = self.best_member(value, Encoding::TraceState, None, &mut scratch)?;
+        found.decode(&mut scratch).map(str::to_owned)
+    }
+
+    /// The best valid member of a `baggage` or `tracestate` list value that
+    /// beats `bound`.
+    fn best_member<'h>(
+        &self,
+        value: &'h [u8],
+        encoding: Encoding,
+        bound: Option<Rank>,
+        scratch: &mut [u8; MAX_KEY_LEN],
+    ) -> Option<Candidate<'h>> {
+        let source = encoding.list_source()?;
+        // Only names ranked before `limit` can beat `bound`.
+        let mut limit = match bound {
+            None => self.names.len(),
+            Some((best, index)) if best == source => index,
+            Some((best, _)) if best > source => self.names.len(),
+            Some(_) => 0,
+        };
+        let mut found = None;
+        for member in value.split(|&b| b == b',') {
+            if limit == 0 {
+                break;
+            }
+            let Some((key, raw)) = encoding.split_member(member) else {
+                continue;
+            };
+            let Some(index) = self.names[..limit]
+                .iter()
+                .position(|name| name.as_bytes().eq_ignore_ascii_case(key))
+            else {
+                continue;
+            };
+            let candidate = Candidate {
+                rank: (source, index),
+                raw,
+                encoding,
+            };
+            if candidate.decode(scratch).is_some() {
+                found = Some(candidate);
+                limit = index;
+            }
+        }
+        found
+    }
+
+    /// The rank and encoding of a field whose whole value is the key
+    /// (sources 3 and 4), if `name` is one.
+    fn single_value_field(&self, name: &[u8]) -> Option<(Rank, Encoding)> {
+        let name_index = |suffix: &[u8]| {
+            self.names
+                .iter()
+                .position(|name| name.as_bytes().eq_ignore_ascii_case(suffix))
+        };
+        if let Some(suffix) = strip_prefix_ignore_case(name, UBERCTX_PREFIX) {
+            Some((
+                (Source::Propagator, 2 * name_index(suffix)?),
+                Encoding::Jaeger,
+            ))
+        } else if let Some(suffix) = strip_prefix_ignore_case(name, OT_BAGGAGE_PREFIX) {
+            let rank = (Source::Propagator, 2 * name_index(suffix)? + 1);
+            Some((rank, Encoding::Verbatim))
+        } else {
+            let index = self
+                .custom_headers
+                .iter()
+                .position(|custom| custom.as_bytes().eq_ignore_ascii_case(name))?;
+            Some(((Source::Custom, index), Encoding::Verbatim))
+        }
+    }
+}
+
+/// Whether `key` may be a routing key: non-empty, at most [`MAX_KEY_LEN`]
+/// bytes, and free of control and whitespace characters (it becomes a
+/// metric label and a log field).
+pub fn is_valid_routing_key(key: &str) -> bool {
+    !key.is_empty()
+        && key.len() <= MAX_KEY_LEN
+        && !key.chars().any(|c| c.is_control() || c.is_whitespace())
+}
+
+/// The sources of DESIGN.md, in order of precedence.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Source {
+    Baggage,
+    TraceState,
+    /// `uberctx-<name>` and `ot-baggage-<name>`.
+    Propagator,
+    Custom,
+}
+
+/// Source, then position within it (lower is better).
+type Rank = (Source, usize);
+
+fn is_better(rank: Rank, bound: Option<Rank>) -> bool {
+    bound.is_none_or(|bound| rank < bound)
+}
+
+/// How a raw value becomes a key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Encoding {
+    /// W3C baggage: baggage octets only, `%XX` escapes decoded.
+    Baggage,
+    /// W3C tracestate: printable ASCII except `,` and `=`, verbatim.
+    TraceState,
+    /// Jaeger `uberctx-`: `%XX` escapes decoded and `+` is a space.
+    Jaeger,
+    /// Any bytes, verbatim.
+    Verbatim,
+}
+
+impl Encoding {
+    fn list_source(self) -> Option<Source> {
+        match self {
+            Self::Baggage => Some(Source::Baggage),
+            Self::TraceState => Some(Source::TraceState),
+            Self::Jaeger | Self::Verbatim => None,
+        }
+    }
+
+    /// Splits one list member into its key and raw value, or `None` if it is
+    /// empty or malformed. Baggage properties are dropped unchecked.
+    fn split_member(self, member: &[u8]) -> Option<(&[u8], &[u8])> {
+        let member = match self {
+            Self::Baggage => member.split(|&b| b == b';').next().unwrap_or_default(),
+            Self::TraceState | Self::Jaeger | Self::Verbatim => member,
+        };
+        let eq = member.iter().position(|&b| b == b'=')?;
+        let (key, value) = (trim_ows(&member[..eq]), trim_ows(&member[eq + 1..]));
+        is_token(key).then_some((key, value))
+    }
+
+    /// Decodes `raw` into `buf`, returning the key if it is valid.
+    fn decode<'b>(self, raw: &[u8], buf: &'b mut [u8; MAX_KEY_LEN]) -> Option<&'b str> {
+        let mut len = 0;
+        let mut bytes = raw.iter().copied();
+        while let Some(b) = bytes.next() {
+            let byte = match (self, b) {
+                (Self::Baggage, _) if !is_baggage_octet(b) => return None,
+                (Self::TraceState, b'!'..=b'~') if b != b'=' => b,
+                (Self::TraceState, _) => return None,
+                (Self::Baggage | Self::Jaeger, b'%') => {
+                    let high = hex_value(bytes.next()?)?;
+                    let low = hex_value(bytes.next()?)?;
+                    high << 4 | low
+                }
+                (Self::Jaeger, b'+') => b' ',
+                _ => b,
+            };
+            *buf.get_mut(len)? = byte;
+            len += 1;
+        }
+        let key = std::str::from_utf8(&buf[..len]).ok()?;
+        is_valid_routing_key(key).then_some(key)
+    }
+}
+
+/// A valid key found so far, kept raw: it is decoded again only if it wins.
+#[derive(Debug, Clone, Copy)]
+struct Candidate<'h> {
+    rank: Rank,
+    raw: &'h [u8],
+    encoding: Encoding,
+}
+
+impl Candidate<'_> {
+    fn decode<'b>(&self, buf: &'b mut [u8; MAX_KEY_LEN]) -> Option<&'b str> {
+        self.encoding.decode(self.raw, buf)
+    }
+}
+
+fn lowercase_tokens(
+    items: &[String],
+    error: impl Fn(String) -> RoutingKeyError,
+) -> Result<Vec<Box<str>>, RoutingKeyError> {
+    let mut out: Vec<Box<str>> = Vec::with_capacity(items.len());
+    for item in items {
+        if !is_token(item.as_bytes()) {
+            return Err(error(item.clone()));
+        }
+        let lower = item.to_ascii_lowercase();
+        if !out.iter().any(|seen| **seen == *lower) {
+            out.push(lower.into());
+        }
+    }
+    Ok(out)
+}
+
+fn is_reserved_header(name: &[u8]) -> bool {
+    name == b"baggage"
+        || name == b"tracestate"
+        || name.starts_with(UBERCTX_PREFIX)
+        || name.starts_with(OT_BAGGAGE_PREFIX)
+}
+
+/// RFC 9110 `token`: one or more `tchar`.
+fn is_token(s: &[u8]) -> bool {
+    !s.is_empty()
+        && s.iter()
+            .all(|&b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
+/// W3C baggage `baggage-octet`: printable ASCII except `"`, `,`, `;`, `\`.
+fn is_baggage_octet(b: u8) -> bool {
+    matches!(b, 0x21 | 0x23..=0x2B | 0x2D..=0x3A | 0x3C..=0x5B | 0x5D..=0x7E)
+}
+
+fn hex_value(b: u8) -> Option<u8> {
+    char::from(b)
+        .to_digit(16)
+        .and_then(|d| u8::try_from(d).ok())
+}
+
+/// Strips RFC 9110 optional whitespace (SP, HTAB) from both ends.
+fn trim_ows(s: &[u8]) -> &[u8] {
+    let is_ows = |b: &u8| *b == b' ' || *b == b'\t';
+    let start = s.iter().position(|b| !is_ows(b)).unwrap_or(s.len());
+    let end = s.iter().rposition(|b| !is_ows(b)).map_or(start, |i| i + 1);
+    &s[start..end]
+}
+
+fn strip_prefix_ignore_case<'a>(s: &'a [u8], prefix: &[u8]) -> Option<&'a [u8]> {
+    let (head, tail) = s.split_at_checked(prefix.len())?;
+    head.eq_ignore_ascii_case(prefix).then_some(tail)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,237 @@
+//! One request/response exchange on a steered HTTP/1 connection: the request
+//! head and body go to the chosen upstream while its response (interim 1xx,
+//! then the final one) comes back, concurrently, so `Expect: 100-continue`
+//! and early responses work.
+
+use std::{
+    net::SocketAddr,
+    sync::atomic::{AtomicBool, Ordering},
+    time::Duration,
+};
+
+use bytes::BytesMut;
+use tokio::{
+    io::{AsyncRead, AsyncWrite},
+    net::TcpStream,
+};
+
+use super::{
+    body::{self, BodyError},
+    respond::ProxyError,
+};
+use crate::http::head::{self, Framing, Method, RequestHead, ResponseHead};
+
+/// How an exchange ended.
+#[derive(Debug)]
+pub enum Outcome {
+    /// Complete. `reuse_upstream` and `keep_client` say what may live on.
+    Done {
+        status: u16,
+        keep_client: bool,
+        reuse_upstream: bool,
+    },
+    /// The upstream answered 101: splice the two connections from here.
+    Upgraded,
+    /// The proxy must answer instead (nothing was written to the client yet).
+    Refuse(ProxyError),
+    /// Failed after response bytes reached the client: close.
+    Broken,
+    /// A reused upstream connection failed before answering, and the request
+    /// can be sent again on a fresh one.
+    Retry,
+}
+
+/// Runs one exchange. `buf` starts with the request head; on return it holds
+/// whatever the client sent after this request's body.
+pub async fn run(
+    client: &mut TcpStream,
+    buf: &mut BytesMut,
+    upstream: &mut TcpStream,
+    ubuf: &mut BytesMut,
+    request: &RequestHead,
+    reused: bool,
+    response_timeout: Duration,
+) -> Outcome {
+    let responded = AtomicBool::new(false);
+    let (response, body_result) = {
+        let (mut client_read, mut client_write) = client.split();
+        let (mut upstream_read, mut upstream_write) = upstream.split();
+
+        // The head, and as much of a Content-Length body as is already here, in one write.
+        let prefix = body::ready_prefix(request.framing, buf.len() - request.len);
+        if let Err(error) = body::pass(&mut upstream_write, buf, request.len + prefix).await {
+            return refuse_or_retry(&error, reused, request);
+        }
+        let rest = match request.framing {
+            Framing::Length(length) => Framing::Length(length - prefix as u64),
+            other => other,
+        };
+
+        let send_body = body::forward(&mut client_read, buf, &mut upstream_write, rest);
+        let relay = relay_response(
+            &mut upstream_read,
+            ubuf,
+            &mut client_write,
+            request.method,
+            response_timeout,
+            &responded,
+        );
+        tokio::pin!(send_body, relay);
+        let mut body_result: Option<Result<(), BodyError>> = None;
+        let response = loop {
+            tokio::select! {
+                result = &mut send_body, if body_result.is_none() => {
+                    let failed = result.is_err();
+                    body_result = Some(result);
+                    if failed {
+                        // The request cannot be completed; stop waiting for the upstream.
+                        break Err(RelayError::RequestBody);
+                    }
+                }
+                result = &mut relay => break result,
+            }
+        };
+        (response, body_result)
+    };
+
+    match (response, body_result) {
+        (Ok(Relayed::Upgraded), _) => Outcome::Upgraded,
+        (Ok(Relayed::Final(head)), Some(Ok(()))) => Outcome::Done {
+            status: head.status,
+            keep_client: request.keep_alive && head.keep_alive,
+            reuse_upstream: head.keep_alive && ubuf.is_empty(),
+        },
+        // A final response before the request body was complete: the client
+        // connection's framing is lost; finish here.
+        (Ok(Relayed::Final(head)), _) => Outcome::Done {
+            status: head.status,
+            keep_client: false,
+            reuse_upstream: false,
+        },
+        (Err(RelayError::RequestBody), Some(Err(BodyError::Chunked(_))))
+            if !responded.load(Ordering::Relaxed) =>
+        {
+            Outcome::Refuse(ProxyError::BadRequest("bad-chunked-body"))
+        }
+        (Err(RelayError::RequestBody), _) => Outcome::Broken,
+        (Err(_), _) if responded.load(Ordering::Relaxed) => Outcome::Broken,
+        (Err(RelayError::ClosedBeforeResponse), _) if reused && retry_safe(request) => {
+            Outcome::Retry
+        }
+        (Err(RelayError::Timeout), _) => Outcome::Refuse(ProxyError::UpstreamTimeout),
+        (Err(RelayError::BadResponse), _) => Outcome::Refuse(ProxyError::BadUpstreamResponse),
+        (Err(_), _) => Outcome::Refuse(ProxyError::UpstreamConnect),
+    }
+}
+
+/// Only a request with no body and an idempotent method is sent twice.
+fn retry_safe(request: &RequestHead) -> bool {
+    request.method.is_idempotent() && request.framing == Framing::Empty
+}
+
+fn refuse_or_retry(error: &BodyError, reused: bool, request: &RequestHead) -> Outcome {
+    if reused && retry_safe(request) && matches!(error, BodyError::Write(_)) {
+        Outcome::Retry
+    } else {
+        Outcome::Refuse(ProxyError::UpstreamConnect)
+    }
+}
+
+enum Relayed {
+    Final(ResponseHead),
+    Upgraded,
+}
+
+#[derive(Debug)]
+enum RelayError {
+    ClosedBeforeResponse,
+    Timeout,
+    BadResponse,
+    Io,
+    RequestBody,
+}
+
+/// Reads response heads from the upstream and writes them (and the final
+/// response's body) to the client. `responded` turns true with the first
+/// byte written to the client.
+async fn relay_response<R, W>(
+    upstream: &mut R,
+    ubuf: &mut BytesMut,
+    client: &mut W,
+    method: Method,
+    timeout: Duration,
+    responded: &AtomicBool,
+) -> Result<Relayed, RelayError>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    loop {
+        let head = read_response_head(
+            upstream,
+            ubuf,
+            method,
+            timeout,
+            responded.load(Ordering::Relaxed),
+        )
+        .await?;
+        let prefix = body::ready_prefix(head.framing, ubuf.len() - head.len);
+        responded.store(true, Ordering::Relaxed);
+        body::pass(client, ubuf, head.len + prefix)
+            .await
+            .map_err(|_| RelayError::Io)?;
+        if head.status == 101 {
+            return Ok(Relayed::Upgraded);
+        }
+        if (100..200).contains(&head.status) {
+            continue;
+        }
+        let rest = match head.framing {
+            Framing::Length(length) => Framing::Length(length - prefix as u64),
+            other => other,
+        };
+        body::forward(upstream, ubuf, client, rest)
+            .await
+            .map_err(|_| RelayError::Io)?;
+        return Ok(Relayed::Final(head));
+    }
+}
+
+async fn read_response_head<R: AsyncRead + Unpin>(
+    upstream: &mut R,
+    ubuf: &mut BytesMut,
+    method: Method,
+    timeout: Duration,
+    interim_seen: bool,
+) -> Result<ResponseHead, RelayError> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        match head::parse_response(ubuf, method) {
+            Ok(Some(head)) => return Ok(head),
+            Ok(None) => {}
+            Err(_) => return Err(RelayError::BadResponse),
+        }
+        match tokio::time::timeout_at(deadline, body::fill(upstream, ubuf)).await {
+            Err(_) => return Err(RelayError::Timeout),
+            Ok(Ok(true)) => {}
+            Ok(Ok(false)) if ubuf.is_empty() && !interim_seen => {
+                return Err(RelayError::ClosedBeforeResponse);
+            }
+            Ok(Ok(false)) => return Err(RelayError::BadResponse),
+            Ok(Err(_)) => return Err(RelayError::ClosedBeforeResponse),
+        }
+    }
+}
+
+/// Connects a marked upstream socket (see `proxy::upstream`).
+pub async fn connect(
+    dst: SocketAddr,
+    mark: u32,
+    timeout: Duration,
+) -> Result<TcpStream, ProxyError> {
+    match crate::proxy::upstream::connect(dst, mark, timeout).await {
+        Ok(stream) => Ok(stream),
+        Err(crate::proxy::upstream::UpstreamError::Timeout(_)) => Err(ProxyError::UpstreamTimeout),
+        Err(_) => Err(ProxyError::UpstreamConnect),
+    }
+}

@@ -1,0 +1,249 @@
+//! HTTP/1.x proxying: every request on a steered connection is routed on its
+//! own, by its routing key, to a sandbox fork or to the original destination.
+//! Heads and bodies are forwarded byte for byte; responses come back in
+//! request order because requests are handled one at a time per connection.
+//!
+//! Bad input is answered by the proxy itself (400, 408, 431; 502 and 504 for
+//! upstream failures) with a `detour-error` header, and the connection closes.
+
+mod body;
+mod exchange;
+pub mod pool;
+pub mod respond;
+
+use std::{net::SocketAddr, sync::Arc, time::Instant};
+
+use bytes::BytesMut;
+use exchange::Outcome;
+use respond::ProxyError;
+use tokio::{io::AsyncWriteExt, net::TcpStream};
+use tracing::debug;
+
+use super::ProxyContext;
+use crate::{
+    http::{
+        chunked::ChunkedDecoder,
+        head::{self, Framing, HeadError, RequestHead},
+    },
+    routes::Decision,
+};
+
+/// What the proxy knows about a connection before its first request.
+#[derive(Debug, Clone)]
+pub struct Conn {
+    pub service_id: u32,
+    pub service: Arc<str>,
+    pub original_dst: SocketAddr,
+}
+
+/// Serves requests on `client` until either side ends the connection. `buf`
+/// holds bytes already read (by protocol detection).
+pub async fn serve(mut client: TcpStream, mut buf: BytesMut, conn: Conn, ctx: &ProxyContext) {
+    let mut ubuf = BytesMut::with_capacity(body::READ_CHUNK);
+    let mut first = true;
+    loop {
+        let head = match read_request(&mut client, &mut buf, ctx, first).await {
+            Ok(Some(head)) => head,
+            Ok(None) => return,
+            Err(error) => {
+                ctx.metrics.proxy_error(error);
+                respond::send(&mut client, error).await;
+                return;
+            }
+        };
+        first = false;
+        if head.framing == Framing::Chunked && !head.expect_continue {
+            match first_chunk_line(&mut client, &mut buf, &head, ctx).await {
+                Ok(true) => {}
+                Ok(false) => return,
+                Err(error) => {
+                    ctx.metrics.proxy_error(error);
+                    respond::send(&mut client, error).await;
+                    return;
+                }
+            }
+        }
+        let started = Instant::now();
+        let decision = ctx
+            .routes
+            .load()
+            .decide(conn.service_id, head.routing_key.as_deref());
+        let (target, sandbox) = match &decision {
+            Decision::Sandbox { sandbox, endpoint } => (*endpoint, Some(Arc::clone(sandbox))),
+            Decision::Baseline { fallback } => {
+                if let Some((sandbox, reason)) = fallback {
+                    ctx.metrics.fallback(reason.reason());
+                    debug!(service = %conn.service, %sandbox, reason = reason.reason(), "fork unavailable; baseline");
+                }
+                (conn.original_dst, None)
+            }
+        };
+        debug!(
+            service = %conn.service,
+            key = head.routing_key.as_deref().unwrap_or(""),
+            destination = if sandbox.is_some() { "sandbox" } else { "baseline" },
+            sandbox = sandbox.as_deref().unwrap_or(""),
+            %target,
+            "routed"
+        );
+
+        match exchange_with_retry(&mut client, &mut buf, &mut ubuf, &head, target, ctx).await {
+            (
+                Outcome::Done {
+                    status,
+                    keep_client,
+                    ..
+                },
+                _,
+            ) => {
+                ctx.metrics
+                    .request(&conn.service, sandbox.as_ref(), started.elapsed());
+                debug!(status, "response relayed");
+                if !keep_client {
+                    let _ = client.shutdown().await;
+                    return;
+                }
+            }
+            (Outcome::Upgraded, Some(upstream)) => {
+                ctx.metrics
+                    .request(&conn.service, sandbox.as_ref(), started.elapsed());
+                super::upstream::splice_after_upgrade(client, buf, upstream, ubuf).await;
+                return;
+            }
+            (Outcome::Refuse(error), _) => {
+                ctx.metrics.proxy_error(error);
+                respond::send(&mut client, error).await;
+                return;
+            }
+            _ => return,
+        }
+    }
+}
+
+/// Runs the exchange, once more on a fresh connection when a reused one
+/// turned out stale and the request is safe to repeat. Returns the upstream
+/// connection when it must live on (after a 101).
+async fn exchange_with_retry(
+    client: &mut TcpStream,
+    buf: &mut BytesMut,
+    ubuf: &mut BytesMut,
+    head: &RequestHead,
+    target: SocketAddr,
+    ctx: &ProxyContext,
+) -> (Outcome, Option<TcpStream>) {
+    let mut pooled = ctx.pool.checkout(target);
+    // A copy of the head, to send again if a pooled connection is stale.
+    let replay = pooled.as_ref().map(|_| buf[..head.len].to_vec());
+    loop {
+        let reused = pooled.is_some();
+        let mut upstream = match pooled.take() {
+            Some(stream) => stream,
+            None => match exchange::connect(target, ctx.mark, ctx.http.connect_timeout).await {
+                Ok(stream) => stream,
+                Err(error) => return (Outcome::Refuse(error), None),
+            },
+        };
+        ubuf.clear();
+        let outcome = exchange::run(
+            client,
+            buf,
+            &mut upstream,
+            ubuf,
+            head,
+            reused,
+            ctx.http.upstream_timeout,
+        )
+        .await;
+        match outcome {
+            Outcome::Retry => {
+                debug!(%target, "stale pooled connection; retrying once on a new one");
+                if let Some(head_bytes) = &replay {
+                    let mut again = BytesMut::with_capacity(head_bytes.len() + buf.len());
+                    again.extend_from_slice(head_bytes);
+                    again.extend_from_slice(buf);
+                    *buf = again;
+                }
+                continue;
+            }
+            Outcome::Done {
+                reuse_upstream: true,
+                ..
+            } => {
+                ctx.pool.checkin(target, upstream);
+                return (outcome, None);
+            }
+            Outcome::Upgraded => return (outcome, Some(upstream)),
+            other => return (other, None),
+        }
+    }
+}
+
+/// Reads the next request head. `Ok(None)`: the client is done (closed, or
+/// idle past the keep-alive timeout between requests).
+async fn read_request(
+    client: &mut TcpStream,
+    buf: &mut BytesMut,
+    ctx: &ProxyContext,
+    first: bool,
+) -> Result<Option<RequestHead>, ProxyError> {
+    if buf.is_empty() {
+        let wait = if first {
+            ctx.http.head_timeout
+        } else {
+            ctx.http.idle_timeout
+        };
+        match tokio::time::timeout(wait, body::fill(client, buf)).await {
+            Err(_) if first => return Err(ProxyError::HeadTimeout),
+            Err(_) | Ok(Ok(false)) | Ok(Err(_)) => return Ok(None),
+            Ok(Ok(true)) => {}
+        }
+    }
+    let deadline = tokio::time::Instant::now() + ctx.http.head_timeout;
+    loop {
+        match head::parse_request(buf, &ctx.keys) {
+            Ok(Some(head)) => return Ok(Some(head)),
+            Ok(None) => {}
+            Err(error) => return Err(refusal(&error)),
+        }
+        match tokio::time::timeout_at(deadline, body::fill(client, buf)).await {
+            Err(_) => return Err(ProxyError::HeadTimeout),
+            Ok(Ok(true)) => {}
+            // Closed in the middle of a head: nobody to answer.
+            Ok(Ok(false)) | Ok(Err(_)) => return Ok(None),
+        }
+    }
+}
+
+/// Holds a chunked request back until its first chunk-size line has arrived
+/// and is valid, so that a body that is malformed from its first byte never
+/// reaches an upstream (a later error aborts the upstream connection).
+/// `Ok(false)`: the client went away.
+async fn first_chunk_line(
+    client: &mut TcpStream,
+    buf: &mut BytesMut,
+    head: &RequestHead,
+    ctx: &ProxyContext,
+) -> Result<bool, ProxyError> {
+    let deadline = tokio::time::Instant::now() + ctx.http.head_timeout;
+    loop {
+        let mut decoder = ChunkedDecoder::new();
+        match decoder.feed(&buf[head.len..]) {
+            Err(_) => return Err(ProxyError::BadRequest("bad-chunked-body")),
+            Ok(progress) if progress.done || decoder.size_line_seen() => return Ok(true),
+            Ok(_) => {}
+        }
+        match tokio::time::timeout_at(deadline, body::fill(client, buf)).await {
+            Err(_) => return Err(ProxyError::HeadTimeout),
+            Ok(Ok(true)) => {}
+            Ok(Ok(false)) | Ok(Err(_)) => return Ok(false),
+        }
+    }
+}
+
+fn refusal(error: &HeadError) -> ProxyError {
+    match error {
+        HeadError::TooLarge | HeadError::TooManyHeaders => ProxyError::HeadTooLarge,
+        HeadError::Framing(_) => ProxyError::BadRequest("bad-framing"),
+        HeadError::Malformed(_) => ProxyError::BadRequest("malformed-head"),
+    }
+}

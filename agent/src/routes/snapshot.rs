@@ -1,0 +1,260 @@
+//! The route snapshot: services and their steered destinations, sandboxes,
+//! forks and route groups, indexed for the request path.
+//!
+//! Built by one writer from a validated source and never mutated after, except
+//! for each fork's round-robin cursor (an atomic). A request's decision is two
+//! hash lookups: routing key, then service id.
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    net::SocketAddr,
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+};
+
+use detour_common::{SockKey, Steered};
+use serde::Serialize;
+
+use super::{Protocol, RoutesFile};
+
+/// A steered service, as the proxy, metrics and CLI name it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Service {
+    /// Identifier carried through the kernel (`Steered::service_id`); never 0,
+    /// stable across reloads for the same namespace/name.
+    pub id: u32,
+    pub namespace: String,
+    pub name: String,
+    /// `namespace/name`, precomputed for labels and logs.
+    #[serde(skip)]
+    pub label: Arc<str>,
+}
+
+impl std::fmt::Display for Service {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.label)
+    }
+}
+
+/// One steered destination and how to treat it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Destination {
+    pub service_id: u32,
+    pub protocol: Protocol,
+}
+
+/// Where requests with one routing key go for one service.
+#[derive(Debug, Serialize)]
+pub struct ForkTarget {
+    /// The sandbox that forks the service.
+    pub sandbox: Arc<str>,
+    /// Ready endpoints of the fork; empty means "fall back to baseline".
+    pub endpoints: Vec<SocketAddr>,
+    #[serde(skip)]
+    next: AtomicUsize,
+}
+
+impl ForkTarget {
+    pub fn new(sandbox: Arc<str>, endpoints: Vec<SocketAddr>) -> Self {
+        Self {
+            sandbox,
+            endpoints,
+            next: AtomicUsize::new(0),
+        }
+    }
+
+    /// The next endpoint, round robin; `None` when the fork has none ready.
+    pub fn pick(&self) -> Option<SocketAddr> {
+        if self.endpoints.is_empty() {
+            return None;
+        }
+        let index = self.next.fetch_add(1, Ordering::Relaxed) % self.endpoints.len();
+        self.endpoints.get(index).copied()
+    }
+}
+
+/// Why a request went to baseline although it carried a key that has routes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fallback {
+    /// The fork exists but has no ready endpoints.
+    NoReadyEndpoints,
+}
+
+impl Fallback {
+    /// The `reason` label of `detour_fallbacks_total`.
+    pub fn reason(self) -> &'static str {
+        match self {
+            Self::NoReadyEndpoints => "no_ready_endpoints",
+        }
+    }
+}
+
+/// Where one request goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    /// The original destination. `fallback` is set when a fork was meant but
+    /// could not be used.
+    Baseline {
+        fallback: Option<(Arc<str>, Fallback)>,
+    },
+    /// A fork endpoint of `sandbox`.
+    Sandbox {
+        sandbox: Arc<str>,
+        endpoint: SocketAddr,
+    },
+}
+
+/// Everything the data path needs, as plain data.
+#[derive(Debug, Default, Serialize)]
+pub struct RouteSnapshot {
+    /// Services by id.
+    pub services: BTreeMap<u32, Service>,
+    /// Steered destinations (address:port) and the service each belongs to.
+    pub destinations: BTreeMap<SocketAddr, Destination>,
+    /// Routing key -> service id -> fork target. Route-group keys are
+    /// expanded here too, so a lookup never walks a group.
+    pub routes: HashMap<String, HashMap<u32, Arc<ForkTarget>>>,
+    /// Sandbox names by routing key, and route groups (for the CLI and metrics).
+    pub sandbox_keys: BTreeMap<String, String>,
+    pub route_groups: BTreeMap<String, Vec<String>>,
+}
+
+/// Allocates service ids: the same namespace/name keeps its id across
+/// reloads, so records already in the kernel still name the right service.
+#[derive(Debug, Default)]
+pub struct ServiceIds {
+    ids: HashMap<String, u32>,
+    next: u32,
+}
+
+impl ServiceIds {
+    pub fn id(&mut self, label: &str) -> u32 {
+        if let Some(id) = self.ids.get(label) {
+            return *id;
+        }
+        self.next = self.next.saturating_add(1);
+        self.ids.insert(label.to_owned(), self.next);
+        self.next
+    }
+}
+
+impl RouteSnapshot {
+    /// Builds a snapshot from a validated routes file.
+    pub fn from_file(file: &RoutesFile, ids: &mut ServiceIds) -> Self {
+        let mut snapshot = Self::default();
+        let mut by_label = HashMap::new();
+        for spec in &file.services {
+            let label: Arc<str> = format!("{}/{}", spec.namespace, spec.name).into();
+            let id = ids.id(&label);
+            by_label.insert(label.clone(), id);
+            snapshot.services.insert(
+                id,
+                Service {
+                    id,
+                    namespace: spec.namespace.clone(),
+                    name: spec.name.clone(),
+                    label,
+                },
+            );
+            for port in &spec.ports {
+                for address in &spec.addresses {
+                    snapshot.destinations.insert(
+                        SocketAddr::new(*address, port.port),
+                        Destination {
+                            service_id: id,
+                            protocol: port.protocol,
+                        },
+                    );
+                }
+            }
+        }
+
+        // Forks of each sandbox, by service id.
+        let mut forks_by_sandbox: HashMap<&str, HashMap<u32, Arc<ForkTarget>>> = HashMap::new();
+        for sandbox in &file.sandboxes {
+            let name: Arc<str> = sandbox.name.as_str().into();
+            let forks = forks_by_sandbox.entry(sandbox.name.as_str()).or_default();
+            for fork in &sandbox.forks {
+                if let Some(id) = by_label.get(fork.service.as_str()) {
+                    forks.insert(
+                        *id,
+                        Arc::new(ForkTarget::new(name.clone(), fork.endpoints.clone())),
+                    );
+                }
+            }
+            snapshot
+                .sandbox_keys
+                .insert(sandbox.routing_key.clone(), sandbox.name.clone());
+            snapshot
+                .routes
+                .insert(sandbox.routing_key.clone(), forks.clone());
+        }
+        // A group's key routes each service to the first member that forks it.
+        for group in &file.route_groups {
+            let mut routes: HashMap<u32, Arc<ForkTarget>> = HashMap::new();
+            for member in &group.sandboxes {
+                for (id, target) in forks_by_sandbox.get(member.as_str()).into_iter().flatten() {
+                    routes.entry(*id).or_insert_with(|| Arc::clone(target));
+                }
+            }
+            snapshot
+                .route_groups
+                .insert(group.name.clone(), group.sandboxes.clone());
+            snapshot.routes.insert(group.routing_key.clone(), routes);
+        }
+        snapshot
+    }
+
+    /// The `STEERED` map entries this snapshot calls for.
+    pub fn steered_entries(&self) -> BTreeMap<SockKey, Steered> {
+        self.destinations
+            .iter()
+            .map(|(dst, d)| {
+                (
+                    SockKey::new(*dst),
+                    Steered {
+                        service_id: d.service_id,
+                        flags: 0,
+                    },
+                )
+            })
+            .collect()
+    }
+
+    pub fn service(&self, id: u32) -> Option<&Service> {
+        self.services.get(&id)
+    }
+
+    /// Where a request to service `service_id` carrying `key` goes.
+    pub fn decide(&self, service_id: u32, key: Option<&str>) -> Decision {
+        let Some(target) = key
+            .and_then(|k| self.routes.get(k))
+            .and_then(|r| r.get(&service_id))
+        else {
+            return Decision::Baseline { fallback: None };
+        };
+        match target.pick() {
+            Some(endpoint) => Decision::Sandbox {
+                sandbox: Arc::clone(&target.sandbox),
+                endpoint,
+            },
+            None => Decision::Baseline {
+                fallback: Some((Arc::clone(&target.sandbox), Fallback::NoReadyEndpoints)),
+            },
+        }
+    }
+
+    /// Counts for the `detour_routes{kind}` gauge.
+    pub fn counts(&self) -> [(&'static str, usize); 5] {
+        let forks = self.routes.values().map(HashMap::len).sum();
+        [
+            ("services", self.services.len()),
+            ("destinations", self.destinations.len()),
+            ("sandboxes", self.sandbox_keys.len()),
+            ("route_groups", self.route_groups.len()),
+            ("routes", forks),
+        ]
+    }
+}

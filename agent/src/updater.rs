@@ -1,0 +1,155 @@
+//! The single writer of route state. It turns a route source's output into a
+//! [`RouteSnapshot`], publishes it to the proxy (an `ArcSwap`, read without
+//! locks) and reconciles the kernel's `STEERED` map from it.
+//!
+//! Order on change: the snapshot is published first, then the map is
+//! reconciled, so a destination is never redirected before the proxy knows
+//! its service. A source that fails validation changes nothing: the last good
+//! routes stay in force.
+
+use std::{path::PathBuf, sync::Arc, time::Duration};
+
+use arc_swap::ArcSwap;
+use prometheus_client::{
+    encoding::EncodeLabelSet,
+    metrics::{counter::Counter, family::Family, gauge::Gauge},
+    registry::Registry,
+};
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, instrument, warn};
+
+use crate::{
+    datapath::Datapath,
+    routes::{RouteSnapshot, RoutesFile, ServiceIds, watch::FileWatch},
+};
+
+/// How long to let a burst of file events settle before re-reading.
+const SETTLE: Duration = Duration::from_millis(50);
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindLabels {
+    kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabels {
+    result: &'static str,
+}
+
+#[derive(Debug, Default)]
+pub struct RouteMetrics {
+    routes: Family<KindLabels, Gauge>,
+    synced: Gauge,
+    reloads: Family<ResultLabels, Counter>,
+}
+
+impl RouteMetrics {
+    pub fn new(registry: &mut Registry) -> Self {
+        let metrics = Self::default();
+        registry.register(
+            "routes",
+            "Route state in force, by kind",
+            metrics.routes.clone(),
+        );
+        registry.register(
+            "route_source_synced",
+            "1 once the route source has delivered a complete, valid configuration",
+            metrics.synced.clone(),
+        );
+        registry.register(
+            "route_reloads",
+            "Route source reloads, by result",
+            metrics.reloads.clone(),
+        );
+        metrics
+    }
+}
+
+pub struct RouteUpdater {
+    datapath: Datapath,
+    store: Arc<ArcSwap<RouteSnapshot>>,
+    ids: ServiceIds,
+    metrics: RouteMetrics,
+}
+
+impl RouteUpdater {
+    pub fn new(datapath: Datapath, metrics: RouteMetrics) -> Self {
+        Self {
+            datapath,
+            store: Arc::new(ArcSwap::from_pointee(RouteSnapshot::default())),
+            ids: ServiceIds::default(),
+            metrics,
+        }
+    }
+
+    /// The store the proxy reads.
+    pub fn store(&self) -> Arc<ArcSwap<RouteSnapshot>> {
+        Arc::clone(&self.store)
+    }
+
+    /// Publishes a validated routes file and reconciles the kernel map.
+    pub fn apply(&mut self, file: &RoutesFile) {
+        let snapshot = Arc::new(RouteSnapshot::from_file(file, &mut self.ids));
+        for (kind, count) in snapshot.counts() {
+            self.metrics
+                .routes
+                .get_or_create(&KindLabels { kind })
+                .set(i64::try_from(count).unwrap_or(i64::MAX));
+        }
+        self.store.store(Arc::clone(&snapshot));
+        if let Err(error) = self.datapath.apply(&snapshot) {
+            error!(%error, "steered destinations not fully applied; will retry on the next change");
+        }
+        self.metrics.synced.set(1);
+    }
+
+    /// Re-reads `path` on every change hint until `stop`; returns the data
+    /// path so that the caller can detach it.
+    #[instrument(skip_all, fields(path = %path.display()))]
+    pub async fn follow_file(
+        mut self,
+        path: PathBuf,
+        mut last_text: String,
+        mut watch: FileWatch,
+        stop: CancellationToken,
+    ) -> Datapath {
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => break,
+                hint = watch.changes.recv() => if hint.is_none() { break },
+            }
+            tokio::time::sleep(SETTLE).await;
+            while watch.changes.try_recv().is_ok() {}
+            let text = match std::fs::read_to_string(&path) {
+                Ok(text) => text,
+                Err(error) => {
+                    // Mid-replace, or deleted: keep the routes in force.
+                    warn!(%error, "routes file unreadable; keeping the last good routes");
+                    continue;
+                }
+            };
+            if text == last_text {
+                continue;
+            }
+            match RoutesFile::parse(&text) {
+                Ok(file) => {
+                    self.apply(&file);
+                    self.metrics
+                        .reloads
+                        .get_or_create(&ResultLabels { result: "ok" })
+                        .inc();
+                    info!("routes reloaded");
+                }
+                Err(error) => {
+                    self.metrics
+                        .reloads
+                        .get_or_create(&ResultLabels { result: "error" })
+                        .inc();
+                    error!(%error, "routes file rejected; keeping the last good routes");
+                }
+            }
+            last_text = text;
+        }
+        self.datapath
+    }
+}
