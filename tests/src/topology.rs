@@ -232,8 +232,18 @@ impl Pod {
         (self.start_echo(port, Some(&log.0)), log)
     }
 
+    /// Starts `tests/servers/banner.py`, a server that speaks first.
+    pub fn banner_server(&self, port: u16) -> Proc {
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/servers/banner.py");
+        self.start_script(script, port, None)
+    }
+
     fn start_echo(&self, port: u16, log: Option<&std::path::Path>) -> Proc {
         let script = concat!(env!("CARGO_MANIFEST_DIR"), "/servers/echo.py");
+        self.start_script(script, port, log)
+    }
+
+    fn start_script(&self, script: &str, port: u16, log: Option<&std::path::Path>) -> Proc {
         let mut command = Command::new("nsenter");
         command.args([
             &format!("--net={}", self.netns.path()),
@@ -250,7 +260,7 @@ impl Pod {
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
-            .unwrap_or_else(|e| panic!("cannot start echo server: {e}"));
+            .unwrap_or_else(|e| panic!("cannot start {script}: {e}"));
         let stdout = child.stdout.take().expect("piped stdout");
         let proc = Proc::new(child);
         let mut line = String::new();

@@ -12,6 +12,7 @@ use detour_tests::{
 };
 
 const PORT: u16 = 8080;
+const BANNER_PORT: u16 = 2525;
 const RAW: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/clients/raw.py");
 const LOOP: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/clients/loop.py");
 
@@ -38,11 +39,12 @@ impl Setup {
         let (fork, fork_log) = net.pod("reviews-fork").logged_echo_server(PORT);
         let fork2 = net.pod("reviews-fork2").echo_server(PORT);
         let ratings = net.pod("ratings").echo_server(PORT);
+        let banner = net.pod("ratings").banner_server(BANNER_PORT);
         let cgroup = Cgroup::new(&unique_name("detour-http-"));
         Self {
             net,
             cgroup,
-            _servers: vec![baseline, fork, fork2, ratings],
+            _servers: vec![baseline, fork, fork2, ratings, banner],
             baseline_log,
             fork_log,
         }
@@ -66,7 +68,7 @@ impl Setup {
     ports: [{{port: {PORT}, protocol: http}}]
   - name: ratings
     addresses: [{ratings}]
-    ports: [{{port: {PORT}}}]
+    ports: [{{port: {PORT}}}, {{port: {BANNER_PORT}}}]
 sandboxes:
   - name: feature-x
     routingKey: feature-x
@@ -92,6 +94,8 @@ sandboxes:
             .arg("x-sandbox")
             .arg("--head-timeout")
             .arg("1s")
+            .arg("--detect-timeout")
+            .arg("300ms")
             .spawn()
     }
 
@@ -107,10 +111,14 @@ sandboxes:
 
     /// Raw bytes to a service from the client; returns every byte received.
     fn raw(&self, service: &str, request: &[u8]) -> String {
+        self.raw_to(service, PORT, request)
+    }
+
+    fn raw_to(&self, service: &str, port: u16, request: &[u8]) -> String {
         let output = self.pod("client").exec_in_with_input(
             &self.cgroup,
             "python3",
-            &[RAW, &self.ip(service), &PORT.to_string()],
+            &[RAW, &self.ip(service), &port.to_string(), "2"],
             request,
         );
         stdout_ok(&output)
@@ -525,5 +533,100 @@ fn an_invalid_routes_file_keeps_the_last_good_routes() {
     assert!(
         agent.logs().contains("adresses"),
         "the error names the bad field"
+    );
+}
+
+#[test]
+fn non_http_h2_and_server_first_protocols_are_spliced_to_baseline() {
+    if !require_root() {
+        return;
+    }
+    let setup = Setup::new();
+    let agent = setup.agent();
+
+    // HTTP/2 prior knowledge: spliced; the baseline server's own answer comes back.
+    let h2 = setup.raw("ratings", b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
+    // (Python's server answers a version it does not speak with a bare error page.)
+    assert!(
+        h2.contains("Error response"),
+        "the baseline server answered: {h2}"
+    );
+    assert!(!h2.contains("detour-error"), "{h2}");
+    // Bytes that are not HTTP: spliced the same way.
+    let opaque = setup.raw("ratings", b"\x16\x03\x01 not http at all\r\n\r\n");
+    assert!(
+        opaque.contains("Error response") && !opaque.contains("detour-error"),
+        "{opaque}"
+    );
+    // A server that speaks first: detection gives up after --detect-timeout
+    // (300ms), connects, and the banner arrives.
+    let banner = setup.raw_to("ratings", BANNER_PORT, b"");
+    assert_eq!(banner, "220 banner from ratings\r\n");
+
+    assert_eq!(
+        agent.metric("detour_connections_by_protocol_total{protocol=\"h2\"}"),
+        1
+    );
+    assert_eq!(
+        agent.metric("detour_connections_by_protocol_total{protocol=\"opaque\"}"),
+        1
+    );
+    assert_eq!(
+        agent.metric("detour_connections_by_protocol_total{protocol=\"timeout\"}"),
+        1
+    );
+}
+
+#[test]
+fn metrics_count_a_known_sequence_of_requests() {
+    if !require_root() {
+        return;
+    }
+    let setup = Setup::new();
+    let agent = setup.agent();
+    for _ in 0..3 {
+        setup.curl("reviews", &["-H", "baggage: detour-routing-key=feature-x"]);
+    }
+    for _ in 0..2 {
+        setup.curl("reviews", &[]);
+    }
+    setup.curl(
+        "reviews",
+        &["-H", "baggage: detour-routing-key=nobody-home"],
+    );
+    setup.raw("reviews", b"GET / HTTP/1.1\r\nContent-Length: x\r\n\r\n");
+
+    let sandbox = "detour_requests_total{service=\"default/reviews\",destination=\"sandbox\",sandbox=\"feature-x\"}";
+    let baseline =
+        "detour_requests_total{service=\"default/reviews\",destination=\"baseline\",sandbox=\"\"}";
+    assert_eq!(agent.metric(sandbox), 3);
+    assert_eq!(
+        agent.metric(baseline),
+        3,
+        "two without a key and one fallback"
+    );
+    assert_eq!(
+        agent.metric("detour_fallbacks_total{reason=\"no_ready_endpoints\"}"),
+        1
+    );
+    assert_eq!(
+        agent.metric("detour_request_errors_total{reason=\"bad_framing\"}"),
+        1
+    );
+    assert_eq!(
+        agent.metric("detour_connections_total{service=\"default/reviews\"}"),
+        7
+    );
+    assert_eq!(agent.metric("detour_connections_redirected_total"), 7);
+    assert_eq!(
+        agent.metric("detour_connections_by_protocol_total{protocol=\"http1\"}"),
+        7
+    );
+    assert_eq!(agent.metric("detour_route_source_synced"), 1);
+    assert_eq!(agent.metric("detour_routes{kind=\"sandboxes\"}"), 2);
+    let metrics = agent.http_get("/metrics").expect("metrics");
+    assert!(
+        metrics.contains("detour_request_duration_seconds_count 6"),
+        "{metrics}"
     );
 }

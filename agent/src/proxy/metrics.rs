@@ -37,6 +37,11 @@ struct RequestLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ProtocolLabels {
+    protocol: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ReasonLabels {
     reason: &'static str,
 }
@@ -44,6 +49,7 @@ struct ReasonLabels {
 #[derive(Debug)]
 pub struct ProxyMetrics {
     connections: Family<ServiceLabels, Counter>,
+    protocols: Family<ProtocolLabels, Counter>,
     rejected: Family<ReasonLabels, Counter>,
     requests: Family<RequestLabels, Counter>,
     duration: Histogram,
@@ -57,6 +63,7 @@ impl ProxyMetrics {
     pub fn new(registry: &mut Registry) -> Self {
         let metrics = Self {
             connections: Family::default(),
+            protocols: Family::default(),
             rejected: Family::default(),
             requests: Family::default(),
             // 100 µs .. ~52 s
@@ -70,6 +77,12 @@ impl ProxyMetrics {
             "connections",
             "Redirected connections accepted by the proxy, by service",
             metrics.connections.clone(),
+        );
+        registry.register(
+            "connections_by_protocol",
+            "Redirected connections by how they were served: http1 (routed per request), \
+             h2 and opaque (spliced to baseline), timeout (nothing sent in time: spliced)",
+            metrics.protocols.clone(),
         );
         registry.register(
             "connections_rejected",
@@ -109,6 +122,12 @@ impl ProxyMetrics {
             .get_or_create(&ServiceLabels {
                 service: Label(Arc::clone(service)),
             })
+            .inc();
+    }
+
+    pub fn protocol(&self, protocol: &'static str) {
+        self.protocols
+            .get_or_create(&ProtocolLabels { protocol })
             .inc();
     }
 

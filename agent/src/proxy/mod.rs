@@ -129,6 +129,13 @@ async fn handle(mut client: TcpStream, peer: SocketAddr, ctx: Arc<ProxyContext>)
         }
     };
     debug!(%dst, %service, ?protocol, ?detected, "serving");
+    ctx.metrics.protocol(match detected {
+        Detected::Http1 => "http1",
+        Detected::H2 => "h2",
+        Detected::NotHttp => "opaque",
+        Detected::Timeout => "timeout",
+        Detected::Closed => "closed",
+    });
     match detected {
         Detected::Http1 => {
             let conn = http1::Conn {
