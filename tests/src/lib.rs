@@ -59,9 +59,18 @@ pub fn detour_bin() -> std::path::PathBuf {
 }
 
 /// A short name unique to this process and call, for namespaces and cgroups.
+/// The clock's sub-second digits guard against a recycled PID meeting the
+/// leftovers of an earlier run that was killed before it could clean up.
 pub fn unique_name(prefix: &str) -> String {
     use std::sync::atomic::{AtomicU32, Ordering};
     static NEXT: AtomicU32 = AtomicU32::new(0);
     let n = NEXT.fetch_add(1, Ordering::Relaxed);
-    format!("{prefix}{}-{n}", std::process::id() % 100_000)
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    format!(
+        "{prefix}{}-{n}-{:03}",
+        std::process::id() % 100_000,
+        nanos % 1000
+    )
 }

@@ -27,7 +27,7 @@ pub const NODE_IP6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x248, 0, 0, 0, 0, 0, 1);
 
 #[derive(Debug)]
 pub struct TopologyBuilder {
-    prefix: String,
+    base: String,
     pods: Vec<String>,
     vips: Vec<(String, IpAddr)>,
 }
@@ -47,8 +47,16 @@ impl TopologyBuilder {
         self
     }
 
+    /// The namespaces `build` will create, so that a caller can clean them
+    /// up even if it is interrupted half way.
+    pub fn namespace_names(&self) -> Vec<String> {
+        std::iter::once(format!("{}-node", self.base))
+            .chain(self.pods.iter().map(|pod| format!("{}-{pod}", self.base)))
+            .collect()
+    }
+
     pub fn build(self) -> Topology {
-        let base = unique_name(&self.prefix);
+        let base = self.base;
         let node = Netns::new(&format!("{base}-node"));
         node.sysctl("net.ipv4.ip_forward=1");
         node.sysctl("net.ipv6.conf.all.forwarding=1");
@@ -70,7 +78,8 @@ impl TopologyBuilder {
             let netns = Netns::new(&format!("{base}-{name}"));
             netns.sysctl("net.ipv6.conf.all.accept_dad=0");
             netns.sysctl("net.ipv6.conf.default.accept_dad=0");
-            let peer = format!("v-{name}");
+            // Interface names are limited to 15 bytes: name the node side by index.
+            let peer = format!("veth{index}");
             node.ip(&[
                 "link",
                 "add",
@@ -133,7 +142,7 @@ impl Topology {
     /// Starts a topology whose namespace names begin with `prefix`.
     pub fn builder(prefix: &str) -> TopologyBuilder {
         TopologyBuilder {
-            prefix: prefix.to_owned(),
+            base: unique_name(prefix),
             pods: Vec::new(),
             vips: Vec::new(),
         }
