@@ -22,6 +22,7 @@ struct Setup {
     net: Topology,
     cgroup: Cgroup,
     _servers: Vec<Proc>,
+    ratings: Option<Proc>,
     baseline_log: RequestLog,
     fork_log: RequestLog,
 }
@@ -38,16 +39,24 @@ impl Setup {
         let (baseline, baseline_log) = net.pod("reviews").logged_echo_server(PORT);
         let (fork, fork_log) = net.pod("reviews-fork").logged_echo_server(PORT);
         let fork2 = net.pod("reviews-fork2").echo_server(PORT);
-        let ratings = net.pod("ratings").echo_server(PORT);
+        let ratings = Some(net.pod("ratings").echo_server(PORT));
         let banner = net.pod("ratings").banner_server(BANNER_PORT);
         let cgroup = Cgroup::new(&unique_name("detour-http-"));
         Self {
             net,
             cgroup,
-            _servers: vec![baseline, fork, fork2, ratings, banner],
+            _servers: vec![baseline, fork, fork2, banner],
+            ratings,
             baseline_log,
             fork_log,
         }
+    }
+
+    /// Stops the ratings server (closing every connection it had) and starts
+    /// a new one on the same port.
+    fn restart_ratings(&mut self) {
+        drop(self.ratings.take());
+        self.ratings = Some(self.net.pod("ratings").echo_server(PORT));
     }
 
     fn pod(&self, name: &str) -> &Pod {
@@ -628,5 +637,69 @@ fn metrics_count_a_known_sequence_of_requests() {
     assert!(
         metrics.contains("detour_request_duration_seconds_count 6"),
         "{metrics}"
+    );
+}
+
+/// The upstream closes a kept-alive connection between two requests of one
+/// client connection: a GET is retried on a fresh connection, and a POST is
+/// never sent twice but still succeeds, because the dead connection is
+/// noticed before it is used.
+#[test]
+fn a_closed_upstream_connection_is_not_reused_and_get_is_retried() {
+    if !require_root() {
+        return;
+    }
+    let mut setup = Setup::new();
+    let agent = setup.agent();
+    let script = format!(
+        "import http.client, sys, time\n\
+         c = http.client.HTTPConnection('{ip}', {PORT}, timeout=5)\n\
+         for method in ('GET', 'GET', 'POST'):\n\
+         \x20   c.request(method, '/', body=b'x' if method == 'POST' else None)\n\
+         \x20   r = c.getresponse(); r.read()\n\
+         \x20   print(method, r.status, r.getheader('X-Served-By'), flush=True)\n\
+         \x20   if method == 'GET': sys.stdin.readline()\n",
+        ip = setup.ip("ratings")
+    );
+    // Between requests the test restarts the ratings server, which closes
+    // every connection it had (the agent's upstream one among them).
+    let mut child = std::process::Command::new("nsenter")
+        .args([
+            &format!("--net={}", setup.pod("client").netns.path()),
+            "--",
+            "sh",
+            "-c",
+            &setup.cgroup.enter_script(),
+            "sh",
+            "python3",
+            "-c",
+            &script,
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("client");
+    let mut stdin = child.stdin.take().expect("stdin");
+    let mut stdout = std::io::BufReader::new(child.stdout.take().expect("stdout"));
+    let mut lines = Vec::new();
+    for _ in 0..2 {
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut stdout, &mut line).expect("response line");
+        lines.push(line.trim().to_owned());
+        setup.restart_ratings();
+        std::io::Write::write_all(&mut stdin, b"\n").expect("continue");
+    }
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut stdout, &mut rest).expect("rest");
+    lines.extend(rest.lines().map(str::to_owned));
+    let status = child.wait().expect("client exit");
+    assert!(status.success(), "{lines:?}\n{}", agent.logs());
+    assert_eq!(
+        lines,
+        ["GET 200 ratings", "GET 200 ratings", "POST 200 ratings"]
+    );
+    assert_eq!(
+        agent.metric("detour_upstream_errors_total{reason=\"connect\"}"),
+        0
     );
 }

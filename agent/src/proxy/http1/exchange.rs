@@ -9,9 +9,9 @@ use std::{
     time::Duration,
 };
 
-use bytes::BytesMut;
+use bytes::{Buf, BytesMut};
 use tokio::{
-    io::{AsyncRead, AsyncWrite},
+    io::{AsyncRead, AsyncWrite, AsyncWriteExt},
     net::TcpStream,
 };
 
@@ -53,14 +53,20 @@ pub async fn run(
     response_timeout: Duration,
 ) -> Outcome {
     let responded = AtomicBool::new(false);
+    let replayable = reused && retry_safe(request);
     let (response, body_result) = {
         let (mut client_read, mut client_write) = client.split();
         let (mut upstream_read, mut upstream_write) = upstream.split();
 
         // The head, and as much of a Content-Length body as is already here, in one write.
         let prefix = body::ready_prefix(request.framing, buf.len() - request.len);
-        if let Err(error) = body::pass(&mut upstream_write, buf, request.len + prefix).await {
-            return refuse_or_retry(&error, reused, request);
+        if let Err(error) = upstream_write.write_all(&buf[..request.len + prefix]).await {
+            return refuse_or_retry(&BodyError::Write(error), reused, request);
+        }
+        // A request that may be retried keeps its head in `buf` until the
+        // upstream has answered (it has no body, so nothing else reads `buf`).
+        if !replayable {
+            buf.advance(request.len + prefix);
         }
         let rest = match request.framing {
             Framing::Length(length) => Framing::Length(length - prefix as u64),
@@ -94,6 +100,10 @@ pub async fn run(
         (response, body_result)
     };
 
+    let retry = matches!(response, Err(RelayError::ClosedBeforeResponse)) && replayable;
+    if replayable && !retry {
+        buf.advance(request.len);
+    }
     match (response, body_result) {
         (Ok(Relayed::Upgraded), _) => Outcome::Upgraded,
         (Ok(Relayed::Final(head)), Some(Ok(()))) => Outcome::Done {
@@ -115,9 +125,7 @@ pub async fn run(
         }
         (Err(RelayError::RequestBody), _) => Outcome::Broken,
         (Err(_), _) if responded.load(Ordering::Relaxed) => Outcome::Broken,
-        (Err(RelayError::ClosedBeforeResponse), _) if reused && retry_safe(request) => {
-            Outcome::Retry
-        }
+        (Err(RelayError::ClosedBeforeResponse), _) if retry => Outcome::Retry,
         (Err(RelayError::Timeout), _) => Outcome::Refuse(ProxyError::UpstreamTimeout),
         (Err(RelayError::BadResponse), _) => Outcome::Refuse(ProxyError::BadUpstreamResponse),
         (Err(_), _) => Outcome::Refuse(ProxyError::UpstreamConnect),
@@ -125,10 +133,12 @@ pub async fn run(
 }
 
 /// Only a request with no body and an idempotent method is sent twice.
-fn retry_safe(request: &RequestHead) -> bool {
+pub fn retry_safe(request: &RequestHead) -> bool {
     request.method.is_idempotent() && request.framing == Framing::Empty
 }
 
+/// A failed head write: on a reused connection, a safe request is sent again
+/// (`buf` still holds its head, which was never advanced).
 fn refuse_or_retry(error: &BodyError, reused: bool, request: &RequestHead) -> Outcome {
     if reused && retry_safe(request) && matches!(error, BodyError::Write(_)) {
         Outcome::Retry

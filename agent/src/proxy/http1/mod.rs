@@ -40,15 +40,16 @@ pub struct Conn {
 /// holds bytes already read (by protocol detection).
 pub async fn serve(mut client: TcpStream, mut buf: BytesMut, conn: Conn, ctx: &ProxyContext) {
     let mut ubuf = BytesMut::with_capacity(body::READ_CHUNK);
+    let mut current: Option<Current> = None;
     let mut first = true;
     loop {
         let head = match read_request(&mut client, &mut buf, ctx, first).await {
             Ok(Some(head)) => head,
-            Ok(None) => return,
+            Ok(None) => break,
             Err(error) => {
                 ctx.metrics.proxy_error(error);
                 respond::send(&mut client, error).await;
-                return;
+                break;
             }
         };
         first = false;
@@ -87,7 +88,17 @@ pub async fn serve(mut client: TcpStream, mut buf: BytesMut, conn: Conn, ctx: &P
             "routed"
         );
 
-        match exchange_with_retry(&mut client, &mut buf, &mut ubuf, &head, target, ctx).await {
+        match exchange_with_retry(
+            &mut client,
+            &mut buf,
+            &mut ubuf,
+            &mut current,
+            &head,
+            target,
+            ctx,
+        )
+        .await
+        {
             (
                 Outcome::Done {
                     status,
@@ -101,7 +112,7 @@ pub async fn serve(mut client: TcpStream, mut buf: BytesMut, conn: Conn, ctx: &P
                 debug!(status, "response relayed");
                 if !keep_client {
                     let _ = client.shutdown().await;
-                    return;
+                    break;
                 }
             }
             (Outcome::Upgraded, Some(upstream)) => {
@@ -113,11 +124,22 @@ pub async fn serve(mut client: TcpStream, mut buf: BytesMut, conn: Conn, ctx: &P
             (Outcome::Refuse(error), _) => {
                 ctx.metrics.proxy_error(error);
                 respond::send(&mut client, error).await;
-                return;
+                break;
             }
-            _ => return,
+            _ => break,
         }
     }
+    // The client is gone; its upstream connection can serve others.
+    if let Some(held) = current {
+        ctx.pool.checkin(held.target, held.stream);
+    }
+}
+
+/// The upstream connection a client connection used last: consecutive
+/// requests to the same target reuse it without touching the shared pool.
+struct Current {
+    target: SocketAddr,
+    stream: TcpStream,
 }
 
 /// Runs the exchange, once more on a fresh connection when a reused one
@@ -127,16 +149,30 @@ async fn exchange_with_retry(
     client: &mut TcpStream,
     buf: &mut BytesMut,
     ubuf: &mut BytesMut,
+    current: &mut Option<Current>,
     head: &RequestHead,
     target: SocketAddr,
     ctx: &ProxyContext,
 ) -> (Outcome, Option<TcpStream>) {
-    let mut pooled = ctx.pool.checkout(target);
-    // A copy of the head, to send again if a pooled connection is stale.
-    let replay = pooled.as_ref().map(|_| buf[..head.len].to_vec());
+    let mut reusable = match current.take() {
+        // A request that cannot be retried first checks that the server has
+        // not closed the connection meanwhile (one non-blocking read).
+        Some(held)
+            if held.target == target
+                && (exchange::retry_safe(head) || pool::looks_alive(&held.stream)) =>
+        {
+            Some(held.stream)
+        }
+        Some(held) if held.target == target => ctx.pool.checkout(target),
+        Some(held) => {
+            ctx.pool.checkin(held.target, held.stream);
+            ctx.pool.checkout(target)
+        }
+        None => ctx.pool.checkout(target),
+    };
     loop {
-        let reused = pooled.is_some();
-        let mut upstream = match pooled.take() {
+        let reused = reusable.is_some();
+        let mut upstream = match reusable.take() {
             Some(stream) => stream,
             None => match exchange::connect(target, ctx.mark, ctx.http.connect_timeout).await {
                 Ok(stream) => stream,
@@ -155,21 +191,18 @@ async fn exchange_with_retry(
         )
         .await;
         match outcome {
+            // `buf` still starts with the head: send it again on a new connection.
             Outcome::Retry => {
-                debug!(%target, "stale pooled connection; retrying once on a new one");
-                if let Some(head_bytes) = &replay {
-                    let mut again = BytesMut::with_capacity(head_bytes.len() + buf.len());
-                    again.extend_from_slice(head_bytes);
-                    again.extend_from_slice(buf);
-                    *buf = again;
-                }
-                continue;
+                debug!(%target, "stale reused connection; retrying once on a new one")
             }
             Outcome::Done {
                 reuse_upstream: true,
                 ..
             } => {
-                ctx.pool.checkin(target, upstream);
+                *current = Some(Current {
+                    target,
+                    stream: upstream,
+                });
                 return (outcome, None);
             }
             Outcome::Upgraded => return (outcome, Some(upstream)),

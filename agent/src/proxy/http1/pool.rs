@@ -63,7 +63,7 @@ impl Pool {
 
 /// An idle HTTP/1 connection has nothing to read; EOF or stray bytes mean it
 /// must not be reused.
-fn looks_alive(stream: &TcpStream) -> bool {
+pub fn looks_alive(stream: &TcpStream) -> bool {
     let mut byte = [0u8; 1];
     matches!(stream.try_read(&mut byte), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
 }
