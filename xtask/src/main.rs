@@ -39,6 +39,12 @@ enum Task {
     Fmt(lint::FmtArgs),
     /// Benchmarks that print ratios against peers measured in the same run.
     Bench(bench::BenchArgs),
+    /// Internal: the timed client of `bench connect` (runs inside its namespaces).
+    #[command(hide = true)]
+    BenchClient(bench::ClientArgs),
+    /// Internal: a listener or forwarder of `bench connect`.
+    #[command(hide = true)]
+    BenchServer(bench::ServerArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -50,6 +56,8 @@ fn main() -> anyhow::Result<()> {
         Task::Clippy => lint::clippy(),
         Task::Fmt(args) => lint::fmt(&args),
         Task::Bench(args) => bench::run(&args),
+        Task::BenchClient(args) => bench::run_client(&args),
+        Task::BenchServer(args) => bench::run_server(&args),
     }
 }
 

@@ -1,0 +1,197 @@
+//! Process and namespace plumbing for `bench connect`: CPU placement
+//! ([`Cpus`]), the listeners inside the benchmark's namespaces, the
+//! iptables rules, and the kernel counters the run is checked against.
+
+use std::{
+    net::SocketAddr,
+    process::{Command, Stdio},
+    sync::atomic::AtomicBool,
+    time::Duration,
+};
+
+use anyhow::{Context, bail};
+use detour_tests::{cmd::Proc, netns::Netns};
+
+/// Set by the Ctrl-C handler; checked around every exchange with a worker.
+pub static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+/// CPU placement. With two or more CPUs allowed, the timed client gets the
+/// last one to itself and every other process of the benchmark (servers,
+/// forwarders, the agent) the rest. Packets between namespaces are processed
+/// in softirq on the sending CPU, so the client's connect path runs on its
+/// own CPU, never queued behind a proxy's userspace work, in every mode alike.
+#[derive(Debug, Clone, Default)]
+pub struct Cpus {
+    client: Option<String>,
+    rest: Option<String>,
+}
+
+impl Cpus {
+    pub fn plan() -> Self {
+        let allowed = allowed_cpus();
+        match allowed.split_last() {
+            Some((client, rest)) if !rest.is_empty() => Self {
+                client: Some(client.to_string()),
+                rest: Some(
+                    rest.iter()
+                        .map(ToString::to_string)
+                        .collect::<Vec<_>>()
+                        .join(","),
+                ),
+            },
+            _ => Self::default(),
+        }
+    }
+
+    pub fn describe(&self) -> String {
+        match (&self.client, &self.rest) {
+            (Some(client), Some(rest)) => {
+                format!("client pinned to CPU {client}, everything else to CPU {rest}")
+            }
+            _ => "no CPU pinning (a single CPU allowed)".to_owned(),
+        }
+    }
+
+    /// `taskset -c LIST` prefix for the client, or nothing.
+    pub fn client_prefix(&self) -> Vec<String> {
+        prefix(self.client.as_ref())
+    }
+
+    /// `taskset -c LIST` prefix for everything else, or nothing.
+    fn rest_prefix(&self) -> Vec<String> {
+        prefix(self.rest.as_ref())
+    }
+
+    /// Moves every thread of a process we started (the agent) to the
+    /// non-client CPUs.
+    pub fn pin_rest(&self, pid: u32) -> anyhow::Result<()> {
+        let Some(rest) = &self.rest else {
+            return Ok(());
+        };
+        crate::exec(
+            Command::new("taskset")
+                .args(["-a", "-p", "-c", rest, &pid.to_string()])
+                .stdout(Stdio::null()),
+        )
+    }
+}
+
+fn prefix(cpus: Option<&String>) -> Vec<String> {
+    cpus.map(|list| vec!["taskset".to_owned(), "-c".to_owned(), list.clone()])
+        .unwrap_or_default()
+}
+
+fn allowed_cpus() -> Vec<usize> {
+    // SAFETY: an all-zero cpu_set_t is a valid empty set.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    // SAFETY: pid 0 is this thread; the pointer and size describe `set`.
+    let rc = unsafe { libc::sched_getaffinity(0, std::mem::size_of_val(&set), &raw mut set) };
+    if rc != 0 {
+        return Vec::new();
+    }
+    let max = usize::try_from(libc::CPU_SETSIZE).unwrap_or(0);
+    // SAFETY: CPU_ISSET reads the set, with `cpu` below CPU_SETSIZE.
+    (0..max)
+        .filter(|&cpu| unsafe { libc::CPU_ISSET(cpu, &set) })
+        .collect()
+}
+
+/// Starts `bench-server` in `netns` and waits until it listens.
+pub fn spawn_peer(
+    cpus: &Cpus,
+    netns: &Netns,
+    listen: SocketAddr,
+    upstream: Option<SocketAddr>,
+) -> anyhow::Result<Proc> {
+    let exe = std::env::current_exe().context("cannot find the xtask binary")?;
+    let mut command = Command::new("nsenter");
+    command
+        .arg(format!("--net={}", netns.path()))
+        .arg("--")
+        .args(cpus.rest_prefix())
+        .arg(exe)
+        .args(["bench-server", "--listen", &listen.to_string()]);
+    if let Some(upstream) = upstream {
+        command.args(["--upstream", &upstream.to_string()]);
+    }
+    // stdin stays open (held by the Proc) for as long as the server may live.
+    let mut child = command
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .context("cannot start bench-server")?;
+    let stdout = child.stdout.take().context("no stdout")?;
+    let proc = Proc::new(child);
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line)?;
+    if !line.starts_with("listening") {
+        bail!("bench-server on {listen} did not start: {line:?}");
+    }
+    Ok(proc)
+}
+
+pub fn iptables(netns: &Netns, args: &str) -> anyhow::Result<()> {
+    let mut full = vec!["-w"];
+    full.extend(args.split_whitespace());
+    let output = netns.exec("iptables", &full);
+    if !output.status.success() {
+        bail!(
+            "iptables {args} failed: {}",
+            String::from_utf8_lossy(&output.stderr).trim()
+        );
+    }
+    Ok(())
+}
+
+/// Packet counters of the nat OUTPUT rules, in order. Only a connection's
+/// first packet traverses the nat table: packets == connections.
+pub fn nat_rule_packets(netns: &Netns) -> anyhow::Result<Vec<u64>> {
+    let output = netns.exec(
+        "iptables",
+        &["-w", "-t", "nat", "-L", "OUTPUT", "-n", "-v", "-x"],
+    );
+    if !output.status.success() {
+        bail!(
+            "iptables -L failed: {}",
+            String::from_utf8_lossy(&output.stderr).trim()
+        );
+    }
+    Ok(String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .skip(2)
+        .filter_map(|line| line.split_whitespace().next()?.parse().ok())
+        .collect())
+}
+
+/// Polls `read` until it reaches `want` or a couple of seconds pass: the
+/// proxy may still be accepting the last connections of the last round.
+pub fn settled(want: u64, read: impl Fn() -> u64) -> u64 {
+    let mut got = read();
+    for _ in 0..40 {
+        if got >= want {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+        got = read();
+    }
+    got
+}
+
+/// A `TcpExt` counter of `netns` (from its `/proc/net/netstat`).
+pub fn tcp_ext(netns: &Netns, name: &str) -> anyhow::Result<u64> {
+    let output = netns.exec("cat", &["/proc/net/netstat"]);
+    let text = String::from_utf8_lossy(&output.stdout);
+    let mut rows = text.lines().filter(|l| l.starts_with("TcpExt:"));
+    let (Some(names), Some(values)) = (rows.next(), rows.next()) else {
+        bail!("no TcpExt counters in {}", netns.name());
+    };
+    names
+        .split_whitespace()
+        .zip(values.split_whitespace())
+        .find(|(n, _)| *n == name)
+        .with_context(|| format!("no TcpExt {name} in {}", netns.name()))?
+        .1
+        .parse()
+        .with_context(|| format!("bad TcpExt {name}"))
+}
