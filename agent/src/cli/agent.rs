@@ -144,8 +144,7 @@ struct Start {
 async fn serve(args: AgentArgs, start: Start, debug: bool) -> anyhow::Result<()> {
     let mut listeners = Vec::new();
     for addr in &args.proxy_addrs {
-        let listener = TcpListener::bind(addr)
-            .await
+        let listener = proxy::listen(*addr)
             .with_context(|| format!("cannot listen on proxy address {addr}"))?;
         listeners.push(listener);
     }

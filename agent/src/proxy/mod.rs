@@ -53,6 +53,23 @@ pub struct ProxyContext {
     pub mark: u32,
 }
 
+/// Accept queue length for the proxy listeners (the kernel caps it at
+/// `net.core.somaxconn`). A burst of redirected connects must not overflow
+/// it: every dropped SYN costs the client a one-second retransmit.
+pub const LISTEN_BACKLOG: u32 = 4096;
+
+/// Binds a proxy listener with a deep accept queue.
+pub fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
+}
+
 /// Accepts on `listener` until `stop` is cancelled; connection tasks are
 /// spawned on `tracker` so that shutdown can wait for them.
 pub async fn serve(
