@@ -6,6 +6,7 @@ pub mod cli;
 pub mod datapath;
 pub mod defaults;
 pub mod http;
+pub mod k8s;
 pub mod metrics;
 pub mod proxy;
 pub mod routes;

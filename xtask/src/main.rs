@@ -3,6 +3,7 @@
 
 mod bench;
 mod build;
+mod crdgen;
 mod demo;
 mod lint;
 mod setup;
@@ -37,6 +38,8 @@ enum Task {
     Clippy,
     /// rustfmt on the host workspace and the eBPF crate.
     Fmt(lint::FmtArgs),
+    /// Write the CRDs generated from the Rust types to deploy/crds/.
+    Crdgen,
     /// Benchmarks that print ratios against peers measured in the same run.
     Bench(bench::BenchArgs),
     /// Internal: the timed client of `bench connect` (runs inside its namespaces).
@@ -55,6 +58,7 @@ fn main() -> anyhow::Result<()> {
         Task::Demo => demo::run(),
         Task::Clippy => lint::clippy(),
         Task::Fmt(args) => lint::fmt(&args),
+        Task::Crdgen => crdgen::run(),
         Task::Bench(args) => bench::run(&args),
         Task::BenchClient(args) => bench::run_client(&args),
         Task::BenchServer(args) => bench::run_server(&args),

@@ -1,6 +1,7 @@
 //! Command-line interface: one file per verb.
 
 pub mod agent;
+pub mod crdgen;
 
 use clap::{Parser, Subcommand};
 
@@ -16,13 +17,21 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the agent: load the eBPF programs, attach them to a cgroup, serve the proxy.
-    Agent(agent::AgentArgs),
+    Agent(Box<agent::AgentArgs>),
+    /// Print the CRDs generated from the Rust types (used by `cargo xtask crdgen`).
+    #[command(hide = true)]
+    Crdgen {
+        /// Directory to write one file per CRD to (default: print them).
+        #[arg(long)]
+        out: Option<std::path::PathBuf>,
+    },
 }
 
 impl Cli {
     pub fn run(self) -> anyhow::Result<()> {
         match self.command {
-            Command::Agent(args) => agent::run(args),
+            Command::Agent(args) => agent::run(*args),
+            Command::Crdgen { out } => crdgen::run(out.as_deref()),
         }
     }
 }

@@ -6,6 +6,7 @@
 //! look routes up in O(1).
 
 mod file;
+mod input;
 mod snapshot;
 #[cfg(test)]
 mod tests;
@@ -14,6 +15,7 @@ pub mod watch;
 use std::path::{Path, PathBuf};
 
 pub use file::{Protocol, RoutesFile};
+pub use input::{ForkInput, GroupInput, RouteInput, SandboxInput, ServiceInput};
 pub use snapshot::{
     Decision, Destination, Fallback, ForkTarget, RouteSnapshot, Service, ServiceIds,
 };

@@ -17,7 +17,7 @@ use std::{
 use detour_common::{SockKey, Steered};
 use serde::Serialize;
 
-use super::{Protocol, RoutesFile};
+use super::{Protocol, RouteInput, RoutesFile};
 
 /// A steered service, as the proxy, metrics and CLI name it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -50,28 +50,38 @@ pub struct Destination {
 pub struct ForkTarget {
     /// The sandbox that forks the service.
     pub sandbox: Arc<str>,
-    /// Ready endpoints of the fork; empty means "fall back to baseline".
+    /// Ready endpoints of the fork for any destination port; empty (with no
+    /// entry in `by_port`) means "fall back to baseline".
     pub endpoints: Vec<SocketAddr>,
+    /// Ready endpoints by the destination port the client asked for.
+    pub by_port: BTreeMap<u16, Vec<SocketAddr>>,
     #[serde(skip)]
     next: AtomicUsize,
 }
 
 impl ForkTarget {
-    pub fn new(sandbox: Arc<str>, endpoints: Vec<SocketAddr>) -> Self {
+    pub fn new(
+        sandbox: Arc<str>,
+        endpoints: Vec<SocketAddr>,
+        by_port: BTreeMap<u16, Vec<SocketAddr>>,
+    ) -> Self {
         Self {
             sandbox,
             endpoints,
+            by_port,
             next: AtomicUsize::new(0),
         }
     }
 
-    /// The next endpoint, round robin; `None` when the fork has none ready.
-    pub fn pick(&self) -> Option<SocketAddr> {
-        if self.endpoints.is_empty() {
+    /// The next endpoint for a request to `port`, round robin; `None` when
+    /// the fork has none ready.
+    pub fn pick(&self, port: u16) -> Option<SocketAddr> {
+        let endpoints = self.by_port.get(&port).unwrap_or(&self.endpoints);
+        if endpoints.is_empty() {
             return None;
         }
-        let index = self.next.fetch_add(1, Ordering::Relaxed) % self.endpoints.len();
-        self.endpoints.get(index).copied()
+        let index = self.next.fetch_add(1, Ordering::Relaxed) % endpoints.len();
+        endpoints.get(index).copied()
     }
 }
 
@@ -143,12 +153,17 @@ impl ServiceIds {
 impl RouteSnapshot {
     /// Builds a snapshot from a validated routes file.
     pub fn from_file(file: &RoutesFile, ids: &mut ServiceIds) -> Self {
+        Self::build(&RouteInput::from(file), ids)
+    }
+
+    /// Builds a snapshot from a route source's output.
+    pub fn build(input: &RouteInput, ids: &mut ServiceIds) -> Self {
         let mut snapshot = Self::default();
         let mut by_label = HashMap::new();
-        for spec in &file.services {
-            let label: Arc<str> = format!("{}/{}", spec.namespace, spec.name).into();
+        for spec in &input.services {
+            let label: Arc<str> = spec.label().into();
             let id = ids.id(&label);
-            by_label.insert(label.clone(), id);
+            by_label.insert(Arc::clone(&label), id);
             snapshot.services.insert(
                 id,
                 Service {
@@ -158,30 +173,30 @@ impl RouteSnapshot {
                     label,
                 },
             );
-            for port in &spec.ports {
-                for address in &spec.addresses {
-                    snapshot.destinations.insert(
-                        SocketAddr::new(*address, port.port),
-                        Destination {
-                            service_id: id,
-                            protocol: port.protocol,
-                        },
-                    );
-                }
+            for (destination, protocol) in &spec.destinations {
+                snapshot.destinations.insert(
+                    *destination,
+                    Destination {
+                        service_id: id,
+                        protocol: *protocol,
+                    },
+                );
             }
         }
 
         // Forks of each sandbox, by service id.
         let mut forks_by_sandbox: HashMap<&str, HashMap<u32, Arc<ForkTarget>>> = HashMap::new();
-        for sandbox in &file.sandboxes {
+        for sandbox in &input.sandboxes {
             let name: Arc<str> = sandbox.name.as_str().into();
             let forks = forks_by_sandbox.entry(sandbox.name.as_str()).or_default();
             for fork in &sandbox.forks {
                 if let Some(id) = by_label.get(fork.service.as_str()) {
-                    forks.insert(
-                        *id,
-                        Arc::new(ForkTarget::new(name.clone(), fork.endpoints.clone())),
+                    let target = ForkTarget::new(
+                        Arc::clone(&name),
+                        fork.endpoints.clone(),
+                        fork.by_port.clone(),
                     );
+                    forks.insert(*id, Arc::new(target));
                 }
             }
             snapshot
@@ -192,7 +207,7 @@ impl RouteSnapshot {
                 .insert(sandbox.routing_key.clone(), forks.clone());
         }
         // A group's key routes each service to the first member that forks it.
-        for group in &file.route_groups {
+        for group in &input.groups {
             let mut routes: HashMap<u32, Arc<ForkTarget>> = HashMap::new();
             for member in &group.sandboxes {
                 for (id, target) in forks_by_sandbox.get(member.as_str()).into_iter().flatten() {
@@ -227,15 +242,16 @@ impl RouteSnapshot {
         self.services.get(&id)
     }
 
-    /// Where a request to service `service_id` carrying `key` goes.
-    pub fn decide(&self, service_id: u32, key: Option<&str>) -> Decision {
+    /// Where a request to service `service_id`, sent to destination port
+    /// `port`, carrying `key` goes.
+    pub fn decide(&self, service_id: u32, port: u16, key: Option<&str>) -> Decision {
         let Some(target) = key
             .and_then(|k| self.routes.get(k))
             .and_then(|r| r.get(&service_id))
         else {
             return Decision::Baseline { fallback: None };
         };
-        match target.pick() {
+        match target.pick(port) {
             Some(endpoint) => Decision::Sandbox {
                 sandbox: Arc::clone(&target.sandbox),
                 endpoint,

@@ -248,14 +248,14 @@ fn sandbox(decision: &Decision) -> (String, String) {
 fn keys_route_to_their_forks_round_robin() {
     let snapshot = routed();
     let reviews = 1;
-    let first = sandbox(&snapshot.decide(reviews, Some("key-x")));
-    let second = sandbox(&snapshot.decide(reviews, Some("key-x")));
-    let third = sandbox(&snapshot.decide(reviews, Some("key-x")));
+    let first = sandbox(&snapshot.decide(reviews, 80, Some("key-x")));
+    let second = sandbox(&snapshot.decide(reviews, 80, Some("key-x")));
+    let third = sandbox(&snapshot.decide(reviews, 80, Some("key-x")));
     assert_eq!(first.0, "feature-x");
     assert_ne!(first.1, second.1, "round robin over the two endpoints");
     assert_eq!(first.1, third.1);
     assert_eq!(
-        sandbox(&snapshot.decide(reviews, Some("key-y"))),
+        sandbox(&snapshot.decide(reviews, 80, Some("key-y"))),
         ("feature-y".into(), "10.200.1.1:8080".into())
     );
 }
@@ -264,10 +264,10 @@ fn keys_route_to_their_forks_round_robin() {
 fn no_key_unknown_key_and_unforked_service_go_to_baseline() {
     let snapshot = routed();
     let baseline = Decision::Baseline { fallback: None };
-    assert_eq!(snapshot.decide(1, None), baseline);
-    assert_eq!(snapshot.decide(1, Some("nope")), baseline);
+    assert_eq!(snapshot.decide(1, 80, None), baseline);
+    assert_eq!(snapshot.decide(1, 80, Some("nope")), baseline);
     assert_eq!(
-        snapshot.decide(3, Some("key-x")),
+        snapshot.decide(3, 80, Some("key-x")),
         baseline,
         "feature-x does not fork details"
     );
@@ -277,7 +277,7 @@ fn no_key_unknown_key_and_unforked_service_go_to_baseline() {
 fn a_fork_without_endpoints_falls_back_and_says_so() {
     let snapshot = routed();
     assert_eq!(
-        snapshot.decide(3, Some("key-e")),
+        snapshot.decide(3, 80, Some("key-e")),
         Decision::Baseline {
             fallback: Some((Arc::from("empty-fork"), Fallback::NoReadyEndpoints))
         }
@@ -288,16 +288,16 @@ fn a_fork_without_endpoints_falls_back_and_says_so() {
 fn a_group_key_uses_the_first_member_that_forks_each_service() {
     let snapshot = routed();
     assert_eq!(
-        sandbox(&snapshot.decide(1, Some("key-team"))).0,
+        sandbox(&snapshot.decide(1, 80, Some("key-team"))).0,
         "feature-x"
     );
     assert_eq!(
-        sandbox(&snapshot.decide(2, Some("key-team"))).0,
+        sandbox(&snapshot.decide(2, 80, Some("key-team"))).0,
         "feature-y",
         "only feature-y forks ratings"
     );
     assert_eq!(
-        snapshot.decide(3, Some("key-team")),
+        snapshot.decide(3, 80, Some("key-team")),
         Decision::Baseline { fallback: None }
     );
 }
@@ -312,4 +312,51 @@ fn service_ids_are_stable_across_reloads() {
         |s: &RouteSnapshot, name: &str| s.services.values().find(|v| v.name == name).map(|v| v.id);
     assert_eq!(id_of(&before, "reviews"), id_of(&after, "reviews"));
     assert_eq!(id_of(&before, "details"), id_of(&after, "details"));
+}
+
+#[test]
+fn per_port_endpoints_take_precedence_and_an_unlisted_port_falls_back() {
+    use std::collections::BTreeMap;
+
+    use super::{ForkInput, RouteInput, SandboxInput, ServiceInput};
+
+    let addr = |s: &str| s.parse::<std::net::SocketAddr>().expect("addr");
+    let fork = vec![addr("10.2.0.1:9090")];
+    let input = RouteInput {
+        services: vec![ServiceInput {
+            namespace: "default".into(),
+            name: "s".into(),
+            destinations: vec![
+                (addr("10.0.0.1:80"), Protocol::Http),
+                (addr("10.1.0.5:8080"), Protocol::Http),
+            ],
+        }],
+        sandboxes: vec![SandboxInput {
+            name: "default/x".into(),
+            routing_key: "k".into(),
+            forks: vec![ForkInput {
+                service: "default/s".into(),
+                endpoints: vec![],
+                by_port: BTreeMap::from([(80, fork.clone()), (8080, fork)]),
+            }],
+        }],
+        groups: vec![],
+    };
+    let snapshot = RouteSnapshot::build(&input, &mut ServiceIds::default());
+    assert_eq!(
+        sandbox(&snapshot.decide(1, 80, Some("k"))).1,
+        "10.2.0.1:9090",
+        "ClusterIP port"
+    );
+    assert_eq!(
+        sandbox(&snapshot.decide(1, 8080, Some("k"))).1,
+        "10.2.0.1:9090",
+        "pod target port"
+    );
+    assert_eq!(
+        snapshot.decide(1, 443, Some("k")),
+        Decision::Baseline {
+            fallback: Some((Arc::from("default/x"), Fallback::NoReadyEndpoints))
+        }
+    );
 }

@@ -65,10 +65,11 @@ pub async fn serve(mut client: TcpStream, mut buf: BytesMut, conn: Conn, ctx: &P
             }
         }
         let started = Instant::now();
-        let decision = ctx
-            .routes
-            .load()
-            .decide(conn.service_id, head.routing_key.as_deref());
+        let decision = ctx.routes.load().decide(
+            conn.service_id,
+            conn.original_dst.port(),
+            head.routing_key.as_deref(),
+        );
         let (target, sandbox) = match &decision {
             Decision::Sandbox { sandbox, endpoint } => (*endpoint, Some(Arc::clone(sandbox))),
             Decision::Baseline { fallback } => {

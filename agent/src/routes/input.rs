@@ -1,0 +1,110 @@
+//! What a route source delivers, in one source-neutral shape: the routes file
+//! and the Kubernetes source both produce a [`RouteInput`], and the snapshot
+//! is built from it in one place.
+
+use std::{collections::BTreeMap, net::SocketAddr};
+
+use super::{Protocol, RoutesFile};
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RouteInput {
+    pub services: Vec<ServiceInput>,
+    /// Sandboxes whose routing keys are unique (the source resolved conflicts).
+    pub sandboxes: Vec<SandboxInput>,
+    pub groups: Vec<GroupInput>,
+}
+
+/// A baseline service and every destination (address:port) that is steered
+/// for it: ClusterIPs with Service ports, pod IPs with target ports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceInput {
+    pub namespace: String,
+    pub name: String,
+    pub destinations: Vec<(SocketAddr, Protocol)>,
+}
+
+impl ServiceInput {
+    /// `namespace/name`, the identity forks refer to.
+    pub fn label(&self) -> String {
+        format!("{}/{}", self.namespace, self.name)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SandboxInput {
+    pub name: String,
+    pub routing_key: String,
+    pub forks: Vec<ForkInput>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ForkInput {
+    /// `namespace/name` of a service in [`RouteInput::services`].
+    pub service: String,
+    /// Endpoints for a request whatever its destination port.
+    pub endpoints: Vec<SocketAddr>,
+    /// Endpoints by the destination port the client asked for; a port listed
+    /// here takes precedence over `endpoints`.
+    pub by_port: BTreeMap<u16, Vec<SocketAddr>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupInput {
+    pub name: String,
+    pub routing_key: String,
+    /// Member sandbox names, in order.
+    pub sandboxes: Vec<String>,
+}
+
+impl From<&RoutesFile> for RouteInput {
+    fn from(file: &RoutesFile) -> Self {
+        let services = file
+            .services
+            .iter()
+            .map(|spec| ServiceInput {
+                namespace: spec.namespace.clone(),
+                name: spec.name.clone(),
+                destinations: spec
+                    .ports
+                    .iter()
+                    .flat_map(|port| {
+                        spec.addresses
+                            .iter()
+                            .map(move |ip| (SocketAddr::new(*ip, port.port), port.protocol))
+                    })
+                    .collect(),
+            })
+            .collect();
+        let sandboxes = file
+            .sandboxes
+            .iter()
+            .map(|sandbox| SandboxInput {
+                name: sandbox.name.clone(),
+                routing_key: sandbox.routing_key.clone(),
+                forks: sandbox
+                    .forks
+                    .iter()
+                    .map(|fork| ForkInput {
+                        service: fork.service.clone(),
+                        endpoints: fork.endpoints.clone(),
+                        by_port: BTreeMap::new(),
+                    })
+                    .collect(),
+            })
+            .collect();
+        let groups = file
+            .route_groups
+            .iter()
+            .map(|group| GroupInput {
+                name: group.name.clone(),
+                routing_key: group.routing_key.clone(),
+                sandboxes: group.sandboxes.clone(),
+            })
+            .collect();
+        Self {
+            services,
+            sandboxes,
+            groups,
+        }
+    }
+}
