@@ -26,12 +26,19 @@ pub const PREFIX: &str = "detour";
 
 pub struct Endpoint {
     registry: Registry,
-    ready: Arc<AtomicBool>,
+    /// Ready when every condition holds (programs attached, routes synced).
+    ready: Vec<Arc<AtomicBool>>,
 }
 
 impl Endpoint {
-    pub fn new(registry: Registry, ready: Arc<AtomicBool>) -> Self {
+    pub fn new(registry: Registry, ready: Vec<Arc<AtomicBool>>) -> Self {
         Self { registry, ready }
+    }
+
+    fn is_ready(&self) -> bool {
+        self.ready
+            .iter()
+            .all(|condition| condition.load(Ordering::Acquire))
     }
 
     fn respond(&self, path: &str) -> Response<Full<Bytes>> {
@@ -52,9 +59,7 @@ impl Endpoint {
                 }
             }
             "/healthz" => reply(StatusCode::OK, "text/plain", "ok\n".into()),
-            "/readyz" if self.ready.load(Ordering::Acquire) => {
-                reply(StatusCode::OK, "text/plain", "ready\n".into())
-            }
+            "/readyz" if self.is_ready() => reply(StatusCode::OK, "text/plain", "ready\n".into()),
             "/readyz" => reply(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "text/plain",

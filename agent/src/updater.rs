@@ -7,7 +7,14 @@
 //! its service. A source that fails validation changes nothing: the last good
 //! routes stay in force.
 
-use std::{path::PathBuf, sync::Arc, time::Duration};
+use std::{
+    path::PathBuf,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
 
 use arc_swap::ArcSwap;
 use prometheus_client::{
@@ -20,7 +27,7 @@ use tracing::{error, info, instrument, warn};
 
 use crate::{
     datapath::Datapath,
-    routes::{RouteSnapshot, RoutesFile, ServiceIds, watch::FileWatch},
+    routes::{RouteInput, RouteSnapshot, RoutesFile, ServiceIds, watch::FileWatch},
 };
 
 /// How long to let a burst of file events settle before re-reading.
@@ -40,6 +47,7 @@ struct ResultLabels {
 pub struct RouteMetrics {
     routes: Family<KindLabels, Gauge>,
     synced: Gauge,
+    problems: Gauge,
     reloads: Family<ResultLabels, Counter>,
 }
 
@@ -70,6 +78,7 @@ pub struct RouteUpdater {
     store: Arc<ArcSwap<RouteSnapshot>>,
     ids: ServiceIds,
     metrics: RouteMetrics,
+    synced: Arc<AtomicBool>,
 }
 
 impl RouteUpdater {
@@ -79,7 +88,26 @@ impl RouteUpdater {
             store: Arc::new(ArcSwap::from_pointee(RouteSnapshot::default())),
             ids: ServiceIds::default(),
             metrics,
+            synced: Arc::new(AtomicBool::new(false)),
         }
+    }
+
+    /// True once a complete, valid configuration has been applied: part of
+    /// the agent's readiness.
+    pub fn synced(&self) -> Arc<AtomicBool> {
+        Arc::clone(&self.synced)
+    }
+
+    /// Records how many problems the source reported in its objects.
+    pub fn set_problems(&self, count: usize) {
+        self.metrics
+            .problems
+            .set(i64::try_from(count).unwrap_or(i64::MAX));
+    }
+
+    /// Hands the data path back (at shutdown, to detach it).
+    pub fn into_datapath(self) -> Datapath {
+        self.datapath
     }
 
     /// The store the proxy reads.
@@ -89,7 +117,12 @@ impl RouteUpdater {
 
     /// Publishes a validated routes file and reconciles the kernel map.
     pub fn apply(&mut self, file: &RoutesFile) {
-        let snapshot = Arc::new(RouteSnapshot::from_file(file, &mut self.ids));
+        self.apply_input(&RouteInput::from(file));
+    }
+
+    /// Publishes a route source's output and reconciles the kernel map.
+    pub fn apply_input(&mut self, input: &RouteInput) {
+        let snapshot = Arc::new(RouteSnapshot::build(input, &mut self.ids));
         for (kind, count) in snapshot.counts() {
             self.metrics
                 .routes
@@ -101,6 +134,7 @@ impl RouteUpdater {
             error!(%error, "steered destinations not fully applied; will retry on the next change");
         }
         self.metrics.synced.set(1);
+        self.synced.store(true, Ordering::Release);
     }
 
     /// Re-reads `path` on every change hint until `stop`; returns the data

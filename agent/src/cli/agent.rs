@@ -28,7 +28,7 @@ use crate::{
     datapath::{Datapath, DatapathOptions},
     defaults,
     http::routing_key::{DEFAULT_KEY_NAMES, RoutingKeys},
-    metrics,
+    k8s, metrics,
     proxy::{self, HttpSettings, ProxyContext, ProxyMetrics, http1::pool::Pool},
     routes::{self, RoutesError, RoutesFile},
     telemetry::{self, LogFormat},
@@ -44,9 +44,20 @@ use crate::{
 #[derive(Debug, Args)]
 #[command(verbatim_doc_comment)]
 pub struct AgentArgs {
-    /// Routes file (standalone mode); see DESIGN.md for the format.
-    #[arg(long, env = "DETOUR_ROUTES", value_name = "FILE")]
+    /// Routes file (standalone mode); see the README for the format.
+    #[arg(
+        long,
+        env = "DETOUR_ROUTES",
+        value_name = "FILE",
+        conflicts_with = "kubernetes"
+    )]
     routes: Option<PathBuf>,
+
+    /// Take routes from the Kubernetes API (Sandboxes, RouteGroups, Services,
+    /// EndpointSlices, fork Pods): the default inside a pod. The client is
+    /// configured from the pod's service account, or `KUBECONFIG`.
+    #[arg(long, env = "DETOUR_KUBERNETES")]
+    kubernetes: bool,
 
     /// cgroup v2 directory whose processes' connects are steered.
     #[arg(long, env = "DETOUR_CGROUP", value_name = "PATH")]
@@ -105,43 +116,54 @@ pub struct AgentArgs {
 
 pub fn run(args: AgentArgs) -> anyhow::Result<()> {
     let debug = telemetry::init(args.log_format);
-    let Some(routes_path) = args.routes.clone() else {
-        bail!("no route source: pass --routes FILE (or set DETOUR_ROUTES)");
-    };
     let keys = RoutingKeys::new(&args.routing_key_names, &args.routing_headers)?;
-    // Validate before touching the kernel: never start half-configured.
-    let routes_text =
-        std::fs::read_to_string(&routes_path).map_err(|source| RoutesError::Read {
-            path: routes_path.clone(),
-            source,
-        })?;
-    let file = RoutesFile::parse(&routes_text).map_err(|error| error.in_file(&routes_path))?;
+    let source = match (&args.routes, args.kubernetes || in_cluster()) {
+        (Some(path), _) => {
+            // Validate before touching the kernel: never start half-configured.
+            let text = std::fs::read_to_string(path).map_err(|source| RoutesError::Read {
+                path: path.clone(),
+                source,
+            })?;
+            let file = RoutesFile::parse(&text).map_err(|error| error.in_file(path))?;
+            Source::File {
+                path: path.clone(),
+                text,
+                file,
+            }
+        }
+        (None, true) => Source::Kubernetes,
+        (None, false) => bail!("no route source: pass --routes FILE (standalone) or --kubernetes"),
+    };
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    runtime.block_on(serve(
-        args,
-        Start {
-            routes_path,
-            routes_text,
-            file,
-            keys,
-        },
-        debug,
-    ))
+    runtime.block_on(serve(args, source, keys, debug))
 }
 
-/// What start-up has validated before the runtime starts.
-struct Start {
-    routes_path: PathBuf,
-    routes_text: String,
-    file: RoutesFile,
+/// Inside a pod, Kubernetes sets this for every container.
+fn in_cluster() -> bool {
+    std::env::var_os("KUBERNETES_SERVICE_HOST").is_some()
+}
+
+/// Where routes come from, as validated before the runtime starts.
+enum Source {
+    File {
+        path: PathBuf,
+        text: String,
+        file: RoutesFile,
+    },
+    Kubernetes,
+}
+
+async fn serve(
+    args: AgentArgs,
+    source: Source,
     keys: RoutingKeys,
-}
-
-async fn serve(args: AgentArgs, start: Start, debug: bool) -> anyhow::Result<()> {
+    debug: bool,
+) -> anyhow::Result<()> {
+    let mut shutdown = Shutdown::install()?;
     let mut listeners = Vec::new();
     for addr in &args.proxy_addrs {
         let listener = proxy::listen(*addr)
@@ -151,7 +173,14 @@ async fn serve(args: AgentArgs, start: Start, debug: bool) -> anyhow::Result<()>
     let metrics_listener = TcpListener::bind(args.metrics_addr)
         .await
         .with_context(|| format!("cannot listen on metrics address {}", args.metrics_addr))?;
-    let watch = routes::watch::watch(&start.routes_path)?;
+    let watch = match &source {
+        Source::File { path, .. } => Some(routes::watch::watch(path)?),
+        Source::Kubernetes => None,
+    };
+    let client = match &source {
+        Source::Kubernetes => Some(k8s::source::client().await?),
+        Source::File { .. } => None,
+    };
 
     let options = DatapathOptions {
         cgroup: args.cgroup.clone(),
@@ -162,7 +191,10 @@ async fn serve(args: AgentArgs, start: Start, debug: bool) -> anyhow::Result<()>
     let (datapath, orig_dst, counters) = Datapath::start(&options)?;
     let mut registry = Registry::with_prefix(metrics::PREFIX);
     let mut updater = RouteUpdater::new(datapath, RouteMetrics::new(&mut registry));
-    updater.apply(&start.file);
+    if let Source::File { file, .. } = &source {
+        updater.apply(file);
+    }
+    let synced = updater.synced();
     let proxy_metrics = ProxyMetrics::new(&mut registry);
     registry.register_collector(Box::new(counters));
     let ready = Arc::new(AtomicBool::new(false));
@@ -171,7 +203,7 @@ async fn serve(args: AgentArgs, start: Start, debug: bool) -> anyhow::Result<()>
         orig_dst,
         routes: updater.store(),
         metrics: proxy_metrics,
-        keys: start.keys,
+        keys,
         pool: Pool::default(),
         http: HttpSettings {
             detect_timeout: args.detect_timeout,
@@ -183,12 +215,15 @@ async fn serve(args: AgentArgs, start: Start, debug: bool) -> anyhow::Result<()>
         mark: args.mark,
     });
     let stop_updates = CancellationToken::new();
-    let updates = tokio::spawn(updater.follow_file(
-        start.routes_path,
-        start.routes_text,
-        watch,
-        stop_updates.clone(),
-    ));
+    let updates = match (source, watch, client) {
+        (Source::File { path, text, .. }, Some(watch), _) => {
+            tokio::spawn(updater.follow_file(path, text, watch, stop_updates.clone()))
+        }
+        (_, _, Some(client)) => {
+            tokio::spawn(k8s::source::follow(client, updater, stop_updates.clone()))
+        }
+        _ => bail!("route source without its watch"),
+    };
 
     let stop_accepting = CancellationToken::new();
     let connections = TaskTracker::new();
@@ -205,16 +240,22 @@ async fn serve(args: AgentArgs, start: Start, debug: bool) -> anyhow::Result<()>
         )));
     }
     let stop_metrics = CancellationToken::new();
-    let endpoint = Arc::new(metrics::Endpoint::new(registry, Arc::clone(&ready)));
+    let endpoint = Arc::new(metrics::Endpoint::new(
+        registry,
+        vec![Arc::clone(&ready), synced],
+    ));
     let metrics_task = tokio::spawn(metrics::serve(
         metrics_listener,
         endpoint,
         stop_metrics.clone(),
     ));
     ready.store(true, Ordering::Release);
-    info!(version = env!("CARGO_PKG_VERSION"), "detour agent ready");
+    info!(
+        version = env!("CARGO_PKG_VERSION"),
+        "detour agent started; ready once routes are synced"
+    );
 
-    wait_for_signal().await?;
+    shutdown.wait().await;
     ready.store(false, Ordering::Release);
     stop_updates.cancel();
     // New connects go straight to their destination from here on.
@@ -242,14 +283,27 @@ async fn serve(args: AgentArgs, start: Start, debug: bool) -> anyhow::Result<()>
     Ok(())
 }
 
-async fn wait_for_signal() -> anyhow::Result<()> {
-    let mut term =
-        tokio::signal::unix::signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
-    let mut int =
-        tokio::signal::unix::signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
-    tokio::select! {
-        _ = term.recv() => info!(signal = "SIGTERM", "shutting down"),
-        _ = int.recv() => info!(signal = "SIGINT", "shutting down"),
+/// SIGTERM and SIGINT, caught from the first moment of `serve` (a signal
+/// before the handlers exist would kill the agent without a clean detach).
+struct Shutdown {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl Shutdown {
+    fn install() -> anyhow::Result<Self> {
+        Ok(Self {
+            term: tokio::signal::unix::signal(SignalKind::terminate())
+                .context("cannot handle SIGTERM")?,
+            int: tokio::signal::unix::signal(SignalKind::interrupt())
+                .context("cannot handle SIGINT")?,
+        })
     }
-    Ok(())
+
+    async fn wait(&mut self) {
+        tokio::select! {
+            _ = self.term.recv() => info!(signal = "SIGTERM", "shutting down"),
+            _ = self.int.recv() => info!(signal = "SIGINT", "shutting down"),
+        }
+    }
 }

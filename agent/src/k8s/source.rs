@@ -1,0 +1,193 @@
+//! The Kubernetes route source: one reflector per watched kind (see
+//! [`WATCHED`](super::WATCHED)), and a loop that re-translates the stores
+//! into routes after changes (debounced) and when a Sandbox's TTL runs out.
+//!
+//! Nothing is applied before every store has finished its initial list: the
+//! agent is not ready until then, and never routes on half a picture.
+
+use std::{collections::BTreeSet, fmt::Debug, future::Future, sync::Arc, time::Duration};
+
+use futures::StreamExt;
+use k8s_openapi::{
+    api::{
+        core::v1::{Pod, Service},
+        discovery::v1::EndpointSlice,
+    },
+    jiff::Timestamp,
+};
+use kube::{
+    Api, Client, Resource,
+    runtime::{
+        WatchStreamExt,
+        reflector::{self, Store},
+        watcher,
+    },
+};
+use serde::de::DeserializeOwned;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, instrument, warn};
+
+use super::{
+    crd::{FORK_LABEL, RouteGroup, Sandbox},
+    translate::{ClusterState, translate},
+};
+use crate::{datapath::Datapath, updater::RouteUpdater};
+
+/// How long to let a burst of changes settle before re-translating.
+const SETTLE: Duration = Duration::from_millis(100);
+
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    #[error(
+        "cannot configure a Kubernetes client (in a pod: service account; elsewhere: KUBECONFIG)"
+    )]
+    Client(#[source] kube::Error),
+}
+
+/// The reflector stores, kept up to date by background tasks.
+struct Stores {
+    services: Store<Service>,
+    slices: Store<EndpointSlice>,
+    pods: Store<Pod>,
+    sandboxes: Store<Sandbox>,
+    groups: Store<RouteGroup>,
+}
+
+impl Stores {
+    fn state(&self) -> ClusterState {
+        ClusterState {
+            services: self.services.state(),
+            slices: self.slices.state(),
+            pods: self.pods.state(),
+            sandboxes: self.sandboxes.state(),
+            groups: self.groups.state(),
+        }
+    }
+
+    async fn wait_until_ready(&self) -> bool {
+        let ready = tokio::join!(
+            self.services.wait_until_ready(),
+            self.slices.wait_until_ready(),
+            self.pods.wait_until_ready(),
+            self.sandboxes.wait_until_ready(),
+            self.groups.wait_until_ready(),
+        );
+        ready.0.is_ok() && ready.1.is_ok() && ready.2.is_ok() && ready.3.is_ok() && ready.4.is_ok()
+    }
+}
+
+/// A client from the environment: in-cluster config, or `KUBECONFIG`.
+pub async fn client() -> Result<Client, SourceError> {
+    Client::try_default().await.map_err(SourceError::Client)
+}
+
+/// Starts a reflector for `K` whose every event pokes `changed`.
+fn reflect<K>(
+    api: Api<K>,
+    config: watcher::Config,
+    changed: Arc<Notify>,
+    stop: CancellationToken,
+) -> Store<K>
+where
+    K: Resource + Clone + Debug + DeserializeOwned + Send + Sync + 'static,
+    K::DynamicType: Default + Eq + std::hash::Hash + Clone,
+{
+    let (store, writer) = reflector::store();
+    let kind = K::kind(&K::DynamicType::default()).into_owned();
+    let stream = reflector::reflector(writer, watcher(api, config).default_backoff());
+    tokio::spawn(async move {
+        let mut stream = std::pin::pin!(stream);
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => return,
+                event = stream.next() => match event {
+                    Some(Ok(_)) => changed.notify_one(),
+                    // The backoff retries; say what failed.
+                    Some(Err(error)) => warn!(%kind, %error, "watch failed; retrying"),
+                    None => return,
+                },
+            }
+        }
+    });
+    store
+}
+
+/// Follows the cluster until `stop`; returns the data path to detach.
+#[instrument(skip_all)]
+pub async fn follow(
+    client: Client,
+    mut updater: RouteUpdater,
+    stop: CancellationToken,
+) -> Datapath {
+    let changed = Arc::new(Notify::new());
+    let any = watcher::Config::default();
+    let stores = Stores {
+        services: reflect(
+            Api::all(client.clone()),
+            any.clone(),
+            Arc::clone(&changed),
+            stop.clone(),
+        ),
+        slices: reflect(
+            Api::all(client.clone()),
+            any.clone(),
+            Arc::clone(&changed),
+            stop.clone(),
+        ),
+        pods: reflect(
+            Api::all(client.clone()),
+            any.clone().labels(FORK_LABEL),
+            Arc::clone(&changed),
+            stop.clone(),
+        ),
+        sandboxes: reflect(
+            Api::all(client.clone()),
+            any.clone(),
+            Arc::clone(&changed),
+            stop.clone(),
+        ),
+        groups: reflect(Api::all(client), any, Arc::clone(&changed), stop.clone()),
+    };
+    tokio::select! {
+        () = stop.cancelled() => return updater.into_datapath(),
+        ready = stores.wait_until_ready() => if !ready {
+            return updater.into_datapath();
+        },
+    }
+    info!("Kubernetes stores synced");
+
+    let mut reported = BTreeSet::new();
+    loop {
+        let translation = translate(&stores.state(), Timestamp::now());
+        for problem in &translation.problems {
+            if !reported.contains(problem) {
+                warn!(%problem, "ignored in the cluster's route objects");
+            }
+        }
+        reported = translation.problems.iter().cloned().collect();
+        updater.set_problems(reported.len());
+        updater.apply_input(&translation.input);
+
+        let expiry = sleep_until(translation.next_expiry);
+        tokio::select! {
+            () = stop.cancelled() => return updater.into_datapath(),
+            () = changed.notified() => tokio::time::sleep(SETTLE).await,
+            () = expiry => info!("a Sandbox's TTL ran out"),
+        }
+    }
+}
+
+/// Sleeps until `at` (forever when `None`).
+fn sleep_until(at: Option<Timestamp>) -> impl Future<Output = ()> {
+    let wait = at.map(|at| {
+        let millis = at.duration_since(Timestamp::now()).as_millis().max(0);
+        Duration::from_millis(u64::try_from(millis).unwrap_or(u64::MAX)) + Duration::from_millis(10)
+    });
+    async move {
+        match wait {
+            Some(wait) => tokio::time::sleep(wait).await,
+            None => std::future::pending().await,
+        }
+    }
+}
