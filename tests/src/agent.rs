@@ -1,8 +1,9 @@
-//! The real `detour agent`, started in the node namespace of a topology.
+//! The real `detour agent`, started in the node namespace of a topology,
+//! with routes from a file or (`kubernetes`) from a Kubernetes API server.
 
 use std::{
     fs::File,
-    path::PathBuf,
+    path::{Path, PathBuf},
     process::{Command, Stdio},
     time::{Duration, Instant},
 };
@@ -24,6 +25,7 @@ pub struct AgentBuilder<'a> {
     node: &'a Netns,
     cgroup: &'a Cgroup,
     routes: String,
+    kubeconfig: Option<PathBuf>,
     proxy_addrs: Vec<String>,
     in_cgroup: bool,
     extra_args: Vec<String>,
@@ -34,6 +36,13 @@ impl<'a> AgentBuilder<'a> {
     /// The routes file content.
     pub fn routes(mut self, yaml: &str) -> Self {
         yaml.clone_into(&mut self.routes);
+        self
+    }
+
+    /// Takes routes from the Kubernetes API server that `kubeconfig` names
+    /// (`--kubernetes`, with `KUBECONFIG` set) instead of a routes file.
+    pub fn kubernetes(mut self, kubeconfig: &Path) -> Self {
+        self.kubeconfig = Some(kubeconfig.to_owned());
         self
     }
 
@@ -64,6 +73,13 @@ impl<'a> AgentBuilder<'a> {
 
     /// Starts the agent and waits until `/readyz` answers, or panics with its log.
     pub fn spawn(self) -> Agent {
+        let mut agent = self.start();
+        agent.wait_ready();
+        agent
+    }
+
+    /// Starts the agent without waiting for it to be ready.
+    pub fn start(self) -> Agent {
         let dir = std::env::temp_dir().join(unique_name("detour-agent-"));
         std::fs::create_dir_all(&dir).expect("agent temp dir");
         let routes = dir.join("routes.yaml");
@@ -81,10 +97,12 @@ impl<'a> AgentBuilder<'a> {
             ]);
         }
         args.push(detour_bin().display().to_string());
+        args.push("agent".into());
+        match &self.kubeconfig {
+            Some(_) => args.push("--kubernetes".into()),
+            None => args.extend(["--routes".into(), routes.display().to_string()]),
+        }
         args.extend([
-            "agent".into(),
-            "--routes".into(),
-            routes.display().to_string(),
             "--cgroup".into(),
             self.cgroup.path().display().to_string(),
             "--metrics-addr".into(),
@@ -94,23 +112,28 @@ impl<'a> AgentBuilder<'a> {
             args.extend(["--proxy-addr".into(), addr.clone()]);
         }
         args.extend(self.extra_args);
-        let child = Command::new("nsenter")
-            .args(&args)
-            .env("DETOUR_LOG", &self.log_filter)
+        let mut command = Command::new("nsenter");
+        command.args(&args).env("DETOUR_LOG", &self.log_filter);
+        if let Some(kubeconfig) = &self.kubeconfig {
+            // The API server is on the node's loopback: never via a proxy.
+            command.env("KUBECONFIG", kubeconfig);
+            for proxy in ["HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy"] {
+                command.env_remove(proxy);
+            }
+        }
+        let child = command
             .stdin(Stdio::null())
             .stdout(log_file.try_clone().expect("log fd"))
             .stderr(log_file)
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start detour: {e}"));
-        let mut agent = Agent {
+        Agent {
             proc: Proc::new(child),
             node_path: self.node.path(),
             dir,
             log,
             routes,
-        };
-        agent.wait_ready();
-        agent
+        }
     }
 }
 
@@ -137,6 +160,7 @@ impl Agent {
             node: topology.node(),
             cgroup,
             routes: String::new(),
+            kubeconfig: None,
             proxy_addrs: vec![
                 format!("{NODE_IP4}:{PROXY_PORT}"),
                 format!("[{NODE_IP6}]:{PROXY_PORT}"),
@@ -155,7 +179,9 @@ impl Agent {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
-    fn wait_ready(&mut self) {
+    /// Waits until `/readyz` answers `ready`; panics with the log if the
+    /// agent exits or is not ready within 20 s.
+    pub fn wait_ready(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             if let Some(status) = self.proc.try_wait() {
@@ -195,6 +221,38 @@ impl Agent {
             .status
             .success()
             .then(|| String::from_utf8_lossy(&output.stdout).into_owned())
+    }
+
+    /// The HTTP status of a path of the metrics endpoint (e.g. 503 from
+    /// `/readyz` before the agent is ready); `None` if nothing answers.
+    pub fn http_status(&self, path: &str) -> Option<u16> {
+        let url = format!("http://{METRICS_ADDR}{path}");
+        let output = Command::new("nsenter")
+            .args([
+                &format!("--net={}", self.node_path),
+                "--",
+                "curl",
+                "-s",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+                "-m",
+                "2",
+                &url,
+            ])
+            .output()
+            .ok()?;
+        let code: u16 = String::from_utf8_lossy(&output.stdout)
+            .trim()
+            .parse()
+            .ok()?;
+        (code != 0).then_some(code)
+    }
+
+    /// Whether the agent process is still running.
+    pub fn is_running(&mut self) -> bool {
+        self.proc.try_wait().is_none()
     }
 
     /// The value of one sample line of `/metrics`, e.g.

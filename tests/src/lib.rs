@@ -4,16 +4,19 @@
 //!
 //! Everything here shells out to the real tools (`ip`, `nsenter`, `curl`,
 //! `python3`, `bpftool`): the point is to exercise detour exactly as a node
-//! would, in the real kernel.
+//! would, in the real kernel. The one stand-in is the Kubernetes API server
+//! ([`FakeApiServer`]), in process, speaking the real list/watch protocol.
 
 pub mod agent;
 pub mod cgroup;
 pub mod cmd;
+pub mod fake_apiserver;
 pub mod netns;
 pub mod topology;
 
 pub use agent::{Agent, AgentBuilder};
 pub use cgroup::Cgroup;
+pub use fake_apiserver::FakeApiServer;
 pub use topology::{Pod, Topology};
 
 /// Environment variable that skips root-only tests (they fail otherwise).
