@@ -8,6 +8,12 @@ pub const PROXY_ADDR: &str = "127.0.0.1:15001";
 /// Where the Prometheus endpoint listens when nothing is configured.
 pub const METRICS_ADDR: &str = "127.0.0.1:15020";
 
+/// The admin socket the CLI talks to.
+pub const ADMIN_SOCKET: &str = "/run/detour/admin.sock";
+
+/// Where the maps are pinned for `detour bpf`.
+pub const PIN_DIR: &str = "/sys/fs/bpf/detour";
+
 /// `SO_MARK` set on the agent's own upstream sockets; the connect programs
 /// never redirect a socket that carries it. ASCII "dt" in the upper half, so
 /// it stays clear of kube-proxy's 0x4000/0x8000 bits.

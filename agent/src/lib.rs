@@ -2,6 +2,7 @@
 //! `main` over [`cli::Cli`]. A library also lets fuzz targets and benchmarks
 //! reach the parsers in [`http`].
 
+pub mod admin;
 pub mod cli;
 pub mod datapath;
 pub mod defaults;

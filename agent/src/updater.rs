@@ -10,7 +10,7 @@
 use std::{
     path::PathBuf,
     sync::{
-        Arc,
+        Arc, Mutex, PoisonError,
         atomic::{AtomicBool, Ordering},
     },
     time::Duration,
@@ -79,6 +79,7 @@ pub struct RouteUpdater {
     ids: ServiceIds,
     metrics: RouteMetrics,
     synced: Arc<AtomicBool>,
+    problems: Arc<Mutex<Vec<String>>>,
 }
 
 impl RouteUpdater {
@@ -89,6 +90,7 @@ impl RouteUpdater {
             ids: ServiceIds::default(),
             metrics,
             synced: Arc::new(AtomicBool::new(false)),
+            problems: Arc::new(Mutex::new(Vec::new())),
         }
     }
 
@@ -98,11 +100,22 @@ impl RouteUpdater {
         Arc::clone(&self.synced)
     }
 
-    /// Records how many problems the source reported in its objects.
-    pub fn set_problems(&self, count: usize) {
+    /// Records the problems the source reported in its objects.
+    pub fn set_problems(&self, problems: Vec<String>) {
         self.metrics
             .problems
-            .set(i64::try_from(count).unwrap_or(i64::MAX));
+            .set(i64::try_from(problems.len()).unwrap_or(i64::MAX));
+        *self.problems.lock().unwrap_or_else(PoisonError::into_inner) = problems;
+    }
+
+    /// The problems in force, for `detour status`.
+    pub fn problems(&self) -> Arc<Mutex<Vec<String>>> {
+        Arc::clone(&self.problems)
+    }
+
+    /// Where the data path pinned its maps.
+    pub fn pin_dir(&self) -> Option<PathBuf> {
+        self.datapath.pin_dir.clone()
     }
 
     /// Hands the data path back (at shutdown, to detach it).

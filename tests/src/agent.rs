@@ -86,6 +86,8 @@ impl<'a> AgentBuilder<'a> {
         std::fs::write(&routes, &self.routes).expect("write routes");
         let log = dir.join("agent.log");
         let log_file = File::create(&log).expect("agent log");
+        let bpffs = Bpffs::mount(&dir.join("bpffs"));
+        let admin_socket = dir.join("admin.sock");
 
         let mut args: Vec<String> = vec![format!("--net={}", self.node.path()), "--".into()];
         if self.in_cgroup {
@@ -107,6 +109,10 @@ impl<'a> AgentBuilder<'a> {
             self.cgroup.path().display().to_string(),
             "--metrics-addr".into(),
             METRICS_ADDR.into(),
+            "--admin-socket".into(),
+            admin_socket.display().to_string(),
+            "--pin-dir".into(),
+            bpffs.path.join("detour").display().to_string(),
         ]);
         for addr in &self.proxy_addrs {
             args.extend(["--proxy-addr".into(), addr.clone()]);
@@ -133,6 +139,8 @@ impl<'a> AgentBuilder<'a> {
             dir,
             log,
             routes,
+            admin_socket,
+            bpffs: Some(bpffs),
         }
     }
 }
@@ -144,9 +152,21 @@ pub struct Agent {
     dir: PathBuf,
     log: PathBuf,
     routes: PathBuf,
+    admin_socket: PathBuf,
+    bpffs: Option<Bpffs>,
 }
 
 impl Agent {
+    /// The agent's admin socket (for `detour --socket`).
+    pub fn admin_socket(&self) -> &std::path::Path {
+        &self.admin_socket
+    }
+
+    /// Where the agent pins its maps (for `detour bpf --pin-dir`).
+    pub fn pin_dir(&self) -> PathBuf {
+        self.bpffs.as_ref().map_or_else(|| self.dir.join("bpffs"), |b| b.path.clone()).join("detour")
+    }
+
     /// Replaces the routes file the way a careful operator (or a ConfigMap
     /// mount) does: write a new file, then rename it over the old one.
     pub fn write_routes(&self, yaml: &str) {
@@ -299,6 +319,31 @@ impl Drop for Agent {
         if std::thread::panicking() {
             eprintln!("--- detour agent log ---\n{}", self.logs());
         }
+        // The agent must be gone before its bpffs is unmounted.
+        self.proc.signal(libc::SIGKILL);
+        let _ = self.proc.wait_timeout(Duration::from_secs(5));
+        drop(self.bpffs.take());
         let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A private bpf filesystem for one agent's pinned maps (bpffs mounts are
+/// independent instances), unmounted on drop.
+#[derive(Debug)]
+pub struct Bpffs {
+    pub path: PathBuf,
+}
+
+impl Bpffs {
+    pub fn mount(path: &std::path::Path) -> Self {
+        std::fs::create_dir_all(path).expect("bpffs mount point");
+        crate::cmd::run("mount", &["-t", "bpf", "bpf", &path.display().to_string()]);
+        Self { path: path.to_owned() }
+    }
+}
+
+impl Drop for Bpffs {
+    fn drop(&mut self) {
+        crate::cmd::quiet("umount", &[&self.path.display().to_string()]);
     }
 }

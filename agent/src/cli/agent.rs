@@ -25,13 +25,14 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tracing::{info, warn};
 
 use crate::{
+    admin,
     datapath::{Datapath, DatapathOptions},
     defaults,
     http::routing_key::{DEFAULT_KEY_NAMES, RoutingKeys},
     k8s, metrics,
     proxy::{self, HttpSettings, ProxyContext, ProxyMetrics, http1::pool::Pool},
     routes::{self, RoutesError, RoutesFile},
-    telemetry::{self, LogFormat},
+    telemetry::{self, LogControl, LogFormat},
     updater::{RouteMetrics, RouteUpdater},
 };
 
@@ -109,13 +110,22 @@ pub struct AgentArgs {
     #[arg(long, env = "DETOUR_UPSTREAM_TIMEOUT", default_value = "60s", value_parser = humantime::parse_duration)]
     upstream_timeout: Duration,
 
+    /// The admin socket the CLI talks to (mode 0600: root only).
+    #[arg(long, env = "DETOUR_ADMIN_SOCKET", default_value = defaults::ADMIN_SOCKET)]
+    admin_socket: PathBuf,
+
+    /// Where to pin the maps so that `detour bpf` can read them while the
+    /// agent is down (must be on a bpf filesystem).
+    #[arg(long, env = "DETOUR_PIN_DIR", default_value = defaults::PIN_DIR)]
+    pin_dir: PathBuf,
+
     /// Log format.
     #[arg(long, env = "DETOUR_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
 }
 
 pub fn run(args: AgentArgs) -> anyhow::Result<()> {
-    let debug = telemetry::init(args.log_format);
+    let (debug, log) = telemetry::init(args.log_format);
     let keys = RoutingKeys::new(&args.routing_key_names, &args.routing_headers)?;
     let source = match (&args.routes, args.kubernetes || in_cluster()) {
         (Some(path), _) => {
@@ -139,7 +149,7 @@ pub fn run(args: AgentArgs) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    runtime.block_on(serve(args, source, keys, debug))
+    runtime.block_on(serve(args, source, keys, debug, log))
 }
 
 /// Inside a pod, Kubernetes sets this for every container.
@@ -162,6 +172,7 @@ async fn serve(
     source: Source,
     keys: RoutingKeys,
     debug: bool,
+    log: Option<LogControl>,
 ) -> anyhow::Result<()> {
     let mut shutdown = Shutdown::install()?;
     let mut listeners = Vec::new();
@@ -187,7 +198,9 @@ async fn serve(
         proxy_addrs: args.proxy_addrs.clone(),
         mark: args.mark,
         bpf_log: debug,
+        pin_dir: Some(args.pin_dir.clone()),
     };
+    let admin_listener = admin::server::bind(&args.admin_socket)?;
     let (datapath, orig_dst, counters) = Datapath::start(&options)?;
     let mut registry = Registry::with_prefix(metrics::PREFIX);
     let mut updater = RouteUpdater::new(datapath, RouteMetrics::new(&mut registry));
@@ -195,11 +208,32 @@ async fn serve(
         updater.apply(file);
     }
     let synced = updater.synced();
+    let problems = updater.problems();
     let proxy_metrics = ProxyMetrics::new(&mut registry);
     registry.register_collector(Box::new(counters));
     let ready = Arc::new(AtomicBool::new(false));
 
+    let observer = Arc::new(admin::Observer::default());
+    let info = admin::StartInfo {
+        started: std::time::Instant::now(),
+        cgroup: args.cgroup.clone(),
+        programs: crate::datapath::PROGRAMS
+            .iter()
+            .map(|p| (*p).to_owned())
+            .collect(),
+        proxy_addrs: args.proxy_addrs.clone(),
+        pin_dir: updater.pin_dir(),
+        source_kind: match &source {
+            Source::File { .. } => "file",
+            Source::Kubernetes => "kubernetes",
+        },
+        source_path: match &source {
+            Source::File { path, .. } => Some(path.clone()),
+            Source::Kubernetes => None,
+        },
+    };
     let ctx = Arc::new(ProxyContext {
+        observer: Arc::clone(&observer),
         orig_dst,
         routes: updater.store(),
         metrics: proxy_metrics,
@@ -239,6 +273,23 @@ async fn serve(
             stop_accepting.clone(),
         )));
     }
+    let stop_admin = CancellationToken::new();
+    let admin_ctx = Arc::new(admin::AdminContext {
+        info,
+        observer,
+        routes: Arc::clone(&ctx.routes),
+        keys: ctx.keys.clone(),
+        log,
+        ready: vec![Arc::clone(&ready), Arc::clone(&synced)],
+        synced: Arc::clone(&synced),
+        problems,
+    });
+    let admin_task = tokio::spawn(admin::server::serve(
+        admin_listener,
+        args.admin_socket.clone(),
+        admin_ctx,
+        stop_admin.clone(),
+    ));
     let stop_metrics = CancellationToken::new();
     let endpoint = Arc::new(metrics::Endpoint::new(
         registry,
@@ -279,6 +330,8 @@ async fn serve(
     }
     stop_metrics.cancel();
     let _ = metrics_task.await;
+    stop_admin.cancel();
+    let _ = admin_task.await;
     info!("detour agent stopped");
     Ok(())
 }

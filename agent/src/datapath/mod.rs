@@ -8,6 +8,7 @@
 
 mod counters;
 mod orig_dst;
+pub mod pinned;
 mod steered;
 
 use std::{
@@ -35,7 +36,8 @@ use crate::routes::RouteSnapshot;
 /// The eBPF object, built by `build.rs`.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/detour.bpf.o"));
 
-const PROGRAMS: [&str; 3] = ["detour_connect4", "detour_connect6", "detour_sockops"];
+/// The programs, by name, as attached.
+pub const PROGRAMS: [&str; 3] = ["detour_connect4", "detour_connect6", "detour_sockops"];
 /// `CGROUP2_SUPER_MAGIC` from `linux/magic.h`.
 const CGROUP2_SUPER_MAGIC: i64 = 0x6367_7270;
 
@@ -88,10 +90,14 @@ pub struct DatapathOptions {
     pub mark: u32,
     /// Enables the programs' debug logs (aya-log).
     pub bpf_log: bool,
+    /// Where to pin the maps for `detour bpf`; `None`: don't.
+    pub pin_dir: Option<PathBuf>,
 }
 
 /// The loaded and attached programs, and the map the agent writes.
 pub struct Datapath {
+    /// Where the maps are pinned, if they are.
+    pub pin_dir: Option<PathBuf>,
     /// `None` once detached.
     ebpf: Option<Ebpf>,
     cgroup: PathBuf,
@@ -122,6 +128,10 @@ impl Datapath {
         if options.bpf_log {
             start_bpf_logger(&mut ebpf);
         }
+        let pin_dir = options
+            .pin_dir
+            .as_deref()
+            .and_then(|dir| pin_maps(&ebpf, dir));
 
         let mut config_map: Array<MapData, Config> = take_map(&mut ebpf, maps::CONFIG)?;
         config_map
@@ -139,6 +149,7 @@ impl Datapath {
         }
         info!(cgroup = %options.cgroup.display(), programs = ?PROGRAMS, "eBPF programs attached");
         let datapath = Self {
+            pin_dir,
             ebpf: Some(ebpf),
             cgroup: options.cgroup.clone(),
             steered,
@@ -192,6 +203,30 @@ impl Datapath {
             info!(cgroup = %self.cgroup.display(), "eBPF programs detached");
         }
     }
+}
+
+/// Pins every map under `dir`, replacing pins of an earlier run. Pinning is
+/// for inspection only: any failure is logged and the agent runs unpinned.
+fn pin_maps(ebpf: &Ebpf, dir: &Path) -> Option<PathBuf> {
+    if !pinned::on_bpffs(dir) {
+        warn!(dir = %dir.display(), "maps not pinned: not on a bpf filesystem (mount bpffs at /sys/fs/bpf); `detour bpf` needs them");
+        return None;
+    }
+    if let Err(error) = std::fs::create_dir_all(dir) {
+        warn!(dir = %dir.display(), %error, "maps not pinned");
+        return None;
+    }
+    for (name, _) in pinned::PINNED {
+        let path = dir.join(name);
+        let _ = std::fs::remove_file(&path);
+        let pinned = ebpf.map(name).map(|map| map.pin(&path));
+        if !matches!(pinned, Some(Ok(()))) {
+            warn!(map = name, path = %path.display(), "map not pinned");
+            return None;
+        }
+    }
+    info!(dir = %dir.display(), "maps pinned");
+    Some(dir.to_owned())
 }
 
 fn open_cgroup2(path: &Path) -> Result<File, DatapathError> {

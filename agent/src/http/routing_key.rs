@@ -157,6 +157,28 @@ impl RoutingKeys {
     /// The request's routing key, or `None`. A returned key always passes
     /// [`is_valid_routing_key`].
     pub fn extract(&self, headers: &[httparse::Header<'_>]) -> Option<String> {
+        self.extract_ranked(headers).map(|(key, _)| key)
+    }
+
+    /// The routing key and where it came from, in words (for `detour
+    /// explain`), e.g. `baggage member "detour-routing-key"`.
+    pub fn explain(&self, headers: &[httparse::Header<'_>]) -> Option<(String, String)> {
+        let (key, (source, index)) = self.extract_ranked(headers)?;
+        let name = |i: usize| self.names.get(i).map_or("?", |n| n.as_ref());
+        let origin = match source {
+            Source::Baggage => format!("baggage member {:?}", name(index)),
+            Source::TraceState => format!("tracestate member {:?}", name(index)),
+            Source::Propagator if index % 2 == 0 => format!("header uberctx-{}", name(index / 2)),
+            Source::Propagator => format!("header ot-baggage-{}", name(index / 2)),
+            Source::Custom => format!(
+                "header {}",
+                self.custom_headers.get(index).map_or("?", |h| h.as_ref())
+            ),
+        };
+        Some((key, origin))
+    }
+
+    fn extract_ranked(&self, headers: &[httparse::Header<'_>]) -> Option<(String, Rank)> {
         let mut scratch = [0; MAX_KEY_LEN];
         let mut best: Option<Candidate<'_>> = None;
         for header in headers {
@@ -183,7 +205,9 @@ impl RoutingKeys {
                 }
             }
         }
-        best?.decode(&mut scratch).map(str::to_owned)
+        let best = best?;
+        best.decode(&mut scratch)
+            .map(|key| (key.to_owned(), best.rank))
     }
 
     /// The routing key in one `baggage` field value alone.

@@ -166,7 +166,7 @@ pub async fn follow(
             }
         }
         reported = translation.problems.iter().cloned().collect();
-        updater.set_problems(reported.len());
+        updater.set_problems(translation.problems.clone());
         updater.apply_input(&translation.input);
 
         let expiry = sleep_until(translation.next_expiry);

@@ -22,6 +22,7 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::{
+    admin::Observer,
     datapath::OrigDstTable,
     http::routing_key::RoutingKeys,
     routes::{Protocol, RouteSnapshot},
@@ -44,6 +45,7 @@ pub struct HttpSettings {
 
 /// What every connection task shares.
 pub struct ProxyContext {
+    pub observer: Arc<Observer>,
     pub orig_dst: OrigDstTable,
     pub routes: Arc<ArcSwap<RouteSnapshot>>,
     pub metrics: ProxyMetrics,
@@ -130,6 +132,7 @@ async fn handle(mut client: TcpStream, peer: SocketAddr, ctx: Arc<ProxyContext>)
         (service, protocol)
     };
     ctx.metrics.connection(&service);
+    let flow = ctx.observer.open(peer, dst, Arc::clone(&service));
 
     let mut buf = BytesMut::with_capacity(8 * 1024);
     let detected = match protocol {
@@ -146,19 +149,22 @@ async fn handle(mut client: TcpStream, peer: SocketAddr, ctx: Arc<ProxyContext>)
         }
     };
     debug!(%dst, %service, ?protocol, ?detected, "serving");
-    ctx.metrics.protocol(match detected {
+    let served_as = match detected {
         Detected::Http1 => "http1",
         Detected::H2 => "h2",
         Detected::NotHttp => "opaque",
         Detected::Timeout => "timeout",
         Detected::Closed => "closed",
-    });
+    };
+    ctx.metrics.protocol(served_as);
+    flow.flow.set_protocol(served_as);
     match detected {
         Detected::Http1 => {
             let conn = http1::Conn {
                 service_id: record.service_id,
                 service,
                 original_dst: dst,
+                flow: Arc::clone(&flow.flow),
             };
             http1::serve(client, buf, conn, &ctx).await;
         }

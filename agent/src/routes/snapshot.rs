@@ -73,6 +73,20 @@ impl ForkTarget {
         }
     }
 
+    /// The endpoints for a request to `port`, and the one the next request
+    /// would get, without moving the round-robin cursor (for `explain`).
+    pub fn peek(&self, port: u16) -> (&[SocketAddr], Option<SocketAddr>) {
+        let endpoints = self.by_port.get(&port).unwrap_or(&self.endpoints);
+        let next = (!endpoints.is_empty())
+            .then(|| {
+                endpoints
+                    .get(self.next.load(Ordering::Relaxed) % endpoints.len())
+                    .copied()
+            })
+            .flatten();
+        (endpoints, next)
+    }
+
     /// The next endpoint for a request to `port`, round robin; `None` when
     /// the fork has none ready.
     pub fn pick(&self, port: u16) -> Option<SocketAddr> {
@@ -129,6 +143,8 @@ pub struct RouteSnapshot {
     /// Sandbox names by routing key, and route groups (for the CLI and metrics).
     pub sandbox_keys: BTreeMap<String, String>,
     pub route_groups: BTreeMap<String, Vec<String>>,
+    /// Route group names by routing key.
+    pub group_keys: BTreeMap<String, String>,
 }
 
 /// Allocates service ids: the same namespace/name keeps its id across
@@ -240,6 +256,11 @@ impl RouteSnapshot {
 
     pub fn service(&self, id: u32) -> Option<&Service> {
         self.services.get(&id)
+    }
+
+    /// A service by `namespace/name`.
+    pub fn service_named(&self, label: &str) -> Option<&Service> {
+        self.services.values().find(|s| &*s.label == label)
     }
 
     /// Where a request to service `service_id`, sent to destination port

@@ -21,9 +21,10 @@ use tracing::debug;
 
 use super::ProxyContext;
 use crate::{
+    admin::observer::{Decided, FlowState},
     http::{
         chunked::ChunkedDecoder,
-        head::{self, Framing, HeadError, RequestHead},
+        head::{self, Framing, HeadError, Method, RequestHead},
     },
     routes::Decision,
 };
@@ -34,6 +35,8 @@ pub struct Conn {
     pub service_id: u32,
     pub service: Arc<str>,
     pub original_dst: SocketAddr,
+    /// The connection as `detour flows` shows it.
+    pub flow: Arc<FlowState>,
 }
 
 /// Serves requests on `client` until either side ends the connection. `buf`
@@ -70,15 +73,21 @@ pub async fn serve(mut client: TcpStream, mut buf: BytesMut, conn: Conn, ctx: &P
             conn.original_dst.port(),
             head.routing_key.as_deref(),
         );
-        let (target, sandbox) = match &decision {
-            Decision::Sandbox { sandbox, endpoint } => (*endpoint, Some(Arc::clone(sandbox))),
-            Decision::Baseline { fallback } => {
-                if let Some((sandbox, reason)) = fallback {
-                    ctx.metrics.fallback(reason.reason());
-                    debug!(service = %conn.service, %sandbox, reason = reason.reason(), "fork unavailable; baseline");
-                }
-                (conn.original_dst, None)
+        let (target, sandbox, reason) = match &decision {
+            Decision::Sandbox { sandbox, endpoint } => {
+                (*endpoint, Some(Arc::clone(sandbox)), "fork")
             }
+            Decision::Baseline {
+                fallback: Some((sandbox, reason)),
+            } => {
+                ctx.metrics.fallback(reason.reason());
+                debug!(service = %conn.service, %sandbox, reason = reason.reason(), "fork unavailable; baseline");
+                (conn.original_dst, None, "fork-no-ready-endpoints")
+            }
+            Decision::Baseline { fallback: None } if head.routing_key.is_some() => {
+                (conn.original_dst, None, "no-route-for-key")
+            }
+            Decision::Baseline { fallback: None } => (conn.original_dst, None, "no-key"),
         };
         debug!(
             service = %conn.service,
@@ -89,6 +98,16 @@ pub async fn serve(mut client: TcpStream, mut buf: BytesMut, conn: Conn, ctx: &P
             "routed"
         );
 
+        ctx.observer.decided(
+            &conn.flow,
+            method_name(head.method),
+            Decided {
+                sandbox: sandbox.clone(),
+                endpoint: target,
+                routing_key: head.routing_key.clone(),
+                reason,
+            },
+        );
         match exchange_with_retry(
             &mut client,
             &mut buf,
@@ -271,6 +290,21 @@ async fn first_chunk_line(
             Ok(Ok(true)) => {}
             Ok(Ok(false)) | Ok(Err(_)) => return Ok(false),
         }
+    }
+}
+
+fn method_name(method: Method) -> &'static str {
+    match method {
+        Method::Get => "GET",
+        Method::Head => "HEAD",
+        Method::Post => "POST",
+        Method::Put => "PUT",
+        Method::Delete => "DELETE",
+        Method::Options => "OPTIONS",
+        Method::Trace => "TRACE",
+        Method::Connect => "CONNECT",
+        Method::Patch => "PATCH",
+        Method::Other => "OTHER",
     }
 }
 

@@ -1,0 +1,205 @@
+//! The admin API's wire types: JSON bodies of the agent's admin socket, as
+//! the CLI reads them and `-o json` prints them. Field names are stable
+//! (documented in the README, "CLI"); add fields, never rename them.
+//!
+//! Endpoints (HTTP/1.1 on the Unix socket, default `/run/detour/admin.sock`):
+//!
+//! | method, path | body | answer |
+//! |---|---|---|
+//! | `GET /status` | | [`Status`] |
+//! | `GET /routes?key=K&service=NS/NAME` | | [`Routes`] (filtered) |
+//! | `GET /flows` | | [`Flows`] |
+//! | `GET /trace?key=K&service=NS/NAME` | | a stream of [`DecisionEvent`], one JSON object per line |
+//! | `POST /explain` | [`ExplainRequest`] | [`Explanation`] |
+//! | `PUT /log-level` | [`LogLevel`] | [`LogLevel`] (the filter now in force) |
+//!
+//! Errors are a non-2xx status with an [`ApiError`] body.
+
+use std::net::SocketAddr;
+
+use serde::{Deserialize, Serialize};
+
+/// `GET /status`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Status {
+    pub version: String,
+    pub pid: u32,
+    pub uptime_seconds: u64,
+    /// The cgroup the programs are attached to.
+    pub cgroup: String,
+    /// Attached programs, by name.
+    pub programs: Vec<String>,
+    pub proxy_addrs: Vec<SocketAddr>,
+    /// Where the maps are pinned (`detour bpf` reads them there).
+    pub pin_dir: Option<String>,
+    pub maps: Vec<MapStatus>,
+    pub route_source: RouteSourceStatus,
+    pub ready: bool,
+    /// Live proxied connections.
+    pub flows: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MapStatus {
+    pub name: String,
+    /// Current number of entries (for per-CPU arrays: slots).
+    pub entries: u64,
+    pub max_entries: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RouteSourceStatus {
+    /// `file` or `kubernetes`.
+    pub kind: String,
+    /// The routes file, for `file`.
+    pub path: Option<String>,
+    pub synced: bool,
+    /// Objects the source ignored (conflicting keys, missing services...).
+    pub problems: Vec<String>,
+}
+
+/// `GET /routes`: the route snapshot, every list sorted.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Routes {
+    pub services: Vec<ServiceRoutes>,
+    pub sandboxes: Vec<SandboxRoutes>,
+    pub route_groups: Vec<GroupRoutes>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct ServiceRoutes {
+    /// `namespace/name`.
+    pub service: String,
+    /// Steered destinations, `address:port (protocol)`.
+    pub destinations: Vec<Destination>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Destination {
+    pub address: SocketAddr,
+    /// `http`, `h2c`, `tcp` or `auto`.
+    pub protocol: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SandboxRoutes {
+    pub sandbox: String,
+    pub routing_key: String,
+    pub forks: Vec<ForkRoutes>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ForkRoutes {
+    pub service: String,
+    /// Endpoints for any destination port.
+    pub endpoints: Vec<SocketAddr>,
+    /// Endpoints by destination port.
+    pub by_port: Vec<PortEndpoints>,
+    /// False when no endpoint is ready (requests fall back to baseline).
+    pub ready: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PortEndpoints {
+    pub port: u16,
+    pub endpoints: Vec<SocketAddr>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupRoutes {
+    pub route_group: String,
+    pub routing_key: String,
+    pub sandboxes: Vec<String>,
+}
+
+/// `GET /flows`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Flows {
+    pub flows: Vec<Flow>,
+}
+
+/// One live proxied connection.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Flow {
+    pub id: u64,
+    pub client: SocketAddr,
+    pub original_dst: SocketAddr,
+    pub service: String,
+    /// `http1`, `h2`, `opaque`, `timeout`, or `detecting`.
+    pub protocol: String,
+    pub requests: u64,
+    pub age_seconds: f64,
+    pub last_decision: Option<Decision>,
+}
+
+/// Where one request went, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Decision {
+    /// `baseline` or `sandbox`.
+    pub destination: String,
+    pub sandbox: Option<String>,
+    /// The upstream chosen.
+    pub endpoint: SocketAddr,
+    pub routing_key: Option<String>,
+    /// `no-key`, `no-route-for-key`, `fork-no-ready-endpoints`, `fork`.
+    pub reason: String,
+}
+
+/// One line of `GET /trace`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DecisionEvent {
+    /// Unix time, seconds with fraction.
+    pub time: f64,
+    pub flow: u64,
+    pub client: SocketAddr,
+    pub service: String,
+    pub method: String,
+    #[serde(flatten)]
+    pub decision: Decision,
+}
+
+/// `POST /explain`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExplainRequest {
+    /// `namespace/name`.
+    pub service: String,
+    /// The destination port the request would be sent to; default: the
+    /// service's first steered port.
+    pub port: Option<u16>,
+    /// Request headers as `(name, value)`.
+    pub headers: Vec<(String, String)>,
+}
+
+/// The whole reasoning behind a decision.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Explanation {
+    pub service: String,
+    pub port: u16,
+    /// The key, and where it came from (e.g. `baggage member detour-routing-key`).
+    pub routing_key: Option<String>,
+    pub key_source: Option<String>,
+    /// The sandbox or route group that owns the key, if any.
+    pub matched: Option<String>,
+    /// What would happen: `baseline` or `sandbox`.
+    pub destination: String,
+    pub sandbox: Option<String>,
+    /// The endpoint that would be chosen next (`None` for baseline: the
+    /// client's own original destination).
+    pub endpoint: Option<SocketAddr>,
+    pub reason: String,
+    /// Every step, in words.
+    pub steps: Vec<String>,
+}
+
+/// `PUT /log-level`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogLevel {
+    /// An `EnvFilter` directive, e.g. `debug` or `info,detour::proxy=debug`.
+    pub filter: String,
+}
+
+/// The body of any error answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApiError {
+    pub error: String,
+}

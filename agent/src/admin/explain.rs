@@ -1,0 +1,136 @@
+//! `POST /explain`: evaluates a hypothetical request against the route
+//! snapshot in force and says, step by step, where it would go and why,
+//! without disturbing anything (the round-robin cursor is only peeked).
+
+use super::api::{ExplainRequest, Explanation};
+use crate::{http::routing_key::RoutingKeys, routes::RouteSnapshot};
+
+pub fn explain(
+    snapshot: &RouteSnapshot,
+    keys: &RoutingKeys,
+    request: &ExplainRequest,
+) -> Result<Explanation, String> {
+    let service = snapshot.service_named(&request.service).ok_or_else(|| {
+        format!(
+            "service {} is not steered: no sandbox forks it (see `detour routes`)",
+            request.service
+        )
+    })?;
+    let ports: Vec<u16> = snapshot
+        .destinations
+        .iter()
+        .filter(|(_, d)| d.service_id == service.id)
+        .map(|(addr, _)| addr.port())
+        .collect();
+    let port = match request.port {
+        Some(port) => port,
+        None => ports.iter().copied().min().unwrap_or(0),
+    };
+    let mut steps = vec![format!(
+        "service {} is steered at {} destination(s); evaluating destination port {port}",
+        service.label,
+        ports.len()
+    )];
+
+    let headers: Vec<httparse::Header<'_>> = request
+        .headers
+        .iter()
+        .map(|(name, value)| httparse::Header {
+            name,
+            value: value.as_bytes(),
+        })
+        .collect();
+    let mut out = Explanation {
+        service: service.label.to_string(),
+        port,
+        routing_key: None,
+        key_source: None,
+        matched: None,
+        destination: "baseline".into(),
+        sandbox: None,
+        endpoint: None,
+        reason: "no-key".into(),
+        steps: Vec::new(),
+    };
+    let Some((key, origin)) = keys.explain(&headers) else {
+        let names: Vec<&str> = keys.names().collect();
+        steps.push(format!(
+            "no routing key: looked for {names:?} in baggage, tracestate, uberctx-*, ot-baggage-*{}",
+            custom_headers(keys)
+        ));
+        steps.push("-> baseline: the original destination the client asked for".into());
+        out.steps = steps;
+        return Ok(out);
+    };
+    steps.push(format!("routing key {key:?} from {origin}"));
+    out.routing_key = Some(key.clone());
+    out.key_source = Some(origin);
+
+    let owner = snapshot
+        .sandbox_keys
+        .get(&key)
+        .map(|sandbox| format!("sandbox {sandbox}"))
+        .or_else(|| {
+            snapshot
+                .group_keys
+                .get(&key)
+                .map(|group| format!("route group {group}"))
+        });
+    let Some(owner) = owner else {
+        steps.push(format!("no sandbox or route group has key {key:?}"));
+        steps.push("-> baseline".into());
+        out.reason = "no-route-for-key".into();
+        out.steps = steps;
+        return Ok(out);
+    };
+    steps.push(format!("key {key:?} belongs to {owner}"));
+    out.matched = Some(owner.clone());
+
+    let Some(target) = snapshot
+        .routes
+        .get(&key)
+        .and_then(|routes| routes.get(&service.id))
+    else {
+        steps.push(format!("{owner} does not fork {}", service.label));
+        steps.push("-> baseline".into());
+        out.reason = "no-route-for-key".into();
+        out.steps = steps;
+        return Ok(out);
+    };
+    steps.push(format!(
+        "sandbox {} forks {}",
+        target.sandbox, service.label
+    ));
+    out.sandbox = Some(target.sandbox.to_string());
+    let (endpoints, next) = target.peek(port);
+    match next {
+        Some(endpoint) => {
+            steps.push(format!(
+                "fork endpoints for port {port}: {endpoints:?} (round robin)"
+            ));
+            steps.push(format!(
+                "-> sandbox {}: endpoint {endpoint}",
+                target.sandbox
+            ));
+            out.destination = "sandbox".into();
+            out.endpoint = Some(endpoint);
+            out.reason = "fork".into();
+        }
+        None => {
+            steps.push(format!("the fork has no ready endpoint for port {port}"));
+            steps.push("-> baseline (counted in detour_fallbacks_total)".into());
+            out.reason = "fork-no-ready-endpoints".into();
+        }
+    }
+    out.steps = steps;
+    Ok(out)
+}
+
+fn custom_headers(keys: &RoutingKeys) -> String {
+    let custom: Vec<&str> = keys.custom_headers().collect();
+    if custom.is_empty() {
+        String::new()
+    } else {
+        format!(" and headers {custom:?}")
+    }
+}

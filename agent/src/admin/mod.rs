@@ -1,0 +1,100 @@
+//! The admin API: what the `detour` CLI asks a running agent. HTTP/1.1 +
+//! JSON on a Unix socket; see [`api`] for the endpoints and wire types.
+
+pub mod api;
+mod explain;
+pub mod observer;
+mod routes;
+pub mod server;
+
+use std::{
+    net::SocketAddr,
+    path::PathBuf,
+    sync::{
+        Arc, Mutex, PoisonError,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Instant,
+};
+
+use arc_swap::ArcSwap;
+pub use explain::explain;
+pub use observer::Observer;
+pub use routes::{protocol_name, routes};
+
+use crate::{
+    datapath::pinned, http::routing_key::RoutingKeys, routes::RouteSnapshot, telemetry::LogControl,
+};
+
+/// Facts fixed at start.
+#[derive(Debug, Clone)]
+pub struct StartInfo {
+    pub started: Instant,
+    pub cgroup: PathBuf,
+    pub programs: Vec<String>,
+    pub proxy_addrs: Vec<SocketAddr>,
+    pub pin_dir: Option<PathBuf>,
+    /// `file` or `kubernetes`.
+    pub source_kind: &'static str,
+    pub source_path: Option<PathBuf>,
+}
+
+/// Everything the admin endpoints read.
+pub struct AdminContext {
+    pub info: StartInfo,
+    pub observer: Arc<Observer>,
+    pub routes: Arc<ArcSwap<RouteSnapshot>>,
+    pub keys: RoutingKeys,
+    pub log: Option<LogControl>,
+    pub ready: Vec<Arc<AtomicBool>>,
+    pub synced: Arc<AtomicBool>,
+    pub problems: Arc<Mutex<Vec<String>>>,
+}
+
+impl AdminContext {
+    pub fn status(&self) -> api::Status {
+        let maps = self
+            .info
+            .pin_dir
+            .as_deref()
+            .and_then(|dir| pinned::read(dir).ok())
+            .map(|read| {
+                pinned::PINNED
+                    .iter()
+                    .zip(read.entries())
+                    .map(|((name, max), entries)| api::MapStatus {
+                        name: (*name).to_owned(),
+                        entries: entries as u64,
+                        max_entries: u64::from(*max),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        api::Status {
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            pid: std::process::id(),
+            uptime_seconds: self.info.started.elapsed().as_secs(),
+            cgroup: self.info.cgroup.display().to_string(),
+            programs: self.info.programs.clone(),
+            proxy_addrs: self.info.proxy_addrs.clone(),
+            pin_dir: self.info.pin_dir.as_ref().map(|d| d.display().to_string()),
+            maps,
+            route_source: api::RouteSourceStatus {
+                kind: self.info.source_kind.to_owned(),
+                path: self
+                    .info
+                    .source_path
+                    .as_ref()
+                    .map(|p| p.display().to_string()),
+                synced: self.synced.load(Ordering::Acquire),
+                problems: self
+                    .problems
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .clone(),
+            },
+            ready: self.ready.iter().all(|r| r.load(Ordering::Acquire)),
+            flows: self.observer.count(),
+        }
+    }
+}

@@ -1,0 +1,140 @@
+//! The maps as pinned under the pin directory (default
+//! `/sys/fs/bpf/detour`): the agent pins them at start, replacing any left
+//! by an earlier run, and `detour bpf` reads them from there, so the kernel
+//! side can be inspected while the agent is down.
+
+use std::path::{Path, PathBuf};
+
+use aya::maps::{Array, HashMap, MapData, MapError, PerCpuArray};
+use detour_common::{Config, OrigDst, SockKey, Steered, capacity, counter, maps};
+
+/// `BPF_FS_MAGIC` from `linux/magic.h`.
+const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
+
+/// Every map the agent pins, with its capacity.
+pub const PINNED: [(&str, u32); 5] = [
+    (maps::STEERED, capacity::STEERED),
+    (maps::ORIG_BY_COOKIE, capacity::ORIG_BY_COOKIE),
+    (maps::ORIG_BY_PEER, capacity::ORIG_BY_PEER),
+    (maps::CONFIG, 1),
+    (maps::COUNTERS, counter::COUNT),
+];
+
+#[derive(Debug, thiserror::Error)]
+pub enum PinnedError {
+    #[error(
+        "no pinned maps under {dir}: the agent has never run on this node, or runs with another --pin-dir"
+    )]
+    Missing { dir: PathBuf },
+    #[error("permission denied reading {path}: run as root")]
+    Permission { path: PathBuf },
+    #[error("cannot read pinned map {path}")]
+    Map {
+        path: PathBuf,
+        #[source]
+        source: MapError,
+    },
+}
+
+/// Whether `dir` (or the directory it would be created in) is on a bpf
+/// filesystem, where maps can be pinned.
+pub fn on_bpffs(dir: &Path) -> bool {
+    let probe = if dir.exists() {
+        dir
+    } else {
+        dir.parent().unwrap_or(dir)
+    };
+    let Ok(c_path) = std::ffi::CString::new(probe.as_os_str().as_encoded_bytes()) else {
+        return false;
+    };
+    // SAFETY: `statfs` writes into a zeroed struct we own; the path is NUL-terminated.
+    let (rc, magic) = unsafe {
+        let mut stat: libc::statfs = std::mem::zeroed();
+        let rc = libc::statfs(c_path.as_ptr(), &mut stat);
+        (rc, stat.f_type)
+    };
+    rc == 0 && magic == BPF_FS_MAGIC
+}
+
+/// What the pinned maps hold.
+#[derive(Debug, Default)]
+pub struct PinnedMaps {
+    pub steered: Vec<(SockKey, Steered)>,
+    pub orig_by_cookie: usize,
+    pub orig_by_peer: Vec<(SockKey, OrigDst)>,
+    pub config: Config,
+    /// In [`counter::NAMES`] order, summed over CPUs.
+    pub counters: [u64; counter::COUNT as usize],
+}
+
+impl PinnedMaps {
+    /// Entries of each pinned map, in [`PINNED`] order.
+    pub fn entries(&self) -> [usize; 5] {
+        [
+            self.steered.len(),
+            self.orig_by_cookie,
+            self.orig_by_peer.len(),
+            1,
+            counter::COUNT as usize,
+        ]
+    }
+}
+
+fn open(dir: &Path, name: &str) -> Result<MapData, PinnedError> {
+    let path = dir.join(name);
+    if !path.exists() {
+        return Err(PinnedError::Missing {
+            dir: dir.to_owned(),
+        });
+    }
+    MapData::from_pin(&path).map_err(|source| match &source {
+        MapError::SyscallError(e) if e.io_error.kind() == std::io::ErrorKind::PermissionDenied => {
+            PinnedError::Permission { path: path.clone() }
+        }
+        _ => PinnedError::Map {
+            path: path.clone(),
+            source,
+        },
+    })
+}
+
+fn typed<T: TryFrom<aya::maps::Map, Error = MapError>>(
+    dir: &Path,
+    name: &str,
+    wrap: fn(MapData) -> aya::maps::Map,
+) -> Result<T, PinnedError> {
+    let data = open(dir, name)?;
+    T::try_from(wrap(data)).map_err(|source| PinnedError::Map {
+        path: dir.join(name),
+        source,
+    })
+}
+
+/// Reads every pinned map in `dir`.
+pub fn read(dir: &Path) -> Result<PinnedMaps, PinnedError> {
+    let steered: HashMap<MapData, SockKey, Steered> =
+        typed(dir, maps::STEERED, aya::maps::Map::HashMap)?;
+    let cookies: HashMap<MapData, u64, OrigDst> =
+        typed(dir, maps::ORIG_BY_COOKIE, aya::maps::Map::LruHashMap)?;
+    let peers: HashMap<MapData, SockKey, OrigDst> =
+        typed(dir, maps::ORIG_BY_PEER, aya::maps::Map::LruHashMap)?;
+    let config: Array<MapData, Config> = typed(dir, maps::CONFIG, aya::maps::Map::Array)?;
+    let counters: PerCpuArray<MapData, u64> =
+        typed(dir, maps::COUNTERS, aya::maps::Map::PerCpuArray)?;
+
+    let mut out = PinnedMaps {
+        steered: steered.iter().filter_map(Result::ok).collect(),
+        orig_by_cookie: cookies.keys().filter_map(Result::ok).count(),
+        orig_by_peer: peers.iter().filter_map(Result::ok).collect(),
+        config: config.get(&0, 0).unwrap_or_default(),
+        counters: [0; counter::COUNT as usize],
+    };
+    out.steered.sort_by_key(|(key, _)| *key);
+    out.orig_by_peer.sort_by_key(|(key, _)| *key);
+    for (index, total) in (0u32..).zip(out.counters.iter_mut()) {
+        if let Ok(values) = counters.get(&index, 0) {
+            *total = values.iter().sum();
+        }
+    }
+    Ok(out)
+}
