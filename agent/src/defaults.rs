@@ -19,6 +19,10 @@ pub const PIN_DIR: &str = "/sys/fs/bpf/detour";
 /// it stays clear of kube-proxy's 0x4000/0x8000 bits.
 pub const SOCKET_MARK: u32 = 0x6474_0000;
 
+/// Most connections the proxy serves at once. Each costs a task and its
+/// buffers (about 40 KiB while active).
+pub const MAX_CONNECTIONS: usize = 10_000;
+
 /// How long an upstream connect may take before the client is told.
 pub const UPSTREAM_CONNECT_TIMEOUT_SECS: u64 = 5;
 

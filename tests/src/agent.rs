@@ -164,7 +164,10 @@ impl Agent {
 
     /// Where the agent pins its maps (for `detour bpf --pin-dir`).
     pub fn pin_dir(&self) -> PathBuf {
-        self.bpffs.as_ref().map_or_else(|| self.dir.join("bpffs"), |b| b.path.clone()).join("detour")
+        self.bpffs
+            .as_ref()
+            .map_or_else(|| self.dir.join("bpffs"), |b| b.path.clone())
+            .join("detour")
     }
 
     /// Replaces the routes file the way a careful operator (or a ConfigMap
@@ -338,7 +341,9 @@ impl Bpffs {
     pub fn mount(path: &std::path::Path) -> Self {
         std::fs::create_dir_all(path).expect("bpffs mount point");
         crate::cmd::run("mount", &["-t", "bpf", "bpf", &path.display().to_string()]);
-        Self { path: path.to_owned() }
+        Self {
+            path: path.to_owned(),
+        }
     }
 }
 

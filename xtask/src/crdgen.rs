@@ -10,7 +10,12 @@ use crate::{exec, root};
 pub fn run() -> anyhow::Result<()> {
     crate::setup::run()?;
     let binary = crate::build::run_build(true)?;
-    let dir = root().join("deploy/crds");
-    std::fs::create_dir_all(&dir)?;
-    exec(Command::new(&binary).arg("crdgen").arg("--out").arg(&dir))
+    // The kustomization's copy and the Helm chart's (Helm installs CRDs only
+    // from the chart's own crds/ directory); a test keeps them identical.
+    for dir in ["deploy/crds", "deploy/helm/detour/crds"] {
+        let dir = root().join(dir);
+        std::fs::create_dir_all(&dir)?;
+        exec(Command::new(&binary).arg("crdgen").arg("--out").arg(&dir))?;
+    }
+    Ok(())
 }

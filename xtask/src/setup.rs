@@ -25,6 +25,8 @@ const REQUIREMENTS: &[(&str, &str)] = &[
     ("python3", "python3"),
     ("bpftool", "bpftool"),
     ("iptables", "iptables"),
+    // Debian's kubectl; machines of this kind come with a newer one.
+    ("kubectl", "kubernetes-client"),
 ];
 
 pub fn run() -> anyhow::Result<()> {

@@ -110,6 +110,11 @@ pub struct AgentArgs {
     #[arg(long, env = "DETOUR_UPSTREAM_TIMEOUT", default_value = "60s", value_parser = humantime::parse_duration)]
     upstream_timeout: Duration,
 
+    /// Most connections proxied at once; more are closed at accept and
+    /// counted in `detour_connections_rejected_total{reason="over_limit"}`.
+    #[arg(long, env = "DETOUR_MAX_CONNECTIONS", default_value_t = defaults::MAX_CONNECTIONS)]
+    max_connections: usize,
+
     /// The admin socket the CLI talks to (mode 0600: root only).
     #[arg(long, env = "DETOUR_ADMIN_SOCKET", default_value = defaults::ADMIN_SOCKET)]
     admin_socket: PathBuf,
@@ -126,6 +131,8 @@ pub struct AgentArgs {
 
 pub fn run(args: AgentArgs) -> anyhow::Result<()> {
     let (debug, log) = telemetry::init(args.log_format);
+    // Before anything is bound or created: a missing privilege is named here.
+    Datapath::check_privileges()?;
     let keys = RoutingKeys::new(&args.routing_key_names, &args.routing_headers)?;
     let source = match (&args.routes, args.kubernetes || in_cluster()) {
         (Some(path), _) => {
@@ -233,6 +240,7 @@ async fn serve(
         },
     };
     let ctx = Arc::new(ProxyContext {
+        connection_slots: Arc::new(tokio::sync::Semaphore::new(args.max_connections)),
         observer: Arc::clone(&observer),
         orig_dst,
         routes: updater.store(),

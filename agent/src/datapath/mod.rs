@@ -6,6 +6,7 @@
 //! kernel detaches the programs and connects go where they were addressed:
 //! fail-open by construction.
 
+pub mod caps;
 mod counters;
 mod orig_dst;
 pub mod pinned;
@@ -43,8 +44,8 @@ const CGROUP2_SUPER_MAGIC: i64 = 0x6367_7270;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DatapathError {
-    #[error("detour agent must run as root (it loads eBPF programs); run it with sudo or as root")]
-    NotRoot,
+    #[error("detour agent must run as root or with {}: missing {}", "CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON", missing.join(", "))]
+    NotRoot { missing: Vec<&'static str> },
     #[error("cannot open cgroup {path}")]
     CgroupOpen {
         path: PathBuf,
@@ -109,13 +110,20 @@ pub struct Datapath {
 impl Datapath {
     /// Loads the object, writes the config, attaches every program to the
     /// cgroup. Returns the data path and the handles the proxy and metrics use.
+    /// Fails, naming what is missing, unless this process has the
+    /// capabilities to load and attach the programs.
+    pub fn check_privileges() -> Result<(), DatapathError> {
+        let missing = caps::missing();
+        if missing.is_empty() {
+            Ok(())
+        } else {
+            Err(DatapathError::NotRoot { missing })
+        }
+    }
+
     pub fn start(
         options: &DatapathOptions,
     ) -> Result<(Self, OrigDstTable, BpfCounters), DatapathError> {
-        // SAFETY: geteuid has no preconditions.
-        if unsafe { libc::geteuid() } != 0 {
-            return Err(DatapathError::NotRoot);
-        }
         let cgroup = open_cgroup2(&options.cgroup)?;
         let config = bpf_config(&options.proxy_addrs, options.mark)?;
 

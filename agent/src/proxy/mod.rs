@@ -45,6 +45,8 @@ pub struct HttpSettings {
 
 /// What every connection task shares.
 pub struct ProxyContext {
+    /// One permit per proxied connection (`--max-connections`).
+    pub connection_slots: Arc<tokio::sync::Semaphore>,
     pub observer: Arc<Observer>,
     pub orig_dst: OrigDstTable,
     pub routes: Arc<ArcSwap<RouteSnapshot>>,
@@ -88,11 +90,26 @@ pub async fn serve(
             accepted = listener.accept() => accepted,
         };
         match accepted {
-            Ok((stream, peer)) => {
-                let ctx = Arc::clone(&ctx);
-                let span = info_span!("conn", %peer);
-                tracker.spawn(handle(stream, peer, ctx).instrument(span));
-            }
+            Ok((stream, peer)) => match Arc::clone(&ctx.connection_slots).try_acquire_owned() {
+                Ok(slot) => {
+                    let ctx = Arc::clone(&ctx);
+                    let span = info_span!("conn", %peer);
+                    tracker.spawn(
+                        async move {
+                            handle(stream, peer, ctx).await;
+                            drop(slot);
+                        }
+                        .instrument(span),
+                    );
+                }
+                Err(_) => {
+                    // Over --max-connections: refuse, and drop the record so
+                    // it cannot be claimed by a later connection.
+                    let _ = ctx.orig_dst.take(peer);
+                    ctx.metrics.reject("over_limit");
+                    debug!(%peer, "connection refused: --max-connections reached");
+                }
+            },
             Err(error) => {
                 // Typically EMFILE: back off briefly instead of spinning.
                 warn!(%error, "accept failed");

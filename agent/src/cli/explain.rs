@@ -1,0 +1,126 @@
+//! `detour explain`: where a request with these headers would go, and the
+//! whole reasoning: which header and member supplied the routing key, which
+//! sandbox or route group owns it, which fork and endpoint would be chosen,
+//! or why baseline. The agent evaluates it against the routes in force
+//! (`POST /explain`) with the same code the proxy uses, without routing
+//! anything (the round-robin position is only peeked).
+
+use clap::Args;
+use hyper::Method;
+
+use super::{
+    client::Client,
+    output::{self, Global},
+    table,
+};
+use crate::admin::api;
+
+/// Explain where a request to a service would be routed, and why.
+///
+/// Give the request's headers as curl would (`-H 'name: value'`, repeatable);
+/// only the routing headers matter (`baggage`, `tracestate`, `uberctx-*`,
+/// `ot-baggage-*`, and the agent's `--routing-header`s).
+///
+/// Examples:
+///   detour explain --service default/reviews -H 'baggage: detour-routing-key=feature-x'
+///   detour explain --service reviews -H 'tracestate: sd-sandbox=feature-x' --port 8080
+///   detour explain --service default/reviews -o json | jq -r .destination
+#[derive(Debug, Args)]
+#[command(verbatim_doc_comment)]
+pub struct ExplainArgs {
+    /// The service the request is for (`namespace/name`; a bare name means
+    /// `default/NAME`).
+    #[arg(long, value_name = "NS/NAME")]
+    service: String,
+
+    /// A request header, `name: value`; repeatable.
+    #[arg(short = 'H', long = "header", value_name = "HEADER", value_parser = parse_header)]
+    headers: Vec<(String, String)>,
+
+    /// The destination port (default: the service's first steered port).
+    #[arg(long)]
+    port: Option<u16>,
+}
+
+fn parse_header(text: &str) -> Result<(String, String), String> {
+    let (name, value) = text
+        .split_once(':')
+        .ok_or_else(|| format!("expected 'name: value', got {text:?}"))?;
+    let name = name.trim();
+    if name.is_empty() || name.contains(char::is_whitespace) {
+        return Err(format!("invalid header name {name:?}"));
+    }
+    Ok((name.to_owned(), value.trim().to_owned()))
+}
+
+pub fn run(args: &ExplainArgs, global: &Global) -> anyhow::Result<()> {
+    let request = api::ExplainRequest {
+        service: output::service_name(&args.service),
+        port: args.port,
+        headers: args.headers.clone(),
+    };
+    let explanation: api::Explanation =
+        Client::new(global.socket.clone())?.send(Method::POST, "/explain", &request)?;
+    output::print(global.output, &explanation, render)
+}
+
+pub fn render(explanation: &api::Explanation) -> String {
+    let key = match (&explanation.routing_key, &explanation.key_source) {
+        (Some(key), Some(source)) => format!("{key:?} from {source}"),
+        (Some(key), None) => format!("{key:?}"),
+        (None, _) => "none".to_owned(),
+    };
+    let decision = match (&explanation.sandbox, explanation.endpoint) {
+        (Some(sandbox), Some(endpoint)) if explanation.destination == "sandbox" => {
+            format!("sandbox {sandbox}, endpoint {endpoint}")
+        }
+        _ => format!(
+            "baseline: the client's original destination ({})",
+            explanation.reason
+        ),
+    };
+    let mut out = table::fields(&[
+        (
+            "Service",
+            format!("{}, port {}", explanation.service, explanation.port),
+        ),
+        ("Routing key", key),
+        (
+            "Matched",
+            explanation
+                .matched
+                .clone()
+                .unwrap_or_else(|| "nothing".to_owned()),
+        ),
+        ("Decision", decision),
+    ]);
+    if !explanation.steps.is_empty() {
+        out.push_str("\nReasoning:\n");
+        for (index, step) in explanation.steps.iter().enumerate() {
+            let number = format!("  {}. ", index + 1);
+            let indent = number.len();
+            out.push_str(&table::wrap(&number, indent, step));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_header;
+
+    #[test]
+    fn headers_are_split_at_the_first_colon_and_trimmed() {
+        assert_eq!(
+            parse_header("baggage: a=b, c=d:e"),
+            Ok(("baggage".to_owned(), "a=b, c=d:e".to_owned()))
+        );
+        assert_eq!(
+            parse_header("x-sandbox:feature-x"),
+            Ok(("x-sandbox".to_owned(), "feature-x".to_owned()))
+        );
+        assert!(parse_header("no colon").is_err());
+        assert!(parse_header(": value").is_err());
+        assert!(parse_header("two words: value").is_err());
+    }
+}

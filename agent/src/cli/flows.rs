@@ -1,0 +1,61 @@
+//! `detour flows`: the connections the proxy holds right now, and where
+//! each one's last request went. Asks the agent (`GET /flows`).
+
+use clap::Args;
+
+use super::{
+    client::Client,
+    output::{self, Global},
+    table::{self, Table},
+};
+use crate::admin::api;
+
+/// Show live proxied connections: client, original destination, service,
+/// requests so far, age, and the last routing decision.
+///
+/// ROUTE is the sandbox the last request went to, `baseline`, `-` before
+/// the first request, or the protocol in brackets for connections that are
+/// spliced rather than routed per request (`(opaque)`, `(h2)`).
+///
+/// Examples:
+///   detour flows
+///   detour flows -o json | jq '.flows[] | select(.service == "default/reviews")'
+#[derive(Debug, Args)]
+#[command(verbatim_doc_comment)]
+pub struct FlowsArgs {}
+
+pub fn run(_args: &FlowsArgs, global: &Global) -> anyhow::Result<()> {
+    let flows: api::Flows = Client::new(global.socket.clone())?.get("/flows")?;
+    output::print(global.output, &flows, render)
+}
+
+pub fn render(flows: &api::Flows) -> String {
+    if flows.flows.is_empty() {
+        return "No live proxied connections.\n".to_owned();
+    }
+    let mut out = Table::new(&["CLIENT", "ORIGINAL DST", "SERVICE", "REQS", "AGE", "ROUTE"])
+        .right(3)
+        .right(4);
+    for flow in &flows.flows {
+        out.row([
+            flow.client.to_string(),
+            flow.original_dst.to_string(),
+            flow.service.clone(),
+            flow.requests.to_string(),
+            table::age(flow.age_seconds),
+            route(flow),
+        ]);
+    }
+    out.render()
+}
+
+fn route(flow: &api::Flow) -> String {
+    match (&flow.last_decision, flow.protocol.as_str()) {
+        (Some(decision), _) => decision
+            .sandbox
+            .clone()
+            .unwrap_or_else(|| decision.destination.clone()),
+        (None, "http1" | "detecting") => "-".to_owned(),
+        (None, protocol) => format!("({protocol})"),
+    }
+}

@@ -1,0 +1,87 @@
+//! `detour status`: is the agent up, attached, synced, and how full are
+//! its maps. Asks the agent (`GET /status`).
+
+use clap::Args;
+
+use super::{
+    client::Client,
+    output::{self, Global},
+    table::{self, Table},
+};
+use crate::admin::api;
+
+/// Show the agent: version, uptime, programs and cgroup, proxy addresses,
+/// route source and its sync state, live flows, and map sizes.
+///
+/// Examples:
+///   detour status
+///   detour status -o json | jq .route_source.synced
+///   detour --socket /tmp/detour.sock status
+#[derive(Debug, Args)]
+#[command(verbatim_doc_comment)]
+pub struct StatusArgs {}
+
+pub fn run(_args: &StatusArgs, global: &Global) -> anyhow::Result<()> {
+    let status: api::Status = Client::new(global.socket.clone())?.get("/status")?;
+    output::print(global.output, &status, render)
+}
+
+pub fn render(status: &api::Status) -> String {
+    let ready = if status.ready {
+        "yes".to_owned()
+    } else if !status.route_source.synced {
+        "no (waiting for the route source)".to_owned()
+    } else {
+        "no".to_owned()
+    };
+    let source = match &status.route_source.path {
+        Some(path) => format!("{} {path}", status.route_source.kind),
+        None => status.route_source.kind.clone(),
+    };
+    let synced = if status.route_source.synced {
+        "synced"
+    } else {
+        "not synced"
+    };
+    let pin_dir = status
+        .pin_dir
+        .clone()
+        .unwrap_or_else(|| "not pinned (`detour bpf` cannot read them)".to_owned());
+    let mut out = table::fields(&[
+        (
+            "Agent",
+            format!(
+                "detour {}, pid {}, up {}",
+                status.version,
+                status.pid,
+                table::duration(status.uptime_seconds)
+            ),
+        ),
+        ("Ready", ready),
+        ("Route source", format!("{source} ({synced})")),
+        ("Cgroup", status.cgroup.clone()),
+        ("Programs", table::list(&status.programs)),
+        ("Proxy", table::list(&status.proxy_addrs)),
+        ("Live flows", status.flows.to_string()),
+        ("Pinned maps", pin_dir),
+    ]);
+    if !status.maps.is_empty() {
+        let mut maps = Table::new(&["MAP", "ENTRIES", "MAX"]).right(1).right(2);
+        for map in &status.maps {
+            maps.row([
+                map.name.clone(),
+                map.entries.to_string(),
+                map.max_entries.to_string(),
+            ]);
+        }
+        out.push('\n');
+        out.push_str(&maps.render());
+    }
+    if !status.route_source.problems.is_empty() {
+        out.push_str("\nRoute source problems (these objects are ignored):\n");
+        for problem in &status.route_source.problems {
+            out.push_str(&table::wrap("  - ", 4, problem));
+        }
+    }
+    out
+}
