@@ -21,7 +21,7 @@ fn main() -> ExitCode {
             } else {
                 eprintln!("detour: {first}");
             }
-            ExitCode::FAILURE
+            ExitCode::from(detour::cli::output::exit_code(&error))
         }
     }
 }

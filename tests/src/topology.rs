@@ -191,6 +191,28 @@ impl Pod {
         cmd::output("nsenter", &full)
     }
 
+    /// Starts a command in the pod, as a process of `cgroup`, with its
+    /// standard output piped (the caller reads it while it runs).
+    pub fn spawn_in(&self, cgroup: &Cgroup, program: &str, args: &[&str]) -> std::process::Child {
+        let net = format!("--net={}", self.netns.path());
+        let script = cgroup.enter_script();
+        Command::new("nsenter")
+            .args([
+                net.as_str(),
+                "--",
+                "sh",
+                "-c",
+                script.as_str(),
+                "sh",
+                program,
+            ])
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {program}: {e}"))
+    }
+
     /// Runs a command in the pod, as a process of `cgroup`, with `input` on
     /// its standard input.
     pub fn exec_in_with_input(
@@ -239,6 +261,12 @@ impl Pod {
         );
         std::fs::write(&log.0, "").expect("create request log");
         (self.start_echo(port, Some(&log.0)), log)
+    }
+
+    /// Starts `tests/servers/faulty.py`: slow, hanging and resetting paths.
+    pub fn faulty_server(&self, port: u16) -> Proc {
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/servers/faulty.py");
+        self.start_script(script, port, None)
     }
 
     /// Starts `tests/servers/banner.py`, a server that speaks first.

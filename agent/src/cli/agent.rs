@@ -240,6 +240,7 @@ async fn serve(
         },
     };
     let ctx = Arc::new(ProxyContext {
+        draining: CancellationToken::new(),
         connection_slots: Arc::new(tokio::sync::Semaphore::new(args.max_connections)),
         observer: Arc::clone(&observer),
         orig_dst,
@@ -321,6 +322,7 @@ async fn serve(
     let mut datapath = updates.await.context("route updater failed")?;
     datapath.detach();
     stop_accepting.cancel();
+    ctx.draining.cancel();
     for acceptor in acceptors {
         let _ = acceptor.await;
     }

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{
     output::{self, Global},
-    table::Table,
+    table::{self, Table},
 };
 use crate::{
     admin::api::MapStatus,
@@ -35,16 +35,19 @@ pub struct BpfArgs {
 
 #[derive(Debug, Subcommand)]
 enum BpfCommand {
-    /// Show each pinned map's size, the steered destinations, the original
-    /// destinations waiting for the proxy, and the programs' configuration.
+    /// Show the pinned maps: sizes, steered destinations, configuration
+    ///
+    /// Also the redirected connects the proxy has not accepted yet. Services
+    /// are shown by the agent's number for them (names live in the agent).
     ///
     /// Examples:
     ///   detour bpf maps
     ///   detour bpf maps --pin-dir /sys/fs/bpf/detour -o json | jq '.steered | length'
     #[command(verbatim_doc_comment)]
     Maps,
-    /// Show the programs' outcome counters, summed over CPUs (they survive
-    /// the agent until it starts again).
+    /// Show the programs' outcome counters, summed over CPUs
+    ///
+    /// They survive the agent (pinned) until it starts again.
     ///
     /// Examples:
     ///   detour bpf counters
@@ -131,9 +134,8 @@ pub fn run(args: &BpfArgs, global: &Global) -> anyhow::Result<()> {
 
 pub fn maps(pin_dir: String, read: &PinnedMaps) -> Maps {
     let config = &read.config;
-    let proxy4 = (config.flags & CONFIG_HAS_PROXY4 != 0).then(|| {
-        SockKey::v4(config.proxy_ip4, config.proxy_port4).socket_addr()
-    });
+    let proxy4 = (config.flags & CONFIG_HAS_PROXY4 != 0)
+        .then(|| SockKey::v4(config.proxy_ip4, config.proxy_port4).socket_addr());
     let proxy6 = (config.flags & CONFIG_HAS_PROXY6 != 0)
         .then(|| SockKey::v6(config.proxy_ip6, config.proxy_port6).socket_addr());
     Maps {
@@ -195,12 +197,18 @@ pub fn render_maps(maps: &Maps) -> String {
     let mut out = format!("Pinned under {}\n\n{}", maps.pin_dir, sizes.render());
 
     let or_none = |addr: Option<SocketAddr>| addr.map_or("none".to_owned(), |a| a.to_string());
-    out.push_str(&format!(
-        "\nRedirect to:  {} (IPv4), {} (IPv6); mark {:#x} is never redirected\n",
-        or_none(maps.config.proxy_ipv4),
-        or_none(maps.config.proxy_ipv6),
-        maps.config.mark
-    ));
+    out.push_str("\nCONFIG\n");
+    out.push_str(&table::fields(&[
+        ("Proxy (IPv4)", or_none(maps.config.proxy_ipv4)),
+        ("Proxy (IPv6)", or_none(maps.config.proxy_ipv6)),
+        (
+            "Own mark",
+            format!(
+                "{:#x} (the agent's sockets: never redirected)",
+                maps.config.mark
+            ),
+        ),
+    ]));
 
     out.push_str("\nSTEERED: destinations redirected to the proxy\n");
     if maps.steered.is_empty() {

@@ -222,9 +222,8 @@ impl Client {
             ErrorKind::PermissionDenied => ClientError::Permission { path },
             ErrorKind::ConnectionRefused => {
                 // Connecting to a file that is not a socket is refused too.
-                let is_socket = std::fs::symlink_metadata(&path).map(|meta| {
-                    std::os::unix::fs::FileTypeExt::is_socket(&meta.file_type())
-                });
+                let is_socket = std::fs::symlink_metadata(&path)
+                    .map(|meta| std::os::unix::fs::FileTypeExt::is_socket(&meta.file_type()));
                 match is_socket {
                     Ok(false) => ClientError::NotASocket { path },
                     _ => ClientError::Stale { path },

@@ -6,7 +6,7 @@ use clap_complete::Shell;
 
 use super::Cli;
 
-/// Print a shell completion script.
+/// Print a shell completion script (bash, zsh, fish, ...)
 ///
 /// Examples:
 ///   detour completions bash > /etc/bash_completion.d/detour

@@ -15,7 +15,11 @@ use super::{
 };
 use crate::admin::api;
 
-/// Explain where a request to a service would be routed, and why.
+/// Explain where a request with given headers would go, and why
+///
+/// Shows which header and member supplied the routing key, the sandbox or
+/// route group that owns it, the fork and endpoint that would be chosen, or
+/// why the request would go to baseline.
 ///
 /// Give the request's headers as curl would (`-H 'name: value'`, repeatable);
 /// only the routing headers matter (`baggage`, `tracestate`, `uberctx-*`,

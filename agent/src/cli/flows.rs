@@ -10,9 +10,9 @@ use super::{
 };
 use crate::admin::api;
 
-/// Show live proxied connections: client, original destination, service,
-/// requests so far, age, and the last routing decision.
+/// Show live proxied connections and their last routing decision
 ///
+/// For each: client, original destination, service, requests so far, age.
 /// ROUTE is the sandbox the last request went to, `baseline`, `-` before
 /// the first request, or the protocol in brackets for connections that are
 /// spliced rather than routed per request (`(opaque)`, `(h2)`).

@@ -11,12 +11,13 @@ use super::{
 };
 use crate::admin::api;
 
-/// Change the agent's log filter at run time (until it restarts).
+/// Change the agent's log filter at run time
 ///
+/// The change lasts until the agent restarts.
 /// FILTER uses `DETOUR_LOG`'s syntax (tracing's EnvFilter): a level, or
 /// comma-separated `target=level` directives. `debug` logs one line per
-/// routing decision and turns on the eBPF programs' logs only if the agent
-/// started with them.
+/// routing decision (the eBPF programs log only if the agent started at
+/// debug level).
 ///
 /// Examples:
 ///   detour log-level debug

@@ -9,7 +9,7 @@ use clap::{Args, CommandFactory};
 
 use super::Cli;
 
-/// Print the manual page, or write one page per command to a directory.
+/// Print the manual page (or write one per command)
 ///
 /// Examples:
 ///   detour man | man -l -

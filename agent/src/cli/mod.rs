@@ -49,25 +49,15 @@ pub struct Cli {
 enum Command {
     /// Run the agent: load the eBPF programs, attach them to a cgroup, serve the proxy.
     Agent(Box<agent::AgentArgs>),
-    /// Show the agent: attached programs, cgroup, route source, map sizes, uptime.
     Status(status::StatusArgs),
-    /// Show steered services, sandboxes, forks and endpoints.
     Routes(routes::RoutesArgs),
-    /// Show live proxied connections and their last routing decision.
     Flows(flows::FlowsArgs),
-    /// Follow routing decisions live.
     Trace(trace::TraceArgs),
-    /// Explain where a request with given headers would go, and why.
     Explain(explain::ExplainArgs),
-    /// Read the pinned eBPF maps directly (works while the agent is down).
     Bpf(bpf::BpfArgs),
-    /// Change the agent's log filter at run time.
     LogLevel(log_level::LogLevelArgs),
-    /// Show the CLI's and the running agent's versions.
     Version(version::VersionArgs),
-    /// Print a shell completion script (bash, zsh, fish, ...).
     Completions(completions::CompletionsArgs),
-    /// Print the manual page (or write one per command).
     Man(man::ManArgs),
     /// Print the CRDs generated from the Rust types (used by `cargo xtask crdgen`).
     #[command(hide = true)]

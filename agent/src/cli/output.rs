@@ -115,7 +115,10 @@ pub fn exit_code(error: &anyhow::Error) -> u8 {
 /// went away): the caller stops producing output, and the exit is clean.
 pub fn emit(text: &str) -> anyhow::Result<bool> {
     let mut stdout = std::io::stdout().lock();
-    match stdout.write_all(text.as_bytes()).and_then(|()| stdout.flush()) {
+    match stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush())
+    {
         Ok(()) => Ok(true),
         Err(error) if error.kind() == ErrorKind::BrokenPipe => Ok(false),
         Err(error) => Err(error).context("cannot write to stdout"),
@@ -131,7 +134,11 @@ pub fn json<T: Serialize>(value: &T) -> anyhow::Result<()> {
 }
 
 /// Prints `value` as JSON or as the table `render` makes of it.
-pub fn print<T: Serialize>(format: Format, value: &T, render: fn(&T) -> String) -> anyhow::Result<()> {
+pub fn print<T: Serialize>(
+    format: Format,
+    value: &T,
+    render: fn(&T) -> String,
+) -> anyhow::Result<()> {
     match format {
         Format::Json => json(value),
         Format::Table => emit(&render(value)).map(drop),

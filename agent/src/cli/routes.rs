@@ -11,10 +11,9 @@ use super::{
 };
 use crate::admin::api;
 
-/// Show steered services, sandboxes, forks and their endpoints, and route
-/// groups, as the agent applies them now.
+/// Show steered services, sandboxes, forks and endpoints
 ///
-/// A fork with no ready endpoint is shown `READY no`: requests for it fall
+/// The route state the agent applies now, route groups included. A fork with no ready endpoint is shown `READY no`: requests for it fall
 /// back to baseline. PORT `*` means the endpoints serve every port.
 ///
 /// Examples:
@@ -37,7 +36,10 @@ pub fn run(args: &RoutesArgs, global: &Global) -> anyhow::Result<()> {
     let service = args.service.as_deref().map(output::service_name);
     let path = client::with_query(
         "/routes",
-        &[("key", args.key.as_deref()), ("service", service.as_deref())],
+        &[
+            ("key", args.key.as_deref()),
+            ("service", service.as_deref()),
+        ],
     );
     let routes: api::Routes = Client::new(global.socket.clone())?.get(&path)?;
     if let Some(service) = &service
@@ -68,7 +70,11 @@ pub fn render(routes: &api::Routes) -> String {
             services.row([service.service.as_str(), "-", ""]);
         }
         for (index, destination) in service.destinations.iter().enumerate() {
-            let name = if index == 0 { service.service.as_str() } else { "" };
+            let name = if index == 0 {
+                service.service.as_str()
+            } else {
+                ""
+            };
             services.row([
                 name.to_owned(),
                 destination.address.to_string(),
@@ -102,7 +108,11 @@ pub fn render(routes: &api::Routes) -> String {
             for (index, (port, endpoint)) in endpoints.into_iter().enumerate() {
                 let first = index == 0;
                 rows.push([
-                    if first { fork.service.clone() } else { String::new() },
+                    if first {
+                        fork.service.clone()
+                    } else {
+                        String::new()
+                    },
                     port,
                     endpoint,
                     if first {

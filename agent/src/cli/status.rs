@@ -10,8 +10,10 @@ use super::{
 };
 use crate::admin::api;
 
-/// Show the agent: version, uptime, programs and cgroup, proxy addresses,
-/// route source and its sync state, live flows, and map sizes.
+/// Show the agent: attached programs, cgroup, route source, map sizes, uptime
+///
+/// Also: the proxy addresses, whether the agent is ready, live flows, where
+/// the maps are pinned, and objects the route source ignored.
 ///
 /// Examples:
 ///   detour status

@@ -16,8 +16,12 @@ use super::{
 };
 use crate::admin::api;
 
-/// Follow routing decisions live: time (UTC), service, routing key,
-/// endpoint, and where each request went (a sandbox, or baseline and why).
+/// Follow routing decisions live
+///
+/// One line per routed request: time (UTC), service, routing key, the
+/// endpoint chosen, and ROUTE: the sandbox, or `baseline`; `(no route)` when
+/// no sandbox forking the service has the key, `(fork not ready)` when its
+/// fork has no ready endpoint. `detour explain` says more about one request.
 ///
 /// With `-o json`, each line is one JSON object: a decision event (fields
 /// `time`, `flow`, `client`, `service`, `method`, `destination`, `sandbox`,
@@ -54,10 +58,10 @@ pub enum TraceLine {
 }
 
 /// Column widths of the streamed table: it cannot be measured in advance.
-const WIDTHS: [usize; 4] = [12, 16, 12, 21];
+const WIDTHS: [usize; 4] = [12, 16, 12, 18];
 
 pub fn header() -> String {
-    row(["TIME (UTC)", "SERVICE", "KEY", "ENDPOINT", "DECISION"])
+    row(["TIME (UTC)", "SERVICE", "KEY", "ENDPOINT", "ROUTE"])
 }
 
 pub fn render(line: &TraceLine) -> String {
@@ -66,8 +70,10 @@ pub fn render(line: &TraceLine) -> String {
         TraceLine::Event(event) => {
             let decision = &event.decision;
             let outcome = match (&decision.sandbox, decision.reason.as_str()) {
-                (Some(sandbox), _) => format!("sandbox {sandbox}"),
+                (Some(sandbox), _) => sandbox.clone(),
                 (None, "no-key") => "baseline".to_owned(),
+                (None, "no-route-for-key") => "baseline (no route)".to_owned(),
+                (None, "fork-no-ready-endpoints") => "baseline (fork not ready)".to_owned(),
                 (None, reason) => format!("baseline ({reason})"),
             };
             row([
@@ -94,7 +100,10 @@ pub fn run(args: &TraceArgs, global: &Global) -> anyhow::Result<()> {
     let service = args.service.as_deref().map(output::service_name);
     let path = client::with_query(
         "/trace",
-        &[("key", args.key.as_deref()), ("service", service.as_deref())],
+        &[
+            ("key", args.key.as_deref()),
+            ("service", service.as_deref()),
+        ],
     );
     let limit = args.limit.unwrap_or(u64::MAX);
     if limit == 0 {

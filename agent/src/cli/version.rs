@@ -13,7 +13,7 @@ use super::{
 };
 use crate::admin::api;
 
-/// Show the CLI's version and the running agent's.
+/// Show the CLI's and the running agent's versions
 ///
 /// Examples:
 ///   detour version

@@ -45,6 +45,9 @@ pub struct HttpSettings {
 
 /// What every connection task shares.
 pub struct ProxyContext {
+    /// Cancelled at shutdown: keep-alive connections close after their
+    /// current request instead of waiting for the next.
+    pub draining: CancellationToken,
     /// One permit per proxied connection (`--max-connections`).
     pub connection_slots: Arc<tokio::sync::Semaphore>,
     pub observer: Arc<Observer>,

@@ -130,7 +130,7 @@ pub async fn serve(mut client: TcpStream, mut buf: BytesMut, conn: Conn, ctx: &P
                 ctx.metrics
                     .request(&conn.service, sandbox.as_ref(), started.elapsed());
                 debug!(status, "response relayed");
-                if !keep_client {
+                if !keep_client || ctx.draining.is_cancelled() {
                     let _ = client.shutdown().await;
                     break;
                 }
@@ -245,7 +245,13 @@ async fn read_request(
         } else {
             ctx.http.idle_timeout
         };
-        match tokio::time::timeout(wait, body::fill(client, buf)).await {
+        // Between requests, shutdown closes the connection at once: an idle
+        // keep-alive client must not hold the agent's drain.
+        let next = tokio::select! {
+            next = tokio::time::timeout(wait, body::fill(client, buf)) => next,
+            () = ctx.draining.cancelled(), if !first => return Ok(None),
+        };
+        match next {
             Err(_) if first => return Err(ProxyError::HeadTimeout),
             Err(_) | Ok(Ok(false)) | Ok(Err(_)) => return Ok(None),
             Ok(Ok(true)) => {}
