@@ -15,10 +15,13 @@ tell exactly which requests reached this server.
   GET  /close     a response delimited by closing the connection
   GET  /204       204 No Content
   GET  /upgrade   101 Switching Protocols, then echoes bytes upper-cased
+  GET  /slow?ms=N the GET / answer, after N milliseconds (a request in flight)
 Prints "listening" once bound.
 """
 import socket
 import sys
+import time
+from urllib.parse import parse_qs, urlsplit
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
@@ -73,6 +76,15 @@ class Handler(BaseHTTPRequestHandler):
             self.send_response(204)
             self.common_headers()
             self.end_headers()
+        elif urlsplit(self.path).path == "/slow":
+            query = parse_qs(urlsplit(self.path).query)
+            time.sleep(int(query.get("ms", ["1000"])[0]) / 1000)
+            body = self.hello()
+            self.send_response(200)
+            self.common_headers()
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
         elif self.path == "/upgrade":
             self.send_response(101)
             self.common_headers()

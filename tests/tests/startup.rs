@@ -374,7 +374,11 @@ fn each_minimal_capability_is_required() {
     // refuses connect6.)
     let cases = [
         ("bpf", "must run as root or with", "missing CAP_BPF"),
-        ("net_admin", "must run as root or with", "missing CAP_NET_ADMIN"),
+        (
+            "net_admin",
+            "must run as root or with",
+            "missing CAP_NET_ADMIN",
+        ),
         ("perfmon", "must run as root or with", "missing CAP_PERFMON"),
     ];
     for (dropped, refusal, errno) in cases {

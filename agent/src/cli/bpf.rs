@@ -62,9 +62,10 @@ pub struct Maps {
     pub pin_dir: String,
     /// Every pinned map: `name`, `entries`, `max_entries`.
     pub maps: Vec<MapStatus>,
-    /// `STEERED`: destinations whose connects are redirected.
+    /// `STEERED`: destinations whose connects are redirected, sorted.
     pub steered: Vec<SteeredEntry>,
-    /// `ORIG_BY_PEER`: connects redirected but not yet accepted by the proxy.
+    /// `ORIG_BY_PEER`: connects redirected but not yet accepted by the
+    /// proxy, sorted by client.
     pub pending: Vec<PendingEntry>,
     /// `CONFIG`: where the programs redirect to.
     pub config: ConfigEntry,
@@ -138,6 +139,25 @@ pub fn maps(pin_dir: String, read: &PinnedMaps) -> Maps {
         .then(|| SockKey::v4(config.proxy_ip4, config.proxy_port4).socket_addr());
     let proxy6 = (config.flags & CONFIG_HAS_PROXY6 != 0)
         .then(|| SockKey::v6(config.proxy_ip6, config.proxy_port6).socket_addr());
+    let mut steered: Vec<SteeredEntry> = read
+        .steered
+        .iter()
+        .map(|(key, steered)| SteeredEntry {
+            destination: key.socket_addr(),
+            service_id: steered.service_id,
+        })
+        .collect();
+    steered.sort_by_key(|entry| entry.destination);
+    let mut pending: Vec<PendingEntry> = read
+        .orig_by_peer
+        .iter()
+        .map(|(key, orig)| PendingEntry {
+            client: key.socket_addr(),
+            original_dst: orig.dst.socket_addr(),
+            service_id: orig.service_id,
+        })
+        .collect();
+    pending.sort_by_key(|entry| entry.client);
     Maps {
         pin_dir,
         maps: pinned::PINNED
@@ -149,23 +169,8 @@ pub fn maps(pin_dir: String, read: &PinnedMaps) -> Maps {
                 max_entries: u64::from(*max),
             })
             .collect(),
-        steered: read
-            .steered
-            .iter()
-            .map(|(key, steered)| SteeredEntry {
-                destination: key.socket_addr(),
-                service_id: steered.service_id,
-            })
-            .collect(),
-        pending: read
-            .orig_by_peer
-            .iter()
-            .map(|(key, orig)| PendingEntry {
-                client: key.socket_addr(),
-                original_dst: orig.dst.socket_addr(),
-                service_id: orig.service_id,
-            })
-            .collect(),
+        steered,
+        pending,
         config: ConfigEntry {
             proxy_ipv4: proxy4,
             proxy_ipv6: proxy6,

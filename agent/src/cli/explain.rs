@@ -32,8 +32,7 @@ use crate::admin::api;
 #[derive(Debug, Args)]
 #[command(verbatim_doc_comment)]
 pub struct ExplainArgs {
-    /// The service the request is for (`namespace/name`; a bare name means
-    /// `default/NAME`).
+    /// The request's service: `namespace/name`, or `name` in `default`.
     #[arg(long, value_name = "NS/NAME")]
     service: String,
 

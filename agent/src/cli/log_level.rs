@@ -13,11 +13,10 @@ use crate::admin::api;
 
 /// Change the agent's log filter at run time
 ///
-/// The change lasts until the agent restarts.
-/// FILTER uses `DETOUR_LOG`'s syntax (tracing's EnvFilter): a level, or
-/// comma-separated `target=level` directives. `debug` logs one line per
-/// routing decision (the eBPF programs log only if the agent started at
-/// debug level).
+/// The change lasts until the agent restarts. FILTER uses `DETOUR_LOG`'s
+/// syntax (tracing's EnvFilter): a level, or comma-separated `target=level`
+/// directives. `debug` logs one line per routing decision (the eBPF
+/// programs log only if the agent started at debug level).
 ///
 /// Examples:
 ///   detour log-level debug

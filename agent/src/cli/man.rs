@@ -17,7 +17,7 @@ use super::Cli;
 #[derive(Debug, Args)]
 #[command(verbatim_doc_comment)]
 pub struct ManArgs {
-    /// Write detour.1 and detour-<verb>.1 pages here instead of printing detour.1.
+    /// Write detour.1 and detour-<verb>.1 here instead of printing detour.1.
     #[arg(long, value_name = "DIR")]
     out: Option<PathBuf>,
 }

@@ -13,8 +13,9 @@ use crate::admin::api;
 
 /// Show steered services, sandboxes, forks and endpoints
 ///
-/// The route state the agent applies now, route groups included. A fork with no ready endpoint is shown `READY no`: requests for it fall
-/// back to baseline. PORT `*` means the endpoints serve every port.
+/// The route state the agent applies now, route groups included. A fork
+/// with no ready endpoint is shown `READY no`: requests for it fall back to
+/// baseline. PORT `*` means the endpoints serve every port.
 ///
 /// Examples:
 ///   detour routes
@@ -27,7 +28,7 @@ pub struct RoutesArgs {
     #[arg(long, value_name = "KEY")]
     key: Option<String>,
 
-    /// Only this service (`namespace/name`; a bare name means `default/NAME`).
+    /// Only this service: `namespace/name`, or `name` in `default`.
     #[arg(long, value_name = "NS/NAME")]
     service: Option<String>,
 }

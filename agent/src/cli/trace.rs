@@ -39,8 +39,7 @@ pub struct TraceArgs {
     #[arg(long, value_name = "KEY")]
     key: Option<String>,
 
-    /// Only requests to this service (`namespace/name`; a bare name means
-    /// `default/NAME`).
+    /// Only requests to this service: `ns/name`, or `name` in `default`.
     #[arg(long, value_name = "NS/NAME")]
     service: Option<String>,
 
@@ -54,7 +53,7 @@ pub struct TraceArgs {
 #[serde(untagged)]
 pub enum TraceLine {
     Lost { lost: u64 },
-    Event(api::DecisionEvent),
+    Event(Box<api::DecisionEvent>),
 }
 
 /// Column widths of the streamed table: it cannot be measured in advance.
