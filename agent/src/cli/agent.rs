@@ -115,6 +115,10 @@ pub struct AgentArgs {
     #[arg(long, env = "DETOUR_MAX_CONNECTIONS", default_value_t = defaults::MAX_CONNECTIONS)]
     max_connections: usize,
 
+    /// Proxy worker threads (default: one per CPU).
+    #[arg(long, env = "DETOUR_WORKER_THREADS", value_parser = clap::value_parser!(u16).range(1..))]
+    worker_threads: Option<u16>,
+
     /// The admin socket the CLI talks to (mode 0600: root only).
     #[arg(long, env = "DETOUR_ADMIN_SOCKET", default_value = defaults::ADMIN_SOCKET)]
     admin_socket: PathBuf,
@@ -152,7 +156,11 @@ pub fn run(args: AgentArgs) -> anyhow::Result<()> {
         (None, false) => bail!("no route source: pass --routes FILE (standalone) or --kubernetes"),
     };
 
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    if let Some(threads) = args.worker_threads {
+        runtime.worker_threads(usize::from(threads));
+    }
+    let runtime = runtime
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;

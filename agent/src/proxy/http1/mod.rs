@@ -46,7 +46,7 @@ pub async fn serve(mut client: TcpStream, mut buf: BytesMut, conn: Conn, ctx: &P
     let mut current: Option<Current> = None;
     let mut first = true;
     loop {
-        let head = match read_request(&mut client, &mut buf, ctx, first).await {
+        let mut head = match read_request(&mut client, &mut buf, ctx, first).await {
             Ok(Some(head)) => head,
             Ok(None) => break,
             Err(error) => {
@@ -104,7 +104,8 @@ pub async fn serve(mut client: TcpStream, mut buf: BytesMut, conn: Conn, ctx: &P
             Decided {
                 sandbox: sandbox.clone(),
                 endpoint: target,
-                routing_key: head.routing_key.clone(),
+                // The key is not needed past this point: move it, no copy.
+                routing_key: head.routing_key.take(),
                 reason,
             },
         );
