@@ -35,6 +35,11 @@ fn run_agent(routes: &str, cgroup: &str) -> (bool, String) {
             "--metrics-addr",
             "127.0.0.1:0",
         ])
+        // Never the node's default socket: tests run side by side.
+        .arg("--admin-socket")
+        .arg(dir.join("admin.sock"))
+        .arg("--pin-dir")
+        .arg(dir.join("pins"))
         .output()
         .expect("run detour");
     let _ = std::fs::remove_dir_all(&dir);
@@ -110,24 +115,36 @@ fn not_root_is_refused_with_what_to_do() {
         std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(mode))
             .expect("chmod");
     }
-    let output = Command::new("setpriv")
-        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
-        .arg(&binary)
-        .args([
-            "agent",
-            "--routes",
-            &routes.display().to_string(),
-            "--cgroup",
-            "/sys/fs/cgroup",
-        ])
-        .args([
-            "--proxy-addr",
-            "127.0.0.1:0",
-            "--metrics-addr",
-            "127.0.0.1:0",
-        ])
-        .output()
-        .expect("run setpriv");
+    let run = || {
+        Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+            .arg(&binary)
+            .args([
+                "agent",
+                "--routes",
+                &routes.display().to_string(),
+                "--cgroup",
+                "/sys/fs/cgroup",
+            ])
+            .args([
+                "--proxy-addr",
+                "127.0.0.1:0",
+                "--metrics-addr",
+                "127.0.0.1:0",
+            ])
+            .output()
+            .expect("run setpriv")
+    };
+    // The fresh copy can be briefly busy: another test thread may fork while
+    // its write descriptor is open (ETXTBSY until that child execs).
+    let mut output = run();
+    for _ in 0..20 {
+        if !String::from_utf8_lossy(&output.stderr).contains("Text file busy") {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        output = run();
+    }
     let _ = std::fs::remove_dir_all(&dir);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(!output.status.success());

@@ -215,8 +215,8 @@ async fn serve(
         bpf_log: debug,
         pin_dir: Some(args.pin_dir.clone()),
     };
-    let admin_listener = admin::server::bind(&args.admin_socket)?;
     let (datapath, orig_dst, counters) = Datapath::start(&options)?;
+    let admin_listener = admin::server::bind(&args.admin_socket)?;
     let mut registry = Registry::with_prefix(metrics::PREFIX);
     let mut updater = RouteUpdater::new(datapath, RouteMetrics::new(&mut registry));
     if let Source::File { file, .. } = &source {
