@@ -5,6 +5,7 @@ mod bench;
 mod build;
 mod crdgen;
 mod demo;
+mod fuzz;
 mod lint;
 mod setup;
 mod test;
@@ -42,6 +43,8 @@ enum Task {
     Crdgen,
     /// Benchmarks that print ratios against peers measured in the same run.
     Bench(bench::BenchArgs),
+    /// Run the libFuzzer targets in fuzz/ for a bounded time (not part of CI).
+    Fuzz(fuzz::FuzzArgs),
     /// Internal: the timed client of `bench connect` (runs inside its namespaces).
     #[command(hide = true)]
     BenchClient(bench::ClientArgs),
@@ -60,6 +63,7 @@ fn main() -> anyhow::Result<()> {
         Task::Fmt(args) => lint::fmt(&args),
         Task::Crdgen => crdgen::run(),
         Task::Bench(args) => bench::run(&args),
+        Task::Fuzz(args) => fuzz::run(&args),
         Task::BenchClient(args) => bench::run_client(&args),
         Task::BenchServer(args) => bench::run_server(&args),
     }
