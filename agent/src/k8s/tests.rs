@@ -453,3 +453,53 @@ fn sandbox_ports_override_the_target_port() {
         "default/x 10.2.0.1:7070"
     );
 }
+
+#[test]
+fn a_fork_with_an_invalid_selector_is_ignored_and_reported() {
+    let mut cluster = Cluster::new();
+    let mut x = sandbox("x", "key-x", "x", "2026-01-01T00:00:00Z", None);
+    x.spec.forks[0].selector = object(
+        json!({"matchExpressions": [{"key": "app", "operator": "Sometimes", "values": ["a"]}]}),
+    );
+    cluster.sandboxes.1.apply_watcher_event(&Event::Apply(x));
+    let (snapshot, problems) = cluster.snapshot_at("2026-06-01T00:00:00Z");
+    assert_eq!(routed(&snapshot, 80, "key-x"), "baseline");
+    assert!(
+        snapshot.destinations.is_empty(),
+        "a fork that cannot select pods steers nothing"
+    );
+    assert!(
+        problems.iter().any(|p| p.contains("invalid selector")),
+        "{problems:?}"
+    );
+}
+
+#[test]
+fn a_service_with_hundreds_of_ports_is_steered_on_each() {
+    let mut cluster = Cluster::new();
+    let ports: Vec<serde_json::Value> = (1..=300)
+        .map(|p| json!({"name": format!("p{p}"), "port": 1000 + p, "targetPort": 2000 + p, "protocol": "TCP"}))
+        .collect();
+    cluster
+        .services
+        .1
+        .apply_watcher_event(&Event::Apply(object::<Service>(json!({
+            "metadata": {"name": "reviews", "namespace": "default"},
+            "spec": {"clusterIP": "10.96.0.20", "clusterIPs": ["10.96.0.20"], "ports": ports}
+        }))));
+    cluster
+        .sandboxes
+        .1
+        .apply_watcher_event(&Event::Apply(sandbox(
+            "x",
+            "key-x",
+            "x",
+            "2026-01-01T00:00:00Z",
+            None,
+        )));
+    let snapshot = cluster.snapshot();
+    // 300 ClusterIP ports, and the baseline pod at its EndpointSlice's port.
+    assert_eq!(snapshot.destinations.len(), 301);
+    assert_eq!(routed(&snapshot, 1001, "key-x"), "default/x 10.2.0.1:2001");
+    assert_eq!(routed(&snapshot, 1300, "key-x"), "default/x 10.2.0.1:2300");
+}
