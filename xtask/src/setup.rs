@@ -63,7 +63,8 @@ pub fn run() -> anyhow::Result<()> {
     Ok(())
 }
 
-fn apt(args: &[&str]) -> anyhow::Result<()> {
+/// `apt-get ARGS`, non-interactive, waiting for a concurrent apt's lock.
+pub fn apt(args: &[&str]) -> anyhow::Result<()> {
     exec(
         Command::new("apt-get")
             .args(["-o", "DPkg::Lock::Timeout=600"])

@@ -85,6 +85,7 @@ use super::{
     workers::{Target, Workers},
 };
 
+const DEFAULT_ROUNDS: u32 = 60;
 const BASE_PORT: u16 = 8080;
 const STEERED_PORT: u16 = 8081;
 const DNAT_PORT: u16 = 8082;
@@ -167,11 +168,12 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
             "the benchmark creates network namespaces and attaches eBPF programs: run `sudo -E cargo xtask bench connect`"
         );
     }
-    if args.rounds == 0 || args.iterations == 0 || args.batch == 0 {
+    let rounds = args.rounds.unwrap_or(DEFAULT_ROUNDS);
+    if rounds == 0 || args.iterations == 0 || args.batch == 0 {
         bail!("--rounds, --iterations and --batch must be at least 1");
     }
     crate::setup::run()?;
-    let binary = crate::build::run_build(false)?;
+    let (binary, agent_name) = super::agent_binary()?;
     // SAFETY: no other thread exists yet (the Ctrl-C handler's is started
     // below), so nothing reads the environment concurrently.
     unsafe { std::env::set_var("DETOUR_BIN", &binary) };
@@ -247,7 +249,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
     let mut connects = [0u64; Mode::ALL.len()];
     let mut workers = Workers::spawn(&cpus, &targets, args.gap_us)?;
     eprintln!("round 0 is a warm-up, discarded");
-    for round in 0..=args.rounds {
+    for round in 0..=rounds {
         let rotate = usize::try_from(round).context("round")?;
         for (name, sample) in workers.round(args.iterations, args.batch, rotate)? {
             let index = Mode::ALL
@@ -262,7 +264,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
         if samples.iter().any(|s| s.len() != rotate) {
             bail!("round {round}: the client did not report every mode");
         }
-        eprint!("\rround {round}/{}", args.rounds);
+        eprint!("\rround {round}/{rounds}");
     }
     eprintln!();
     drop(workers);
@@ -278,16 +280,20 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
         tcp_ext(&client.netns, "TCPSynRetrans")?,
         tcp_ext(&natclient.netns, "TCPSynRetrans")?,
     );
-    println!();
-    println!(
-        "connect()+close() cost, `cargo xtask bench connect --rounds {} --iterations {} --batch {} --gap-us {}`",
-        args.rounds, args.iterations, args.batch, args.gap_us
+    let date = std::process::Command::new("date")
+        .args(["-u", "+%Y-%m-%d %H:%M UTC"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_default();
+    let mut block = format!(
+        "### `cargo xtask bench connect`\n\n\
+         connect()+close() cost, `cargo xtask bench connect --rounds {rounds} --iterations {} --batch {} --gap-us {}`, run {date}.\n\n",
+        args.iterations, args.batch, args.gap_us
     );
-    println!(
-        "{} rounds (+1 discarded warm-up) x {} timed connects per mode, in batches of {} \
+    block += &format!(
+        "{rounds} rounds (+1 discarded warm-up) x {} timed connects per mode, in batches of {} \
          interleaved across modes (one pinned worker process per mode, {} untimed connects per batch), \
-         {} µs untimed spin after each; IPv4; kernel {}, {} CPUs, {}",
-        args.rounds,
+         {} µs untimed spin after each; IPv4; kernel {}, {} CPUs, {}; {agent_name}.\n\n",
         args.iterations,
         args.batch,
         BATCH_WARMUP,
@@ -298,16 +304,18 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
         std::thread::available_parallelism().map_or(0, std::num::NonZero::get),
         cpus.describe(),
     );
+    block += &Results { samples: &samples }.render()?;
+    block +=
+        &format!("\nDNAT rule: `{dnat_rule}`\n\nREDIRECT rule: `{redirect_rule}`\n\n{netstat}\n");
     println!();
-    print!("{}", Results { samples: &samples }.render()?);
-    println!("\nDNAT rule: {dnat_rule}\nREDIRECT rule: {redirect_rule}");
-    println!("{netstat}");
+    print!("{block}");
     if !failures.is_empty() {
         bail!(
-            "counter checks failed ({}): the table above does not measure what it says",
+            "counter checks failed ({}): the table above does not measure what it says; not published",
             failures.join(", ")
         );
     }
+    super::results::publish("connect", &block)?;
     Ok(())
 }
 

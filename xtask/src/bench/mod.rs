@@ -1,5 +1,6 @@
 //! `cargo xtask bench`: benchmarks that print ratios against peers measured
-//! in the same run.
+//! in the same run, and publish their table to `bench/RESULTS.md` and the
+//! README ([`results`]), each suite in its own block.
 //!
 //! - [`connect`]: connect()+close() cost with no agent, with the agent
 //!   attached but the destination not steered, steered, and through iptables
@@ -10,13 +11,29 @@
 //! - [`workers`]: driving the clients, one per mode, interleaved.
 //! - [`procs`]: CPU pinning, the listeners, iptables, kernel counters.
 //! - [`report`]: the table and targets it prints.
+//! - [`http`]: HTTP/1.1 requests through detour against direct, nginx,
+//!   haproxy and Envoy routing on the same `baggage` header, keep-alive and
+//!   connection per request; with [`peers`] (what is compared, the configs),
+//!   [`daemon`] (the servers' processes, CPU and memory accounting),
+//!   [`load`] (wrk and the idle-connection client), [`http_checks`],
+//!   [`http_report`] and [`tools`] (installing nginx, haproxy, wrk, Envoy).
 
 mod client;
 mod connect;
+mod daemon;
+mod http;
+mod http_checks;
+mod http_report;
+mod load;
+mod peers;
 mod procs;
 mod report;
+mod results;
 mod server;
+mod tools;
 mod workers;
+
+use std::{path::PathBuf, process::Command};
 
 use clap::{Args, ValueEnum};
 pub use client::ClientArgs;
@@ -26,6 +43,8 @@ pub use server::ServerArgs;
 pub enum Suite {
     /// connect()+close() cost: no agent, attached-not-steered, steered, iptables DNAT/REDIRECT.
     Connect,
+    /// HTTP/1.1 header routing: direct, detour, nginx, haproxy, Envoy; keep-alive and close.
+    Http,
 }
 
 #[derive(Debug, Args)]
@@ -33,26 +52,74 @@ pub struct BenchArgs {
     /// Which benchmark to run.
     #[arg(value_enum, default_value_t = Suite::Connect)]
     pub suite: Suite,
-    /// Rounds; each mode's median operation per round is one sample, and
-    /// the median over rounds is reported.
-    #[arg(long, default_value_t = 60)]
-    pub rounds: u32,
-    /// Timed connect+close operations per mode per round.
+    /// Rounds (default: 60 for connect, 5 for http). connect: each mode's
+    /// median operation per round is one sample; http: one interval per
+    /// mode and peer per round. The median over rounds is reported.
+    #[arg(long)]
+    pub rounds: Option<u32>,
+    /// connect: timed connect+close operations per mode per round.
     #[arg(long, default_value_t = 250)]
     pub iterations: u32,
-    /// Operations of one mode before switching to the next mode.
+    /// connect: operations of one mode before switching to the next mode.
     #[arg(long, default_value_t = 50)]
     pub batch: u32,
-    /// Untimed spin after each connect+close, in microseconds, so that the
-    /// proxies and servers drain their accept queues between operations.
+    /// connect: untimed spin after each connect+close, in microseconds, so
+    /// that the proxies and servers drain their accept queues between
+    /// operations.
     #[arg(long, default_value_t = 100)]
     pub gap_us: u64,
+    /// http: seconds of load per measured interval.
+    #[arg(long, default_value_t = 4)]
+    pub seconds: u32,
+    /// http: seconds of each warm-up interval (round 0, discarded).
+    #[arg(long, default_value_t = 1)]
+    pub warmup_seconds: u32,
+    /// http: wrk's concurrent connections in keep-alive mode.
+    #[arg(long, default_value_t = 32)]
+    pub connections: u32,
+    /// http: wrk's concurrent connections in connection-per-request mode.
+    #[arg(long, default_value_t = 16)]
+    pub close_connections: u32,
+    /// http: idle keep-alive connections held open for the memory figure.
+    #[arg(long, default_value_t = 1000)]
+    pub idle_connections: u32,
 }
 
 pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
     match args.suite {
         Suite::Connect => connect::run(args),
+        Suite::Http => http::run(args),
     }
+}
+
+/// The agent binary to measure, and how the table names it: `$DETOUR_BIN`
+/// when it is set (a prebuilt binary, e.g. of another commit), else a fresh
+/// release build, named by its commit (`-dirty` with uncommitted changes).
+fn agent_binary() -> anyhow::Result<(PathBuf, String)> {
+    if let Some(path) = std::env::var_os("DETOUR_BIN") {
+        let path = PathBuf::from(path);
+        if !path.is_file() {
+            anyhow::bail!("DETOUR_BIN={} is not a file", path.display());
+        }
+        eprintln!(
+            "bench: measuring DETOUR_BIN={} (not rebuilt)",
+            path.display()
+        );
+        let name = format!("prebuilt agent `{}`", path.display());
+        return Ok((path, name));
+    }
+    let path = crate::build::run_build(false)?;
+    let commit = Command::new("git")
+        .args(["describe", "--always", "--dirty"])
+        .current_dir(crate::root())
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map_or_else(
+            || "unknown".to_owned(),
+            |o| String::from_utf8_lossy(&o.stdout).trim().to_owned(),
+        );
+    Ok((path, format!("agent built from commit {commit}")))
 }
 
 /// `cargo xtask bench-client` (hidden): the timed loop of `bench connect`.

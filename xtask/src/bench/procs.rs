@@ -1,6 +1,7 @@
 //! Process and namespace plumbing for `bench connect`: CPU placement
-//! ([`Cpus`]), the listeners inside the benchmark's namespaces, the
-//! iptables rules, and the kernel counters the run is checked against.
+//! ([`Cpus`], used by `bench http` too), the Ctrl-C flag, the listeners
+//! inside the benchmark's namespaces, the iptables rules, and the kernel
+//! counters the run is checked against.
 
 use std::{
     net::SocketAddr,
@@ -58,8 +59,18 @@ impl Cpus {
     }
 
     /// `taskset -c LIST` prefix for everything else, or nothing.
-    fn rest_prefix(&self) -> Vec<String> {
+    pub fn rest_prefix(&self) -> Vec<String> {
         prefix(self.rest.as_ref())
+    }
+
+    /// The client's CPU, when pinning.
+    pub fn client_cpu(&self) -> Option<&str> {
+        self.client.as_deref()
+    }
+
+    /// The other CPUs, when pinning.
+    pub fn rest_cpus(&self) -> Option<&str> {
+        self.rest.as_deref()
     }
 
     /// Moves every thread of a process we started (the agent) to the

