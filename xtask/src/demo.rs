@@ -25,12 +25,15 @@ struct Resources {
     netns: Vec<String>,
     cgroup: Option<PathBuf>,
     pids: Vec<u32>,
+    /// The agent's private bpffs (its pinned maps).
+    bpffs: Option<PathBuf>,
 }
 
 static RESOURCES: Mutex<Resources> = Mutex::new(Resources {
     netns: Vec::new(),
     cgroup: None,
     pids: Vec::new(),
+    bpffs: None,
 });
 
 fn record(update: impl FnOnce(&mut Resources)) {
@@ -73,6 +76,9 @@ fn cleanup_on_interrupt() {
     std::thread::sleep(std::time::Duration::from_millis(200));
     for name in &resources.netns {
         cmd::quiet("ip", &["netns", "del", name]);
+    }
+    if let Some(bpffs) = &resources.bpffs {
+        cmd::quiet("umount", &[&bpffs.display().to_string()]);
     }
     if let Some(cgroup) = &resources.cgroup {
         let _ = std::fs::remove_dir(cgroup);
@@ -158,7 +164,10 @@ pub fn run() -> anyhow::Result<()> {
         cgroup.path().display()
     );
     let mut agent = Agent::builder(&net, &cgroup).routes(&routes).spawn();
-    record(|r| r.pids.push(agent.pid()));
+    record(|r| {
+        r.pids.push(agent.pid());
+        r.bpffs = agent.pin_dir().parent().map(PathBuf::from);
+    });
     println!();
 
     println!("2. A request without a routing key goes to baseline:");
