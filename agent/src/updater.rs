@@ -6,6 +6,12 @@
 //! reconciled, so a destination is never redirected before the proxy knows
 //! its service. A source that fails validation changes nothing: the last good
 //! routes stay in force.
+//!
+//! Route problems shown by `detour status` come from two places: the source
+//! (objects it ignored) and the data path (destinations `STEERED` could not
+//! hold). Each is replaced only by its own next report, so neither hides the
+//! other. Every update is timed, in two phases: building the snapshot and
+//! applying it to the kernel.
 
 use std::{
     path::PathBuf,
@@ -13,20 +19,25 @@ use std::{
         Arc, Mutex, PoisonError,
         atomic::{AtomicBool, Ordering},
     },
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use arc_swap::ArcSwap;
 use prometheus_client::{
     encoding::EncodeLabelSet,
-    metrics::{counter::Counter, family::Family, gauge::Gauge},
+    metrics::{
+        counter::Counter,
+        family::Family,
+        gauge::Gauge,
+        histogram::{Histogram, exponential_buckets},
+    },
     registry::Registry,
 };
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, instrument, warn};
 
 use crate::{
-    datapath::Datapath,
+    datapath::{Applied, Datapath},
     routes::{RouteInput, RouteSnapshot, RoutesFile, ServiceIds, watch::FileWatch},
 };
 
@@ -43,17 +54,44 @@ struct ResultLabels {
     result: &'static str,
 }
 
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct MapErrorLabels {
+    map: &'static str,
+    error: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PhaseLabels {
+    phase: &'static str,
+}
+
+/// 100 µs .. ~13 s, doubling.
+fn update_duration() -> Histogram {
+    Histogram::new(exponential_buckets(0.0001, 2.0, 18))
+}
+
+#[derive(Debug)]
 pub struct RouteMetrics {
     routes: Family<KindLabels, Gauge>,
     synced: Gauge,
     problems: Gauge,
     reloads: Family<ResultLabels, Counter>,
+    not_installed: Gauge,
+    write_errors: Family<MapErrorLabels, Counter>,
+    update_duration: Family<PhaseLabels, Histogram, fn() -> Histogram>,
 }
 
 impl RouteMetrics {
     pub fn new(registry: &mut Registry) -> Self {
-        let metrics = Self::default();
+        let metrics = Self {
+            routes: Family::default(),
+            synced: Gauge::default(),
+            problems: Gauge::default(),
+            reloads: Family::default(),
+            not_installed: Gauge::default(),
+            write_errors: Family::default(),
+            update_duration: Family::new_with_constructor(update_duration),
+        };
         registry.register(
             "routes",
             "Route state in force, by kind",
@@ -69,7 +107,64 @@ impl RouteMetrics {
             "Route source reloads, by result",
             metrics.reloads.clone(),
         );
+        registry.register(
+            "route_problems",
+            "Route problems in force: objects the source ignored, destinations not steered",
+            metrics.problems.clone(),
+        );
+        registry.register(
+            "steered_not_installed",
+            "Steered destinations the STEERED map could not hold (not steered: they go direct)",
+            metrics.not_installed.clone(),
+        );
+        registry.register(
+            "bpf_map_write_errors",
+            "Writes to an eBPF map the kernel refused, by map and error (full: E2BIG)",
+            metrics.write_errors.clone(),
+        );
+        registry.register(
+            "route_update_duration_seconds",
+            "Time to apply a route update, by phase: build (the snapshot), apply (the kernel map)",
+            metrics.update_duration.clone(),
+        );
         metrics
+    }
+
+    fn applied(&self, applied: &Applied) {
+        self.not_installed
+            .set(i64::try_from(applied.not_installed).unwrap_or(i64::MAX));
+        for (error, count) in [
+            ("full", applied.full_errors),
+            ("other", applied.other_errors),
+        ] {
+            if count > 0 {
+                self.write_errors
+                    .get_or_create(&MapErrorLabels {
+                        map: detour_common::maps::STEERED,
+                        error,
+                    })
+                    .inc_by(count);
+            }
+        }
+    }
+
+    fn timed(&self, phase: &'static str, elapsed: Duration) {
+        self.update_duration
+            .get_or_create(&PhaseLabels { phase })
+            .observe(elapsed.as_secs_f64());
+    }
+}
+
+/// Route problems from each origin; `detour status` shows both.
+#[derive(Debug, Default)]
+struct Problems {
+    source: Vec<String>,
+    datapath: Vec<String>,
+}
+
+impl Problems {
+    fn all(&self) -> Vec<String> {
+        self.source.iter().chain(&self.datapath).cloned().collect()
     }
 }
 
@@ -79,7 +174,9 @@ pub struct RouteUpdater {
     ids: ServiceIds,
     metrics: RouteMetrics,
     synced: Arc<AtomicBool>,
-    problems: Arc<Mutex<Vec<String>>>,
+    problems: Problems,
+    /// What `detour status` shows: `problems`, both kinds.
+    published_problems: Arc<Mutex<Vec<String>>>,
 }
 
 impl RouteUpdater {
@@ -90,7 +187,8 @@ impl RouteUpdater {
             ids: ServiceIds::default(),
             metrics,
             synced: Arc::new(AtomicBool::new(false)),
-            problems: Arc::new(Mutex::new(Vec::new())),
+            problems: Problems::default(),
+            published_problems: Arc::new(Mutex::new(Vec::new())),
         }
     }
 
@@ -100,17 +198,27 @@ impl RouteUpdater {
         Arc::clone(&self.synced)
     }
 
-    /// Records the problems the source reported in its objects.
-    pub fn set_problems(&self, problems: Vec<String>) {
-        self.metrics
-            .problems
-            .set(i64::try_from(problems.len()).unwrap_or(i64::MAX));
-        *self.problems.lock().unwrap_or_else(PoisonError::into_inner) = problems;
+    /// Records the problems the source reported in its objects, replacing
+    /// its earlier ones (the data path's stay).
+    pub fn set_problems(&mut self, problems: Vec<String>) {
+        self.problems.source = problems;
+        self.publish_problems();
     }
 
     /// The problems in force, for `detour status`.
     pub fn problems(&self) -> Arc<Mutex<Vec<String>>> {
-        Arc::clone(&self.problems)
+        Arc::clone(&self.published_problems)
+    }
+
+    fn publish_problems(&self) {
+        let all = self.problems.all();
+        self.metrics
+            .problems
+            .set(i64::try_from(all.len()).unwrap_or(i64::MAX));
+        *self
+            .published_problems
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = all;
     }
 
     /// Where the data path pinned its maps.
@@ -135,7 +243,10 @@ impl RouteUpdater {
 
     /// Publishes a route source's output and reconciles the kernel map.
     pub fn apply_input(&mut self, input: &RouteInput) {
+        let started = Instant::now();
         let snapshot = Arc::new(RouteSnapshot::build(input, &mut self.ids));
+        let build = started.elapsed();
+        self.metrics.timed("build", build);
         for (kind, count) in snapshot.counts() {
             self.metrics
                 .routes
@@ -143,9 +254,28 @@ impl RouteUpdater {
                 .set(i64::try_from(count).unwrap_or(i64::MAX));
         }
         self.store.store(Arc::clone(&snapshot));
-        if let Err(error) = self.datapath.apply(&snapshot) {
-            error!(%error, "steered destinations not fully applied; will retry on the next change");
+        let started = Instant::now();
+        let applied = self.datapath.apply(&snapshot);
+        let apply = started.elapsed();
+        self.metrics.timed("apply", apply);
+        self.metrics.applied(&applied);
+        info!(
+            build_ms = millis(build),
+            apply_ms = millis(apply),
+            steered = applied.installed,
+            added_or_changed = applied.added_or_changed,
+            removed = applied.removed,
+            not_installed = applied.not_installed,
+            "routes applied"
+        );
+        let problems = applied.problems(self.datapath.steered_capacity());
+        for problem in &problems {
+            if !self.problems.datapath.contains(problem) {
+                error!(%problem, "steered destinations not fully applied");
+            }
         }
+        self.problems.datapath = problems;
+        self.publish_problems();
         self.metrics.synced.set(1);
         self.synced.store(true, Ordering::Release);
     }
@@ -198,5 +328,30 @@ impl RouteUpdater {
             last_text = text;
         }
         self.datapath
+    }
+}
+
+/// A duration in milliseconds, to the microsecond, for log fields.
+fn millis(duration: Duration) -> f64 {
+    // Exact below 2^53 µs (285 years).
+    duration.as_micros() as f64 / 1000.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Problems;
+
+    #[test]
+    fn source_and_datapath_problems_do_not_overwrite_each_other() {
+        let mut problems = Problems {
+            source: vec!["Sandbox a/b: no such service".into()],
+            datapath: vec!["2 of 4 steered destinations are not installed".into()],
+        };
+        assert_eq!(problems.all().len(), 2);
+        problems.source.clear();
+        assert_eq!(
+            problems.all(),
+            ["2 of 4 steered destinations are not installed"]
+        );
     }
 }

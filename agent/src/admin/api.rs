@@ -54,7 +54,9 @@ pub struct RouteSourceStatus {
     /// The routes file, for `file`.
     pub path: Option<String>,
     pub synced: bool,
-    /// Objects the source ignored (conflicting keys, missing services...).
+    /// Route problems: objects the source ignored (conflicting keys, missing
+    /// services...), then steered destinations the `STEERED` map could not
+    /// hold (not steered until they fit).
     pub problems: Vec<String>,
 }
 

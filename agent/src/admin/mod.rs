@@ -59,13 +59,12 @@ impl AdminContext {
             .as_deref()
             .and_then(|dir| pinned::read(dir).ok())
             .map(|read| {
-                pinned::PINNED
-                    .iter()
-                    .zip(read.entries())
-                    .map(|((name, max), entries)| api::MapStatus {
-                        name: (*name).to_owned(),
+                read.sizes()
+                    .into_iter()
+                    .map(|(name, entries, max)| api::MapStatus {
+                        name: name.to_owned(),
                         entries: entries as u64,
-                        max_entries: u64::from(*max),
+                        max_entries: u64::from(max),
                     })
                     .collect()
             })

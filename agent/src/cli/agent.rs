@@ -26,7 +26,7 @@ use tracing::{info, warn};
 
 use crate::{
     admin,
-    datapath::{Datapath, DatapathOptions},
+    datapath::{Capacities, Datapath, DatapathOptions},
     defaults,
     http::routing_key::{DEFAULT_KEY_NAMES, RoutingKeys},
     k8s, metrics,
@@ -115,6 +115,20 @@ pub struct AgentArgs {
     #[arg(long, env = "DETOUR_MAX_CONNECTIONS", default_value_t = defaults::MAX_CONNECTIONS)]
     max_connections: usize,
 
+    /// Capacity of the STEERED map: steered destinations (address:port) the
+    /// kernel can hold. Beyond it, destinations are not steered (their
+    /// connects go direct), counted in `detour_steered_not_installed` and
+    /// listed by `detour status`.
+    #[arg(long, env = "DETOUR_STEERED_CAPACITY", value_name = "N", default_value_t = detour_common::capacity::STEERED, value_parser = clap::value_parser!(u32).range(1..))]
+    steered_capacity: u32,
+
+    /// Capacity of each of ORIG_BY_COOKIE and ORIG_BY_PEER (default 16384
+    /// and 65536): redirected connects not yet accepted by the proxy. Beyond
+    /// it the oldest records are evicted and the proxy closes their
+    /// connections (`detour_connections_rejected_total{reason="no_original_destination"}`).
+    #[arg(long, env = "DETOUR_ORIG_DST_CAPACITY", value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    orig_dst_capacity: Option<u32>,
+
     /// Proxy worker threads (default: one per CPU).
     #[arg(long, env = "DETOUR_WORKER_THREADS", value_parser = clap::value_parser!(u16).range(1..))]
     worker_threads: Option<u16>,
@@ -131,6 +145,16 @@ pub struct AgentArgs {
     /// Log format.
     #[arg(long, env = "DETOUR_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
+}
+
+impl AgentArgs {
+    /// The map sizes the flags ask for.
+    pub fn capacities(&self) -> Capacities {
+        Capacities {
+            steered: self.steered_capacity,
+            ..Capacities::default().with_orig_dst(self.orig_dst_capacity)
+        }
+    }
 }
 
 pub fn run(args: AgentArgs) -> anyhow::Result<()> {
@@ -214,6 +238,7 @@ async fn serve(
         mark: args.mark,
         bpf_log: debug,
         pin_dir: Some(args.pin_dir.clone()),
+        capacities: args.capacities(),
     };
     let (datapath, orig_dst, counters) = Datapath::start(&options)?;
     let admin_listener = admin::server::bind(&args.admin_socket)?;

@@ -98,7 +98,7 @@ pub struct ConfigEntry {
 pub struct Counters {
     pub pin_dir: String,
     /// By name: `redirected`, `not_steered`, `own_socket`,
-    /// `no_proxy_family`, `errors`, `rekeyed`.
+    /// `no_proxy_family`, `errors`, `rekeyed`, `record_missing`.
     pub counters: BTreeMap<String, u64>,
 }
 
@@ -110,6 +110,7 @@ const MEANINGS: [&str; counter::COUNT as usize] = [
     "steered, but no proxy address of that family",
     "internal errors (map full...): let through",
     "redirects re-keyed by client address at SYN",
+    "proxy connects with no record (evicted or direct): closed",
 ];
 
 pub fn run(args: &BpfArgs, global: &Global) -> anyhow::Result<()> {
@@ -160,13 +161,13 @@ pub fn maps(pin_dir: String, read: &PinnedMaps) -> Maps {
     pending.sort_by_key(|entry| entry.client);
     Maps {
         pin_dir,
-        maps: pinned::PINNED
-            .iter()
-            .zip(read.entries())
-            .map(|((name, max), entries)| MapStatus {
-                name: (*name).to_owned(),
+        maps: read
+            .sizes()
+            .into_iter()
+            .map(|(name, entries, max)| MapStatus {
+                name: name.to_owned(),
                 entries: entries as u64,
-                max_entries: u64::from(*max),
+                max_entries: u64::from(max),
             })
             .collect(),
         steered,

@@ -13,7 +13,8 @@ use crate::admin::api;
 /// Show the agent: attached programs, cgroup, route source, map sizes, uptime
 ///
 /// Also: the proxy addresses, whether the agent is ready, live flows, where
-/// the maps are pinned, and objects the route source ignored.
+/// the maps are pinned, and route problems: objects the route source
+/// ignored, steered destinations the STEERED map could not hold.
 ///
 /// Examples:
 ///   detour status
@@ -80,7 +81,7 @@ pub fn render(status: &api::Status) -> String {
         out.push_str(&maps.render());
     }
     if !status.route_source.problems.is_empty() {
-        out.push_str("\nRoute source problems (these objects are ignored):\n");
+        out.push_str("\nRoute problems (not applied; everything else is in force):\n");
         for problem in &status.route_source.problems {
             out.push_str(&table::wrap("  - ", 4, problem));
         }

@@ -1,6 +1,7 @@
 //! Golden tests: fixed snapshots in, exact text out, for every table the
 //! CLI prints. A change to a layout shows up here as a diff of the text.
 
+mod agent_args;
 mod bpf;
 mod decisions;
 mod views;

@@ -6,6 +6,7 @@
 //! kernel detaches the programs and connects go where they were addressed:
 //! fail-open by construction.
 
+mod capacities;
 pub mod caps;
 mod counters;
 mod orig_dst;
@@ -25,11 +26,13 @@ use aya::{
     maps::{Array, HashMap, MapData, MapError, PerCpuArray},
     programs::{CgroupAttachMode, CgroupSockAddr, ProgramError, SockOps},
 };
+pub use capacities::Capacities;
 pub use counters::BpfCounters;
 use detour_common::{
     CONFIG_HAS_PROXY4, CONFIG_HAS_PROXY6, Config, SockKey, Steered, ip6_words, maps,
 };
 pub use orig_dst::OrigDstTable;
+pub use steered::Applied;
 use tracing::{info, warn};
 
 use crate::routes::RouteSnapshot;
@@ -56,8 +59,12 @@ pub enum DatapathError {
         "{path} is not a cgroup v2 directory (mount cgroup2, e.g. at /sys/fs/cgroup, and pass a directory in it)"
     )]
     NotCgroup2 { path: PathBuf },
-    #[error("the kernel refused detour's eBPF object")]
-    Load(#[source] Box<aya::EbpfError>),
+    #[error("the kernel refused detour's eBPF object (with map capacities {capacities})")]
+    Load {
+        capacities: Capacities,
+        #[source]
+        source: Box<aya::EbpfError>,
+    },
     #[error("eBPF program {name} missing from the object")]
     MissingProgram { name: &'static str },
     #[error("the kernel refused eBPF program {name}")]
@@ -93,6 +100,7 @@ pub struct DatapathOptions {
     pub bpf_log: bool,
     /// Where to pin the maps for `detour bpf`; `None`: don't.
     pub pin_dir: Option<PathBuf>,
+    pub capacities: Capacities,
 }
 
 /// The loaded and attached programs, and the map the agent writes.
@@ -103,7 +111,8 @@ pub struct Datapath {
     ebpf: Option<Ebpf>,
     cgroup: PathBuf,
     steered: HashMap<MapData, SockKey, Steered>,
-    /// What this process last wrote to `STEERED`.
+    steered_capacity: u32,
+    /// What `STEERED` holds: only writes the kernel accepted are recorded.
     installed: BTreeMap<SockKey, Steered>,
 }
 
@@ -126,13 +135,20 @@ impl Datapath {
     ) -> Result<(Self, OrigDstTable, BpfCounters), DatapathError> {
         let cgroup = open_cgroup2(&options.cgroup)?;
         let config = bpf_config(&options.proxy_addrs, options.mark)?;
+        let capacities = options.capacities;
 
         // aya-log-common's Level: 0 silences every log call; 4 is Debug.
         let log_level: u8 = if options.bpf_log { 4 } else { 0 };
         let mut ebpf = EbpfLoader::new()
             .override_global("AYA_LOG_LEVEL", &log_level, false)
+            .map_max_entries(maps::STEERED, capacities.steered)
+            .map_max_entries(maps::ORIG_BY_COOKIE, capacities.orig_by_cookie)
+            .map_max_entries(maps::ORIG_BY_PEER, capacities.orig_by_peer)
             .load(OBJECT)
-            .map_err(|e| DatapathError::Load(Box::new(e)))?;
+            .map_err(|source| DatapathError::Load {
+                capacities,
+                source: Box::new(source),
+            })?;
         if options.bpf_log {
             start_bpf_logger(&mut ebpf);
         }
@@ -155,12 +171,18 @@ impl Datapath {
         for name in PROGRAMS {
             attach(&mut ebpf, name, &cgroup)?;
         }
-        info!(cgroup = %options.cgroup.display(), programs = ?PROGRAMS, "eBPF programs attached");
+        info!(
+            cgroup = %options.cgroup.display(),
+            programs = ?PROGRAMS,
+            %capacities,
+            "eBPF programs attached"
+        );
         let datapath = Self {
             pin_dir,
             ebpf: Some(ebpf),
             cgroup: options.cgroup.clone(),
             steered,
+            steered_capacity: capacities.steered,
             installed: BTreeMap::new(),
         };
         Ok((
@@ -170,39 +192,18 @@ impl Datapath {
         ))
     }
 
-    /// Makes `STEERED` hold exactly the snapshot's destinations, touching only
-    /// the entries that differ.
-    pub fn apply(&mut self, snapshot: &RouteSnapshot) -> Result<(), DatapathError> {
+    /// Makes `STEERED` hold the snapshot's destinations, touching only the
+    /// entries that differ. Never stops at a failed write: what does not fit
+    /// is not steered (its connects go direct) and is retried on the next
+    /// call; the result says how much that is.
+    pub fn apply(&mut self, snapshot: &RouteSnapshot) -> Applied {
         let desired = snapshot.steered_entries();
-        let plan = steered::plan(&self.installed, &desired);
-        for key in &plan.remove {
-            match self.steered.remove(key) {
-                Ok(()) | Err(MapError::KeyNotFound) => {}
-                Err(source) => {
-                    return Err(DatapathError::Map {
-                        name: maps::STEERED,
-                        source,
-                    });
-                }
-            }
-            self.installed.remove(key);
-        }
-        for (key, value) in &plan.upsert {
-            self.steered
-                .insert(key, value, 0)
-                .map_err(|source| DatapathError::Map {
-                    name: maps::STEERED,
-                    source,
-                })?;
-            self.installed.insert(*key, *value);
-        }
-        info!(
-            steered = self.installed.len(),
-            added_or_changed = plan.upsert.len(),
-            removed = plan.remove.len(),
-            "steered destinations applied"
-        );
-        Ok(())
+        steered::reconcile(&mut self.steered, &mut self.installed, &desired)
+    }
+
+    /// The capacity `STEERED` was created with.
+    pub fn steered_capacity(&self) -> u32 {
+        self.steered_capacity
     }
 
     /// Detaches every program: from here on connects are untouched.
@@ -224,7 +225,7 @@ fn pin_maps(ebpf: &Ebpf, dir: &Path) -> Option<PathBuf> {
         warn!(dir = %dir.display(), %error, "maps not pinned");
         return None;
     }
-    for (name, _) in pinned::PINNED {
+    for name in pinned::PINNED {
         let path = dir.join(name);
         let _ = std::fs::remove_file(&path);
         let pinned = ebpf.map(name).map(|map| map.pin(&path));

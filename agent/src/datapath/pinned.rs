@@ -6,18 +6,20 @@
 use std::path::{Path, PathBuf};
 
 use aya::maps::{Array, HashMap, MapData, MapError, PerCpuArray};
-use detour_common::{Config, OrigDst, SockKey, Steered, capacity, counter, maps};
+use detour_common::{Config, OrigDst, SockKey, Steered, counter, maps};
 
 /// `BPF_FS_MAGIC` from `linux/magic.h`.
 const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
 
-/// Every map the agent pins, with its capacity.
-pub const PINNED: [(&str, u32); 5] = [
-    (maps::STEERED, capacity::STEERED),
-    (maps::ORIG_BY_COOKIE, capacity::ORIG_BY_COOKIE),
-    (maps::ORIG_BY_PEER, capacity::ORIG_BY_PEER),
-    (maps::CONFIG, 1),
-    (maps::COUNTERS, counter::COUNT),
+/// Every map the agent pins, by name. Their capacities are read from the
+/// kernel: the agent may have been started with other sizes than the
+/// defaults.
+pub const PINNED: [&str; 5] = [
+    maps::STEERED,
+    maps::ORIG_BY_COOKIE,
+    maps::ORIG_BY_PEER,
+    maps::CONFIG,
+    maps::COUNTERS,
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -65,18 +67,28 @@ pub struct PinnedMaps {
     pub config: Config,
     /// In [`counter::NAMES`] order, summed over CPUs.
     pub counters: [u64; counter::COUNT as usize],
+    /// Capacity of each map, in [`PINNED`] order, as the kernel reports it.
+    pub max_entries: [u32; 5],
 }
 
 impl PinnedMaps {
-    /// Entries of each pinned map, in [`PINNED`] order.
-    pub fn entries(&self) -> [usize; 5] {
-        [
+    /// Name, entries and capacity of each pinned map, in [`PINNED`] order.
+    pub fn sizes(&self) -> [(&'static str, usize, u32); 5] {
+        let entries = [
             self.steered.len(),
             self.orig_by_cookie,
             self.orig_by_peer.len(),
             1,
             counter::COUNT as usize,
-        ]
+        ];
+        let mut sizes = [("", 0, 0); 5];
+        for (slot, ((name, entries), max)) in sizes
+            .iter_mut()
+            .zip(PINNED.into_iter().zip(entries).zip(self.max_entries))
+        {
+            *slot = (name, entries, max);
+        }
+        sizes
     }
 }
 
@@ -98,28 +110,33 @@ fn open(dir: &Path, name: &str) -> Result<MapData, PinnedError> {
     })
 }
 
+/// The map and its capacity.
 fn typed<T: TryFrom<aya::maps::Map, Error = MapError>>(
     dir: &Path,
     name: &str,
     wrap: fn(MapData) -> aya::maps::Map,
-) -> Result<T, PinnedError> {
-    let data = open(dir, name)?;
-    T::try_from(wrap(data)).map_err(|source| PinnedError::Map {
+) -> Result<(T, u32), PinnedError> {
+    let failed = |source| PinnedError::Map {
         path: dir.join(name),
         source,
-    })
+    };
+    let data = open(dir, name)?;
+    let max_entries = data.info().map_err(failed)?.max_entries();
+    let map = T::try_from(wrap(data)).map_err(failed)?;
+    Ok((map, max_entries))
 }
 
 /// Reads every pinned map in `dir`.
 pub fn read(dir: &Path) -> Result<PinnedMaps, PinnedError> {
-    let steered: HashMap<MapData, SockKey, Steered> =
+    let (steered, steered_max): (HashMap<MapData, SockKey, Steered>, _) =
         typed(dir, maps::STEERED, aya::maps::Map::HashMap)?;
-    let cookies: HashMap<MapData, u64, OrigDst> =
+    let (cookies, cookies_max): (HashMap<MapData, u64, OrigDst>, _) =
         typed(dir, maps::ORIG_BY_COOKIE, aya::maps::Map::LruHashMap)?;
-    let peers: HashMap<MapData, SockKey, OrigDst> =
+    let (peers, peers_max): (HashMap<MapData, SockKey, OrigDst>, _) =
         typed(dir, maps::ORIG_BY_PEER, aya::maps::Map::LruHashMap)?;
-    let config: Array<MapData, Config> = typed(dir, maps::CONFIG, aya::maps::Map::Array)?;
-    let counters: PerCpuArray<MapData, u64> =
+    let (config, config_max): (Array<MapData, Config>, _) =
+        typed(dir, maps::CONFIG, aya::maps::Map::Array)?;
+    let (counters, counters_max): (PerCpuArray<MapData, u64>, _) =
         typed(dir, maps::COUNTERS, aya::maps::Map::PerCpuArray)?;
 
     let mut out = PinnedMaps {
@@ -128,6 +145,13 @@ pub fn read(dir: &Path) -> Result<PinnedMaps, PinnedError> {
         orig_by_peer: peers.iter().filter_map(Result::ok).collect(),
         config: config.get(&0, 0).unwrap_or_default(),
         counters: [0; counter::COUNT as usize],
+        max_entries: [
+            steered_max,
+            cookies_max,
+            peers_max,
+            config_max,
+            counters_max,
+        ],
     };
     out.steered.sort_by_key(|(key, _)| *key);
     out.orig_by_peer.sort_by_key(|(key, _)| *key);

@@ -31,8 +31,9 @@ pub mod maps {
     pub const COUNTERS: &str = "COUNTERS";
 }
 
-/// Map capacities. They bound kernel memory; the reasons for each size are
-/// given beside it.
+/// Default map capacities. They bound kernel memory; the reasons for each
+/// size are given beside it. The agent can override the first three at load
+/// (`--steered-capacity`, `--orig-dst-capacity`).
 pub mod capacity {
     /// Steered destinations: one entry per (address, port) of a service that has
     /// forks, including its baseline pod IPs. 16 Ki entries cover 1,000 forked
@@ -43,8 +44,10 @@ pub mod capacity {
     pub const ORIG_BY_COOKIE: u32 = 16 * 1024;
     /// Records live between the SYN and the proxy's `accept()`: bounded by the
     /// accept backlog under normal load. 64 Ki covers a burst of 64 Ki
-    /// concurrent connects on one node; the LRU evicts records of connections
-    /// that never reached the proxy. An entry is 44 bytes.
+    /// concurrent connects on one node. Beyond it the LRU evicts the oldest
+    /// records: those of connections that never reached the proxy, or, if
+    /// the proxy is not accepting, of connections still waiting, which the
+    /// proxy then closes. An entry is 44 bytes.
     pub const ORIG_BY_PEER: u32 = 64 * 1024;
 }
 
@@ -64,8 +67,13 @@ pub mod counter {
     pub const ERRORS: u32 = 4;
     /// `sock_ops` re-keyed a record by the client's source address.
     pub const REKEYED: u32 = 5;
+    /// `sock_ops` saw a connect to the proxy address with no record under its
+    /// cookie: the LRU evicted it (too many connects in flight for
+    /// `ORIG_BY_COOKIE`), or the process connected to the proxy port
+    /// directly. The proxy closes that connection.
+    pub const RECORD_MISSING: u32 = 6;
     /// Number of counters.
-    pub const COUNT: u32 = 6;
+    pub const COUNT: u32 = 7;
     /// Names, in index order, as used by the agent's metrics and the CLI.
     pub const NAMES: [&str; COUNT as usize] = [
         "redirected",
@@ -74,6 +82,7 @@ pub mod counter {
         "no_proxy_family",
         "errors",
         "rekeyed",
+        "record_missing",
     ];
 }
 

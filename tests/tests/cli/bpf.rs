@@ -38,6 +38,7 @@ fn bpf_maps_and_counters_read_the_pins_even_after_the_agent_is_killed() {
             "no_proxy_family",
             "not_steered",
             "own_socket",
+            "record_missing",
             "redirected",
             "rekeyed"
         ]

@@ -43,7 +43,8 @@ fn pinned_snapshot() -> crate::datapath::pinned::PinnedMaps {
             mark: 0x6474_0000,
             flags: CONFIG_HAS_PROXY4 | CONFIG_HAS_PROXY6,
         },
-        counters: [12, 340, 12, 0, 0, 12],
+        counters: [12, 340, 12, 0, 0, 12, 1],
+        max_entries: [16384, 16384, 65536, 1, 7],
     }
 }
 
@@ -65,7 +66,7 @@ STEERED               2  16384
 ORIG_BY_COOKIE        0  16384
 ORIG_BY_PEER          1  65536
 CONFIG                1      1
-COUNTERS              6      6
+COUNTERS              7      7
 
 CONFIG
 Proxy (IPv4):  10.0.0.5:15001
@@ -99,6 +100,7 @@ own_socket          12  the agent's own upstream connects (untouched)
 no_proxy_family      0  steered, but no proxy address of that family
 errors               0  internal errors (map full...): let through
 rekeyed             12  redirects re-keyed by client address at SYN
+record_missing       1  proxy connects with no record (evicted or direct): closed
 ",
     );
     assert_eq!(
@@ -107,7 +109,7 @@ rekeyed             12  redirects re-keyed by client address at SYN
             "pin_dir": "/sys/fs/bpf/detour",
             "counters": {
                 "redirected": 12, "not_steered": 340, "own_socket": 12,
-                "no_proxy_family": 0, "errors": 0, "rekeyed": 12
+                "no_proxy_family": 0, "errors": 0, "rekeyed": 12, "record_missing": 1
             }
         })
     );

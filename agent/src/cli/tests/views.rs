@@ -91,7 +91,7 @@ Proxy:         10.0.0.5:15001, [fd00::5]:15001
 Live flows:    2
 Pinned maps:   not pinned (`detour bpf` cannot read them)
 
-Route source problems (these objects are ignored):
+Route problems (not applied; everything else is in force):
   - Sandbox team/feature-y: routing key feature-x is already claimed by Sandbox
     team/feature-x, which is older
 ",
