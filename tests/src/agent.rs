@@ -300,6 +300,38 @@ impl Agent {
         self.metric(&format!("detour_bpf_events_total{{event=\"{event}\"}}"))
     }
 
+    /// SIGSTOP, returning once every thread of the agent is stopped. The
+    /// kernel still completes handshakes into the proxy's accept backlog;
+    /// nothing is accepted until [`Agent::resume`].
+    pub fn pause(&self) {
+        self.proc.signal(libc::SIGSTOP);
+        let tasks = PathBuf::from(format!("/proc/{}/task", self.pid()));
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let stopped = std::fs::read_dir(&tasks)
+                .expect("agent tasks")
+                .filter_map(Result::ok)
+                .all(|task| {
+                    // The state follows the parenthesised command name.
+                    std::fs::read_to_string(task.path().join("stat")).is_ok_and(|stat| {
+                        stat.rsplit(") ")
+                            .next()
+                            .is_some_and(|rest| rest.starts_with('T'))
+                    })
+                });
+            if stopped {
+                return;
+            }
+            assert!(Instant::now() < deadline, "agent not stopped after SIGSTOP");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// SIGCONT after [`Agent::pause`].
+    pub fn resume(&self) {
+        self.proc.signal(libc::SIGCONT);
+    }
+
     /// SIGKILL, as the OOM killer would.
     pub fn kill9(&mut self) {
         self.proc.signal(libc::SIGKILL);
