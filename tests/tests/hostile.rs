@@ -1,5 +1,5 @@
-//! Hostile clients: smuggling payloads, slowloris, connection floods and deep
-//! pipelines. The proxy must refuse or bound each without hurting other
+//! Hostile clients: smuggling payloads, slowloris, connection floods, deep
+//! pipelines and crowds of idle keep-alive connections. The proxy must refuse or bound each without hurting other
 //! clients, and nothing malformed may reach an upstream.
 //!
 //! These need root. Without it each test fails and says so, unless
@@ -13,6 +13,7 @@ use detour_tests::{
 
 const PORT: u16 = 8080;
 const RAW: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/clients/raw.py");
+const IDLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/clients/idle.py");
 const CORPUS: &str = include_str!("../corpus/smuggling.txt");
 
 struct Setup {
@@ -270,4 +271,60 @@ fn a_deep_pipeline_is_answered_in_order() {
     let served: Vec<String> = setup.log.lines();
     let expected: Vec<String> = (0..300).map(|i| format!("GET /?n={i}")).collect();
     assert_eq!(served, expected, "forwarded one by one, in order");
+}
+
+/// Established TCP connections to the upstream's port, seen in its namespace.
+fn upstream_connections(setup: &Setup) -> usize {
+    let output = setup.net.pod("reviews").exec(
+        "ss",
+        &[
+            "-Htn",
+            "state",
+            "established",
+            &format!("( sport = :{PORT} )"),
+        ],
+    );
+    String::from_utf8_lossy(&output.stdout).lines().count()
+}
+
+#[test]
+fn idle_keep_alive_clients_give_their_upstream_connections_back() {
+    if !require_root() {
+        return;
+    }
+    let setup = Setup::new();
+    let _agent = setup.agent(&[]);
+    let ip = setup.net.pod("reviews").ip4.to_string();
+    let clients = 150;
+    let mut child = setup.net.pod("client").spawn_in(
+        &setup.cgroup,
+        "python3",
+        &[IDLE, &ip, &PORT.to_string(), &clients.to_string(), "4"],
+    );
+    let mut stdout = std::io::BufReader::new(child.stdout.take().expect("stdout"));
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut stdout, &mut line).expect("held line");
+    assert_eq!(line.trim(), format!("held {clients}"));
+    let held_at_once = upstream_connections(&setup);
+    // Past the proxy's one second of holding, every client connection is
+    // idle and parked: its upstream connection went back to the pool, which
+    // keeps at most 64 per destination.
+    std::thread::sleep(Duration::from_millis(2500));
+    let parked = upstream_connections(&setup);
+    line.clear();
+    std::io::BufRead::read_line(&mut stdout, &mut line).expect("answered line");
+    let _ = child.wait();
+    assert!(
+        held_at_once > 64,
+        "right after their requests, the clients' upstream connections are still held ({held_at_once})"
+    );
+    assert!(
+        parked <= 64,
+        "{clients} idle clients hold {parked} upstream connections; the pool keeps at most 64"
+    );
+    assert_eq!(
+        line.trim(),
+        format!("answered {clients}"),
+        "every parked client connection still serves its next request"
+    );
 }

@@ -48,6 +48,9 @@ enum Task {
     /// Internal: the timed client of `bench connect` (runs inside its namespaces).
     #[command(hide = true)]
     BenchClient(bench::ClientArgs),
+    /// Internal: the traffic of `bench soak` (runs inside its namespaces).
+    #[command(hide = true)]
+    BenchSoakClient(bench::SoakClientArgs),
     /// Internal: a listener or forwarder of `bench connect`.
     #[command(hide = true)]
     BenchServer(bench::ServerArgs),
@@ -66,6 +69,7 @@ fn main() -> anyhow::Result<()> {
         Task::Fuzz(args) => fuzz::run(&args),
         Task::BenchClient(args) => bench::run_client(&args),
         Task::BenchServer(args) => bench::run_server(&args),
+        Task::BenchSoakClient(args) => bench::run_soak_client(&args),
     }
 }
 

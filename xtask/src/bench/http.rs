@@ -199,16 +199,14 @@ sandboxes:
     let load = Load::new(&tools.wrk, &cpus, client, &attached, &dir)?;
     super::http_checks::verify_routes(&load, &addrs)?;
 
-    eprintln!(
-        "bench http: memory with {} idle keep-alive connections",
-        args.idle_connections
-    );
+    let idle_connections = args.idle_connections.unwrap_or(1000);
+    eprintln!("bench http: memory with {idle_connections} idle keep-alive connections");
     let mut memory = Vec::new();
     for (peer, idle) in idle {
         let acct = accts[peer as usize].context("no accounting")?;
         let before = acct.memory()?;
         let upstream_before = BackendStatus::read(&fork.netns)?.active;
-        let held = load.hold_idle(addrs[peer as usize], args.idle_connections)?;
+        let held = load.hold_idle(addrs[peer as usize], idle_connections)?;
         std::thread::sleep(Duration::from_secs(1));
         let during = acct.memory()?;
         let upstream = BackendStatus::read(&fork.netns)?.active;
@@ -218,7 +216,7 @@ sandboxes:
             idle,
             before,
             held: during,
-            connections: args.idle_connections,
+            connections: idle_connections,
             upstream: upstream.saturating_sub(upstream_before),
         });
     }

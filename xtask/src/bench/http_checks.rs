@@ -291,7 +291,7 @@ pub fn header(
         args.seconds,
         args.connections,
         args.close_connections,
-        args.idle_connections,
+        args.idle_connections.unwrap_or(1000),
         args.warmup_seconds.max(1),
         args.seconds,
         kernel.trim(),

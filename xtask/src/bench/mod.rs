@@ -17,6 +17,11 @@
 //!   [`daemon`] (the servers' processes, CPU and memory accounting),
 //!   [`load`] (wrk and the idle-connection client), [`http_checks`],
 //!   [`http_report`] and [`tools`] (installing nginx, haproxy, wrk, Envoy).
+//! - [`soak`]: minutes of mixed traffic with route churn and an agent
+//!   restart, failures by reason, p99 and RSS per minute; then the route
+//!   table at scale and thousands of idle connections ([`soak_memory`]).
+//!   Its traffic is [`soak_client`] (the hidden `bench-soak-client`), its
+//!   routes [`soak_routes`], its tables [`soak_report`].
 
 mod client;
 mod connect;
@@ -30,6 +35,11 @@ mod procs;
 mod report;
 mod results;
 mod server;
+mod soak;
+mod soak_client;
+mod soak_memory;
+mod soak_report;
+mod soak_routes;
 mod tools;
 mod workers;
 
@@ -38,6 +48,7 @@ use std::{path::PathBuf, process::Command};
 use clap::{Args, ValueEnum};
 pub use client::ClientArgs;
 pub use server::ServerArgs;
+pub use soak_client::SoakClientArgs;
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub enum Suite {
@@ -45,6 +56,8 @@ pub enum Suite {
     Connect,
     /// HTTP/1.1 header routing: direct, detour, nginx, haproxy, Envoy; keep-alive and close.
     Http,
+    /// Minutes of mixed traffic with route churn and an agent restart; memory at scale.
+    Soak,
 }
 
 #[derive(Debug, Args)]
@@ -80,15 +93,32 @@ pub struct BenchArgs {
     /// http: wrk's concurrent connections in connection-per-request mode.
     #[arg(long, default_value_t = 16)]
     pub close_connections: u32,
-    /// http: idle keep-alive connections held open for the memory figure.
-    #[arg(long, default_value_t = 1000)]
-    pub idle_connections: u32,
+    /// http, soak: idle keep-alive connections held open for the memory
+    /// figure (default: 1000 for http, 10000 for soak).
+    #[arg(long)]
+    pub idle_connections: Option<u32>,
+    /// soak: minutes of traffic (the agent restarts half way).
+    #[arg(long, default_value_t = 10)]
+    pub minutes: u32,
+    /// soak: routes file rewrites per second.
+    #[arg(long, default_value_t = 5)]
+    pub churn_hz: u32,
+    /// soak: requests per second of each of the 6 client workers.
+    #[arg(long, default_value_t = 50)]
+    pub rate: u32,
+    /// soak: services in the scaled route table.
+    #[arg(long, default_value_t = 10_000)]
+    pub services: u32,
+    /// soak: sandboxes in the scaled route table.
+    #[arg(long, default_value_t = 1_000)]
+    pub sandboxes: u32,
 }
 
 pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
     match args.suite {
         Suite::Connect => connect::run(args),
         Suite::Http => http::run(args),
+        Suite::Soak => soak::run(args),
     }
 }
 
@@ -125,6 +155,11 @@ fn agent_binary() -> anyhow::Result<(PathBuf, String)> {
 /// `cargo xtask bench-client` (hidden): the timed loop of `bench connect`.
 pub fn run_client(args: &ClientArgs) -> anyhow::Result<()> {
     client::run(args)
+}
+
+/// `cargo xtask bench-soak-client` (hidden): the traffic of `bench soak`.
+pub fn run_soak_client(args: &SoakClientArgs) -> anyhow::Result<()> {
+    soak_client::run(args)
 }
 
 /// `cargo xtask bench-server` (hidden): a listener of `bench connect`.

@@ -114,8 +114,8 @@ worker_processes 1;
 daemon off;
 pid {d}/{name}.pid;
 error_log {d}/{name}.log warn;
-worker_rlimit_nofile 16384;
-events {{ worker_connections 8192; }}
+worker_rlimit_nofile 65536;
+events {{ worker_connections 30000; }}
 http {{
   access_log off;
   keepalive_requests 1000000;

@@ -8,6 +8,7 @@
 
 mod body;
 mod exchange;
+mod idle;
 pub mod pool;
 pub mod respond;
 
@@ -46,7 +47,15 @@ pub async fn serve(mut client: TcpStream, mut buf: BytesMut, conn: Conn, ctx: &P
     let mut current: Option<Current> = None;
     let mut first = true;
     loop {
-        let mut head = match read_request(&mut client, &mut buf, ctx, first).await {
+        // Between requests: hold the upstream connection and buffers for a
+        // moment, then park (see `idle`).
+        if !first
+            && buf.is_empty()
+            && !idle::next_request(&mut client, &mut buf, &mut ubuf, &mut current, ctx).await
+        {
+            break;
+        }
+        let mut head = match read_request(&mut client, &mut buf, ctx).await {
             Ok(Some(head)) => head,
             Ok(None) => break,
             Err(error) => {
@@ -232,32 +241,13 @@ async fn exchange_with_retry(
     }
 }
 
-/// Reads the next request head. `Ok(None)`: the client is done (closed, or
-/// idle past the keep-alive timeout between requests).
+/// Reads the next request head, within the head timeout. `Ok(None)`: the
+/// client closed before completing it.
 async fn read_request(
     client: &mut TcpStream,
     buf: &mut BytesMut,
     ctx: &ProxyContext,
-    first: bool,
 ) -> Result<Option<RequestHead>, ProxyError> {
-    if buf.is_empty() {
-        let wait = if first {
-            ctx.http.head_timeout
-        } else {
-            ctx.http.idle_timeout
-        };
-        // Between requests, shutdown closes the connection at once: an idle
-        // keep-alive client must not hold the agent's drain.
-        let next = tokio::select! {
-            next = tokio::time::timeout(wait, body::fill(client, buf)) => next,
-            () = ctx.draining.cancelled(), if !first => return Ok(None),
-        };
-        match next {
-            Err(_) if first => return Err(ProxyError::HeadTimeout),
-            Err(_) | Ok(Ok(false)) | Ok(Err(_)) => return Ok(None),
-            Ok(Ok(true)) => {}
-        }
-    }
     let deadline = tokio::time::Instant::now() + ctx.http.head_timeout;
     loop {
         match head::parse_request(buf, &ctx.keys) {
