@@ -3,7 +3,8 @@
 //! ([`detour_tests::FakeApiServer`]) that speaks the real list/watch
 //! protocol, and real requests in network namespaces follow what the API
 //! says: to the fork once a Sandbox exists, back to baseline when its fork
-//! has no ready pod or the Sandbox is gone, across a 410 Gone re-list.
+//! has no ready pod (also in the middle of a keep-alive stream) or the
+//! Sandbox is gone, across a 410 Gone re-list.
 //!
 //! These need root. Without it each test fails and says so, unless
 //! `DETOUR_SKIP_ROOT_TESTS=1` is set.
@@ -21,6 +22,7 @@ use serde_json::{Value, json};
 const PORT: u16 = 8080;
 const VIP: &str = "10.96.0.10";
 const KEYED: &str = "baggage: detour-routing-key=feature-x";
+const LOOP: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/clients/loop.py");
 /// The resources the agent lists and watches (agent/src/k8s WATCHED).
 const WATCHED: [&str; 5] = [
     "services",
@@ -281,4 +283,57 @@ fn not_ready_until_every_initial_list_is_answered() {
     agent.wait_ready();
     assert_eq!(agent.http_status("/readyz"), Some(200));
     setup.keyed_reaches("reviews-fork", &agent, "once ready");
+}
+
+#[test]
+fn a_fork_going_unready_mid_stream_sends_the_next_requests_to_baseline() {
+    if !require_root() {
+        return;
+    }
+    let setup = Setup::new();
+    let agent = setup.agent().spawn();
+    setup.apply_sandbox();
+    setup.keyed_reaches("reviews-fork", &agent, "after the Sandbox was created");
+    let fallbacks = agent.metric("detour_fallbacks_total{reason=\"no_ready_endpoints\"}");
+
+    // One keep-alive connection sending keyed requests every 10 ms while
+    // the fork's only pod turns unready.
+    let (name, value) = KEYED.split_once(": ").expect("header");
+    let mut client = setup.net.pod("client").spawn_in(
+        &setup.cgroup,
+        "python3",
+        &[LOOP, VIP, &PORT.to_string(), "4", name, value],
+    );
+    std::thread::sleep(Duration::from_millis(1500));
+    setup.apply_fork_pod(false);
+    let output = client.wait_with_output().expect("loop client");
+    let lines: Vec<String> = String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .map(|line| {
+            line.split_whitespace()
+                .skip(1)
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .collect();
+    assert!(
+        lines
+            .iter()
+            .all(|line| line == "200 reviews-fork" || line == "200 reviews"),
+        "every request answered by the fork or baseline: {lines:?}"
+    );
+    let switch = lines
+        .iter()
+        .position(|line| line == "200 reviews")
+        .unwrap_or_else(|| panic!("never fell back to baseline: {lines:?}"));
+    assert!(switch > 10, "the fork served the stream first: {lines:?}");
+    assert!(
+        lines[switch..].iter().all(|line| line == "200 reviews"),
+        "once the fork had no ready pod, every later request went to baseline: {lines:?}"
+    );
+    assert!(
+        agent.metric("detour_fallbacks_total{reason=\"no_ready_endpoints\"}") - fallbacks
+            >= (lines.len() - switch) as u64,
+        "each fallback counted"
+    );
 }
