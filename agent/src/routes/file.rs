@@ -129,6 +129,19 @@ impl RoutesFile {
             if service.ports.is_empty() {
                 return Err(invalid(field("ports"), "at least one port is required"));
             }
+            // The kernel keys IPv4 destinations IPv4-mapped and hands the
+            // proxy the plain IPv4 form: a mapped address here would be a
+            // second name for an IPv4 destination that the proxy never finds.
+            for (j, address) in service.addresses.iter().enumerate() {
+                if let IpAddr::V6(v6) = address
+                    && let Some(v4) = v6.to_ipv4_mapped()
+                {
+                    return Err(invalid(
+                        field(&format!("addresses[{j}]")),
+                        format!("{address} is an IPv4-mapped address: write {v4}"),
+                    ));
+                }
+            }
             for (j, port) in service.ports.iter().enumerate() {
                 if port.port == 0 {
                     return Err(invalid(
@@ -160,6 +173,7 @@ impl RoutesFile {
                 ));
             }
             check_key(&sandbox.routing_key, &field("routingKey"), &mut keys)?;
+            let mut forked = BTreeSet::new();
             for (j, fork) in sandbox.forks.iter().enumerate() {
                 if !names.contains(&fork.service) {
                     return Err(invalid(
@@ -167,6 +181,16 @@ impl RoutesFile {
                         format!(
                             "{:?} is not a service in `services` (write namespace/name)",
                             fork.service
+                        ),
+                    ));
+                }
+                // One fork would silently replace the other's endpoints.
+                if !forked.insert(fork.service.as_str()) {
+                    return Err(invalid(
+                        field(&format!("forks[{j}].service")),
+                        format!(
+                            "{} is forked twice by sandbox {} (list all its endpoints in one fork)",
+                            fork.service, sandbox.name
                         ),
                     ));
                 }

@@ -188,6 +188,45 @@ fn semantic_errors_name_the_field() {
     }
 }
 
+/// Caught by the `routes_file` fuzz target's invariants: `::ffff:10.96.0.20`
+/// was accepted beside (or instead of) `10.96.0.20`. The kernel keys both as
+/// one destination and the proxy looks it up as plain IPv4, so an `http`
+/// port was served as opaque TCP (every key ignored), and two services could
+/// claim one destination.
+#[test]
+fn an_ipv4_mapped_address_is_rejected_with_the_address_to_write() {
+    let error = error_of(
+        "services:\n  - name: a\n    addresses: [10.0.0.2, \"::ffff:10.96.0.20\"]\n    ports: [{port: 80, protocol: http}]\n",
+    );
+    assert!(
+        error.contains("services[0].addresses[1]") && error.contains("write 10.96.0.20"),
+        "{error}"
+    );
+    RoutesFile::parse(
+        "services:\n  - {name: a, addresses: [\"fd00::ffff:a60:14\", \"::1\"], ports: [{port: 80}]}\n",
+    )
+    .expect("other IPv6 addresses are fine");
+}
+
+/// Caught by the `routes_file` fuzz target's invariants: a sandbox listing the
+/// same service twice kept only the last fork, silently dropping the first's
+/// endpoints.
+#[test]
+fn a_service_forked_twice_by_one_sandbox_is_rejected() {
+    let error = error_of(
+        "services:\n  - {name: a, addresses: [10.0.0.1], ports: [{port: 80}]}\nsandboxes:\n  - name: s\n    routingKey: k\n    forks:\n      - {service: default/a, endpoints: [\"10.1.0.1:80\"]}\n      - {service: default/a, endpoints: []}\n",
+    );
+    assert!(
+        error.contains("sandboxes[0].forks[1].service")
+            && error.contains("default/a is forked twice by sandbox s"),
+        "{error}"
+    );
+    RoutesFile::parse(
+        "services:\n  - {name: a, addresses: [10.0.0.1], ports: [{port: 80}]}\nsandboxes:\n  - {name: s, routingKey: k, forks: [{service: default/a, endpoints: []}]}\n  - {name: t, routingKey: l, forks: [{service: default/a, endpoints: []}]}\n",
+    )
+    .expect("two sandboxes may fork one service");
+}
+
 #[test]
 fn load_names_the_file() {
     let dir = std::env::temp_dir().join(format!("detour-routes-test-{}", std::process::id()));
