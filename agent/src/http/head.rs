@@ -1,9 +1,10 @@
 //! Request and response heads: parsing with `httparse` and the strict RFC 9112
 //! framing rules of DESIGN.md ("HTTP/1.1 proxy behaviour").
 //!
-//! The proxy forwards every head byte for byte, so the one thing this module
-//! must get right is agreeing with *any* RFC-conforming upstream on where a
-//! message ends. A disagreement would let one request smuggle into another
+//! The proxy forwards every head byte for byte (but for one narrow case,
+//! `Connection: close` left out of an HTTP/1.1 request: see [`hop`]), so the
+//! one thing this module must get right is agreeing with *any*
+//! RFC-conforming upstream on where a message ends. A disagreement would let one request smuggle into another
 //! sandbox's route, so whatever two parsers could read differently is refused
 //! (400 for a client, a bad upstream for a response) rather than repaired.
 //!
@@ -42,9 +43,11 @@ use std::mem::MaybeUninit;
 use httparse::{Header, ParserConfig, Status};
 
 use self::fields::{Codings, Fields, Length};
+pub use self::hop::Stripped;
 use super::routing_key::RoutingKeys;
 
 mod fields;
+pub mod hop;
 
 pub(super) use self::fields::is_tchar;
 
@@ -123,6 +126,8 @@ pub struct RequestHead {
     pub upgrade: bool,
     /// The routing key, extracted with the agent's [`RoutingKeys`].
     pub routing_key: Option<String>,
+    /// `Connection: close` lines the proxy does not forward ([`hop`]).
+    pub stripped: Stripped,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -133,6 +138,8 @@ pub struct ResponseHead {
     pub framing: Framing,
     /// Whether the upstream connection may be reused after this response.
     pub keep_alive: bool,
+    /// The `close` connection option is present.
+    pub close: bool,
 }
 
 /// Why a head was refused. `status()` is what the proxy answers a client with.
@@ -199,6 +206,12 @@ pub fn parse_request(buf: &[u8], keys: &RoutingKeys) -> Result<Option<RequestHea
     };
 
     let http11 = minor_version == 1;
+    let stripped =
+        if http11 && method != Method::Connect && !fields.upgrade && fields.connection.close {
+            hop::connection_close(window, headers)
+        } else {
+            Stripped::default()
+        };
     Ok(Some(RequestHead {
         len,
         method,
@@ -209,6 +222,7 @@ pub fn parse_request(buf: &[u8], keys: &RoutingKeys) -> Result<Option<RequestHea
         upgrade: method == Method::Connect
             || (http11 && fields.upgrade && fields.connection.upgrade),
         routing_key: keys.extract(headers),
+        stripped,
     }))
 }
 
@@ -270,6 +284,7 @@ pub fn parse_response(buf: &[u8], method: Method) -> Result<Option<ResponseHead>
         minor_version,
         framing,
         keep_alive: keep_alive && framing != Framing::UntilClose,
+        close: fields.connection.close,
     }))
 }
 

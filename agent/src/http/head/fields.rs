@@ -154,7 +154,7 @@ fn parse_decimal(digits: &[u8]) -> Option<u64> {
 
 /// The elements of a comma-separated field value (`#rule`), with OWS
 /// trimmed; empty elements are yielded (as empty slices) for callers to judge.
-fn list(value: &[u8]) -> impl Iterator<Item = &[u8]> {
+pub(super) fn list(value: &[u8]) -> impl Iterator<Item = &[u8]> {
     value.split(|&b| b == b',').map(trim_ows)
 }
 

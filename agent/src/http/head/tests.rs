@@ -79,6 +79,7 @@ fn simple_get() {
             expect_continue: false,
             upgrade: false,
             routing_key: None,
+            stripped: Stripped::default(),
         }
     );
 }

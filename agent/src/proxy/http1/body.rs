@@ -2,6 +2,8 @@
 //! bytes are forwarded as received and nothing past the body is consumed, so
 //! the next message on the connection starts where it should.
 
+use std::io::IoSlice;
+
 use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
@@ -52,6 +54,24 @@ pub async fn pass<W: AsyncWrite + Unpin>(
             .await
             .map_err(BodyError::Write)?;
         buf.advance(n);
+    }
+    Ok(())
+}
+
+/// Writes every byte of `pieces`, in order, in as few writes as the writer
+/// takes them (on a socket, usually one `writev`).
+pub async fn write_all_vectored<W: AsyncWrite + Unpin>(
+    writer: &mut W,
+    mut pieces: &mut [IoSlice<'_>],
+) -> std::io::Result<()> {
+    // Drops leading empty pieces; each write below drops what it consumed.
+    IoSlice::advance_slices(&mut pieces, 0);
+    while !pieces.is_empty() {
+        let n = writer.write_vectored(pieces).await?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::WriteZero.into());
+        }
+        IoSlice::advance_slices(&mut pieces, n);
     }
     Ok(())
 }

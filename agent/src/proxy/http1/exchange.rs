@@ -2,8 +2,14 @@
 //! head and body go to the chosen upstream while its response (interim 1xx,
 //! then the final one) comes back, concurrently, so `Expect: 100-continue`
 //! and early responses work.
+//!
+//! Both are forwarded as received, with one exception (`http::head::hop`): an
+//! HTTP/1.1 request's `Connection: close` lines are left out, so the upstream
+//! connection can be reused, and the final response then tells the client
+//! `Connection: close` (RFC 9112 §9.6) unless it already does.
 
 use std::{
+    io::IoSlice,
     net::SocketAddr,
     sync::atomic::{AtomicBool, Ordering},
     time::Duration,
@@ -19,7 +25,11 @@ use super::{
     body::{self, BodyError},
     respond::ProxyError,
 };
-use crate::http::head::{self, Framing, Method, RequestHead, ResponseHead};
+use crate::http::head::{self, Framing, Method, RequestHead, ResponseHead, Stripped, hop};
+
+/// Added to the final response when the request's `Connection: close` was
+/// not forwarded: the upstream was not asked to close, the client was.
+const CONNECTION_CLOSE: &[u8] = b"Connection: close\r\n";
 
 /// How an exchange ended.
 #[derive(Debug)]
@@ -60,7 +70,8 @@ pub async fn run(
 
         // The head, and as much of a Content-Length body as is already here, in one write.
         let prefix = body::ready_prefix(request.framing, buf.len() - request.len);
-        if let Err(error) = upstream_write.write_all(&buf[..request.len + prefix]).await {
+        let sent = &buf[..request.len + prefix];
+        if let Err(error) = write_head(&mut upstream_write, sent, &request.stripped).await {
             return refuse_or_retry(&BodyError::Write(error), reused, request);
         }
         // A request that may be retried keeps its head in `buf` until the
@@ -79,6 +90,7 @@ pub async fn run(
             ubuf,
             &mut client_write,
             request.method,
+            !request.stripped.is_empty(),
             response_timeout,
             &responded,
         );
@@ -132,6 +144,23 @@ pub async fn run(
     }
 }
 
+/// Writes `bytes` (the request head, then any body bytes already read)
+/// without the head's stripped lines; a retry writes the same bytes again.
+async fn write_head<W: AsyncWrite + Unpin>(
+    writer: &mut W,
+    bytes: &[u8],
+    stripped: &Stripped,
+) -> std::io::Result<()> {
+    if stripped.is_empty() {
+        return writer.write_all(bytes).await;
+    }
+    let mut pieces = [IoSlice::new(&[]); hop::MAX_LINES + 1];
+    for (slot, piece) in pieces.iter_mut().zip(stripped.kept(bytes)) {
+        *slot = IoSlice::new(piece);
+    }
+    body::write_all_vectored(writer, &mut pieces).await
+}
+
 /// Only a request with no body and an idempotent method is sent twice.
 pub fn retry_safe(request: &RequestHead) -> bool {
     request.method.is_idempotent() && request.framing == Framing::Empty
@@ -162,13 +191,15 @@ enum RelayError {
 }
 
 /// Reads response heads from the upstream and writes them (and the final
-/// response's body) to the client. `responded` turns true with the first
-/// byte written to the client.
+/// response's body) to the client; with `add_close`, the final head gets
+/// `Connection: close` unless it has it. `responded` turns true with the
+/// first byte written to the client.
 async fn relay_response<R, W>(
     upstream: &mut R,
     ubuf: &mut BytesMut,
     client: &mut W,
     method: Method,
+    add_close: bool,
     timeout: Duration,
     responded: &AtomicBool,
 ) -> Result<Relayed, RelayError>
@@ -187,13 +218,30 @@ where
         .await?;
         let prefix = body::ready_prefix(head.framing, ubuf.len() - head.len);
         responded.store(true, Ordering::Relaxed);
-        body::pass(client, ubuf, head.len + prefix)
-            .await
-            .map_err(|_| RelayError::Io)?;
+        let interim = (100..200).contains(&head.status);
+        if add_close && !interim && !head.close {
+            // Before the empty line that ends the head (a complete head ends
+            // in CRLF CRLF).
+            let end = head.len + prefix;
+            let (before, after) = ubuf[..end].split_at(head.len.saturating_sub(2));
+            let mut pieces = [
+                IoSlice::new(before),
+                IoSlice::new(CONNECTION_CLOSE),
+                IoSlice::new(after),
+            ];
+            body::write_all_vectored(client, &mut pieces)
+                .await
+                .map_err(|_| RelayError::Io)?;
+            ubuf.advance(end);
+        } else {
+            body::pass(client, ubuf, head.len + prefix)
+                .await
+                .map_err(|_| RelayError::Io)?;
+        }
         if head.status == 101 {
             return Ok(Relayed::Upgraded);
         }
-        if (100..200).contains(&head.status) {
+        if interim {
             continue;
         }
         let rest = match head.framing {
@@ -245,3 +293,6 @@ pub async fn connect(
         Err(_) => Err(ProxyError::UpstreamConnect),
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,7 +1,10 @@
 //! HTTP/1.x proxying: every request on a steered connection is routed on its
 //! own, by its routing key, to a sandbox fork or to the original destination.
-//! Heads and bodies are forwarded byte for byte; responses come back in
-//! request order because requests are handled one at a time per connection.
+//! Heads and bodies are forwarded byte for byte, except an HTTP/1.1
+//! request's lone `Connection: close` (hop-by-hop, see `http::head::hop`), so
+//! that connection-per-request clients still reuse upstream connections.
+//! Responses come back in request order because requests are handled one at
+//! a time per connection.
 //!
 //! Bad input is answered by the proxy itself (400, 408, 431; 502 and 504 for
 //! upstream failures) with a `detour-error` header, and the connection closes.
@@ -104,6 +107,7 @@ pub async fn serve(mut client: TcpStream, mut buf: BytesMut, conn: Conn, ctx: &P
             destination = if sandbox.is_some() { "sandbox" } else { "baseline" },
             sandbox = sandbox.as_deref().unwrap_or(""),
             %target,
+            connection_close_stripped = !head.stripped.is_empty(),
             "routed"
         );
 
