@@ -16,6 +16,8 @@ tell exactly which requests reached this server.
   GET  /204       204 No Content
   GET  /upgrade   101 Switching Protocols, then echoes bytes upper-cased
   GET  /slow?ms=N the GET / answer, after N milliseconds (a request in flight)
+  GET  /headers   the request head exactly as this server received it (request
+                  line and field lines, CRLFs included), as the body
 Prints "listening" once bound.
 """
 import socket
@@ -23,6 +25,19 @@ import sys
 import time
 from urllib.parse import parse_qs, urlsplit
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+
+class Recorder:
+    """Wraps rfile while a head is parsed, keeping every line read."""
+
+    def __init__(self, inner):
+        self.inner = inner
+        self.data = b""
+
+    def readline(self, *args):
+        line = self.inner.readline(*args)
+        self.data += line
+        return line
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -34,6 +49,17 @@ class Handler(BaseHTTPRequestHandler):
         if host.startswith("::ffff:"):
             host = host[len("::ffff:"):]
         return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+    def parse_request(self):
+        # The raw head, for GET /headers: http.client reads the field lines
+        # one readline() at a time.
+        recorder = Recorder(self.rfile)
+        self.rfile = recorder
+        try:
+            return super().parse_request()
+        finally:
+            self.rfile = recorder.inner
+            self.raw_head = self.raw_requestline + recorder.data
 
     def log_request_line(self):
         if self.server.log:
@@ -72,6 +98,13 @@ class Handler(BaseHTTPRequestHandler):
             self.end_headers()
             self.wfile.write(b"until the connection closes\n")
             self.close_connection = True
+        elif self.path == "/headers":
+            body = self.raw_head
+            self.send_response(200)
+            self.common_headers()
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
         elif self.path == "/204":
             self.send_response(204)
             self.common_headers()

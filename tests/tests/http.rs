@@ -15,6 +15,32 @@ const PORT: u16 = 8080;
 const BANNER_PORT: u16 = 2525;
 const RAW: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/clients/raw.py");
 const LOOP: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/clients/loop.py");
+/// Sends standard input on each of COUNT connections, one after the other,
+/// and prints one JSON line per connection: how it ended (`eof`: the server
+/// closed it; `timeout`: still open after 5 s) and every byte received.
+const ONE_REQUEST_PER_CONNECTION: &str = "
+import json, socket, sys, time
+host, port, count = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+request = sys.stdin.buffer.read()
+for _ in range(count):
+    with socket.create_connection((host, port), timeout=5) as s:
+        s.sendall(request)
+        data, end = b'', 'eof'
+        try:
+            while True:
+                chunk = s.recv(65536)
+                if not chunk:
+                    break
+                data += chunk
+        except socket.timeout:
+            end = 'timeout'
+        except ConnectionResetError:
+            end = 'reset'
+    print(json.dumps({'end': end, 'response': data.decode('latin-1')}), flush=True)
+    # The agent pools the upstream connection right after closing the
+    # client's; leave it that moment.
+    time.sleep(0.1)
+";
 
 /// A client, a baseline `reviews` pod, its fork, a second fork pod and an
 /// unforked `ratings` pod, each running the echo server.
@@ -131,6 +157,62 @@ sandboxes:
             request,
         );
         stdout_ok(&output)
+    }
+}
+
+/// One client connection of [`Setup::one_request_per_connection`].
+struct Exchange {
+    /// `eof` when the agent closed the connection after the response.
+    end: String,
+    head: String,
+    body: String,
+}
+
+impl Exchange {
+    fn header(&self, name: &str) -> Vec<&str> {
+        self.head
+            .split("\r\n")
+            .filter_map(|line| line.split_once(':'))
+            .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, value)| value.trim())
+            .collect()
+    }
+}
+
+impl Setup {
+    /// Sends `request` alone on each of `count` new connections from the
+    /// client, one after the other.
+    fn one_request_per_connection(
+        &self,
+        service: &str,
+        request: &[u8],
+        count: usize,
+    ) -> Vec<Exchange> {
+        let output = self.pod("client").exec_in_with_input(
+            &self.cgroup,
+            "python3",
+            &[
+                "-c",
+                ONE_REQUEST_PER_CONNECTION,
+                &self.ip(service),
+                &PORT.to_string(),
+                &count.to_string(),
+            ],
+            request,
+        );
+        stdout_ok(&output)
+            .lines()
+            .map(|line| {
+                let report: serde_json::Value = serde_json::from_str(line).expect("a JSON line");
+                let response = report["response"].as_str().unwrap_or_default();
+                let (head, body) = response.split_once("\r\n\r\n").unwrap_or((response, ""));
+                Exchange {
+                    end: report["end"].as_str().unwrap_or_default().to_owned(),
+                    head: head.to_owned(),
+                    body: body.to_owned(),
+                }
+            })
+            .collect()
     }
 }
 
@@ -702,4 +784,79 @@ fn a_closed_upstream_connection_is_not_reused_and_get_is_retried() {
         agent.metric("detour_upstream_errors_total{reason=\"connect\"}"),
         0
     );
+}
+
+/// A connection-per-request client sends `Connection: close` on every
+/// request. The option is hop-by-hop: the agent leaves that line out, so the
+/// upstream keeps its connection open and every request reaches it over one
+/// reused upstream connection, with every other head byte as sent; each
+/// client connection is still closed after its response, which says so.
+#[test]
+fn connection_close_is_not_forwarded_and_the_upstream_connection_is_reused() {
+    if !require_root() {
+        return;
+    }
+    let setup = Setup::new();
+    let _agent = setup.agent();
+    let request = "GET /headers HTTP/1.1\r\nHost: reviews:8080\r\nUser-Agent: t/1\r\n\
+        baggage: detour-routing-key=feature-x\r\nconnection: Close\r\n\
+        X-Odd:  spaced\tvalue \r\nAccept: */*\r\n\r\n";
+    let forwarded = request.replace("connection: Close\r\n", "");
+    let exchanges = setup.one_request_per_connection("reviews", request.as_bytes(), 5);
+    assert_eq!(exchanges.len(), 5);
+    for exchange in &exchanges {
+        assert_eq!(
+            exchange.end, "eof",
+            "the agent closed the client connection"
+        );
+        assert!(
+            exchange.head.starts_with("HTTP/1.1 200 OK\r\n"),
+            "{}",
+            exchange.head
+        );
+        assert_eq!(exchange.header("X-Served-By"), ["reviews-fork"]);
+        assert_eq!(exchange.body, forwarded, "what the upstream received");
+        assert_eq!(
+            exchange.header("Connection"),
+            ["close"],
+            "the response tells the client its connection closes"
+        );
+    }
+    let peers: Vec<&str> = exchanges.iter().flat_map(|e| e.header("X-Peer")).collect();
+    assert_eq!(peers.len(), 5);
+    assert!(
+        peers.iter().all(|p| *p == peers[0]),
+        "one upstream connection served every request: {peers:?}"
+    );
+    assert_eq!(setup.fork_log.lines(), vec!["GET /headers"; 5]);
+}
+
+/// Outside the narrow rule (a `Connection` field with other options, an
+/// HTTP/1.0 request), the request is forwarded byte for byte as before and
+/// the response relayed as is; the client connection still closes.
+#[test]
+fn connection_with_other_options_and_http10_are_forwarded_byte_for_byte() {
+    if !require_root() {
+        return;
+    }
+    let setup = Setup::new();
+    let _agent = setup.agent();
+    for request in [
+        "GET /headers HTTP/1.1\r\nHost: reviews\r\nConnection: close, x-foo\r\nx-foo: 1\r\n\r\n",
+        "GET /headers HTTP/1.1\r\nHost: reviews\r\nConnection: close\r\nConnection: x-foo\r\n\r\n",
+        "GET /headers HTTP/1.0\r\nHost: reviews\r\nConnection: close\r\n\r\n",
+    ] {
+        let exchanges = setup.one_request_per_connection("reviews", request.as_bytes(), 1);
+        let [exchange] = &exchanges[..] else {
+            panic!("one connection: {} reports", exchanges.len());
+        };
+        assert_eq!(exchange.end, "eof", "{request:?}");
+        assert_eq!(exchange.header("X-Served-By"), ["reviews"], "{request:?}");
+        assert_eq!(exchange.body, request, "what the upstream received");
+        assert_eq!(
+            exchange.header("Connection"),
+            Vec::<&str>::new(),
+            "the echo server's response is relayed as is: {request:?}"
+        );
+    }
 }
