@@ -280,11 +280,8 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
         tcp_ext(&client.netns, "TCPSynRetrans")?,
         tcp_ext(&natclient.netns, "TCPSynRetrans")?,
     );
-    let date = std::process::Command::new("date")
-        .args(["-u", "+%Y-%m-%d %H:%M UTC"])
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
-        .unwrap_or_default();
+    let run = super::RunInfo::now();
+    let date = &run.date;
     let mut block = format!(
         "### `cargo xtask bench connect`\n\n\
          connect()+close() cost, `cargo xtask bench connect --rounds {rounds} --iterations {} --batch {} --gap-us {}`, run {date}.\n\n",
@@ -298,10 +295,8 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
         args.batch,
         BATCH_WARMUP,
         args.gap_us,
-        std::fs::read_to_string("/proc/sys/kernel/osrelease")
-            .unwrap_or_default()
-            .trim(),
-        std::thread::available_parallelism().map_or(0, std::num::NonZero::get),
+        run.kernel,
+        run.cpus,
         cpus.describe(),
     );
     block += &Results { samples: &samples }.render()?;

@@ -13,7 +13,7 @@
 //! - wrk's own errors: a non-2xx response fails the run; socket errors are
 //!   tolerated up to 0.1% of requests (and shown in the table).
 
-use std::{net::SocketAddr, process::Command};
+use std::net::SocketAddr;
 
 use anyhow::{Context, bail};
 use detour_tests::{Agent, netns::Netns};
@@ -249,29 +249,15 @@ pub fn header(
     cpus: &Cpus,
     agent: &str,
 ) -> anyhow::Result<String> {
-    let date = Command::new("date")
-        .args(["-u", "+%Y-%m-%d %H:%M UTC"])
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
-        .unwrap_or_default();
-    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-    let model = cpuinfo
-        .lines()
-        .find_map(|l| {
-            l.strip_prefix("model name")?
-                .split_once(':')
-                .map(|(_, m)| m.trim())
-        })
-        .unwrap_or("unknown CPU");
-    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
     // Other work on the machine slows requests/s and latency far more than
-    // CPU time per request: say how busy it was.
-    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
-    let load = load
-        .split_whitespace()
-        .take(3)
-        .collect::<Vec<_>>()
-        .join(" ");
+    // CPU time per request: the header says how busy it was.
+    let super::RunInfo {
+        date,
+        kernel,
+        cpu_model: model,
+        cpus: n_cpus,
+        load,
+    } = super::RunInfo::now();
     let placement = match (cpus.client_cpu(), cpus.rest_cpus()) {
         (Some(client), Some(rest)) => format!(
             "every proxy (detour's agent included) pinned to CPU {rest}, wrk (1 thread) and the \
@@ -294,8 +280,8 @@ pub fn header(
         args.idle_connections.unwrap_or(1000),
         args.warmup_seconds.max(1),
         args.seconds,
-        kernel.trim(),
-        std::thread::available_parallelism().map_or(0, std::num::NonZero::get),
+        kernel,
+        n_cpus,
         tools.versions(),
     ))
 }

@@ -152,6 +152,49 @@ fn agent_binary() -> anyhow::Result<(PathBuf, String)> {
     Ok((path, format!("agent built from commit {commit}")))
 }
 
+/// When and on what a benchmark ran, for its table's header.
+pub struct RunInfo {
+    /// `YYYY-MM-DD HH:MM UTC`.
+    pub date: String,
+    /// The kernel release.
+    pub kernel: String,
+    pub cpu_model: String,
+    pub cpus: usize,
+    /// The load average (1, 5, 15 min): how busy the machine was.
+    pub load: String,
+}
+
+impl RunInfo {
+    pub fn now() -> Self {
+        let date = Command::new("date")
+            .args(["-u", "+%Y-%m-%d %H:%M UTC"])
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+            .unwrap_or_default();
+        let read = |path: &str| std::fs::read_to_string(path).unwrap_or_default();
+        let cpu_model = read("/proc/cpuinfo")
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix("model name")?
+                    .split_once(':')
+                    .map(|(_, m)| m.trim().to_owned())
+            })
+            .unwrap_or_else(|| "unknown CPU".to_owned());
+        let load = read("/proc/loadavg")
+            .split_whitespace()
+            .take(3)
+            .collect::<Vec<_>>()
+            .join(" ");
+        Self {
+            date,
+            kernel: read("/proc/sys/kernel/osrelease").trim().to_owned(),
+            cpu_model,
+            cpus: std::thread::available_parallelism().map_or(0, std::num::NonZero::get),
+            load,
+        }
+    }
+}
+
 /// `cargo xtask bench-client` (hidden): the timed loop of `bench connect`.
 pub fn run_client(args: &ClientArgs) -> anyhow::Result<()> {
     client::run(args)

@@ -293,15 +293,11 @@ fn spawn_client(
 }
 
 fn header(args: &BenchArgs, agent: &str, churn_writes: u64) -> String {
-    let date = Command::new("date")
-        .args(["-u", "+%Y-%m-%d %H:%M UTC"])
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
-        .unwrap_or_default();
-    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let run = super::RunInfo::now();
     format!(
-        "### Soak: {} minutes, route churn, one agent restart\n\n\
-         `cargo xtask bench soak --minutes {}` on {date}, Linux {}, {agent}. \
+        "### `cargo xtask bench soak`: {} minutes, route churn, one agent restart\n\n\
+         `cargo xtask bench soak --minutes {} --churn-hz {} --rate {}`, run {}. Machine: Linux {}, \
+         {} CPUs ({}), no CPU pinning; load average at the end {}. detour: {agent}. \
          4 keep-alive and 2 new-connection client workers at {} requests/s each, \
          cycling through no key, the stable sandbox's key and the churned sandbox's key, \
          each response checked against the backend that may answer it; the routes file \
@@ -309,7 +305,13 @@ fn header(args: &BenchArgs, agent: &str, churn_writes: u64) -> String {
          SIGTERM and a new agent half way.\n\n",
         args.minutes,
         args.minutes,
-        kernel.trim(),
+        args.churn_hz,
+        args.rate,
+        run.date,
+        run.kernel,
+        run.cpus,
+        run.cpu_model,
+        run.load,
         args.rate,
         args.churn_hz,
     )
