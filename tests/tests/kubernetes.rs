@@ -299,7 +299,7 @@ fn a_fork_going_unready_mid_stream_sends_the_next_requests_to_baseline() {
     // One keep-alive connection sending keyed requests every 10 ms while
     // the fork's only pod turns unready.
     let (name, value) = KEYED.split_once(": ").expect("header");
-    let mut client = setup.net.pod("client").spawn_in(
+    let client = setup.net.pod("client").spawn_in(
         &setup.cgroup,
         "python3",
         &[LOOP, VIP, &PORT.to_string(), "4", name, value],
