@@ -28,7 +28,7 @@ use clap::{Args, builder::PossibleValuesParser};
 use crate::{cargo, exec, root};
 
 /// The fuzz targets, in `fuzz/fuzz_targets/<name>.rs`.
-pub const TARGETS: [&str; 3] = ["http_head", "chunked", "routing_key"];
+pub const TARGETS: [&str; 4] = ["http_head", "chunked", "routing_key", "routes_file"];
 
 const CARGO_FUZZ_VERSION: &str = "0.13.2";
 /// Seconds one input may take before libFuzzer reports it as a hang.
