@@ -2,7 +2,10 @@
 //! path that is not a socket, no pins; and the generated completions and
 //! man pages.
 
-use std::process::Command;
+use std::{
+    os::unix::fs::{FileTypeExt, MetadataExt},
+    process::Command,
+};
 
 use detour_tests::{detour_bin, require_root, unique_name};
 use serde_json::Value;
@@ -17,6 +20,10 @@ fn the_admin_socket_refuses_non_root_users_and_is_not_on_tcp() {
     let setup = Setup::new();
     let agent = setup.agent();
     let socket = agent.admin_socket().display().to_string();
+    let meta = std::fs::symlink_metadata(agent.admin_socket()).expect("admin socket");
+    assert!(meta.file_type().is_socket(), "{socket} is a socket");
+    assert_eq!(meta.mode() & 0o7777, 0o600, "{socket}: mode 0600");
+    assert_eq!((meta.uid(), meta.gid()), (0, 0), "{socket}: owned by root");
     let nobody = NobodyBinary::new();
     let denied = failure(&nobody.run(&["--socket", &socket, "status"]), 4);
     assert_eq!(
