@@ -68,7 +68,16 @@ pub fn bind(path: &Path) -> Result<UnixListener, AdminError> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(bind_error)?;
     }
-    let listener = UnixListener::bind(path).map_err(bind_error)?;
+    // The socket is created 0600 (umask 0177 for the bind), so there is no
+    // moment at which another user could connect; the mode is then set
+    // explicitly as well. The umask is process-wide: the window is one
+    // bind(2) at start-up, and it only ever makes files more private.
+    // SAFETY: umask(2) cannot fail and touches no memory.
+    let previous = unsafe { libc::umask(0o177) };
+    let bound = UnixListener::bind(path);
+    // SAFETY: as above, restoring the previous mask.
+    unsafe { libc::umask(previous) };
+    let listener = bound.map_err(bind_error)?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(bind_error)?;
     Ok(listener)
 }
