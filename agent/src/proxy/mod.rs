@@ -19,7 +19,7 @@ pub use detect::Detected;
 pub use metrics::ProxyMetrics;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
-use tracing::{Instrument, debug, info, info_span, warn};
+use tracing::{Instrument, debug, debug_span, info, warn};
 
 use crate::{
     admin::Observer,
@@ -96,7 +96,11 @@ pub async fn serve(
             Ok((stream, peer)) => match Arc::clone(&ctx.connection_slots).try_acquire_owned() {
                 Ok(slot) => {
                     let ctx = Arc::clone(&ctx);
-                    let span = info_span!("conn", %peer);
+                    // Debug level: an enabled span costs a formatted field
+                    // per connection and a subscriber call per poll, so it
+                    // exists only when someone asked for debug logs. The
+                    // few warnings below name the peer themselves.
+                    let span = debug_span!("conn", %peer);
                     tracker.spawn(
                         async move {
                             handle(stream, peer, ctx).await;
@@ -128,12 +132,14 @@ async fn handle(mut client: TcpStream, peer: SocketAddr, ctx: Arc<ProxyContext>)
         Ok(Some(record)) => record,
         Ok(None) => {
             ctx.metrics.reject("no_original_destination");
-            warn!("connection was not redirected by detour; closed");
+            // Counted; not a warning each, or a flood of direct connections
+            // would flood the log too.
+            debug!(%peer, "connection was not redirected by detour; closed");
             return;
         }
         Err(error) => {
             ctx.metrics.reject("lookup_failed");
-            warn!(%error, "original destination lookup failed; closed");
+            warn!(%peer, %error, "original destination lookup failed; closed");
             return;
         }
     };
@@ -194,7 +200,7 @@ async fn handle(mut client: TcpStream, peer: SocketAddr, ctx: Arc<ProxyContext>)
                 Ok(upstream) => upstream::splice(client, buf, upstream).await,
                 Err(error) => {
                     ctx.metrics.upstream_error(error.reason());
-                    warn!(%dst, %service, %error, "upstream connect failed; closing the client");
+                    warn!(%peer, %dst, %service, %error, "upstream connect failed; closing the client");
                 }
             }
         }
