@@ -8,6 +8,7 @@ pub mod datapath;
 pub mod defaults;
 pub mod http;
 pub mod k8s;
+pub mod limits;
 pub mod metrics;
 pub mod proxy;
 pub mod routes;

@@ -442,3 +442,77 @@ fn each_minimal_capability_is_required() {
         );
     }
 }
+
+/// The soft "Max open files" limit of a process.
+fn open_files_limit(pid: u32) -> Option<u64> {
+    std::fs::read_to_string(format!("/proc/{pid}/limits"))
+        .ok()?
+        .lines()
+        .find_map(|line| line.strip_prefix("Max open files"))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+#[test]
+fn the_agent_raises_its_open_file_limit_and_warns_when_it_is_short() {
+    if !require_root() {
+        return;
+    }
+    assert!(
+        cmd::which("prlimit").is_some(),
+        "this test needs `prlimit` (util-linux) in PATH; run `cargo xtask setup`"
+    );
+    let cgroup = Cgroup::new(&unique_name("detour-nofile-"));
+    let dir = std::env::temp_dir().join(unique_name("detour-nofile-"));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let routes = dir.join("routes.yaml");
+    std::fs::write(&routes, "services: []\n").expect("write routes");
+    let log_path = dir.join("agent.log");
+    let log = std::fs::File::create(&log_path).expect("agent log");
+    // A container runtime's usual start: soft 1024, hard higher. 5,000
+    // connections need about 10,256 descriptors: more than even the hard limit.
+    let child = Command::new("prlimit")
+        .args(["--nofile=1024:8192", "--"])
+        .arg(detour_bin())
+        .args(["agent", "--routes", &routes.display().to_string()])
+        .args(["--cgroup", &cgroup.path().display().to_string()])
+        .args([
+            "--proxy-addr",
+            "127.0.0.1:0",
+            "--metrics-addr",
+            "127.0.0.1:0",
+        ])
+        .args(["--max-connections", "5000"])
+        .arg("--admin-socket")
+        .arg(dir.join("admin.sock"))
+        .arg("--pin-dir")
+        .arg(dir.join("pins"))
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().expect("log fd"))
+        .stderr(log)
+        .spawn()
+        .expect("start detour under prlimit");
+    let agent = Proc::new(child);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let text = loop {
+        let text = std::fs::read_to_string(&log_path).unwrap_or_default();
+        if text.contains("--max-connections needs") || Instant::now() > deadline {
+            break text;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let limit = open_files_limit(agent.pid());
+    drop(agent);
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(
+        limit,
+        Some(8192),
+        "the soft limit is raised to the hard one; log:\n{text}"
+    );
+    assert!(
+        text.contains("open_files=8192") && text.contains("needed=10256"),
+        "the shortfall is named: {text}"
+    );
+}

@@ -161,6 +161,7 @@ pub fn run(args: AgentArgs) -> anyhow::Result<()> {
     let (debug, log) = telemetry::init(args.log_format);
     // Before anything is bound or created: a missing privilege is named here.
     Datapath::check_privileges()?;
+    crate::limits::raise_open_files(args.max_connections);
     let keys = RoutingKeys::new(&args.routing_key_names, &args.routing_headers)?;
     let source = match (&args.routes, args.kubernetes || in_cluster()) {
         (Some(path), _) => {

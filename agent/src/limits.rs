@@ -1,0 +1,74 @@
+//! The open-file limit the proxy needs, raised at start.
+//!
+//! Every proxied connection holds two descriptors (the client's and, while
+//! a request is in flight, the upstream's), so `--max-connections N` needs
+//! about `2N` plus the agent's own. Many runtimes start containers with a
+//! soft limit of 1024 and a much higher hard limit; a process may raise its
+//! soft limit up to the hard one without privilege, as Go's runtime does for
+//! every program. Without this, the proxy would hit `EMFILE` at about 500
+//! connections and refuse the rest at accept, whatever `--max-connections`
+//! says. When even the hard limit is too low, the agent still starts (fewer
+//! connections is better than none) and warns, naming the numbers.
+
+use tracing::{info, warn};
+
+/// Descriptors the agent needs besides its proxied connections: listeners,
+/// maps, the admin socket, the route source, the runtime.
+const OWN_FILES: u64 = 256;
+
+/// Descriptors `max_connections` proxied connections need.
+pub fn files_needed(max_connections: usize) -> u64 {
+    u64::try_from(max_connections)
+        .unwrap_or(u64::MAX)
+        .saturating_mul(2)
+        .saturating_add(OWN_FILES)
+}
+
+/// Raises the soft open-file limit to the hard limit, and warns when that
+/// is still short of what `max_connections` needs. Returns the soft limit
+/// in force.
+pub fn raise_open_files(max_connections: usize) -> u64 {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes into the struct we own.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        warn!(error = %std::io::Error::last_os_error(), "cannot read the open-file limit");
+        return 0;
+    }
+    let before = limit.rlim_cur;
+    if limit.rlim_cur < limit.rlim_max {
+        limit.rlim_cur = limit.rlim_max;
+        // SAFETY: setrlimit reads the struct we own.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) } != 0 {
+            warn!(error = %std::io::Error::last_os_error(), "cannot raise the open-file limit");
+            limit.rlim_cur = before;
+        }
+    }
+    let soft = limit.rlim_cur;
+    let needed = files_needed(max_connections);
+    if soft < needed {
+        warn!(
+            open_files = soft,
+            needed,
+            max_connections,
+            "the open-file limit is below what --max-connections needs; connections beyond it are refused at accept (raise the container's nofile limit, or lower --max-connections)"
+        );
+    } else {
+        info!(open_files = soft, raised_from = before, "open-file limit");
+    }
+    soft
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn two_files_per_connection_plus_the_agents_own() {
+        assert_eq!(files_needed(0), OWN_FILES);
+        assert_eq!(files_needed(10_000), 20_000 + OWN_FILES);
+        assert_eq!(files_needed(usize::MAX), u64::MAX);
+    }
+}
