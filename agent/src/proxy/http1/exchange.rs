@@ -98,6 +98,13 @@ pub async fn run(
         let mut body_result: Option<Result<(), BodyError>> = None;
         let response = loop {
             tokio::select! {
+                // The body first: when both are ready (always for a request
+                // without a body, whose forwarding completes at once), the
+                // body is known complete before the response is, and the
+                // client connection stays usable. Unbiased, a response that
+                // arrived before this first poll would be taken for an early
+                // response to an unfinished body, closing the client.
+                biased;
                 result = &mut send_body, if body_result.is_none() => {
                     let failed = result.is_err();
                     body_result = Some(result);

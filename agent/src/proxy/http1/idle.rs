@@ -17,6 +17,7 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use tokio::{net::TcpStream, time::Instant};
+use tracing::debug;
 
 use super::{Current, body};
 use crate::proxy::ProxyContext;
@@ -40,7 +41,10 @@ pub async fn next_request(
     tokio::select! {
         read = tokio::time::timeout_at(park_at, body::fill(client, buf)) => match read {
             Ok(Ok(true)) => return true,
-            Ok(_) => return false,
+            Ok(read) => {
+                debug!(error = ?read.err(), "client closed between requests");
+                return false;
+            }
             Err(_) if park_at == deadline => return false,
             Err(_) => {}
         },
@@ -56,13 +60,16 @@ pub async fn next_request(
     tokio::select! {
         ready = tokio::time::timeout_at(deadline, client.readable()) => {
             if !matches!(ready, Ok(Ok(()))) {
+                debug!(?ready, "parked connection idle past the timeout, or failed");
                 return false;
             }
         }
         () = ctx.draining.cancelled() => return false,
     }
-    matches!(
-        tokio::time::timeout_at(deadline, body::fill(client, buf)).await,
-        Ok(Ok(true))
-    )
+    let read = tokio::time::timeout_at(deadline, body::fill(client, buf)).await;
+    if !matches!(read, Ok(Ok(true))) {
+        debug!(?read, "parked connection closed");
+        return false;
+    }
+    true
 }

@@ -143,7 +143,7 @@ pub async fn serve(mut client: TcpStream, mut buf: BytesMut, conn: Conn, ctx: &P
             ) => {
                 ctx.metrics
                     .request(&conn.service, sandbox.as_ref(), started.elapsed());
-                debug!(status, "response relayed");
+                debug!(status, keep_client, "response relayed");
                 if !keep_client || ctx.draining.is_cancelled() {
                     let _ = client.shutdown().await;
                     break;

@@ -210,3 +210,45 @@ async fn a_stale_reused_connection_is_retried_without_the_connection_line() {
         "HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n"
     );
 }
+
+/// A response already waiting when the exchange starts (the proxy's task was
+/// descheduled between writing the head and reading): for a request without
+/// a body, the client connection must stay open. Before the body-first
+/// `select!`, either branch could win this race, and a lost one closed the
+/// keep-alive client after its response.
+#[tokio::test]
+async fn a_response_that_is_already_there_keeps_a_bodiless_request_alive() {
+    const RESPONSE: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+    let request = b"GET / HTTP/1.1\r\nHost: a\r\n\r\n";
+    for attempt in 0..32 {
+        let head = head(request);
+        let (mut client, _client_peer) = pair().await;
+        let (mut upstream, mut server) = pair().await;
+        server.write_all(RESPONSE).await.expect("upstream write");
+        // Let the response reach the proxy's socket before the exchange.
+        tokio::time::sleep(Duration::from_millis(2)).await;
+        let mut buf = BytesMut::from(&request[..]);
+        let mut ubuf = BytesMut::new();
+        let outcome = run(
+            &mut client,
+            &mut buf,
+            &mut upstream,
+            &mut ubuf,
+            &head,
+            false,
+            TIMEOUT,
+        )
+        .await;
+        assert!(
+            matches!(
+                outcome,
+                Outcome::Done {
+                    status: 200,
+                    keep_client: true,
+                    reuse_upstream: true,
+                }
+            ),
+            "attempt {attempt}: {outcome:?}"
+        );
+    }
+}
