@@ -4,9 +4,10 @@
 //! The proxy forwards every head byte for byte (but for one narrow case,
 //! `Connection: close` left out of an HTTP/1.1 request: see [`hop`]), so the
 //! one thing this module must get right is agreeing with *any*
-//! RFC-conforming upstream on where a message ends. A disagreement would let one request smuggle into another
-//! sandbox's route, so whatever two parsers could read differently is refused
-//! (400 for a client, a bad upstream for a response) rather than repaired.
+//! RFC-conforming upstream on where a message ends. A disagreement would let
+//! one request smuggle into another sandbox's route, so whatever two parsers
+//! could read differently is refused (400 for a client, a bad upstream for a
+//! response) rather than repaired.
 //!
 //! Decisions:
 //! - Syntax: `httparse` with every leniency off (no obs-fold, no whitespace

@@ -149,7 +149,10 @@ struct Shared {
     end: Instant,
     interval: Duration,
     per_connection: u32,
+    /// Per [`Key`]: the keep-alive request, and the same with
+    /// `Connection: close`.
     requests: [Vec<u8>; 3],
+    closing: [Vec<u8>; 3],
 }
 
 pub fn run(args: &SoakClientArgs) -> anyhow::Result<()> {
@@ -165,9 +168,14 @@ pub fn run(args: &SoakClientArgs) -> anyhow::Result<()> {
         interval: Duration::from_secs(1) / args.rate.max(1),
         per_connection: args.requests_per_connection.max(1),
         requests: [
-            request(None),
-            request(Some(&args.stable_key)),
-            request(Some(&args.churn_key)),
+            request(None, ""),
+            request(Some(&args.stable_key), ""),
+            request(Some(&args.churn_key), ""),
+        ],
+        closing: [
+            request(None, CLOSE),
+            request(Some(&args.stable_key), CLOSE),
+            request(Some(&args.churn_key), CLOSE),
         ],
     };
     let (send, records) = mpsc::channel::<String>();
@@ -196,11 +204,13 @@ pub fn run(args: &SoakClientArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn request(key: Option<&str>) -> Vec<u8> {
+const CLOSE: &str = "Connection: close\r\n";
+
+fn request(key: Option<&str>, extra: &str) -> Vec<u8> {
     let baggage = key.map_or_else(String::new, |key| {
         format!("baggage: detour-routing-key={key}\r\n")
     });
-    format!("GET / HTTP/1.1\r\nHost: soak\r\n{baggage}\r\n").into_bytes()
+    format!("GET / HTTP/1.1\r\nHost: soak\r\n{baggage}{extra}\r\n").into_bytes()
 }
 
 impl Worker {
@@ -221,11 +231,8 @@ impl Worker {
                 self.keep_alive_request(&mut conn, key)
             } else {
                 let opened = args.start.elapsed().as_millis();
-                let mut close = args.requests[key as usize].clone();
-                close.truncate(close.len() - 2);
-                close.extend_from_slice(b"Connection: close\r\n\r\n");
                 let outcome = match connect(args.addr) {
-                    Ok(mut stream) => exchange(&mut stream, &close, key),
+                    Ok(mut stream) => exchange(&mut stream, &args.closing[key as usize], key),
                     Err(kind) => Outcome::Connect(kind),
                 };
                 (outcome, opened, false)
