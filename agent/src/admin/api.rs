@@ -19,6 +19,8 @@ use std::net::SocketAddr;
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::routes::Reason;
+
 /// `GET /status`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Status {
@@ -144,7 +146,7 @@ pub struct Decision {
     pub endpoint: SocketAddr,
     pub routing_key: Option<String>,
     /// `no-key`, `no-route-for-key`, `fork-no-ready-endpoints`, `fork`.
-    pub reason: String,
+    pub reason: Reason,
 }
 
 /// One line of `GET /trace`.
@@ -188,7 +190,7 @@ pub struct Explanation {
     /// The endpoint that would be chosen next (`None` for baseline: the
     /// client's own original destination).
     pub endpoint: Option<SocketAddr>,
-    pub reason: String,
+    pub reason: Reason,
     /// Every step, in words.
     pub steps: Vec<String>,
 }

@@ -3,7 +3,10 @@
 //! without disturbing anything (the round-robin cursor is only peeked).
 
 use super::api::{ExplainRequest, Explanation};
-use crate::{http::routing_key::RoutingKeys, routes::RouteSnapshot};
+use crate::{
+    http::routing_key::RoutingKeys,
+    routes::{Decision, Pick, Reason, RouteSnapshot},
+};
 
 pub fn explain(
     snapshot: &RouteSnapshot,
@@ -49,7 +52,7 @@ pub fn explain(
         destination: "baseline".into(),
         sandbox: None,
         endpoint: None,
-        reason: "no-key".into(),
+        reason: Reason::NoKey,
         steps: Vec::new(),
     };
     let Some((key, origin)) = keys.explain(&headers) else {
@@ -66,6 +69,9 @@ pub fn explain(
     out.routing_key = Some(key.clone());
     out.key_source = Some(origin);
 
+    // The same decision as a request's, with the round-robin cursor only peeked.
+    let decision = snapshot.decide_with(service.id, port, Some(&key), Pick::Peek);
+    out.reason = decision.reason();
     let owner = snapshot
         .sandbox_keys
         .get(&key)
@@ -79,47 +85,35 @@ pub fn explain(
     let Some(owner) = owner else {
         steps.push(format!("no sandbox or route group has key {key:?}"));
         steps.push("-> baseline".into());
-        out.reason = "no-route-for-key".into();
         out.steps = steps;
         return Ok(out);
     };
     steps.push(format!("key {key:?} belongs to {owner}"));
     out.matched = Some(owner.clone());
-
-    let Some(target) = snapshot
-        .routes
-        .get(&key)
-        .and_then(|routes| routes.get(&service.id))
-    else {
+    let Some(sandbox) = decision.matched_sandbox() else {
         steps.push(format!("{owner} does not fork {}", service.label));
         steps.push("-> baseline".into());
-        out.reason = "no-route-for-key".into();
         out.steps = steps;
         return Ok(out);
     };
-    steps.push(format!(
-        "sandbox {} forks {}",
-        target.sandbox, service.label
-    ));
-    out.sandbox = Some(target.sandbox.to_string());
-    let (endpoints, next) = target.peek(port);
-    match next {
-        Some(endpoint) => {
+    steps.push(format!("sandbox {sandbox} forks {}", service.label));
+    out.sandbox = Some(sandbox.to_string());
+    match &decision {
+        Decision::Fork { sandbox, endpoint } => {
+            let endpoints = snapshot
+                .fork_target(&key, service.id)
+                .map(|target| target.peek(port).0.to_vec())
+                .unwrap_or_default();
             steps.push(format!(
                 "fork endpoints for port {port}: {endpoints:?} (round robin)"
             ));
-            steps.push(format!(
-                "-> sandbox {}: endpoint {endpoint}",
-                target.sandbox
-            ));
+            steps.push(format!("-> sandbox {sandbox}: endpoint {endpoint}"));
             out.destination = "sandbox".into();
-            out.endpoint = Some(endpoint);
-            out.reason = "fork".into();
+            out.endpoint = Some(*endpoint);
         }
-        None => {
+        Decision::ForkNotReady { .. } | Decision::Baseline { .. } => {
             steps.push(format!("the fork has no ready endpoint for port {port}"));
             steps.push("-> baseline (counted in detour_fallbacks_total)".into());
-            out.reason = "fork-no-ready-endpoints".into();
         }
     }
     out.steps = steps;

@@ -21,6 +21,7 @@ use std::{
 use tokio::sync::broadcast;
 
 use super::api;
+use crate::routes::Reason;
 
 /// Trace events buffered per reader before the oldest are dropped.
 pub const TRACE_BUFFER: usize = 1024;
@@ -31,7 +32,7 @@ pub struct Decided {
     pub sandbox: Option<Arc<str>>,
     pub endpoint: SocketAddr,
     pub routing_key: Option<String>,
-    pub reason: &'static str,
+    pub reason: Reason,
 }
 
 impl Decided {
@@ -46,7 +47,7 @@ impl Decided {
             sandbox: self.sandbox.as_deref().map(str::to_owned),
             endpoint: self.endpoint,
             routing_key: self.routing_key.clone(),
-            reason: self.reason.to_owned(),
+            reason: self.reason,
         }
     }
 }
@@ -133,7 +134,7 @@ impl Observer {
     }
 
     /// Records a routed request.
-    pub fn decided(&self, flow: &FlowState, method: &'static str, decided: Decided) {
+    pub fn decided(&self, flow: &FlowState, method: &str, decided: Decided) {
         flow.requests.fetch_add(1, Ordering::Relaxed);
         if self.events.receiver_count() > 0 {
             let event = api::DecisionEvent {

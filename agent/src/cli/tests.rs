@@ -38,7 +38,7 @@ pub fn decision(
         sandbox: sandbox.map(Into::into),
         endpoint: addr(endpoint),
         routing_key: key.map(Into::into),
-        reason: reason.into(),
+        reason: serde_json::from_value(serde_json::json!(reason)).expect("a reason name"),
     }
 }
 

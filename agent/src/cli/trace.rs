@@ -68,13 +68,7 @@ pub fn render(line: &TraceLine) -> String {
         TraceLine::Lost { lost } => format!("... {lost} decisions lost: this trace fell behind\n"),
         TraceLine::Event(event) => {
             let decision = &event.decision;
-            let outcome = match (&decision.sandbox, decision.reason.as_str()) {
-                (Some(sandbox), _) => sandbox.clone(),
-                (None, "no-key") => "baseline".to_owned(),
-                (None, "no-route-for-key") => "baseline (no route)".to_owned(),
-                (None, "fork-no-ready-endpoints") => "baseline (fork not ready)".to_owned(),
-                (None, reason) => format!("baseline ({reason})"),
-            };
+            let outcome = decision.reason.route(decision.sandbox.as_deref());
             row([
                 &table::clock(event.time),
                 &event.service,

@@ -159,9 +159,9 @@ fn routed(snapshot: &RouteSnapshot, port: u16, key: &str) -> String {
         .find(|s| s.name == "reviews")
         .map_or(0, |s| s.id);
     match snapshot.decide(id, port, Some(key)) {
-        Decision::Sandbox { sandbox, endpoint } => format!("{sandbox} {endpoint}"),
-        Decision::Baseline { fallback: Some(_) } => "fallback".into(),
-        Decision::Baseline { fallback: None } => "baseline".into(),
+        Decision::Fork { sandbox, endpoint } => format!("{sandbox} {endpoint}"),
+        Decision::ForkNotReady { .. } => "fallback".into(),
+        Decision::Baseline { .. } => "baseline".into(),
     }
 }
 

@@ -9,6 +9,7 @@
 mod detect;
 pub mod http1;
 mod metrics;
+pub mod route;
 pub mod upstream;
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
@@ -186,7 +187,7 @@ async fn handle(mut client: TcpStream, peer: SocketAddr, ctx: Arc<ProxyContext>)
     flow.flow.set_protocol(served_as);
     match detected {
         Detected::Http1 => {
-            let conn = http1::Conn {
+            let conn = route::Conn {
                 service_id: record.service_id,
                 service,
                 original_dst: dst,

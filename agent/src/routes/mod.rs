@@ -5,6 +5,7 @@
 //! snapshot in whole; readers on the request path load it without locks and
 //! look routes up in O(1).
 
+mod decision;
 mod file;
 mod input;
 mod snapshot;
@@ -14,11 +15,10 @@ pub mod watch;
 
 use std::path::{Path, PathBuf};
 
+pub use decision::{Decision, Pick, Reason};
 pub use file::{Protocol, RoutesFile};
 pub use input::{ForkInput, GroupInput, RouteInput, SandboxInput, ServiceInput};
-pub use snapshot::{
-    Decision, Destination, Fallback, ForkTarget, RouteSnapshot, Service, ServiceIds,
-};
+pub use snapshot::{Destination, ForkTarget, RouteSnapshot, Service, ServiceIds};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RoutesError {

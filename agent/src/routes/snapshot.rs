@@ -3,7 +3,7 @@
 //!
 //! Built by one writer from a validated source and never mutated after, except
 //! for each fork's round-robin cursor (an atomic). A request's decision is two
-//! hash lookups: routing key, then service id.
+//! hash lookups: routing key, then service id (see [`super::decision`]).
 
 use std::{
     collections::{BTreeMap, HashMap},
@@ -97,37 +97,6 @@ impl ForkTarget {
         let index = self.next.fetch_add(1, Ordering::Relaxed) % endpoints.len();
         endpoints.get(index).copied()
     }
-}
-
-/// Why a request went to baseline although it carried a key that has routes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Fallback {
-    /// The fork exists but has no ready endpoints.
-    NoReadyEndpoints,
-}
-
-impl Fallback {
-    /// The `reason` label of `detour_fallbacks_total`.
-    pub fn reason(self) -> &'static str {
-        match self {
-            Self::NoReadyEndpoints => "no_ready_endpoints",
-        }
-    }
-}
-
-/// Where one request goes.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Decision {
-    /// The original destination. `fallback` is set when a fork was meant but
-    /// could not be used.
-    Baseline {
-        fallback: Option<(Arc<str>, Fallback)>,
-    },
-    /// A fork endpoint of `sandbox`.
-    Sandbox {
-        sandbox: Arc<str>,
-        endpoint: SocketAddr,
-    },
 }
 
 /// Everything the data path needs, as plain data.
@@ -261,26 +230,6 @@ impl RouteSnapshot {
     /// A service by `namespace/name`.
     pub fn service_named(&self, label: &str) -> Option<&Service> {
         self.services.values().find(|s| &*s.label == label)
-    }
-
-    /// Where a request to service `service_id`, sent to destination port
-    /// `port`, carrying `key` goes.
-    pub fn decide(&self, service_id: u32, port: u16, key: Option<&str>) -> Decision {
-        let Some(target) = key
-            .and_then(|k| self.routes.get(k))
-            .and_then(|r| r.get(&service_id))
-        else {
-            return Decision::Baseline { fallback: None };
-        };
-        match target.pick(port) {
-            Some(endpoint) => Decision::Sandbox {
-                sandbox: Arc::clone(&target.sandbox),
-                endpoint,
-            },
-            None => Decision::Baseline {
-                fallback: Some((Arc::clone(&target.sandbox), Fallback::NoReadyEndpoints)),
-            },
-        }
     }
 
     /// Counts for the `detour_routes{kind}` gauge.

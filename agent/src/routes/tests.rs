@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 
 use std::sync::Arc;
 
-use super::{Decision, Fallback, Protocol, RouteSnapshot, RoutesError, RoutesFile, ServiceIds};
+use super::{Decision, Protocol, Reason, RouteSnapshot, RoutesError, RoutesFile, ServiceIds};
 
 const EXAMPLE: &str = r#"
 services:
@@ -278,7 +278,7 @@ fn routed() -> RouteSnapshot {
 
 fn sandbox(decision: &Decision) -> (String, String) {
     match decision {
-        Decision::Sandbox { sandbox, endpoint } => (sandbox.to_string(), endpoint.to_string()),
+        Decision::Fork { sandbox, endpoint } => (sandbox.to_string(), endpoint.to_string()),
         other => panic!("expected a sandbox, got {other:?}"),
     }
 }
@@ -302,8 +302,15 @@ fn keys_route_to_their_forks_round_robin() {
 #[test]
 fn no_key_unknown_key_and_unforked_service_go_to_baseline() {
     let snapshot = routed();
-    let baseline = Decision::Baseline { fallback: None };
-    assert_eq!(snapshot.decide(1, 80, None), baseline);
+    let baseline = Decision::Baseline {
+        reason: Reason::NoRouteForKey,
+    };
+    assert_eq!(
+        snapshot.decide(1, 80, None),
+        Decision::Baseline {
+            reason: Reason::NoKey
+        }
+    );
     assert_eq!(snapshot.decide(1, 80, Some("nope")), baseline);
     assert_eq!(
         snapshot.decide(3, 80, Some("key-x")),
@@ -317,8 +324,8 @@ fn a_fork_without_endpoints_falls_back_and_says_so() {
     let snapshot = routed();
     assert_eq!(
         snapshot.decide(3, 80, Some("key-e")),
-        Decision::Baseline {
-            fallback: Some((Arc::from("empty-fork"), Fallback::NoReadyEndpoints))
+        Decision::ForkNotReady {
+            sandbox: Arc::from("empty-fork")
         }
     );
 }
@@ -337,7 +344,9 @@ fn a_group_key_uses_the_first_member_that_forks_each_service() {
     );
     assert_eq!(
         snapshot.decide(3, 80, Some("key-team")),
-        Decision::Baseline { fallback: None }
+        Decision::Baseline {
+            reason: Reason::NoRouteForKey
+        }
     );
 }
 
@@ -394,8 +403,53 @@ fn per_port_endpoints_take_precedence_and_an_unlisted_port_falls_back() {
     );
     assert_eq!(
         snapshot.decide(1, 443, Some("k")),
-        Decision::Baseline {
-            fallback: Some((Arc::from("default/x"), Fallback::NoReadyEndpoints))
+        Decision::ForkNotReady {
+            sandbox: Arc::from("default/x")
         }
     );
+}
+
+#[test]
+fn peeking_names_the_next_endpoint_without_moving_the_cursor() {
+    let snapshot = routed();
+    let peeked = snapshot.decide_with(1, 80, Some("key-x"), super::Pick::Peek);
+    assert_eq!(
+        snapshot.decide_with(1, 80, Some("key-x"), super::Pick::Peek),
+        peeked
+    );
+    assert_eq!(snapshot.decide(1, 80, Some("key-x")), peeked);
+    assert_ne!(snapshot.decide(1, 80, Some("key-x")), peeked);
+}
+
+#[test]
+fn reasons_have_one_name_each_in_json_logs_and_metrics() {
+    for (reason, name, fallback, route) in [
+        (Reason::NoKey, "no-key", None, "baseline"),
+        (
+            Reason::NoRouteForKey,
+            "no-route-for-key",
+            None,
+            "baseline (no route)",
+        ),
+        (Reason::Fork, "fork", None, "feature-x"),
+        (
+            Reason::ForkNotReady,
+            "fork-no-ready-endpoints",
+            Some("no_ready_endpoints"),
+            "baseline (fork not ready)",
+        ),
+    ] {
+        assert_eq!(reason.as_str(), name);
+        assert_eq!(
+            serde_json::to_value(reason).expect("serialize"),
+            serde_json::json!(name)
+        );
+        assert_eq!(
+            serde_json::from_value::<Reason>(serde_json::json!(name)).expect("deserialize"),
+            reason
+        );
+        assert_eq!(reason.fallback(), fallback);
+        let sandbox = (reason == Reason::Fork).then_some("feature-x");
+        assert_eq!(reason.route(sandbox), route);
+    }
 }

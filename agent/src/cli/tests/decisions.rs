@@ -85,7 +85,7 @@ fn explain_shows_the_decision_then_every_step() {
         destination: "sandbox".into(),
         sandbox: Some("feature-x".into()),
         endpoint: Some(addr("10.244.1.5:8080")),
-        reason: "fork".into(),
+        reason: api::Reason::Fork,
         steps: vec![
             "service default/reviews is steered at 2 destination(s); evaluating destination port 8080".into(),
             "routing key \"feature-x\" from baggage member \"detour-routing-key\"".into(),
@@ -127,7 +127,7 @@ fn explain_baseline_says_why() {
         destination: "baseline".into(),
         sandbox: None,
         endpoint: None,
-        reason: "no-key".into(),
+        reason: api::Reason::NoKey,
         steps: vec![
             "service default/reviews is steered at 1 destination(s); evaluating destination port 8080".into(),
             "no routing key: looked for [\"detour-routing-key\", \"sd-routing-key\", \"sd-sandbox\", \"sd-workspace\"] in baggage, tracestate, uberctx-*, ot-baggage-*".into(),

@@ -15,7 +15,7 @@ mod idle;
 pub mod pool;
 pub mod respond;
 
-use std::{net::SocketAddr, sync::Arc, time::Instant};
+use std::{net::SocketAddr, time::Instant};
 
 use bytes::BytesMut;
 use exchange::Outcome;
@@ -23,25 +23,14 @@ use respond::ProxyError;
 use tokio::{io::AsyncWriteExt, net::TcpStream};
 use tracing::debug;
 
-use super::ProxyContext;
-use crate::{
-    admin::observer::{Decided, FlowState},
-    http::{
-        chunked::ChunkedDecoder,
-        head::{self, Framing, HeadError, Method, RequestHead},
-    },
-    routes::Decision,
+use super::{
+    ProxyContext,
+    route::{self, Conn, Routed},
 };
-
-/// What the proxy knows about a connection before its first request.
-#[derive(Debug, Clone)]
-pub struct Conn {
-    pub service_id: u32,
-    pub service: Arc<str>,
-    pub original_dst: SocketAddr,
-    /// The connection as `detour flows` shows it.
-    pub flow: Arc<FlowState>,
-}
+use crate::http::{
+    chunked::ChunkedDecoder,
+    head::{self, Framing, HeadError, Method, RequestHead},
+};
 
 /// Serves requests on `client` until either side ends the connection. `buf`
 /// holds bytes already read (by protocol detection).
@@ -80,47 +69,17 @@ pub async fn serve(mut client: TcpStream, mut buf: BytesMut, conn: Conn, ctx: &P
             }
         }
         let started = Instant::now();
-        let decision = ctx.routes.load().decide(
-            conn.service_id,
-            conn.original_dst.port(),
-            head.routing_key.as_deref(),
-        );
-        let (target, sandbox, reason) = match &decision {
-            Decision::Sandbox { sandbox, endpoint } => {
-                (*endpoint, Some(Arc::clone(sandbox)), "fork")
-            }
-            Decision::Baseline {
-                fallback: Some((sandbox, reason)),
-            } => {
-                ctx.metrics.fallback(reason.reason());
-                debug!(service = %conn.service, %sandbox, reason = reason.reason(), "fork unavailable; baseline");
-                (conn.original_dst, None, "fork-no-ready-endpoints")
-            }
-            Decision::Baseline { fallback: None } if head.routing_key.is_some() => {
-                (conn.original_dst, None, "no-route-for-key")
-            }
-            Decision::Baseline { fallback: None } => (conn.original_dst, None, "no-key"),
-        };
-        debug!(
-            service = %conn.service,
-            key = head.routing_key.as_deref().unwrap_or(""),
-            destination = if sandbox.is_some() { "sandbox" } else { "baseline" },
-            sandbox = sandbox.as_deref().unwrap_or(""),
-            %target,
-            connection_close_stripped = !head.stripped.is_empty(),
-            "routed"
-        );
-
-        ctx.observer.decided(
-            &conn.flow,
+        if !head.stripped.is_empty() {
+            debug!("Connection: close left out (hop-by-hop)");
+        }
+        let Routed {
+            upstream: target,
+            sandbox,
+        } = route::route(
+            ctx,
+            &conn,
+            head.routing_key.take(),
             method_name(head.method),
-            Decided {
-                sandbox: sandbox.clone(),
-                endpoint: target,
-                // The key is not needed past this point: move it, no copy.
-                routing_key: head.routing_key.take(),
-                reason,
-            },
         );
         match exchange_with_retry(
             &mut client,

@@ -1,0 +1,75 @@
+//! The routing stage of the pipeline, shared by every protocol: a request's
+//! routing key in, its upstream out.
+//!
+//! HTTP/1 calls [`route`] once per request and HTTP/2 once per stream, with
+//! the key already read from the request's fields (`RoutingKeys::extract`).
+//! The decision itself is `RouteSnapshot::decide`; this stage adds what every
+//! protocol must do with it: count a fallback, log the decision at debug
+//! level, and show it to `detour flows` and `detour trace`.
+
+use std::{net::SocketAddr, sync::Arc};
+
+use tracing::debug;
+
+use super::ProxyContext;
+use crate::{
+    admin::observer::{Decided, FlowState},
+    routes::Decision,
+};
+
+/// What the proxy knows about a client connection before its first request.
+#[derive(Debug, Clone)]
+pub struct Conn {
+    pub service_id: u32,
+    pub service: Arc<str>,
+    pub original_dst: SocketAddr,
+    /// The connection as `detour flows` shows it.
+    pub flow: Arc<FlowState>,
+}
+
+/// Where one request goes.
+#[derive(Debug, Clone)]
+pub struct Routed {
+    /// The fork endpoint, or the original destination.
+    pub upstream: SocketAddr,
+    /// The sandbox whose fork serves the request (`None`: baseline).
+    pub sandbox: Option<Arc<str>>,
+}
+
+/// Decides one request on `conn` carrying `key`; `method` names it for
+/// `detour trace` (an HTTP method, or a gRPC method's path).
+pub fn route(ctx: &ProxyContext, conn: &Conn, key: Option<String>, method: &str) -> Routed {
+    let decision =
+        ctx.routes
+            .load()
+            .decide(conn.service_id, conn.original_dst.port(), key.as_deref());
+    let reason = decision.reason();
+    let upstream = decision.endpoint(conn.original_dst);
+    if let Some(label) = reason.fallback() {
+        ctx.metrics.fallback(label);
+    }
+    debug!(
+        service = %conn.service,
+        key = key.as_deref().unwrap_or(""),
+        sandbox = decision.matched_sandbox().map_or("", |s| &**s),
+        %reason,
+        %upstream,
+        "routed"
+    );
+    let sandbox = match decision {
+        Decision::Fork { sandbox, .. } => Some(sandbox),
+        Decision::Baseline { .. } | Decision::ForkNotReady { .. } => None,
+    };
+    ctx.observer.decided(
+        &conn.flow,
+        method,
+        Decided {
+            sandbox: sandbox.clone(),
+            endpoint: upstream,
+            // The key is not needed past this point: move it, no copy.
+            routing_key: key,
+            reason,
+        },
+    );
+    Routed { upstream, sandbox }
+}
