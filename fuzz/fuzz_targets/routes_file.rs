@@ -143,15 +143,11 @@ fn check_decisions(file: &RoutesFile, snapshot: &RouteSnapshot) {
             for port in &ports {
                 let decision = snapshot.decide(service.id, *port, Some(key));
                 match (&target, &decision) {
-                    (None, Decision::Baseline { fallback: None }) => {}
-                    (Some((name, endpoints)), Decision::Sandbox { sandbox, endpoint })
+                    (None, Decision::Baseline { .. }) => {}
+                    (Some((name, endpoints)), Decision::Fork { sandbox, endpoint })
                         if **sandbox == **name && endpoints.contains(endpoint) => {}
-                    (
-                        Some((name, endpoints)),
-                        Decision::Baseline {
-                            fallback: Some((sandbox, _)),
-                        },
-                    ) if endpoints.is_empty() && **sandbox == **name => {}
+                    (Some((name, endpoints)), Decision::ForkNotReady { sandbox })
+                        if endpoints.is_empty() && **sandbox == **name => {}
                     _ => panic!(
                         "{label}:{port} with key {key:?}: expected {target:?}, got {decision:?}"
                     ),

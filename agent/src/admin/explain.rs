@@ -35,14 +35,6 @@ pub fn explain(
         ports.len()
     )];
 
-    let headers: Vec<httparse::Header<'_>> = request
-        .headers
-        .iter()
-        .map(|(name, value)| httparse::Header {
-            name,
-            value: value.as_bytes(),
-        })
-        .collect();
     let mut out = Explanation {
         service: service.label.to_string(),
         port,
@@ -55,7 +47,12 @@ pub fn explain(
         reason: Reason::NoKey,
         steps: Vec::new(),
     };
-    let Some((key, origin)) = keys.explain(&headers) else {
+    let Some((key, origin)) = keys.explain(
+        request
+            .headers
+            .iter()
+            .map(|(name, value)| (name.as_bytes(), value.as_bytes())),
+    ) else {
         let names: Vec<&str> = keys.names().collect();
         steps.push(format!(
             "no routing key: looked for {names:?} in baggage, tracestate, uberctx-*, ot-baggage-*{}",

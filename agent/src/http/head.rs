@@ -36,8 +36,9 @@
 //!   either version.
 //! - A status code below 100 is malformed; responses otherwise reuse the
 //!   request's checks, and the proxy answers their errors with 502.
-//! - Parsing allocates nothing; the routing key (`RoutingKeys::extract`) is
-//!   the only `String`.
+//! - Parsing allocates nothing. It knows nothing of routing: a parsed request
+//!   hands its field lines to the caller ([`ParsedRequest::fields`]), which
+//!   reads the routing key from them (`RoutingKeys::extract`).
 
 use std::mem::MaybeUninit;
 
@@ -45,7 +46,7 @@ use httparse::{Header, ParserConfig, Status};
 
 use self::fields::{Codings, Fields, Length};
 pub use self::hop::Stripped;
-use super::routing_key::RoutingKeys;
+use super::routing_key::Field;
 
 mod fields;
 pub mod hop;
@@ -125,8 +126,6 @@ pub struct RequestHead {
     pub expect_continue: bool,
     /// An upgrade request (`Connection: upgrade` + `Upgrade`), or CONNECT.
     pub upgrade: bool,
-    /// The routing key, extracted with the agent's [`RoutingKeys`].
-    pub routing_key: Option<String>,
     /// `Connection: close` lines the proxy does not forward ([`hop`]).
     pub stripped: Stripped,
 }
@@ -166,14 +165,44 @@ impl HeadError {
     }
 }
 
-/// Parses a request head at the start of `buf`. `Ok(None)`: incomplete, read
-/// more (but `Err(TooLarge)` once `buf` holds `MAX_HEAD_BYTES` without an end).
-pub fn parse_request(buf: &[u8], keys: &RoutingKeys) -> Result<Option<RequestHead>, HeadError> {
+/// Room for a request head's field lines: [`parse_request`] fills it, and
+/// the caller reads them through [`ParsedRequest::fields`]. It lives on the
+/// caller's stack; nothing is allocated.
+pub struct FieldLines<'b>([MaybeUninit<Header<'b>>; MAX_HEADERS]);
+
+impl Default for FieldLines<'_> {
+    fn default() -> Self {
+        Self([const { MaybeUninit::uninit() }; MAX_HEADERS])
+    }
+}
+
+/// A complete request head, and its field lines in `buf`.
+#[derive(Debug)]
+pub struct ParsedRequest<'s, 'b> {
+    pub head: RequestHead,
+    fields: &'s [Header<'b>],
+}
+
+impl<'b> ParsedRequest<'_, 'b> {
+    /// The field lines as `(name, value)`, in order, as received.
+    pub fn fields(&self) -> impl Iterator<Item = Field<'b>> + '_ {
+        self.fields
+            .iter()
+            .map(|field| (field.name.as_bytes(), field.value))
+    }
+}
+
+/// Parses a request head at the start of `buf`, its field lines into
+/// `lines`. `Ok(None)`: incomplete, read more (but `Err(TooLarge)` once
+/// `buf` holds `MAX_HEAD_BYTES` without an end).
+pub fn parse_request<'s, 'b>(
+    buf: &'b [u8],
+    lines: &'s mut FieldLines<'b>,
+) -> Result<Option<ParsedRequest<'s, 'b>>, HeadError> {
     let window = &buf[..buf.len().min(MAX_HEAD_BYTES)];
-    let mut storage = [const { MaybeUninit::<Header<'_>>::uninit() }; MAX_HEADERS];
     let mut request = httparse::Request::new(&mut []);
     let parsed =
-        strict_config().parse_request_with_uninit_headers(&mut request, window, &mut storage);
+        strict_config().parse_request_with_uninit_headers(&mut request, window, &mut lines.0);
     let Some(len) = complete(parsed, buf.len())? else {
         return Ok(None);
     };
@@ -182,7 +211,7 @@ pub fn parse_request(buf: &[u8], keys: &RoutingKeys) -> Result<Option<RequestHea
         return Err(HeadError::Malformed("incomplete request line"));
     };
     let method = Method::from_token(token);
-    let headers: &[Header<'_>] = request.headers;
+    let headers: &'s [Header<'b>] = request.headers;
     let fields = Fields::scan(headers);
 
     let framing = match (fields.transfer_encoding, fields.content_length) {
@@ -213,7 +242,7 @@ pub fn parse_request(buf: &[u8], keys: &RoutingKeys) -> Result<Option<RequestHea
         } else {
             Stripped::default()
         };
-    Ok(Some(RequestHead {
+    let head = RequestHead {
         len,
         method,
         minor_version,
@@ -222,8 +251,11 @@ pub fn parse_request(buf: &[u8], keys: &RoutingKeys) -> Result<Option<RequestHea
         expect_continue: http11 && fields.expect_continue,
         upgrade: method == Method::Connect
             || (http11 && fields.upgrade && fields.connection.upgrade),
-        routing_key: keys.extract(headers),
         stripped,
+    };
+    Ok(Some(ParsedRequest {
+        head,
+        fields: headers,
     }))
 }
 

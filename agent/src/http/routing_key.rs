@@ -1,7 +1,13 @@
 //! Routing-key extraction (DESIGN.md, "Routing keys"): which sandbox, if
 //! any, a request is for.
 //!
-//! The proxy calls [`RoutingKeys::extract`] once per request head, so it is
+//! Extraction reads header fields as `(name, value)` byte pairs ([`Field`]),
+//! whatever carried them: the HTTP/1 head parser's field lines, an HTTP/2
+//! stream's header map, or the headers given to `detour explain`. So every
+//! protocol routes by the same code, and the HTTP/1 parser (a security
+//! boundary) does not change when routing does.
+//!
+//! The proxy calls [`RoutingKeys::extract`] once per request, so it is
 //! built for that: one pass over the header names, nothing allocated unless a
 //! key is found (the returned `String` is then the only allocation), work
 //! linear in the header bytes (which the head parser caps at 64 KiB), and no
@@ -80,6 +86,10 @@ pub const DEFAULT_KEY_NAMES: [&str; 4] = [
 /// no key: a routing key becomes a metric label and a log field.
 pub const MAX_KEY_LEN: usize = 256;
 
+/// One header field as routing reads it: the name and the value, as bytes
+/// received (names in any case).
+pub type Field<'h> = (&'h [u8], &'h [u8]);
+
 const UBERCTX_PREFIX: &[u8] = b"uberctx-";
 const OT_BAGGAGE_PREFIX: &[u8] = b"ot-baggage-";
 
@@ -156,14 +166,17 @@ impl RoutingKeys {
 
     /// The request's routing key, or `None`. A returned key always passes
     /// [`is_valid_routing_key`].
-    pub fn extract(&self, headers: &[httparse::Header<'_>]) -> Option<String> {
-        self.extract_ranked(headers).map(|(key, _)| key)
+    pub fn extract<'h>(&self, fields: impl IntoIterator<Item = Field<'h>>) -> Option<String> {
+        self.extract_ranked(fields).map(|(key, _)| key)
     }
 
     /// The routing key and where it came from, in words (for `detour
     /// explain`), e.g. `baggage member "detour-routing-key"`.
-    pub fn explain(&self, headers: &[httparse::Header<'_>]) -> Option<(String, String)> {
-        let (key, (source, index)) = self.extract_ranked(headers)?;
+    pub fn explain<'h>(
+        &self,
+        fields: impl IntoIterator<Item = Field<'h>>,
+    ) -> Option<(String, String)> {
+        let (key, (source, index)) = self.extract_ranked(fields)?;
         let name = |i: usize| self.names.get(i).map_or("?", |n| n.as_ref());
         let origin = match source {
             Source::Baggage => format!("baggage member {:?}", name(index)),
@@ -178,22 +191,24 @@ impl RoutingKeys {
         Some((key, origin))
     }
 
-    fn extract_ranked(&self, headers: &[httparse::Header<'_>]) -> Option<(String, Rank)> {
+    fn extract_ranked<'h>(
+        &self,
+        fields: impl IntoIterator<Item = Field<'h>>,
+    ) -> Option<(String, Rank)> {
         let mut scratch = [0; MAX_KEY_LEN];
-        let mut best: Option<Candidate<'_>> = None;
-        for header in headers {
-            let name = header.name.as_bytes();
+        let mut best: Option<Candidate<'h>> = None;
+        for (name, value) in fields {
             let bound = best.map(|found| found.rank);
             let found = if name.eq_ignore_ascii_case(b"baggage") {
-                self.best_member(header.value, Encoding::Baggage, bound, &mut scratch)
+                self.best_member(value, Encoding::Baggage, bound, &mut scratch)
             } else if name.eq_ignore_ascii_case(b"tracestate") {
-                self.best_member(header.value, Encoding::TraceState, bound, &mut scratch)
+                self.best_member(value, Encoding::TraceState, bound, &mut scratch)
             } else {
                 self.single_value_field(name)
                     .filter(|&(rank, _)| is_better(rank, bound))
                     .map(|(rank, encoding)| Candidate {
                         rank,
-                        raw: trim_ows(header.value),
+                        raw: trim_ows(value),
                         encoding,
                     })
                     .filter(|candidate| candidate.decode(&mut scratch).is_some())

@@ -29,7 +29,7 @@ use super::{
 };
 use crate::http::{
     chunked::ChunkedDecoder,
-    head::{self, Framing, HeadError, Method, RequestHead},
+    head::{self, FieldLines, Framing, HeadError, Method, RequestHead},
 };
 
 /// Serves requests on `client` until either side ends the connection. `buf`
@@ -47,8 +47,8 @@ pub async fn serve(mut client: TcpStream, mut buf: BytesMut, conn: Conn, ctx: &P
         {
             break;
         }
-        let mut head = match read_request(&mut client, &mut buf, ctx).await {
-            Ok(Some(head)) => head,
+        let (head, routing_key) = match read_request(&mut client, &mut buf, ctx).await {
+            Ok(Some(request)) => request,
             Ok(None) => break,
             Err(error) => {
                 ctx.metrics.proxy_error(error);
@@ -75,12 +75,7 @@ pub async fn serve(mut client: TcpStream, mut buf: BytesMut, conn: Conn, ctx: &P
         let Routed {
             upstream: target,
             sandbox,
-        } = route::route(
-            ctx,
-            &conn,
-            head.routing_key.take(),
-            method_name(head.method),
-        );
+        } = route::route(ctx, &conn, routing_key, method_name(head.method));
         match exchange_with_retry(
             &mut client,
             &mut buf,
@@ -204,17 +199,21 @@ async fn exchange_with_retry(
     }
 }
 
-/// Reads the next request head, within the head timeout. `Ok(None)`: the
-/// client closed before completing it.
+/// Reads the next request head, within the head timeout, and its routing
+/// key. `Ok(None)`: the client closed before completing it.
 async fn read_request(
     client: &mut TcpStream,
     buf: &mut BytesMut,
     ctx: &ProxyContext,
-) -> Result<Option<RequestHead>, ProxyError> {
+) -> Result<Option<(RequestHead, Option<String>)>, ProxyError> {
     let deadline = tokio::time::Instant::now() + ctx.http.head_timeout;
     loop {
-        match head::parse_request(buf, &ctx.keys) {
-            Ok(Some(head)) => return Ok(Some(head)),
+        let mut lines = FieldLines::default();
+        match head::parse_request(buf, &mut lines) {
+            Ok(Some(parsed)) => {
+                let key = ctx.keys.extract(parsed.fields());
+                return Ok(Some((parsed.head, key)));
+            }
             Ok(None) => {}
             Err(error) => return Err(refusal(&error)),
         }

@@ -2,15 +2,13 @@
 //! everything else is forwarded byte for byte.
 
 use crate::http::{
-    head::{HeadError, Method, RequestHead, parse_request, parse_response},
+    head::{FieldLines, HeadError, Method, RequestHead, parse_request, parse_response},
     routing_key::RoutingKeys,
 };
 
 fn parsed(raw: &[u8]) -> RequestHead {
-    let keys =
-        RoutingKeys::new(&["detour-routing-key".to_owned()], &[]).expect("valid routing key names");
-    match parse_request(raw, &keys) {
-        Ok(Some(head)) => head,
+    match parse_request(raw, &mut FieldLines::default()) {
+        Ok(Some(parsed)) => parsed.head,
         other => panic!(
             "expected a complete request from {:?}, got {other:?}",
             String::from_utf8_lossy(raw)
@@ -64,7 +62,14 @@ fn connection_close_alone_is_left_out() {
             "{value:?}"
         );
         assert!(!head.keep_alive, "the client connection still closes");
-        assert_eq!(head.routing_key.as_deref(), Some("feature-x"));
+        let key = RoutingKeys::default().extract(
+            parse_request(&raw, &mut FieldLines::default())
+                .ok()
+                .flatten()
+                .expect("a complete request")
+                .fields(),
+        );
+        assert_eq!(key.as_deref(), Some("feature-x"), "{value:?}");
     }
 }
 
@@ -157,9 +162,11 @@ fn malformed_connection_lines_stay_refused() {
         b"GET / HTTP/1.1\r\nConnection: close\nHost: a\r\n\r\n",
         b"GET / HTTP/1.1\r\nConnection: close\rHost: a\r\n\r\n",
     ] {
-        let keys = RoutingKeys::default();
         assert!(
-            matches!(parse_request(raw, &keys), Err(HeadError::Malformed(_))),
+            matches!(
+                parse_request(raw, &mut FieldLines::default()),
+                Err(HeadError::Malformed(_))
+            ),
             "{:?}",
             String::from_utf8_lossy(raw)
         );

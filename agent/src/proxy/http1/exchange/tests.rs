@@ -11,10 +11,7 @@ use tokio::{
 };
 
 use super::{Outcome, run};
-use crate::http::{
-    head::{RequestHead, parse_request},
-    routing_key::RoutingKeys,
-};
+use crate::http::head::{FieldLines, RequestHead, parse_request};
 
 const TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -27,8 +24,8 @@ async fn pair() -> (TcpStream, TcpStream) {
 }
 
 fn head(raw: &[u8]) -> RequestHead {
-    match parse_request(raw, &RoutingKeys::default()) {
-        Ok(Some(head)) => head,
+    match parse_request(raw, &mut FieldLines::default()) {
+        Ok(Some(parsed)) => parsed.head,
         other => panic!("expected a complete request, got {other:?}"),
     }
 }
