@@ -23,6 +23,12 @@ const REQUIREMENTS: &[(&str, &str)] = &[
     ("nsenter", "util-linux"),
     ("curl", "curl"),
     ("python3", "python3"),
+    // gRPC and raw HTTP/2 test peers (tests/servers/grpc_server.py,
+    // tests/clients/grpc_client.py, tests/clients/h2raw.py): Debian's builds,
+    // which those scripts run under /usr/bin/python3.
+    ("/usr/lib/python3/dist-packages/grpc", "python3-grpcio"),
+    ("/usr/lib/python3/dist-packages/h2", "python3-h2"),
+    ("h2load", "nghttp2-client"),
     ("bpftool", "bpftool"),
     ("iptables", "iptables"),
     // Debian's kubectl; machines of this kind come with a newer one.
