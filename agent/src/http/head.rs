@@ -214,27 +214,7 @@ pub fn parse_request<'s, 'b>(
     let headers: &'s [Header<'b>] = request.headers;
     let fields = Fields::scan(headers);
 
-    let framing = match (fields.transfer_encoding, fields.content_length) {
-        (Codings::Absent, length) => match length {
-            Length::Absent => Framing::Empty,
-            Length::Valid(n) => Framing::Length(n),
-            Length::Invalid(why) => return Err(HeadError::Framing(why)),
-        },
-        (_, Length::Valid(_) | Length::Invalid(_)) => {
-            return Err(HeadError::Framing(
-                "both Transfer-Encoding and Content-Length",
-            ));
-        }
-        _ if minor_version == 0 => return Err(HeadError::Framing("Transfer-Encoding in HTTP/1.0")),
-        (Codings::Chunked, Length::Absent) => Framing::Chunked,
-        (Codings::NotChunked, Length::Absent) => {
-            return Err(HeadError::Framing(
-                "Transfer-Encoding does not end in chunked",
-            ));
-        }
-        (Codings::Invalid(why), Length::Absent) => return Err(HeadError::Framing(why)),
-    };
-
+    let framing = body_framing(&fields, minor_version, Role::Request)?;
     let http11 = minor_version == 1;
     let stripped =
         if http11 && method != Method::Connect && !fields.upgrade && fields.connection.close {
@@ -294,22 +274,7 @@ pub fn parse_response(buf: &[u8], method: Method) -> Result<Option<ResponseHead>
         }
         Framing::Empty
     } else {
-        match (fields.transfer_encoding, fields.content_length) {
-            (Codings::Absent, Length::Absent) => Framing::UntilClose,
-            (Codings::Absent, Length::Valid(n)) => Framing::Length(n),
-            (Codings::Absent, Length::Invalid(why)) => return Err(HeadError::Framing(why)),
-            (_, Length::Valid(_) | Length::Invalid(_)) => {
-                return Err(HeadError::Framing(
-                    "both Transfer-Encoding and Content-Length",
-                ));
-            }
-            _ if minor_version == 0 => {
-                return Err(HeadError::Framing("Transfer-Encoding in HTTP/1.0"));
-            }
-            (Codings::Chunked, Length::Absent) => Framing::Chunked,
-            (Codings::NotChunked, Length::Absent) => Framing::UntilClose,
-            (Codings::Invalid(why), Length::Absent) => return Err(HeadError::Framing(why)),
-        }
+        body_framing(&fields, minor_version, Role::Response)?
     };
     Ok(Some(ResponseHead {
         len,
@@ -319,6 +284,42 @@ pub fn parse_response(buf: &[u8], method: Method) -> Result<Option<ResponseHead>
         keep_alive: keep_alive && framing != Framing::UntilClose,
         close: fields.connection.close,
     }))
+}
+
+/// Which side sent a message: the framing rules differ only where a
+/// request cannot be delimited by close.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Role {
+    Request,
+    Response,
+}
+
+/// The body framing of a message that has one (RFC 9112 §6): the one table
+/// of `Transfer-Encoding` and `Content-Length` for requests and responses.
+fn body_framing(fields: &Fields, minor_version: u8, role: Role) -> Result<Framing, HeadError> {
+    let framing = match (fields.transfer_encoding, fields.content_length) {
+        (Codings::Absent, Length::Absent) if role == Role::Request => Framing::Empty,
+        (Codings::Absent, Length::Absent) => Framing::UntilClose,
+        (Codings::Absent, Length::Valid(n)) => Framing::Length(n),
+        (Codings::Absent, Length::Invalid(why)) => return Err(HeadError::Framing(why)),
+        (_, Length::Valid(_) | Length::Invalid(_)) => {
+            return Err(HeadError::Framing(
+                "both Transfer-Encoding and Content-Length",
+            ));
+        }
+        _ if minor_version == 0 => return Err(HeadError::Framing("Transfer-Encoding in HTTP/1.0")),
+        (Codings::Chunked, Length::Absent) => Framing::Chunked,
+        // A response whose final coding is not chunked runs until close; a
+        // request cannot.
+        (Codings::NotChunked, Length::Absent) if role == Role::Response => Framing::UntilClose,
+        (Codings::NotChunked, Length::Absent) => {
+            return Err(HeadError::Framing(
+                "Transfer-Encoding does not end in chunked",
+            ));
+        }
+        (Codings::Invalid(why), Length::Absent) => return Err(HeadError::Framing(why)),
+    };
+    Ok(framing)
 }
 
 /// `httparse` with every leniency spelled out as off.
