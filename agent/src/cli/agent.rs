@@ -30,7 +30,11 @@ use crate::{
     defaults,
     http::routing_key::{DEFAULT_KEY_NAMES, RoutingKeys},
     k8s, metrics,
-    proxy::{self, HttpSettings, ProxyContext, ProxyMetrics, http1::pool::Pool},
+    proxy::{
+        self, Proxy, ProxyContext, ProxyMetrics,
+        http1::{self, Http1, pool::Pool},
+        upstream::Upstream,
+    },
     routes::{self, RoutesError, RoutesFile},
     telemetry::{self, LogControl, LogFormat},
     updater::{RouteMetrics, RouteUpdater},
@@ -273,24 +277,31 @@ async fn serve(
             Source::Kubernetes => None,
         },
     };
-    let ctx = Arc::new(ProxyContext {
-        draining: CancellationToken::new(),
-        connection_slots: Arc::new(tokio::sync::Semaphore::new(args.max_connections)),
-        observer: Arc::clone(&observer),
-        orig_dst,
-        routes: updater.store(),
-        metrics: proxy_metrics,
-        keys,
-        pool: Pool::default(),
-        http: HttpSettings {
+    let proxy = Arc::new(Proxy {
+        ctx: ProxyContext {
+            draining: CancellationToken::new(),
+            connection_slots: Arc::new(tokio::sync::Semaphore::new(args.max_connections)),
+            observer: Arc::clone(&observer),
+            orig_dst,
+            routes: updater.store(),
+            metrics: proxy_metrics,
+            keys,
+            upstream: Upstream {
+                mark: args.mark,
+                connect_timeout: args.connect_timeout,
+                response_timeout: args.upstream_timeout,
+            },
             detect_timeout: args.detect_timeout,
-            head_timeout: args.head_timeout,
-            idle_timeout: args.idle_timeout,
-            connect_timeout: args.connect_timeout,
-            upstream_timeout: args.upstream_timeout,
         },
-        mark: args.mark,
+        http1: Http1 {
+            pool: Pool::default(),
+            settings: http1::Settings {
+                head_timeout: args.head_timeout,
+                idle_timeout: args.idle_timeout,
+            },
+        },
     });
+    let ctx = &proxy.ctx;
     let stop_updates = CancellationToken::new();
     let updates = match (source, watch, client) {
         (Source::File { path, text, .. }, Some(watch), _) => {
@@ -311,7 +322,7 @@ async fn serve(
         }
         acceptors.push(tokio::spawn(proxy::serve(
             listener,
-            Arc::clone(&ctx),
+            Arc::clone(&proxy),
             connections.clone(),
             stop_accepting.clone(),
         )));

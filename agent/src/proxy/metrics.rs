@@ -12,7 +12,7 @@ use prometheus_client::{
     registry::Registry,
 };
 
-use super::http1::respond::ProxyError;
+use super::error::ProxyError;
 
 /// A shared string as a label value, so labels cost no allocation per request.
 #[derive(Clone, Debug, Hash, PartialEq, Eq)]
@@ -156,7 +156,7 @@ impl ProxyMetrics {
     /// A response the proxy wrote itself: a client error or an upstream one.
     pub fn proxy_error(&self, error: ProxyError) {
         let reason = error.metric_reason();
-        if error.status().0 < 500 {
+        if error.is_client_error() {
             self.request_errors
                 .get_or_create(&ReasonLabels { reason })
                 .inc();

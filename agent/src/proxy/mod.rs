@@ -7,6 +7,7 @@
 //! once: the proxy is not an open relay.
 
 mod detect;
+pub mod error;
 pub mod http1;
 mod metrics;
 pub mod route;
@@ -22,6 +23,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tracing::{Instrument, debug, debug_span, info, warn};
 
+use self::upstream::Upstream;
 use crate::{
     admin::Observer,
     datapath::OrigDstTable,
@@ -29,22 +31,7 @@ use crate::{
     routes::{Protocol, RouteSnapshot},
 };
 
-/// Timeouts of the HTTP path.
-#[derive(Debug, Clone, Copy)]
-pub struct HttpSettings {
-    /// Protocol detection on `auto` ports.
-    pub detect_timeout: Duration,
-    /// A request head must be complete within this (408 otherwise).
-    pub head_timeout: Duration,
-    /// A keep-alive connection idle this long between requests is closed.
-    pub idle_timeout: Duration,
-    /// Upstream connect (502 on refusal, 504 on timeout).
-    pub connect_timeout: Duration,
-    /// Wait for the upstream's response head (504 beyond).
-    pub upstream_timeout: Duration,
-}
-
-/// What every connection task shares.
+/// What every connection task shares, whatever its protocol.
 pub struct ProxyContext {
     /// Cancelled at shutdown: keep-alive connections close after their
     /// current request instead of waiting for the next.
@@ -56,9 +43,15 @@ pub struct ProxyContext {
     pub routes: Arc<ArcSwap<RouteSnapshot>>,
     pub metrics: ProxyMetrics,
     pub keys: RoutingKeys,
-    pub pool: http1::pool::Pool,
-    pub http: HttpSettings,
-    pub mark: u32,
+    pub upstream: Upstream,
+    /// Protocol detection on `auto` ports.
+    pub detect_timeout: Duration,
+}
+
+/// The proxy: the shared context, and each protocol's own state.
+pub struct Proxy {
+    pub ctx: ProxyContext,
+    pub http1: http1::Http1,
 }
 
 /// Accept queue length for the proxy listeners (the kernel caps it at
@@ -82,10 +75,11 @@ pub fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
 /// spawned on `tracker` so that shutdown can wait for them.
 pub async fn serve(
     listener: TcpListener,
-    ctx: Arc<ProxyContext>,
+    proxy: Arc<Proxy>,
     tracker: TaskTracker,
     stop: CancellationToken,
 ) {
+    let ctx = &proxy.ctx;
     let local = listener.local_addr().ok();
     loop {
         let accepted = tokio::select! {
@@ -96,7 +90,7 @@ pub async fn serve(
         match accepted {
             Ok((stream, peer)) => match Arc::clone(&ctx.connection_slots).try_acquire_owned() {
                 Ok(slot) => {
-                    let ctx = Arc::clone(&ctx);
+                    let proxy = Arc::clone(&proxy);
                     // Debug level: an enabled span costs a formatted field
                     // per connection and a subscriber call per poll, so it
                     // exists only when someone asked for debug logs. The
@@ -104,7 +98,7 @@ pub async fn serve(
                     let span = debug_span!("conn", %peer);
                     tracker.spawn(
                         async move {
-                            handle(stream, peer, ctx).await;
+                            handle(stream, peer, &proxy).await;
                             drop(slot);
                         }
                         .instrument(span),
@@ -128,7 +122,8 @@ pub async fn serve(
     info!(listener = ?local, "proxy stopped accepting");
 }
 
-async fn handle(mut client: TcpStream, peer: SocketAddr, ctx: Arc<ProxyContext>) {
+async fn handle(mut client: TcpStream, peer: SocketAddr, proxy: &Proxy) {
+    let ctx = &proxy.ctx;
     let record = match ctx.orig_dst.take(peer) {
         Ok(Some(record)) => record,
         Ok(None) => {
@@ -165,15 +160,13 @@ async fn handle(mut client: TcpStream, peer: SocketAddr, ctx: Arc<ProxyContext>)
     let detected = match protocol {
         Protocol::Http => Detected::Http1,
         Protocol::Tcp | Protocol::H2c => Detected::NotHttp,
-        Protocol::Auto => {
-            match detect::detect(&mut client, &mut buf, ctx.http.detect_timeout).await {
-                Ok(detected) => detected,
-                Err(error) => {
-                    debug!(%error, "client failed during detection");
-                    return;
-                }
+        Protocol::Auto => match detect::detect(&mut client, &mut buf, ctx.detect_timeout).await {
+            Ok(detected) => detected,
+            Err(error) => {
+                debug!(%error, "client failed during detection");
+                return;
             }
-        }
+        },
     };
     debug!(%dst, %service, ?protocol, ?detected, "serving");
     let served_as = match detected {
@@ -193,11 +186,11 @@ async fn handle(mut client: TcpStream, peer: SocketAddr, ctx: Arc<ProxyContext>)
                 original_dst: dst,
                 flow: Arc::clone(&flow.flow),
             };
-            http1::serve(client, buf, conn, &ctx).await;
+            http1::serve(client, buf, conn, ctx, &proxy.http1).await;
         }
         Detected::Closed => {}
         Detected::H2 | Detected::NotHttp | Detected::Timeout => {
-            match upstream::connect(dst, ctx.mark, ctx.http.connect_timeout).await {
+            match ctx.upstream.connect(dst).await {
                 Ok(upstream) => upstream::splice(client, buf, upstream).await,
                 Err(error) => {
                     ctx.metrics.upstream_error(error.reason());

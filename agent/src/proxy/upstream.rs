@@ -31,8 +31,28 @@ impl UpstreamError {
     }
 }
 
+/// How the proxy reaches upstreams, whatever the protocol.
+#[derive(Debug, Clone, Copy)]
+pub struct Upstream {
+    /// `SO_MARK` of every upstream socket: the connect programs leave them
+    /// alone, so the proxy's own connections are never redirected.
+    pub mark: u32,
+    /// Connect timeout (502 on refusal, 504 beyond it).
+    pub connect_timeout: Duration,
+    /// Wait for an upstream's response head (504 beyond it).
+    pub response_timeout: Duration,
+}
+
+impl Upstream {
+    /// Connects to `dst` from a marked socket: the one upstream connect of
+    /// every protocol.
+    pub async fn connect(&self, dst: SocketAddr) -> Result<TcpStream, UpstreamError> {
+        connect(dst, self.mark, self.connect_timeout).await
+    }
+}
+
 /// Connects to `dst` from a socket carrying `mark`.
-pub async fn connect(
+async fn connect(
     dst: SocketAddr,
     mark: u32,
     timeout: Duration,

@@ -10,7 +10,6 @@
 
 use std::{
     io::IoSlice,
-    net::SocketAddr,
     sync::atomic::{AtomicBool, Ordering},
     time::Duration,
 };
@@ -21,11 +20,9 @@ use tokio::{
     net::TcpStream,
 };
 
-use super::{
-    body::{self, BodyError},
-    respond::ProxyError,
-};
+use super::body::{self, BodyError};
 use crate::http::head::{self, Framing, Method, RequestHead, ResponseHead, Stripped, hop};
+use crate::proxy::error::ProxyError;
 
 /// Added to the final response when the request's `Connection: close` was
 /// not forwarded: the upstream was not asked to close, the client was.
@@ -285,19 +282,6 @@ async fn read_response_head<R: AsyncRead + Unpin>(
             Ok(Ok(false)) => return Err(RelayError::BadResponse),
             Ok(Err(_)) => return Err(RelayError::ClosedBeforeResponse),
         }
-    }
-}
-
-/// Connects a marked upstream socket (see `proxy::upstream`).
-pub async fn connect(
-    dst: SocketAddr,
-    mark: u32,
-    timeout: Duration,
-) -> Result<TcpStream, ProxyError> {
-    match crate::proxy::upstream::connect(dst, mark, timeout).await {
-        Ok(stream) => Ok(stream),
-        Err(crate::proxy::upstream::UpstreamError::Timeout(_)) => Err(ProxyError::UpstreamTimeout),
-        Err(_) => Err(ProxyError::UpstreamConnect),
     }
 }
 

@@ -19,7 +19,7 @@ use bytes::BytesMut;
 use tokio::{net::TcpStream, time::Instant};
 use tracing::debug;
 
-use super::{Current, body};
+use super::{Current, Http1, body};
 use crate::proxy::ProxyContext;
 
 /// How long a keep-alive client connection holds its upstream connection
@@ -35,8 +35,9 @@ pub async fn next_request(
     ubuf: &mut BytesMut,
     current: &mut Option<Current>,
     ctx: &ProxyContext,
+    h1: &Http1,
 ) -> bool {
-    let deadline = Instant::now() + ctx.http.idle_timeout;
+    let deadline = Instant::now() + h1.settings.idle_timeout;
     let park_at = (Instant::now() + PARK_AFTER).min(deadline);
     tokio::select! {
         read = tokio::time::timeout_at(park_at, body::fill(client, buf)) => match read {
@@ -52,7 +53,7 @@ pub async fn next_request(
     }
 
     if let Some(held) = current.take() {
-        ctx.pool.checkin(held.target, held.stream);
+        h1.pool.checkin(held.target, held.stream);
     }
     *buf = BytesMut::new();
     *ubuf = BytesMut::new();

@@ -15,16 +15,19 @@ mod idle;
 pub mod pool;
 pub mod respond;
 
-use std::{net::SocketAddr, time::Instant};
+use std::{
+    net::SocketAddr,
+    time::{Duration, Instant},
+};
 
 use bytes::BytesMut;
 use exchange::Outcome;
-use respond::ProxyError;
 use tokio::{io::AsyncWriteExt, net::TcpStream};
 use tracing::debug;
 
 use super::{
     ProxyContext,
+    error::ProxyError,
     route::{self, Conn, Routed},
 };
 use crate::http::{
@@ -32,9 +35,31 @@ use crate::http::{
     head::{self, FieldLines, Framing, HeadError, Method, RequestHead},
 };
 
+/// HTTP/1's own state, shared by its connections.
+pub struct Http1 {
+    /// Idle upstream connections, by upstream address.
+    pub pool: pool::Pool,
+    pub settings: Settings,
+}
+
+/// HTTP/1's timeouts (the upstream ones are in `ProxyContext::upstream`).
+#[derive(Debug, Clone, Copy)]
+pub struct Settings {
+    /// A request head must be complete within this (408 otherwise).
+    pub head_timeout: Duration,
+    /// A keep-alive connection idle this long between requests is closed.
+    pub idle_timeout: Duration,
+}
+
 /// Serves requests on `client` until either side ends the connection. `buf`
 /// holds bytes already read (by protocol detection).
-pub async fn serve(mut client: TcpStream, mut buf: BytesMut, conn: Conn, ctx: &ProxyContext) {
+pub async fn serve(
+    mut client: TcpStream,
+    mut buf: BytesMut,
+    conn: Conn,
+    ctx: &ProxyContext,
+    h1: &Http1,
+) {
     let mut ubuf = BytesMut::with_capacity(body::READ_CHUNK);
     let mut current: Option<Current> = None;
     let mut first = true;
@@ -43,11 +68,11 @@ pub async fn serve(mut client: TcpStream, mut buf: BytesMut, conn: Conn, ctx: &P
         // moment, then park (see `idle`).
         if !first
             && buf.is_empty()
-            && !idle::next_request(&mut client, &mut buf, &mut ubuf, &mut current, ctx).await
+            && !idle::next_request(&mut client, &mut buf, &mut ubuf, &mut current, ctx, h1).await
         {
             break;
         }
-        let (head, routing_key) = match read_request(&mut client, &mut buf, ctx).await {
+        let (head, routing_key) = match read_request(&mut client, &mut buf, ctx, h1).await {
             Ok(Some(request)) => request,
             Ok(None) => break,
             Err(error) => {
@@ -58,7 +83,7 @@ pub async fn serve(mut client: TcpStream, mut buf: BytesMut, conn: Conn, ctx: &P
         };
         first = false;
         if head.framing == Framing::Chunked && !head.expect_continue {
-            match first_chunk_line(&mut client, &mut buf, &head, ctx).await {
+            match first_chunk_line(&mut client, &mut buf, &head, h1).await {
                 Ok(true) => {}
                 Ok(false) => return,
                 Err(error) => {
@@ -84,6 +109,7 @@ pub async fn serve(mut client: TcpStream, mut buf: BytesMut, conn: Conn, ctx: &P
             &head,
             target,
             ctx,
+            h1,
         )
         .await
         {
@@ -119,7 +145,7 @@ pub async fn serve(mut client: TcpStream, mut buf: BytesMut, conn: Conn, ctx: &P
     }
     // The client is gone; its upstream connection can serve others.
     if let Some(held) = current {
-        ctx.pool.checkin(held.target, held.stream);
+        h1.pool.checkin(held.target, held.stream);
     }
 }
 
@@ -133,6 +159,10 @@ struct Current {
 /// Runs the exchange, once more on a fresh connection when a reused one
 /// turned out stale and the request is safe to repeat. Returns the upstream
 /// connection when it must live on (after a 101).
+#[expect(
+    clippy::too_many_arguments,
+    reason = "the connection's parts are borrowed one by one: the exchange splits them"
+)]
 async fn exchange_with_retry(
     client: &mut TcpStream,
     buf: &mut BytesMut,
@@ -141,6 +171,7 @@ async fn exchange_with_retry(
     head: &RequestHead,
     target: SocketAddr,
     ctx: &ProxyContext,
+    h1: &Http1,
 ) -> (Outcome, Option<TcpStream>) {
     let mut reusable = match current.take() {
         // A request that cannot be retried first checks that the server has
@@ -151,20 +182,20 @@ async fn exchange_with_retry(
         {
             Some(held.stream)
         }
-        Some(held) if held.target == target => ctx.pool.checkout(target),
+        Some(held) if held.target == target => h1.pool.checkout(target),
         Some(held) => {
-            ctx.pool.checkin(held.target, held.stream);
-            ctx.pool.checkout(target)
+            h1.pool.checkin(held.target, held.stream);
+            h1.pool.checkout(target)
         }
-        None => ctx.pool.checkout(target),
+        None => h1.pool.checkout(target),
     };
     loop {
         let reused = reusable.is_some();
         let mut upstream = match reusable.take() {
             Some(stream) => stream,
-            None => match exchange::connect(target, ctx.mark, ctx.http.connect_timeout).await {
+            None => match ctx.upstream.connect(target).await {
                 Ok(stream) => stream,
-                Err(error) => return (Outcome::Refuse(error), None),
+                Err(error) => return (Outcome::Refuse(error.into()), None),
             },
         };
         ubuf.clear();
@@ -175,7 +206,7 @@ async fn exchange_with_retry(
             ubuf,
             head,
             reused,
-            ctx.http.upstream_timeout,
+            ctx.upstream.response_timeout,
         )
         .await;
         match outcome {
@@ -205,8 +236,9 @@ async fn read_request(
     client: &mut TcpStream,
     buf: &mut BytesMut,
     ctx: &ProxyContext,
+    h1: &Http1,
 ) -> Result<Option<(RequestHead, Option<String>)>, ProxyError> {
-    let deadline = tokio::time::Instant::now() + ctx.http.head_timeout;
+    let deadline = tokio::time::Instant::now() + h1.settings.head_timeout;
     loop {
         let mut lines = FieldLines::default();
         match head::parse_request(buf, &mut lines) {
@@ -234,9 +266,9 @@ async fn first_chunk_line(
     client: &mut TcpStream,
     buf: &mut BytesMut,
     head: &RequestHead,
-    ctx: &ProxyContext,
+    h1: &Http1,
 ) -> Result<bool, ProxyError> {
-    let deadline = tokio::time::Instant::now() + ctx.http.head_timeout;
+    let deadline = tokio::time::Instant::now() + h1.settings.head_timeout;
     loop {
         let mut decoder = ChunkedDecoder::new();
         match decoder.feed(&buf[head.len..]) {
