@@ -3,6 +3,7 @@
 //! reach the parsers in [`http`].
 
 pub mod admin;
+pub mod app;
 pub mod cli;
 pub mod datapath;
 pub mod defaults;
