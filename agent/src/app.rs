@@ -42,6 +42,7 @@ use crate::{
     k8s, metrics,
     proxy::{
         self, Proxy, ProxyContext, ProxyMetrics,
+        h2::{self, H2},
         http1::{self, Http1, pool::Pool},
         upstream::Upstream,
     },
@@ -202,6 +203,14 @@ async fn serve(
         http1: Http1 {
             pool: Pool::default(),
             settings: config.http1,
+        },
+        h2: H2 {
+            pool: Arc::default(),
+            settings: h2::Settings {
+                handshake_timeout: config.http1.head_timeout,
+                idle_timeout: config.http1.idle_timeout,
+                ..h2::Settings::default()
+            },
         },
     });
 

@@ -275,13 +275,43 @@ impl Pod {
         self.start_script(script, port, None)
     }
 
+    /// Starts `tests/servers/grpc_server.py` (service `detour.test.Echo`) on
+    /// `port`, logging each call it receives (`METHOD served_by=NAME
+    /// key=...`) and each cancellation it sees (`cancelled METHOD`).
+    pub fn grpc_server(&self, port: u16) -> (Proc, RequestLog) {
+        self.grpc_server_with(port, &[])
+    }
+
+    /// As [`Pod::grpc_server`], with environment variables for the server
+    /// (`GRPC_MAX_STREAMS=1`: advertise `SETTINGS_MAX_CONCURRENT_STREAMS` 1).
+    pub fn grpc_server_with(&self, port: u16, env: &[(&str, &str)]) -> (Proc, RequestLog) {
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/servers/grpc_server.py");
+        let log = RequestLog(
+            std::env::temp_dir().join(unique_name(&format!("detour-{}-calls-", self.name))),
+        );
+        std::fs::write(&log.0, "").expect("create call log");
+        let proc = self.start_script_with(script, port, Some(&log.0), env);
+        (proc, log)
+    }
+
     fn start_echo(&self, port: u16, log: Option<&std::path::Path>) -> Proc {
         let script = concat!(env!("CARGO_MANIFEST_DIR"), "/servers/echo.py");
         self.start_script(script, port, log)
     }
 
     fn start_script(&self, script: &str, port: u16, log: Option<&std::path::Path>) -> Proc {
+        self.start_script_with(script, port, log, &[])
+    }
+
+    fn start_script_with(
+        &self,
+        script: &str,
+        port: u16,
+        log: Option<&std::path::Path>,
+        env: &[(&str, &str)],
+    ) -> Proc {
         let mut command = Command::new("nsenter");
+        command.envs(env.iter().copied());
         command.args([
             &format!("--net={}", self.netns.path()),
             "--",

@@ -131,7 +131,11 @@ pub struct Flow {
     pub service: String,
     /// `http1`, `h2`, `opaque`, `timeout`, or `detecting`.
     pub protocol: String,
+    /// Requests routed so far (HTTP/2: streams).
     pub requests: u64,
+    /// HTTP/2 streams open now (0 for other protocols).
+    #[serde(default)]
+    pub live_streams: u64,
     pub age_seconds: f64,
     pub last_decision: Option<Decision>,
 }

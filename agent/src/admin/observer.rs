@@ -62,10 +62,24 @@ pub struct FlowState {
     started: Instant,
     protocol: Mutex<&'static str>,
     requests: AtomicU64,
+    /// HTTP/2 streams open now.
+    live_streams: AtomicU64,
     last: Mutex<Option<Decided>>,
 }
 
 impl FlowState {
+    pub fn stream_opened(&self) {
+        self.live_streams.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn stream_closed(&self) {
+        self.live_streams.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    pub fn live_streams(&self) -> u64 {
+        self.live_streams.load(Ordering::Relaxed)
+    }
+
     pub fn set_protocol(&self, protocol: &'static str) {
         *self.protocol.lock().unwrap_or_else(PoisonError::into_inner) = protocol;
     }
@@ -121,6 +135,7 @@ impl Observer {
             started: Instant::now(),
             protocol: Mutex::new("detecting"),
             requests: AtomicU64::new(0),
+            live_streams: AtomicU64::new(0),
             last: Mutex::new(None),
         });
         self.flows
@@ -183,6 +198,7 @@ impl Observer {
                 protocol: (*flow.protocol.lock().unwrap_or_else(PoisonError::into_inner))
                     .to_owned(),
                 requests: flow.requests.load(Ordering::Relaxed),
+                live_streams: flow.live_streams(),
                 age_seconds: flow.started.elapsed().as_secs_f64(),
                 last_decision: flow
                     .last

@@ -12,10 +12,11 @@ use crate::admin::api;
 
 /// Show live proxied connections and their last routing decision
 ///
-/// For each: client, original destination, service, requests so far, age.
-/// ROUTE is the sandbox the last request went to, `baseline`, `-` before
-/// the first request, or the protocol in brackets for connections that are
-/// spliced rather than routed per request (`(opaque)`, `(h2)`).
+/// For each: client, original destination, service, requests so far (for
+/// HTTP/2: streams, and how many are open now), age. ROUTE is the sandbox
+/// the last request or stream went to, `baseline`, `-` before the first
+/// request, or the protocol in brackets for connections that are spliced
+/// rather than routed per request (`(opaque)`).
 ///
 /// Examples:
 ///   detour flows
@@ -41,12 +42,21 @@ pub fn render(flows: &api::Flows) -> String {
             flow.client.to_string(),
             flow.original_dst.to_string(),
             flow.service.clone(),
-            flow.requests.to_string(),
+            requests(flow),
             table::age(flow.age_seconds),
             route(flow),
         ]);
     }
     out.render()
+}
+
+/// Requests so far; for HTTP/2, streams so far and open now.
+fn requests(flow: &api::Flow) -> String {
+    if flow.protocol == "h2" {
+        format!("{} ({} live)", flow.requests, flow.live_streams)
+    } else {
+        flow.requests.to_string()
+    }
 }
 
 fn route(flow: &api::Flow) -> String {
@@ -55,7 +65,7 @@ fn route(flow: &api::Flow) -> String {
             .sandbox
             .clone()
             .unwrap_or_else(|| decision.destination.clone()),
-        (None, "http1" | "detecting") => "-".to_owned(),
+        (None, "http1" | "h2" | "detecting") => "-".to_owned(),
         (None, protocol) => format!("({protocol})"),
     }
 }

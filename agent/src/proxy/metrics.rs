@@ -56,6 +56,7 @@ pub struct ProxyMetrics {
     fallbacks: Family<ReasonLabels, Counter>,
     request_errors: Family<ReasonLabels, Counter>,
     upstream_errors: Family<ReasonLabels, Counter>,
+    h2_errors: Family<ReasonLabels, Counter>,
     no_sandbox: Label,
 }
 
@@ -71,6 +72,7 @@ impl ProxyMetrics {
             fallbacks: Family::default(),
             request_errors: Family::default(),
             upstream_errors: Family::default(),
+            h2_errors: Family::default(),
             no_sandbox: Label(Arc::from("")),
         };
         registry.register(
@@ -81,7 +83,8 @@ impl ProxyMetrics {
         registry.register(
             "connections_by_protocol",
             "Redirected connections by how they were served: http1 (routed per request), \
-             h2 and opaque (spliced to baseline), timeout (nothing sent in time: spliced)",
+             h2 (routed per stream), opaque (spliced to baseline), timeout (nothing sent \
+             in time: spliced)",
             metrics.protocols.clone(),
         );
         registry.register(
@@ -108,6 +111,13 @@ impl ProxyMetrics {
             "request_errors",
             "Requests refused by the proxy (400, 408, 431), by reason",
             metrics.request_errors.clone(),
+        );
+        registry.register(
+            "h2_connection_errors",
+            "HTTP/2 client connections ended by an error, by the HTTP/2 error code sent or \
+             received (enhance_your_calm: a flood such as rapid reset or CONTINUATION; \
+             protocol_error, frame_size_error, ...; io: the connection failed)",
+            metrics.h2_errors.clone(),
         );
         registry.register(
             "upstream_errors",
@@ -167,9 +177,36 @@ impl ProxyMetrics {
         }
     }
 
+    /// An HTTP/2 client connection that ended in an error.
+    pub fn h2_error(&self, reason: Option<h2::Reason>) {
+        let reason = reason.map_or("io", h2_reason_label);
+        self.h2_errors.get_or_create(&ReasonLabels { reason }).inc();
+    }
+
     pub fn upstream_error(&self, reason: &'static str) {
         self.upstream_errors
             .get_or_create(&ReasonLabels { reason })
             .inc();
+    }
+}
+
+/// An HTTP/2 error code as a label value.
+fn h2_reason_label(reason: h2::Reason) -> &'static str {
+    match reason {
+        h2::Reason::NO_ERROR => "no_error",
+        h2::Reason::PROTOCOL_ERROR => "protocol_error",
+        h2::Reason::INTERNAL_ERROR => "internal_error",
+        h2::Reason::FLOW_CONTROL_ERROR => "flow_control_error",
+        h2::Reason::SETTINGS_TIMEOUT => "settings_timeout",
+        h2::Reason::STREAM_CLOSED => "stream_closed",
+        h2::Reason::FRAME_SIZE_ERROR => "frame_size_error",
+        h2::Reason::REFUSED_STREAM => "refused_stream",
+        h2::Reason::CANCEL => "cancel",
+        h2::Reason::COMPRESSION_ERROR => "compression_error",
+        h2::Reason::CONNECT_ERROR => "connect_error",
+        h2::Reason::ENHANCE_YOUR_CALM => "enhance_your_calm",
+        h2::Reason::INADEQUATE_SECURITY => "inadequate_security",
+        h2::Reason::HTTP_1_1_REQUIRED => "http_1_1_required",
+        _ => "other",
     }
 }

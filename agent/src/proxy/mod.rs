@@ -8,8 +8,10 @@
 
 mod detect;
 pub mod error;
+pub mod h2;
 pub mod http1;
 mod metrics;
+mod prefixed;
 pub mod route;
 pub mod upstream;
 
@@ -52,6 +54,7 @@ pub struct ProxyContext {
 pub struct Proxy {
     pub ctx: ProxyContext,
     pub http1: http1::Http1,
+    pub h2: h2::H2,
 }
 
 /// Accept queue length for the proxy listeners (the kernel caps it at
@@ -98,7 +101,7 @@ pub async fn serve(
                     let span = debug_span!("conn", %peer);
                     tracker.spawn(
                         async move {
-                            handle(stream, peer, &proxy).await;
+                            handle(stream, peer, proxy).await;
                             drop(slot);
                         }
                         .instrument(span),
@@ -122,7 +125,7 @@ pub async fn serve(
     info!(listener = ?local, "proxy stopped accepting");
 }
 
-async fn handle(mut client: TcpStream, peer: SocketAddr, proxy: &Proxy) {
+async fn handle(mut client: TcpStream, peer: SocketAddr, proxy: Arc<Proxy>) {
     let ctx = &proxy.ctx;
     let record = match ctx.orig_dst.take(peer) {
         Ok(Some(record)) => record,
@@ -159,7 +162,8 @@ async fn handle(mut client: TcpStream, peer: SocketAddr, proxy: &Proxy) {
     let mut buf = BytesMut::with_capacity(8 * 1024);
     let detected = match protocol {
         Protocol::Http => Detected::Http1,
-        Protocol::Tcp | Protocol::H2c => Detected::NotHttp,
+        Protocol::H2c => Detected::H2,
+        Protocol::Tcp => Detected::NotHttp,
         Protocol::Auto => match detect::detect(&mut client, &mut buf, ctx.detect_timeout).await {
             Ok(detected) => detected,
             Err(error) => {
@@ -178,25 +182,22 @@ async fn handle(mut client: TcpStream, peer: SocketAddr, proxy: &Proxy) {
     };
     ctx.metrics.protocol(served_as);
     flow.flow.set_protocol(served_as);
+    let conn = route::Conn {
+        service_id: record.service_id,
+        service: Arc::clone(&service),
+        original_dst: dst,
+        flow: Arc::clone(&flow.flow),
+    };
     match detected {
-        Detected::Http1 => {
-            let conn = route::Conn {
-                service_id: record.service_id,
-                service,
-                original_dst: dst,
-                flow: Arc::clone(&flow.flow),
-            };
-            http1::serve(client, buf, conn, ctx, &proxy.http1).await;
-        }
+        Detected::Http1 => http1::serve(client, buf, conn, ctx, &proxy.http1).await,
+        Detected::H2 => h2::serve(client, buf, conn, Arc::clone(&proxy)).await,
         Detected::Closed => {}
-        Detected::H2 | Detected::NotHttp | Detected::Timeout => {
-            match ctx.upstream.connect(dst).await {
-                Ok(upstream) => upstream::splice(client, buf, upstream).await,
-                Err(error) => {
-                    ctx.metrics.upstream_error(error.reason());
-                    warn!(%peer, %dst, %service, %error, "upstream connect failed; closing the client");
-                }
+        Detected::NotHttp | Detected::Timeout => match ctx.upstream.connect(dst).await {
+            Ok(upstream) => upstream::splice(client, buf, upstream).await,
+            Err(error) => {
+                ctx.metrics.upstream_error(error.reason());
+                warn!(%peer, %dst, %service, %error, "upstream connect failed; closing the client");
             }
-        }
+        },
     }
 }

@@ -202,6 +202,7 @@ fn flows_render_the_route_of_each_connection() {
         service: "default/reviews".into(),
         protocol: protocol.into(),
         requests,
+        live_streams: if protocol == "h2" { 2 } else { 0 },
         age_seconds: age,
         last_decision: last,
     };
@@ -230,16 +231,30 @@ fn flows_render_the_route_of_each_connection() {
             ),
             flow(3, "10.244.0.13:51000", 0, 4.0, "detecting", None),
             flow(4, "[fd00::13]:51002", 0, 12.0, "opaque", None),
+            flow(
+                5,
+                "10.244.0.14:42000",
+                120,
+                60.0,
+                "h2",
+                Some(decision(
+                    Some("feature-x"),
+                    "10.244.1.5:8080",
+                    Some("feature-x"),
+                    "fork",
+                )),
+            ),
         ],
     };
     assert_text(
         &flows::render(&flows),
         "\
-CLIENT             ORIGINAL DST     SERVICE          REQS    AGE  ROUTE
-10.244.0.12:40312  10.96.0.10:8080  default/reviews     3  3m12s  feature-x
-10.244.0.12:40318  10.96.0.10:8080  default/reviews     1   0.2s  baseline
-10.244.0.13:51000  10.96.0.10:8080  default/reviews     0   4.0s  -
-[fd00::13]:51002   10.96.0.10:8080  default/reviews     0    12s  (opaque)
+CLIENT             ORIGINAL DST     SERVICE                  REQS    AGE  ROUTE
+10.244.0.12:40312  10.96.0.10:8080  default/reviews             3  3m12s  feature-x
+10.244.0.12:40318  10.96.0.10:8080  default/reviews             1   0.2s  baseline
+10.244.0.13:51000  10.96.0.10:8080  default/reviews             0   4.0s  -
+[fd00::13]:51002   10.96.0.10:8080  default/reviews             0    12s  (opaque)
+10.244.0.14:42000  10.96.0.10:8080  default/reviews  120 (2 live)  1m00s  feature-x
 ",
     );
     assert_text(

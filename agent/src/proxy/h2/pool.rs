@@ -1,0 +1,190 @@
+//! Upstream HTTP/2 connections, pooled by endpoint address and multiplexed.
+//!
+//! Keyed by the address the proxy connects to, never by authority: a fork
+//! and its baseline are reached with the same `:authority`. Each connection
+//! counts the streams it carries against the peer's
+//! `SETTINGS_MAX_CONCURRENT_STREAMS`; at the limit a new connection is
+//! opened rather than queuing the stream behind others. A connection whose
+//! peer sent GOAWAY, failed to open a stream, or ended takes no new streams
+//! and leaves the pool. A connection with no stream for [`IDLE_AFTER`] is
+//! closed on the next checkout for its address.
+//!
+//! Why `h2` directly and not hyper's client connection: hyper's HTTP/2
+//! client queues a stream over the peer's limit inside the connection and
+//! does not expose the limit, so it could not open a new connection instead.
+
+use std::{
+    collections::HashMap,
+    net::SocketAddr,
+    sync::{
+        Arc, Mutex, PoisonError,
+        atomic::{AtomicBool, AtomicUsize, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use bytes::Bytes;
+use h2::client::SendRequest;
+use tracing::debug;
+
+use crate::proxy::{error::ProxyError, upstream::Upstream};
+
+/// An upstream connection with no stream for this long is closed.
+pub const IDLE_AFTER: Duration = Duration::from_secs(60);
+
+/// Streams a new connection may open before the peer's SETTINGS arrive.
+const INITIAL_MAX_STREAMS: usize = 100;
+
+/// Upstream HTTP/2 connections by endpoint address.
+#[derive(Debug, Default)]
+pub struct Pool {
+    conns: Mutex<HashMap<SocketAddr, Vec<Arc<Conn>>>>,
+}
+
+/// One upstream connection.
+#[derive(Debug)]
+struct Conn {
+    send: SendRequest<Bytes>,
+    /// Streams open on it now (held by [`Slot`]s).
+    streams: AtomicUsize,
+    /// No new streams: GOAWAY, a failed stream open, or the connection ended.
+    retired: AtomicBool,
+    idle_since: Mutex<Instant>,
+}
+
+impl Conn {
+    fn usable(&self) -> bool {
+        !self.retired.load(Ordering::Acquire)
+            && self.streams.load(Ordering::Acquire) < self.send.current_max_send_streams()
+    }
+}
+
+/// One stream's hold on an upstream connection: counted until dropped.
+#[derive(Debug)]
+pub struct Slot {
+    conn: Arc<Conn>,
+    /// The connection's request sender, ready for this stream.
+    pub send: SendRequest<Bytes>,
+}
+
+impl Slot {
+    /// The peer refused the stream or went away: no new stream goes there.
+    pub fn retire(&self) {
+        self.conn.retired.store(true, Ordering::Release);
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        if self.conn.streams.fetch_sub(1, Ordering::AcqRel) == 1 {
+            *self
+                .conn
+                .idle_since
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner) = Instant::now();
+        }
+    }
+}
+
+impl Pool {
+    /// A stream slot on a connection to `addr`: an existing one below its
+    /// peer's limit, else a new connection.
+    pub async fn checkout(
+        self: &Arc<Self>,
+        addr: SocketAddr,
+        upstream: &Upstream,
+    ) -> Result<Slot, ProxyError> {
+        if let Some(slot) = self.existing(addr) {
+            return Ok(slot);
+        }
+        let conn = self.open(addr, upstream).await?;
+        let slot = take(&conn);
+        self.lock().entry(addr).or_default().push(conn);
+        Ok(slot)
+    }
+
+    /// Upstream connections open now, for tests and `detour status`.
+    pub fn connections(&self) -> usize {
+        self.lock().values().map(Vec::len).sum()
+    }
+
+    fn existing(&self, addr: SocketAddr) -> Option<Slot> {
+        let mut conns = self.lock();
+        let list = conns.get_mut(&addr)?;
+        list.retain(|conn| {
+            let idle = conn.streams.load(Ordering::Acquire) == 0
+                && conn
+                    .idle_since
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .elapsed()
+                    >= IDLE_AFTER;
+            !conn.retired.load(Ordering::Acquire) && !idle
+        });
+        let conn = list.iter().find(|conn| conn.usable())?;
+        Some(take(conn))
+    }
+
+    async fn open(
+        self: &Arc<Self>,
+        addr: SocketAddr,
+        upstream: &Upstream,
+    ) -> Result<Arc<Conn>, ProxyError> {
+        let stream = upstream.connect(addr).await?;
+        let handshake = h2::client::Builder::new()
+            .initial_max_send_streams(INITIAL_MAX_STREAMS)
+            .handshake::<_, Bytes>(stream);
+        let (send, connection) =
+            match tokio::time::timeout(upstream.connect_timeout, handshake).await {
+                Ok(Ok(pair)) => pair,
+                Ok(Err(error)) => {
+                    debug!(%addr, %error, "upstream HTTP/2 handshake failed");
+                    return Err(ProxyError::UpstreamConnect);
+                }
+                Err(_) => return Err(ProxyError::UpstreamTimeout),
+            };
+        let conn = Arc::new(Conn {
+            send,
+            streams: AtomicUsize::new(0),
+            retired: AtomicBool::new(false),
+            idle_since: Mutex::new(Instant::now()),
+        });
+        let pool = Arc::downgrade(self);
+        let watched = Arc::downgrade(&conn);
+        tokio::spawn(async move {
+            if let Err(error) = connection.await {
+                debug!(%addr, %error, "upstream HTTP/2 connection ended");
+            }
+            if let Some(conn) = watched.upgrade() {
+                conn.retired.store(true, Ordering::Release);
+                if let Some(pool) = pool.upgrade() {
+                    pool.remove(addr, &conn);
+                }
+            }
+        });
+        debug!(%addr, "upstream HTTP/2 connection opened");
+        Ok(conn)
+    }
+
+    fn remove(&self, addr: SocketAddr, conn: &Arc<Conn>) {
+        let mut conns = self.lock();
+        if let Some(list) = conns.get_mut(&addr) {
+            list.retain(|c| !Arc::ptr_eq(c, conn));
+            if list.is_empty() {
+                conns.remove(&addr);
+            }
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<SocketAddr, Vec<Arc<Conn>>>> {
+        self.conns.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+fn take(conn: &Arc<Conn>) -> Slot {
+    conn.streams.fetch_add(1, Ordering::AcqRel);
+    Slot {
+        conn: Arc::clone(conn),
+        send: conn.send.clone(),
+    }
+}
