@@ -230,7 +230,7 @@ fn sigterm_lets_an_in_flight_request_finish() {
         let slow = scope.spawn(|| setup.raw(format!("GET /slow?ms=900 HTTP/1.1\r\nHost: r\r\nbaggage: {KEY}\r\nConnection: close\r\n\r\n").as_bytes()));
         // Stop the agent only once the request is in its hands.
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        while agent.metric("detour_requests_total{service=\"default/reviews\",destination=\"sandbox\",sandbox=\"feature-x\"}") == 0
+        while agent.metric("detour_requests_total{service=\"default/reviews\",destination=\"sandbox\",sandbox=\"feature-x\",protocol=\"http1\"}") == 0
             && agent.metric("detour_connections_total{service=\"default/reviews\"}") == 0
         {
             assert!(std::time::Instant::now() < deadline, "the slow request never reached the agent");

@@ -147,7 +147,7 @@ fn one_channel_routes_each_unary_call_by_its_own_key() {
     );
     assert_eq!(
         agent.metric(
-            "detour_requests_total{service=\"default/greeter\",destination=\"sandbox\",sandbox=\"feature-x\"}"
+            "detour_requests_total{service=\"default/greeter\",destination=\"sandbox\",sandbox=\"feature-x\",protocol=\"h2\"}"
         ),
         5
     );

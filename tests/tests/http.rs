@@ -280,11 +280,11 @@ fn each_header_format_routes_to_the_fork_and_everything_else_to_baseline() {
         "ratings"
     );
     assert_eq!(
-        agent.metric("detour_requests_total{service=\"default/reviews\",destination=\"sandbox\",sandbox=\"feature-x\"}"),
+        agent.metric("detour_requests_total{service=\"default/reviews\",destination=\"sandbox\",sandbox=\"feature-x\",protocol=\"http1\"}"),
         to_fork.len() as u64
     );
     assert_eq!(
-        agent.metric("detour_requests_total{service=\"default/reviews\",destination=\"baseline\",sandbox=\"\"}"),
+        agent.metric("detour_requests_total{service=\"default/reviews\",destination=\"baseline\",sandbox=\"\",protocol=\"http1\"}"),
         to_baseline.len() as u64
     );
 }
@@ -687,9 +687,8 @@ fn metrics_count_a_known_sequence_of_requests() {
     );
     setup.raw("reviews", b"GET / HTTP/1.1\r\nContent-Length: x\r\n\r\n");
 
-    let sandbox = "detour_requests_total{service=\"default/reviews\",destination=\"sandbox\",sandbox=\"feature-x\"}";
-    let baseline =
-        "detour_requests_total{service=\"default/reviews\",destination=\"baseline\",sandbox=\"\"}";
+    let sandbox = "detour_requests_total{service=\"default/reviews\",destination=\"sandbox\",sandbox=\"feature-x\",protocol=\"http1\"}";
+    let baseline = "detour_requests_total{service=\"default/reviews\",destination=\"baseline\",sandbox=\"\",protocol=\"http1\"}";
     assert_eq!(agent.metric(sandbox), 3);
     assert_eq!(
         agent.metric(baseline),

@@ -479,7 +479,7 @@ fn metrics_name_sandboxes_but_never_routing_keys() {
         "no part of a key either:\n{metrics}"
     );
     let sandbox = format!(
-        "detour_requests_total{{service=\"default/reviews\",destination=\"sandbox\",sandbox=\"{SANDBOX}\"}}"
+        "detour_requests_total{{service=\"default/reviews\",destination=\"sandbox\",sandbox=\"{SANDBOX}\",protocol=\"http1\"}}"
     );
     assert_eq!(
         agent.metric(&sandbox),
@@ -488,7 +488,7 @@ fn metrics_name_sandboxes_but_never_routing_keys() {
     );
     assert_eq!(
         agent.metric(
-            "detour_requests_total{service=\"default/reviews\",destination=\"baseline\",sandbox=\"\"}"
+            "detour_requests_total{service=\"default/reviews\",destination=\"baseline\",sandbox=\"\",protocol=\"http1\"}"
         ),
         6
     );

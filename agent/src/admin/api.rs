@@ -176,6 +176,9 @@ pub struct ExplainRequest {
     pub port: Option<u16>,
     /// Request headers as `(name, value)`.
     pub headers: Vec<(String, String)>,
+    /// The request target (`/path?query`), for `--routing-query-param`.
+    #[serde(default)]
+    pub path: Option<String>,
 }
 
 /// The whole reasoning behind a decision.

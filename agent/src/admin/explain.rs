@@ -47,12 +47,14 @@ pub fn explain(
         reason: Reason::NoKey,
         steps: Vec::new(),
     };
-    let Some((key, origin)) = keys.explain(
-        request
-            .headers
-            .iter()
-            .map(|(name, value)| (name.as_bytes(), value.as_bytes())),
-    ) else {
+    let Some((key, origin)) =
+        keys.explain_request(request.path.as_deref().map(str::as_bytes), || {
+            request
+                .headers
+                .iter()
+                .map(|(name, value)| (name.as_bytes(), value.as_bytes()))
+        })
+    else {
         let names: Vec<&str> = keys.names().collect();
         steps.push(format!(
             "no routing key: looked for {names:?} in baggage, tracestate, uberctx-*, ot-baggage-*{}",
@@ -119,9 +121,16 @@ pub fn explain(
 
 fn custom_headers(keys: &RoutingKeys) -> String {
     let custom: Vec<&str> = keys.custom_headers().collect();
-    if custom.is_empty() {
-        String::new()
-    } else {
-        format!(" and headers {custom:?}")
+    let browser = keys.browser_sources();
+    let mut out = String::new();
+    if !custom.is_empty() {
+        out.push_str(&format!(" and headers {custom:?}"));
     }
+    if !browser.query_params.is_empty() {
+        out.push_str(&format!(", query parameters {:?}", browser.query_params));
+    }
+    if !browser.cookies.is_empty() {
+        out.push_str(&format!(", cookies {:?}", browser.cookies));
+    }
+    out
 }

@@ -69,6 +69,27 @@ pub struct AgentArgs {
     )]
     routing_headers: Vec<String>,
 
+    /// A query parameter whose value is the routing key, for clients that
+    /// cannot set headers (browser links, WebSockets); repeatable. Ranked
+    /// after every header source.
+    #[arg(
+        long = "routing-query-param",
+        env = "DETOUR_ROUTING_QUERY_PARAM",
+        value_delimiter = ',',
+        value_name = "NAME"
+    )]
+    routing_query_params: Vec<String>,
+
+    /// A cookie whose value is the routing key; repeatable. Ranked after
+    /// the query parameters.
+    #[arg(
+        long = "routing-cookie",
+        env = "DETOUR_ROUTING_COOKIE",
+        value_delimiter = ',',
+        value_name = "NAME"
+    )]
+    routing_cookies: Vec<String>,
+
     /// Protocol detection timeout on `auto` ports (then: splice to baseline).
     #[arg(long, env = "DETOUR_DETECT_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
     detect_timeout: Duration,
@@ -139,7 +160,12 @@ impl AgentArgs {
 impl AgentArgs {
     /// The agent's configuration; flags that cannot work are refused here.
     pub fn config(self) -> anyhow::Result<Config> {
-        let keys = RoutingKeys::new(&self.routing_key_names, &self.routing_headers)?;
+        let keys = RoutingKeys::with_browser_sources(
+            &self.routing_key_names,
+            &self.routing_headers,
+            &self.routing_query_params,
+            &self.routing_cookies,
+        )?;
         if self.routes.is_none() && !(self.kubernetes || in_cluster()) {
             bail!("no route source: pass --routes FILE (standalone) or --kubernetes");
         }

@@ -23,10 +23,13 @@ use crate::admin::api;
 ///
 /// Give the request's headers as curl would (`-H 'name: value'`, repeatable);
 /// only the routing headers matter (`baggage`, `tracestate`, `uberctx-*`,
-/// `ot-baggage-*`, and the agent's `--routing-header`s).
+/// `ot-baggage-*`, and the agent's `--routing-header`s; `cookie` with
+/// `--routing-cookie`). `--path` is the request target, for the agent's
+/// `--routing-query-param`.
 ///
 /// Examples:
 ///   detour explain --service default/reviews -H 'baggage: detour-routing-key=feature-x'
+///   detour explain --service default/web --path '/?sandbox=feature-x'
 ///   detour explain --service reviews -H 'tracestate: sd-sandbox=feature-x' --port 8080
 ///   detour explain --service default/reviews -o json | jq -r .destination
 #[derive(Debug, Args)]
@@ -43,6 +46,10 @@ pub struct ExplainArgs {
     /// The destination port (default: the service's first steered port).
     #[arg(long)]
     port: Option<u16>,
+
+    /// The request target, `/path?query` (for `--routing-query-param`).
+    #[arg(long, value_name = "TARGET")]
+    path: Option<String>,
 }
 
 fn parse_header(text: &str) -> Result<(String, String), String> {
@@ -61,6 +68,7 @@ pub fn run(args: &ExplainArgs, global: &Global) -> anyhow::Result<()> {
         service: output::service_name(&args.service),
         port: args.port,
         headers: args.headers.clone(),
+        path: args.path.clone(),
     };
     let explanation: api::Explanation =
         Client::new(global.socket.clone())?.send(Method::POST, "/explain", &request)?;

@@ -180,6 +180,8 @@ impl Default for FieldLines<'_> {
 #[derive(Debug)]
 pub struct ParsedRequest<'s, 'b> {
     pub head: RequestHead,
+    /// The request target (`/path?query`), as received.
+    pub target: &'b [u8],
     fields: &'s [Header<'b>],
 }
 
@@ -207,7 +209,9 @@ pub fn parse_request<'s, 'b>(
         return Ok(None);
     };
     check_line_ends(&window[..len])?;
-    let (Some(token), Some(minor_version)) = (request.method, request.version) else {
+    let (Some(token), Some(minor_version), Some(target)) =
+        (request.method, request.version, request.path)
+    else {
         return Err(HeadError::Malformed("incomplete request line"));
     };
     let method = Method::from_token(token);
@@ -235,6 +239,7 @@ pub fn parse_request<'s, 'b>(
     };
     Ok(Some(ParsedRequest {
         head,
+        target: target.as_bytes(),
         fields: headers,
     }))
 }

@@ -69,6 +69,9 @@
 //!   have their own syntax above. No names is fine if there are custom
 //!   headers; neither is an error, since nothing could ever be routed.
 //!
+//! 5. and 6. Opt-in, for clients that cannot set headers: a query parameter
+//!    and a cookie ([`browser`]).
+//!
 //! [`RoutingKeys::from_baggage`] and [`RoutingKeys::from_tracestate`] read
 //! one field value alone, for fuzz targets and tests.
 
@@ -103,7 +106,13 @@ pub enum RoutingKeyError {
     InvalidHeader { name: String },
     #[error("routing header {name:?} has its own syntax; use --routing-key-name instead")]
     ReservedHeader { name: String },
-    #[error("no routing key names and no routing headers: no request could carry a key")]
+    #[error("routing query parameter {name:?} is not an RFC 9110 token")]
+    InvalidParam { name: String },
+    #[error("routing cookie {name:?} is not a valid cookie name (an RFC 9110 token)")]
+    InvalidCookie { name: String },
+    #[error(
+        "no routing key names, routing headers, query parameters or cookies: no request could carry a key"
+    )]
     NoSources,
 }
 
@@ -115,6 +124,8 @@ pub struct RoutingKeys {
     names: Vec<Box<str>>,
     /// Custom header names, lowercase, in priority order.
     custom_headers: Vec<Box<str>>,
+    /// Opt-in query parameter and cookie names (sources 5 and 6).
+    browser: BrowserSources,
 }
 
 impl Default for RoutingKeys {
@@ -123,6 +134,7 @@ impl Default for RoutingKeys {
         Self {
             names: DEFAULT_KEY_NAMES.iter().map(|&name| name.into()).collect(),
             custom_headers: Vec::new(),
+            browser: BrowserSources::default(),
         }
     }
 }
@@ -133,6 +145,22 @@ impl RoutingKeys {
     /// (`--routing-header`), in priority order. Both are lowercased and
     /// deduplicated.
     pub fn new(names: &[String], custom_headers: &[String]) -> Result<Self, RoutingKeyError> {
+        Self::with_browser_sources(names, custom_headers, &[], &[])
+    }
+
+    /// [`RoutingKeys::new`], plus query parameter names
+    /// (`--routing-query-param`) and cookie names (`--routing-cookie`),
+    /// case-sensitive, in priority order (see [`browser`]).
+    pub fn with_browser_sources(
+        names: &[String],
+        custom_headers: &[String],
+        query_params: &[String],
+        cookies: &[String],
+    ) -> Result<Self, RoutingKeyError> {
+        let browser = BrowserSources {
+            query_params: tokens(query_params, |name| RoutingKeyError::InvalidParam { name })?,
+            cookies: tokens(cookies, |name| RoutingKeyError::InvalidCookie { name })?,
+        };
         let names = lowercase_tokens(names, |name| RoutingKeyError::InvalidName { name })?;
         let custom_headers = lowercase_tokens(custom_headers, |name| {
             RoutingKeyError::InvalidHeader { name }
@@ -145,12 +173,13 @@ impl RoutingKeys {
                 name: reserved.to_string(),
             });
         }
-        if names.is_empty() && custom_headers.is_empty() {
+        if names.is_empty() && custom_headers.is_empty() && browser.is_empty() {
             return Err(RoutingKeyError::NoSources);
         }
         Ok(Self {
             names,
             custom_headers,
+            browser,
         })
     }
 
@@ -170,8 +199,47 @@ impl RoutingKeys {
         self.extract_ranked(fields).map(|(key, _)| key)
     }
 
-    /// The routing key and where it came from, in words (for `detour
-    /// explain`), e.g. `baggage member "detour-routing-key"`.
+    /// The request's routing key from its header fields and, when the
+    /// browser sources are configured, from its request target (`:path`,
+    /// or the request line's target) and cookies. What the proxy calls.
+    /// `fields` gives the header fields, as many times as needed.
+    pub fn extract_request<'h, I>(
+        &self,
+        target: Option<&[u8]>,
+        fields: impl Fn() -> I,
+    ) -> Option<String>
+    where
+        I: IntoIterator<Item = Field<'h>>,
+    {
+        let key = self.extract(fields());
+        if key.is_some() || self.browser.is_empty() {
+            return key;
+        }
+        self.browser.extract(target, fields()).map(|(key, _)| key)
+    }
+
+    /// [`RoutingKeys::extract_request`] with where the key came from, in
+    /// words (for `detour explain`), e.g. `baggage member
+    /// "detour-routing-key"`.
+    pub fn explain_request<'h, I>(
+        &self,
+        target: Option<&[u8]>,
+        fields: impl Fn() -> I,
+    ) -> Option<(String, String)>
+    where
+        I: IntoIterator<Item = Field<'h>>,
+    {
+        self.explain(fields())
+            .or_else(|| self.browser.extract(target, fields()))
+    }
+
+    /// The query parameter and cookie names, in priority order.
+    pub fn browser_sources(&self) -> &BrowserSources {
+        &self.browser
+    }
+
+    /// The routing key from header fields and where it came from, in words
+    /// (for `detour explain`), e.g. `baggage member "detour-routing-key"`.
     pub fn explain<'h>(
         &self,
         fields: impl IntoIterator<Item = Field<'h>>,
@@ -425,6 +493,24 @@ fn lowercase_tokens(
     Ok(out)
 }
 
+/// Case-sensitive names (query parameters, cookies): tokens, duplicates
+/// dropped.
+fn tokens(
+    items: &[String],
+    error: impl Fn(String) -> RoutingKeyError,
+) -> Result<Vec<Box<str>>, RoutingKeyError> {
+    let mut out: Vec<Box<str>> = Vec::with_capacity(items.len());
+    for item in items {
+        if !is_token(item.as_bytes()) {
+            return Err(error(item.clone()));
+        }
+        if !out.iter().any(|seen| **seen == **item) {
+            out.push(item.as_str().into());
+        }
+    }
+    Ok(out)
+}
+
 fn is_reserved_header(name: &[u8]) -> bool {
     name == b"baggage"
         || name == b"tracestate"
@@ -463,5 +549,8 @@ fn strip_prefix_ignore_case<'a>(s: &'a [u8], prefix: &[u8]) -> Option<&'a [u8]> 
     head.eq_ignore_ascii_case(prefix).then_some(tail)
 }
 
+pub mod browser;
 #[cfg(test)]
 mod tests;
+
+pub use browser::BrowserSources;

@@ -34,6 +34,7 @@ struct RequestLabels {
     service: Label,
     destination: &'static str,
     sandbox: Label,
+    protocol: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -52,7 +53,7 @@ pub struct ProxyMetrics {
     protocols: Family<ProtocolLabels, Counter>,
     rejected: Family<ReasonLabels, Counter>,
     requests: Family<RequestLabels, Counter>,
-    duration: Histogram,
+    duration: Family<ProtocolLabels, Histogram>,
     fallbacks: Family<ReasonLabels, Counter>,
     request_errors: Family<ReasonLabels, Counter>,
     upstream_errors: Family<ReasonLabels, Counter>,
@@ -68,7 +69,9 @@ impl ProxyMetrics {
             rejected: Family::default(),
             requests: Family::default(),
             // 100 µs .. ~52 s
-            duration: Histogram::new(exponential_buckets(0.0001, 2.0, 20)),
+            duration: Family::new_with_constructor(|| {
+                Histogram::new(exponential_buckets(0.0001, 2.0, 20))
+            }),
             fallbacks: Family::default(),
             request_errors: Family::default(),
             upstream_errors: Family::default(),
@@ -94,12 +97,13 @@ impl ProxyMetrics {
         );
         registry.register(
             "requests",
-            "HTTP requests routed, by service, destination (baseline|sandbox) and sandbox",
+            "HTTP requests (HTTP/2: streams) routed, by service, destination \
+             (baseline|sandbox), sandbox and protocol (http1|h2)",
             metrics.requests.clone(),
         );
         registry.register(
             "request_duration_seconds",
-            "Time from a request head to the end of its response",
+            "Time from a request head to the end of its response, by protocol (http1|h2)",
             metrics.duration.clone(),
         );
         registry.register(
@@ -145,7 +149,14 @@ impl ProxyMetrics {
         self.rejected.get_or_create(&ReasonLabels { reason }).inc();
     }
 
-    pub fn request(&self, service: &Arc<str>, sandbox: Option<&Arc<str>>, elapsed: Duration) {
+    /// A request relayed; `protocol` is `http1` or `h2`.
+    pub fn request(
+        &self,
+        service: &Arc<str>,
+        sandbox: Option<&Arc<str>>,
+        protocol: &'static str,
+        elapsed: Duration,
+    ) {
         let labels = RequestLabels {
             service: Label(Arc::clone(service)),
             destination: if sandbox.is_some() {
@@ -154,9 +165,12 @@ impl ProxyMetrics {
                 "baseline"
             },
             sandbox: sandbox.map_or_else(|| self.no_sandbox.clone(), |s| Label(Arc::clone(s))),
+            protocol,
         };
         self.requests.get_or_create(&labels).inc();
-        self.duration.observe(elapsed.as_secs_f64());
+        self.duration
+            .get_or_create(&ProtocolLabels { protocol })
+            .observe(elapsed.as_secs_f64());
     }
 
     pub fn fallback(&self, reason: &'static str) {

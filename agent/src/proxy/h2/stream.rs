@@ -45,11 +45,14 @@ pub async fn serve(
     let (ctx, h2) = (&proxy.ctx, &proxy.h2);
     let (parts, body) = request.into_parts();
     let grpc = is_grpc(&parts.headers);
-    let key = ctx.keys.extract(
-        parts
-            .headers
-            .iter()
-            .map(|(name, value)| (name.as_str().as_bytes(), value.as_bytes())),
+    let key = ctx.keys.extract_request(
+        parts.uri.path_and_query().map(|p| p.as_str().as_bytes()),
+        || {
+            parts
+                .headers
+                .iter()
+                .map(|(name, value)| (name.as_str().as_bytes(), value.as_bytes()))
+        },
     );
     let label = if grpc {
         parts.uri.path().to_owned()
@@ -136,7 +139,7 @@ pub async fn serve(
         };
         relay_response(response, &mut respond).await;
         ctx.metrics
-            .request(&conn.service, sandbox.as_ref(), started.elapsed());
+            .request(&conn.service, sandbox.as_ref(), "h2", started.elapsed());
         return;
     }
     answer(ctx, &mut respond, ProxyError::UpstreamConnect, grpc);

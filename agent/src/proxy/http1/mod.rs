@@ -122,7 +122,7 @@ pub async fn serve(
                 _,
             ) => {
                 ctx.metrics
-                    .request(&conn.service, sandbox.as_ref(), started.elapsed());
+                    .request(&conn.service, sandbox.as_ref(), "http1", started.elapsed());
                 debug!(status, keep_client, "response relayed");
                 if !keep_client || ctx.draining.is_cancelled() {
                     let _ = client.shutdown().await;
@@ -131,7 +131,7 @@ pub async fn serve(
             }
             (Outcome::Upgraded, Some(upstream)) => {
                 ctx.metrics
-                    .request(&conn.service, sandbox.as_ref(), started.elapsed());
+                    .request(&conn.service, sandbox.as_ref(), "http1", started.elapsed());
                 super::upstream::splice_after_upgrade(client, buf, upstream, ubuf).await;
                 return;
             }
@@ -243,7 +243,9 @@ async fn read_request(
         let mut lines = FieldLines::default();
         match head::parse_request(buf, &mut lines) {
             Ok(Some(parsed)) => {
-                let key = ctx.keys.extract(parsed.fields());
+                let key = ctx
+                    .keys
+                    .extract_request(Some(parsed.target), || parsed.fields());
                 return Ok(Some((parsed.head, key)));
             }
             Ok(None) => {}
