@@ -42,11 +42,14 @@ Subcommands and their extra fields:
       HEADERS without END_HEADERS, then N CONTINUATION frames each holding
       one small literal header; with --end the last one ends the block.
       "sent_frames" (CONTINUATIONs written before an error), "status".
-  settings-flood HOST PORT --frames N
+  settings-flood HOST PORT --frames N [--then-request]
       N SETTINGS frames (MAX_CONCURRENT_STREAMS=100). "sent_frames", "acks"
       (SETTINGS ACKs received, including the one for the preface SETTINGS).
-  ping-flood HOST PORT --frames N
+  ping-flood HOST PORT --frames N [--then-request]
       N PINGs. "sent_frames", "acks" (PING ACKs received).
+      For both, --then-request sends one request on stream 1 once the flood
+      was read: "final" as for rapid-reset (null without the option or when
+      the connection had closed).
   big-headers HOST PORT --bytes N [--count K]
       One request whose header block (HPACK without Huffman) carries K
       (default 1) extra headers x-big-I totalling N value bytes, split into
@@ -420,15 +423,20 @@ def cmd_rapid_reset(conn, args):
             break
         sent += len(batch)
         conn.pump(idle=0)
-    final = None
-    if args.then_request and conn.ok and not conn.report["send_error"]:
-        stream = 1 + 2 * args.streams
-        conn.send(frame(HEADERS, END_HEADERS | END_STREAM, stream,
-                        conn.encode(conn.request_headers())))
-        conn.pump(until=lambda: conn.stream_done(stream))
-        final = {"status": conn.status(stream), "rst": conn.stream_rst.get(stream)}
+    final = final_request(conn, 1 + 2 * args.streams) if args.then_request else None
     conn.pump()
     conn.finish(sent_streams=sent, final=final)
+
+
+def final_request(conn, stream):
+    """One more request on the same connection, if it is still open:
+    {"status", "rst"} (status null if no response came), or None."""
+    if not conn.ok or conn.report["send_error"]:
+        return None
+    conn.send(frame(HEADERS, END_HEADERS | END_STREAM, stream,
+                    conn.encode(conn.request_headers())))
+    conn.pump(until=lambda: conn.stream_done(stream))
+    return {"status": conn.status(stream), "rst": conn.stream_rst.get(stream)}
 
 
 def cmd_continuation_flood(conn, args):
@@ -461,7 +469,8 @@ def cmd_settings_flood(conn, args):
             break
         sent += len(batch)
     conn.pump()
-    conn.finish(sent_frames=sent, acks=conn.settings_acks)
+    final = final_request(conn, 1) if args.then_request else None
+    conn.finish(sent_frames=sent, acks=conn.settings_acks, final=final)
 
 
 def cmd_ping_flood(conn, args):
@@ -472,7 +481,8 @@ def cmd_ping_flood(conn, args):
             break
         sent += len(batch)
     conn.pump()
-    conn.finish(sent_frames=sent, acks=conn.ping_acks)
+    final = final_request(conn, 1) if args.then_request else None
+    conn.finish(sent_frames=sent, acks=conn.ping_acks, final=final)
 
 
 def cmd_big_headers(conn, args):
@@ -668,8 +678,10 @@ def parse_args():
     p.add_argument("--frames", type=int, default=10000)
     p.add_argument("--fragment-bytes", type=int, default=16)
     p.add_argument("--end", action="store_true")
-    add("settings-flood").add_argument("--frames", type=int, default=10000)
-    add("ping-flood").add_argument("--frames", type=int, default=10000)
+    for name in ("settings-flood", "ping-flood"):
+        p = add(name)
+        p.add_argument("--frames", type=int, default=10000)
+        p.add_argument("--then-request", action="store_true")
     p = add("big-headers")
     p.add_argument("--bytes", type=int, default=65536)
     p.add_argument("--count", type=int, default=1)

@@ -45,7 +45,7 @@ impl BrowserSources {
         target: Option<&[u8]>,
         fields: impl IntoIterator<Item = Field<'h>>,
     ) -> Option<(String, String)> {
-        if let Some(found) = target.and_then(|target| self.from_query(target)) {
+        if let Some(found) = target.and_then(|target| self.in_query(target)) {
             return Some(found);
         }
         if self.cookies.is_empty() {
@@ -81,7 +81,7 @@ impl BrowserSources {
         best.map(|(rank, key)| (key, format!("cookie {:?}", &*self.cookies[rank])))
     }
 
-    fn from_query(&self, target: &[u8]) -> Option<(String, String)> {
+    fn in_query(&self, target: &[u8]) -> Option<(String, String)> {
         if self.query_params.is_empty() {
             return None;
         }
