@@ -46,6 +46,7 @@ that lacks grpc, the script re-runs itself under /usr/bin/python3.
 """
 import json
 import os
+import signal
 import sys
 import threading
 import time
@@ -241,6 +242,9 @@ def main():
     if not bound:
         sys.exit(f"cannot listen on port {port}")
     server.start()
+    # SIGTERM stops gracefully: GOAWAY to every client, calls in flight may
+    # finish for 5 s (a test of upstream GOAWAY relies on it).
+    signal.signal(signal.SIGTERM, lambda *_: server.stop(grace=5))
     print("listening", flush=True)
     server.wait_for_termination()
 

@@ -22,7 +22,8 @@ const CLIENT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/clients/grpc_client.p
 struct Setup {
     net: Topology,
     cgroup: Cgroup,
-    _servers: Vec<Proc>,
+    _base: Proc,
+    fork: Option<Proc>,
     base_log: RequestLog,
     fork_log: RequestLog,
 }
@@ -37,6 +38,7 @@ impl Setup {
             .pod("client")
             .pod("greeter")
             .pod("greeter-fork")
+            .pod("greeter-fork2")
             .build();
         let (base, base_log) = net.pod("greeter").grpc_server(PORT);
         let (fork, fork_log) = net.pod("greeter-fork").grpc_server_with(PORT, env);
@@ -44,7 +46,8 @@ impl Setup {
         Self {
             net,
             cgroup,
-            _servers: vec![base, fork],
+            _base: base,
+            fork: Some(fork),
             base_log,
             fork_log,
         }
@@ -55,6 +58,10 @@ impl Setup {
     }
 
     fn routes(&self, protocol: &str, fork_port: u16) -> String {
+        self.routes_to("greeter-fork", protocol, fork_port)
+    }
+
+    fn routes_to(&self, fork_pod: &str, protocol: &str, fork_port: u16) -> String {
         format!(
             "services:
   - name: greeter
@@ -68,7 +75,7 @@ sandboxes:
         endpoints: [\"{fork}:{fork_port}\"]
 ",
             base = self.ip("greeter"),
-            fork = self.ip("greeter-fork"),
+            fork = self.ip(fork_pod),
         )
     }
 
@@ -86,13 +93,45 @@ sandboxes:
     /// Runs a `grpc_client.py` scenario from the client pod (in the cgroup)
     /// against the baseline address; one JSON value per output line.
     fn client(&self, scenario: &str, args: &[&str]) -> Vec<Value> {
+        let output = self.spawn_client(scenario, args).wait_with_output();
+        parse_client(scenario, &output.expect("grpc client"))
+    }
+
+    /// [`Setup::client`], started in the background.
+    fn spawn_client(&self, scenario: &str, args: &[&str]) -> std::process::Child {
         let target = format!("{}:{PORT}", self.ip("greeter"));
         let mut all = vec![CLIENT, scenario, target.as_str()];
         all.extend_from_slice(args);
-        let output = self
-            .net
+        self.net
             .pod("client")
-            .exec_in(&self.cgroup, "python3", &all);
+            .spawn_in(&self.cgroup, "python3", &all)
+    }
+
+    /// The one line a single-call scenario prints.
+    fn call(&self, scenario: &str, args: &[&str]) -> Value {
+        let mut lines = self.client(scenario, args);
+        assert_eq!(lines.len(), 1, "one line from {scenario}: {lines:?}");
+        lines.remove(0)
+    }
+
+    /// Established TCP connections to the gRPC port in `pod`'s namespace.
+    fn connections_to(&self, pod: &str) -> usize {
+        let output = self.net.pod(pod).exec(
+            "ss",
+            &[
+                "-Htn",
+                "state",
+                "established",
+                &format!("( sport = :{PORT} )"),
+            ],
+        );
+        String::from_utf8_lossy(&output.stdout).lines().count()
+    }
+}
+
+/// The JSON lines of a finished `grpc_client.py`.
+fn parse_client(scenario: &str, output: &std::process::Output) -> Vec<Value> {
+    {
         let stdout = String::from_utf8_lossy(&output.stdout);
         assert!(
             output.status.success(),
@@ -105,13 +144,6 @@ sandboxes:
                 serde_json::from_str(line).unwrap_or_else(|e| panic!("bad line {line:?}: {e}"))
             })
             .collect()
-    }
-
-    /// The one line a single-call scenario prints.
-    fn call(&self, scenario: &str, args: &[&str]) -> Value {
-        let mut lines = self.client(scenario, args);
-        assert_eq!(lines.len(), 1, "one line from {scenario}: {lines:?}");
-        lines.remove(0)
     }
 }
 
@@ -330,6 +362,213 @@ fn a_fork_that_refuses_gets_unavailable_quickly_and_unkeyed_calls_still_succeed(
         agent.metric("detour_upstream_errors_total{reason=\"connect\"}") >= 1,
         "counted"
     );
+}
+
+#[test]
+fn an_upstream_at_its_stream_limit_gets_a_new_connection_instead_of_a_queue() {
+    if !require_root() {
+        return;
+    }
+    let setup = Setup::with_fork_env(&[("GRPC_MAX_STREAMS", "1")]);
+    let _agent = setup.agent();
+    // One call first, so the fork's SETTINGS (limit 1) are known.
+    assert_eq!(setup.call("unary", &["--key", "feature-x"])["code"], "OK");
+    let client = setup.spawn_client(
+        "concurrent",
+        &["--key", "feature-x", "--count", "8", "--hold-ms", "1500"],
+    );
+    let mut client = client;
+    let mut most = 0;
+    // Sample while the calls run (the client may be slow to start).
+    while client.try_wait().expect("client status").is_none() {
+        most = most.max(setup.connections_to("greeter-fork"));
+        thread::sleep(Duration::from_millis(50));
+    }
+    let calls = parse_client("concurrent", &client.wait_with_output().expect("client"));
+    assert!(calls.iter().all(|c| c["code"] == "OK"), "{calls:?}");
+    assert!(
+        most >= 4,
+        "4 keyed calls held at once on a fork that allows 1 stream per connection \
+         need 4 upstream connections; saw at most {most}"
+    );
+}
+
+#[test]
+fn an_upstream_goaway_sends_the_next_streams_to_a_new_connection() {
+    if !require_root() {
+        return;
+    }
+    let mut setup = Setup::new();
+    let _agent = setup.agent();
+    assert_eq!(
+        served_by(&setup.call("unary", &["--key", "feature-x"])),
+        "greeter-fork"
+    );
+    // A graceful stop: GOAWAY on the agent's pooled connection, then exit.
+    let mut fork = setup.fork.take().expect("fork server");
+    fork.signal(libc::SIGTERM);
+    assert!(
+        fork.wait_timeout(Duration::from_secs(10)).is_some(),
+        "fork server did not stop"
+    );
+    let (restarted, _log) = setup.net.pod("greeter-fork").grpc_server(PORT);
+    setup.fork = Some(restarted);
+    let calls = setup.client("unary", &["--key", "feature-x", "--count", "3"]);
+    for call in &calls {
+        assert_eq!(call["code"], "OK", "{call}");
+        assert_eq!(served_by(call), "greeter-fork", "{call}");
+    }
+}
+
+#[test]
+fn a_fork_going_away_mid_stream_fails_that_call_and_nothing_else() {
+    if !require_root() {
+        return;
+    }
+    let mut setup = Setup::new();
+    let _agent = setup.agent();
+    let stream = setup.spawn_client(
+        "server-stream",
+        &[
+            "--key",
+            "feature-x",
+            "--count",
+            "100",
+            "--interval-ms",
+            "50",
+        ],
+    );
+    thread::sleep(Duration::from_millis(800));
+    drop(setup.fork.take());
+    let lines = parse_client("server-stream", &stream.wait_with_output().expect("client"));
+    let done = lines.last().expect("done line");
+    assert_ne!(done["code"], "OK", "the stream cannot finish: {done}");
+    assert!(
+        done["seconds"].as_f64().is_some_and(|s| s < 4.0),
+        "it fails when the fork goes, not after 100 messages: {done}"
+    );
+    assert!(
+        lines.len() > 2,
+        "some messages came from the fork first: {lines:?}"
+    );
+    let unkeyed = setup.call("unary", &[]);
+    assert_eq!(unkeyed["code"], "OK", "{unkeyed}");
+    assert_eq!(served_by(&unkeyed), "greeter", "{unkeyed}");
+}
+
+#[test]
+fn sigterm_lets_a_stream_in_flight_finish() {
+    if !require_root() {
+        return;
+    }
+    let setup = Setup::new();
+    let mut agent = setup.agent();
+    let held = setup.spawn_client(
+        "concurrent",
+        &["--key", "feature-x", "--count", "2", "--hold-ms", "1500"],
+    );
+    thread::sleep(Duration::from_millis(600));
+    let status = agent.terminate();
+    assert!(status.success(), "agent exit: {status:?}");
+    let calls = parse_client("concurrent", &held.wait_with_output().expect("client"));
+    assert_eq!(calls.len(), 2);
+    for call in &calls {
+        assert_eq!(call["code"], "OK", "drained, not cut: {call}");
+    }
+    assert!(
+        agent.logs().contains("GOAWAY to the client"),
+        "the client got GOAWAY:\n{}",
+        agent.logs()
+    );
+}
+
+#[test]
+fn after_kill_9_new_http2_connections_go_straight_to_baseline() {
+    if !require_root() {
+        return;
+    }
+    let setup = Setup::new();
+    let mut agent = setup.agent();
+    assert_eq!(
+        served_by(&setup.call("unary", &["--key", "feature-x"])),
+        "greeter-fork"
+    );
+    agent.kill9();
+    let call = setup.call("unary", &["--key", "feature-x"]);
+    assert_eq!(call["code"], "OK", "fail-open: {call}");
+    assert_eq!(served_by(&call), "greeter", "no agent, no steering: {call}");
+}
+
+#[test]
+fn route_churn_under_http2_load_fails_no_call_and_misroutes_none() {
+    if !require_root() {
+        return;
+    }
+    let setup = Setup::new();
+    let (_fork2, _fork2_log) = setup.net.pod("greeter-fork2").grpc_server(PORT);
+    let agent = setup.agent();
+    let load = setup.spawn_client(
+        "unary",
+        &["--key", "feature-x", "--count", "600", "--alternate"],
+    );
+    for round in 0..20 {
+        let pod = if round % 2 == 0 {
+            "greeter-fork2"
+        } else {
+            "greeter-fork"
+        };
+        agent.write_routes(&setup.routes_to(pod, "h2c", PORT));
+        thread::sleep(Duration::from_millis(100));
+    }
+    let calls = parse_client("unary", &load.wait_with_output().expect("client"));
+    assert_eq!(calls.len(), 600);
+    for call in &calls {
+        assert_eq!(call["code"], "OK", "{call}");
+        let by = served_by(call);
+        if call["keyed"] == true {
+            assert!(by == "greeter-fork" || by == "greeter-fork2", "{call}");
+        } else {
+            assert_eq!(by, "greeter", "{call}");
+        }
+    }
+}
+
+#[test]
+fn trace_and_flows_show_each_stream_with_its_grpc_method() {
+    if !require_root() {
+        return;
+    }
+    let setup = Setup::new();
+    let agent = setup.agent();
+    let trace = std::process::Command::new(detour_tests::detour_bin())
+        .arg("--socket")
+        .arg(agent.admin_socket())
+        .args(["trace", "-n", "1", "-o", "json"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("detour trace");
+    thread::sleep(Duration::from_millis(300));
+    let held = setup.spawn_client(
+        "concurrent",
+        &["--key", "feature-x", "--count", "4", "--hold-ms", "1500"],
+    );
+    thread::sleep(Duration::from_millis(700));
+    let flows = std::process::Command::new(detour_tests::detour_bin())
+        .arg("--socket")
+        .arg(agent.admin_socket())
+        .args(["flows", "-o", "json"])
+        .output()
+        .expect("detour flows");
+    let flows: Value = serde_json::from_slice(&flows.stdout).expect("flows json");
+    let flow = &flows["flows"][0];
+    assert_eq!(flow["protocol"], "h2", "{flows}");
+    assert_eq!(flow["live_streams"], 4, "4 calls held open: {flows}");
+    assert_eq!(flow["requests"], 4, "{flows}");
+    let event = trace.wait_with_output().expect("trace");
+    let event: Value = serde_json::from_slice(&event.stdout).expect("trace json");
+    assert_eq!(event["method"], "/detour.test.Echo/Unary", "{event}");
+    assert_eq!(event["service"], "default/greeter", "{event}");
+    let _ = held.wait_with_output();
 }
 
 /// Polls `check` for up to 5 s.
