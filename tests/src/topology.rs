@@ -294,6 +294,39 @@ impl Pod {
         (proc, log)
     }
 
+    /// Starts `nghttpd`, an h2c (prior knowledge) file server, on `port`,
+    /// serving `/who` with the pod's name and a newline. Its directory is
+    /// removed when the returned guard drops.
+    pub fn h2c_file_server(&self, port: u16) -> (Proc, TempDir) {
+        let dir = TempDir::new(&format!("detour-{}-www-", self.name));
+        std::fs::write(dir.0.join("who"), format!("{}\n", self.name)).expect("write /who");
+        let child = Command::new("nsenter")
+            .args([&format!("--net={}", self.netns.path()), "--", "nghttpd"])
+            .args(["--no-tls", "-d"])
+            .arg(&dir.0)
+            .arg(port.to_string())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start nghttpd: {e}"));
+        let proc = Proc::new(child);
+        self.wait_listening(port);
+        (proc, dir)
+    }
+
+    /// Waits (up to 5 s) until something listens on TCP `port` in the pod.
+    fn wait_listening(&self, port: u16) {
+        let filter = format!("( sport = :{port} )");
+        for _ in 0..100 {
+            let output = self.netns.exec("ss", &["-Htln", &filter]);
+            if !output.stdout.is_empty() {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        panic!("nothing listens on port {port} in {}", self.name);
+    }
+
     fn start_echo(&self, port: u16, log: Option<&std::path::Path>) -> Proc {
         let script = concat!(env!("CARGO_MANIFEST_DIR"), "/servers/echo.py");
         self.start_script(script, port, log)
@@ -359,5 +392,23 @@ impl RequestLog {
 impl Drop for RequestLog {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// A directory removed on drop.
+#[derive(Debug)]
+pub struct TempDir(pub std::path::PathBuf);
+
+impl TempDir {
+    pub fn new(prefix: &str) -> Self {
+        let dir = std::env::temp_dir().join(unique_name(prefix));
+        std::fs::create_dir_all(&dir).expect("create temp dir");
+        Self(dir)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
     }
 }

@@ -29,6 +29,8 @@ const REQUIREMENTS: &[(&str, &str)] = &[
     ("/usr/lib/python3/dist-packages/grpc", "python3-grpcio"),
     ("/usr/lib/python3/dist-packages/h2", "python3-h2"),
     ("h2load", "nghttp2-client"),
+    // An h2c (prior knowledge) file server: a plain HTTP/2 upstream.
+    ("nghttpd", "nghttp2-server"),
     ("bpftool", "bpftool"),
     ("iptables", "iptables"),
     // Debian's kubectl; machines of this kind come with a newer one.
