@@ -15,8 +15,10 @@
 //! - the upstream refuses the stream (REFUSED_STREAM, or GOAWAY before it
 //!   was processed): retried once on another connection if no body byte was
 //!   sent, else the client's stream is reset with REFUSED_STREAM;
-//! - the upstream cannot be reached, or fails before its response head: the
-//!   proxy answers (gRPC: a trailers-only status; other requests: 502/504).
+//! - the upstream cannot be reached or its connection fails before the
+//!   response head: the proxy answers UNAVAILABLE / 502; a timeout,
+//!   DEADLINE_EXCEEDED / 504; an HTTP/2 protocol error from the upstream,
+//!   INTERNAL / 502 (gRPC requests get a trailers-only status).
 
 use std::{future::poll_fn, sync::Arc, time::Instant};
 
@@ -133,6 +135,10 @@ pub async fn serve(
                 }
                 return match error.reason() {
                     Some(reason) if error.is_reset() => respond.send_reset(reason),
+                    // The connection died under the stream: unavailable, retryable.
+                    _ if error.is_io() => {
+                        answer(ctx, &mut respond, ProxyError::UpstreamConnect, grpc)
+                    }
                     _ => answer(ctx, &mut respond, ProxyError::BadUpstreamResponse, grpc),
                 };
             }
