@@ -61,6 +61,11 @@ pub async fn serve(
     } else {
         parts.method.to_string()
     };
+    // A stream the client reset already is not decided, and gets no
+    // upstream stream.
+    if client_reset(&mut respond).await {
+        return;
+    }
     let Routed { upstream, sandbox } = route::route(ctx, &conn, key, &label);
     conn.flow.stream_opened();
     let _open = StreamGuard(&conn);
@@ -78,9 +83,16 @@ pub async fn serve(
     // Up to two tries: a stream without a body that the upstream refused
     // goes once more, on another connection.
     for attempt in 0..2 {
-        let slot = match h2.pool.checkout(upstream, &ctx.upstream).await {
-            Ok(slot) => slot,
-            Err(error) => return answer(ctx, &mut respond, error, grpc),
+        let slot = tokio::select! {
+            biased;
+            reset = poll_fn(|cx| respond.poll_reset(cx)) => {
+                debug!(reason = ?pipe::reason_of(reset), "client reset the stream before it went upstream");
+                return;
+            }
+            slot = h2.pool.checkout(upstream, &ctx.upstream) => match slot {
+                Ok(slot) => slot,
+                Err(error) => return answer(ctx, &mut respond, error, grpc),
+            },
         };
         let mut send = match slot.send.clone().ready().await {
             Ok(send) => send,
@@ -171,6 +183,11 @@ async fn relay_response(response: Response<RecvStream>, respond: &mut SendRespon
         Ok(bytes) => debug!(bytes, "response relayed"),
         Err(error) => debug!(?error, "response ended early"),
     }
+}
+
+/// Whether the client has reset the stream by now (without waiting).
+async fn client_reset(respond: &mut SendResponse<Bytes>) -> bool {
+    poll_fn(|cx| std::task::Poll::Ready(respond.poll_reset(cx).is_ready())).await
 }
 
 /// The proxy's own answer on this stream.
