@@ -29,15 +29,20 @@ Error codes are names: NO_ERROR, PROTOCOL_ERROR, ..., ENHANCE_YOUR_CALM
 Common options: --idle S (default 2: silence that ends reading), --max-seconds
 S (default 20), --timeout S (connect/send/recv socket timeout, default 5),
 --path P (default /), --authority A (default HOST:PORT), --method M,
---header NAME=VALUE (repeatable; extra request headers, e.g. baggage),
+--scheme S (default http), --header NAME=VALUE (repeatable; extra request
+headers in the order given, e.g. baggage; a name may repeat),
 --grpc (POST with content-type application/grpc and te: trailers),
 --verbose (each received frame on standard error).
 
 Subcommands and their extra fields:
-  rapid-reset HOST PORT --streams N [--then-request]
+  rapid-reset HOST PORT --streams N [--then-request] [--batch 50]
+              [--reset-after-ms M]
       N requests (HEADERS with END_STREAM), each followed at once by
-      RST_STREAM(CANCEL). "sent_streams". With --then-request, one more
-      request afterwards: "final": {"status", "rst"} (status null if none).
+      RST_STREAM(CANCEL), written --batch pairs at a time. With
+      --reset-after-ms, each batch's HEADERS go first and its RST_STREAMs
+      only after M ms of reading (the server has accepted the streams by
+      then). "sent_streams". With --then-request, one more request
+      afterwards: "final": {"status", "rst"} (status null if none).
   continuation-flood HOST PORT --frames N [--fragment-bytes 16] [--end]
       HEADERS without END_HEADERS, then N CONTINUATION frames each holding
       one small literal header; with --end the last one ends the block.
@@ -55,7 +60,7 @@ Subcommands and their extra fields:
       (default 1) extra headers x-big-I totalling N value bytes, split into
       HEADERS + CONTINUATION frames of 16384 bytes. "header_block_bytes",
       "status", "headers" (response), "stream_rst" (code NAME for our
-      stream, or null).
+      stream, or null; read for 0.5 s more after a response that ended it).
   invalid-frame HOST PORT [--kind KIND]
       One bad frame after the preface. KIND: data-on-stream-0 (default),
       window-update-zero, settings-bad-length, ping-bad-length,
@@ -68,13 +73,23 @@ Subcommands and their extra fields:
       that got response HEADERS), "stream_rst" {stream id: code NAME}.
   request HOST PORT [--header NAME=VALUE]... [--path /] [--method GET]
           [--data TEXT | --data-hex HEX | --data-size N] [--grpc]
+          [--trailer NAME=VALUE]... [--never-index NAME]... [--index-sensitive]
       One request through h2.connection. "status", "headers" {name: value}
       (repeated names joined with ", "), "body" (UTF-8, replacement chars),
       "body_bytes", "trailers" {name: value} or null, "trailers_only" (the
       response was a single HEADERS frame ending the stream), "stream_rst"
-      (code NAME or null). --data-size N sends N bytes "x". With --grpc the
-      data is sent as one gRPC message and "grpc_messages" lists the
-      response messages as text.
+      (code NAME or null). The same heads field by field, in order:
+      "header_list" and "trailer_list" (null if none), each
+      [[name, value, never_indexed], ...] (never_indexed: the field came as
+      an HPACK never-indexed literal), and "informational", the 1xx heads
+      before the response, likewise. --data-size N sends N bytes "x". With
+      --grpc the data is sent as one gRPC message and "grpc_messages" lists
+      the response messages as text. --trailer sends request trailers (a
+      HEADERS frame ending the stream) after the body. Never-indexed: h2
+      sends authorization, proxy-authorization and cookies under 20 bytes
+      never-indexed on its own; --index-sensitive turns that off (they go
+      as ordinary indexed literals, and nothing else is normalised either);
+      --never-index NAME sends every NAME field never-indexed.
 
 Uses Debian's python3-h2; when `python3` is another interpreter (pyenv) that
 lacks it, the script re-runs itself under /usr/bin/python3.
@@ -157,6 +172,16 @@ def literal(name, value):
     return b"\x00" + string(name.encode()) + string(value.encode())
 
 
+def field_list(headers):
+    """[[name, value, never_indexed], ...] as text, in order."""
+    if headers is None:
+        return None
+    def text(x):
+        return x.decode("utf-8", "replace") if isinstance(x, bytes) else x
+    return [[text(h[0]), text(h[1]), isinstance(h, hpack.NeverIndexedHeaderTuple)]
+            for h in headers]
+
+
 def text_dict(pairs):
     out = {}
     for name, value in pairs:
@@ -225,7 +250,7 @@ class Conn:
         method = method or args.method or ("POST" if args.grpc else "GET")
         headers = [
             (":method", method),
-            (":scheme", "http"),
+            (":scheme", args.scheme),
             (":path", args.path),
             (":authority", args.authority or f"{args.host}:{args.port}"),
         ]
@@ -413,12 +438,18 @@ def cmd_rapid_reset(conn, args):
     conn.pump(idle=0.2, until=lambda: conn.report["server_settings"] is not None)
     sent = 0
     streams = [1 + 2 * i for i in range(args.streams)]
-    for batch in batches(streams, 50):
-        data = b"".join(
-            frame(HEADERS, END_HEADERS | END_STREAM, s, conn.encode(conn.request_headers()))
-            + frame(RST_STREAM, 0, s, struct.pack(">I", CANCEL))
-            for s in batch
-        )
+    for batch in batches(streams, args.batch):
+        heads = [frame(HEADERS, END_HEADERS | END_STREAM, s,
+                       conn.encode(conn.request_headers())) for s in batch]
+        resets = [frame(RST_STREAM, 0, s, struct.pack(">I", CANCEL)) for s in batch]
+        if args.reset_after_ms:
+            # Let the server accept the streams before they are reset.
+            if not conn.send(b"".join(heads)):
+                break
+            conn.pump(idle=args.reset_after_ms / 1000)
+            data = b"".join(resets)
+        else:
+            data = b"".join(h + r for h, r in zip(heads, resets))
         if not conn.send(data):
             break
         sent += len(batch)
@@ -502,6 +533,8 @@ def cmd_big_headers(conn, args):
             frame(CONTINUATION, last, 1, piece)
     conn.send(data)
     conn.pump(until=lambda: conn.stream_done(1))
+    # A RST_STREAM may follow a response that ended the stream.
+    conn.pump(idle=0.5)
     response = conn.responses.get(1, [])
     conn.finish(
         header_block_bytes=len(block),
@@ -565,7 +598,14 @@ def cmd_request(conn, args):
         conn.finish(status=None)
         return
     h2conn = h2.connection.H2Connection(
-        h2.config.H2Configuration(client_side=True, header_encoding=None)
+        h2.config.H2Configuration(
+            client_side=True,
+            header_encoding=None,
+            # Cookie fields as sent, not joined into one never-indexed field.
+            normalize_inbound_headers=False,
+            # No never-indexed fields but those --never-index names.
+            normalize_outbound_headers=not args.index_sensitive,
+        )
     )
     conn.h2 = h2conn
     h2conn.initiate_connection()
@@ -580,11 +620,18 @@ def cmd_request(conn, args):
         body = None
     if body is not None and args.grpc:
         body = b"\x00" + struct.pack(">I", len(body)) + body
+    def marked(headers):
+        return [hpack.NeverIndexedHeaderTuple(n, v) if n in args.never_index
+                else hpack.HeaderTuple(n, v) for n, v in headers]
+
+    trailers = marked([(n.lower(), v) for n, _, v in (t.partition("=") for t in args.trailer)])
     stream = h2conn.get_next_available_stream_id()
-    h2conn.send_headers(stream, conn.request_headers(), end_stream=body is None)
+    h2conn.send_headers(stream, marked(conn.request_headers()),
+                        end_stream=body is None and not trailers)
     conn.send(h2conn.data_to_send())
     result = {"status": None, "headers": None, "body": b"", "trailers": None,
-              "trailers_only": False, "stream_rst": None}
+              "trailers_only": False, "stream_rst": None, "header_list": None,
+              "trailer_list": None, "informational": []}
     done = []
 
     def handle():
@@ -592,7 +639,10 @@ def cmd_request(conn, args):
         for event in events:
             if getattr(event, "stream_id", stream) != stream:
                 continue
-            if isinstance(event, h2.events.ResponseReceived):
+            if isinstance(event, h2.events.InformationalResponseReceived):
+                result["informational"].append(field_list(event.headers))
+            elif isinstance(event, h2.events.ResponseReceived):
+                result["header_list"] = field_list(event.headers)
                 headers = text_dict(event.headers)
                 result["status"] = int(headers.get(":status", 0)) or None
                 result["headers"] = headers
@@ -602,6 +652,7 @@ def cmd_request(conn, args):
                 h2conn.acknowledge_received_data(event.flow_controlled_length, stream)
             elif isinstance(event, h2.events.TrailersReceived):
                 result["trailers"] = text_dict(event.headers)
+                result["trailer_list"] = field_list(event.headers)
             elif isinstance(event, h2.events.StreamReset):
                 result["stream_rst"] = error_name(int(event.error_code))
                 done.append(True)
@@ -624,7 +675,10 @@ def cmd_request(conn, args):
             continue
         chunk = body[offset:offset + window]
         offset += len(chunk)
-        h2conn.send_data(stream, chunk, end_stream=offset >= len(body))
+        h2conn.send_data(stream, chunk, end_stream=offset >= len(body) and not trailers)
+        conn.send(h2conn.data_to_send())
+    if trailers and conn.ok and not done:
+        h2conn.send_headers(stream, trailers, end_stream=True)
         conn.send(h2conn.data_to_send())
     conn.pump(until=handle)
     handle()
@@ -666,6 +720,7 @@ def parse_args():
         p.add_argument("--path", default="/")
         p.add_argument("--authority", default=None)
         p.add_argument("--method", default=None)
+        p.add_argument("--scheme", default="http")
         p.add_argument("--header", action="append", default=[], metavar="NAME=VALUE")
         p.add_argument("--grpc", action="store_true")
         p.add_argument("--verbose", action="store_true")
@@ -674,6 +729,8 @@ def parse_args():
     p = add("rapid-reset")
     p.add_argument("--streams", type=int, default=1000)
     p.add_argument("--then-request", action="store_true")
+    p.add_argument("--batch", type=int, default=50)
+    p.add_argument("--reset-after-ms", type=float, default=0)
     p = add("continuation-flood")
     p.add_argument("--frames", type=int, default=10000)
     p.add_argument("--fragment-bytes", type=int, default=16)
@@ -693,6 +750,9 @@ def parse_args():
     p.add_argument("--data", default=None)
     p.add_argument("--data-hex", default=None)
     p.add_argument("--data-size", type=int, default=None)
+    p.add_argument("--trailer", action="append", default=[], metavar="NAME=VALUE")
+    p.add_argument("--never-index", action="append", default=[], metavar="NAME")
+    p.add_argument("--index-sensitive", action="store_true")
     return parser.parse_args()
 
 

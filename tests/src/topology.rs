@@ -269,6 +269,13 @@ impl Pod {
         self.start_script(script, port, None)
     }
 
+    /// Starts `tests/servers/h2_inspect.py`, an h2c server that answers each
+    /// request with the request exactly as it arrived (JSON).
+    pub fn h2_inspect_server(&self, port: u16) -> Proc {
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/servers/h2_inspect.py");
+        self.start_script(script, port, None)
+    }
+
     /// Starts `tests/servers/banner.py`, a server that speaks first.
     pub fn banner_server(&self, port: u16) -> Proc {
         let script = concat!(env!("CARGO_MANIFEST_DIR"), "/servers/banner.py");

@@ -12,12 +12,13 @@
 //! Bounds against hostile clients are `h2`'s, configured here: at most
 //! [`Settings::max_concurrent_streams`] streams (more are refused with
 //! REFUSED_STREAM), a header list of at most [`Settings::max_header_list_size`]
-//! (431 and REFUSED_STREAM), a cap on streams reset before they are accepted
+//! (431, which ends the stream), a cap on streams reset before they are accepted
 //! (rapid reset, CVE-2023-44487: GOAWAY ENHANCE_YOUR_CALM), on CONTINUATION
 //! frames per header block (CVE-2024-27316: GOAWAY ENHANCE_YOUR_CALM) and on
-//! streams reset for local errors. Connection errors are counted by reason.
-//! A stream reset before it is accepted never reaches routing, so no
-//! upstream stream is opened for it.
+//! streams reset for local errors. SETTINGS and PING frames are acknowledged
+//! one by one as they are read, so a flood of them is bounded by TCP
+//! backpressure. Connection errors are counted by reason. A stream reset
+//! before it is decided or sent upstream gets no upstream stream.
 //!
 //! On SIGTERM the connection gets GOAWAY (graceful: in-flight streams
 //! finish, new ones are refused) and closes when its streams are done; the

@@ -7,7 +7,16 @@
 //! opened rather than queuing the stream behind others. A connection whose
 //! peer sent GOAWAY, failed to open a stream, or ended takes no new streams
 //! and leaves the pool. A connection with no stream for [`IDLE_AFTER`] is
-//! closed on the next checkout for its address.
+//! closed on the next checkout for its address. Connections to one address
+//! are opened one at a time: streams that arrive together while none is
+//! open wait for the first one and share it, instead of each opening its own.
+//!
+//! A stream whose header list is over [`SHARED_HEADER_LIST_MAX`] gets a
+//! connection of its own ([`Pool::checkout_alone`]): an upstream that
+//! advertises a smaller `SETTINGS_MAX_HEADER_LIST_SIZE` (gRPC's is 8 KiB) may
+//! fail every stream of the connection over it, and those would be other
+//! clients' streams. (`h2` does not expose the peer's limit, so it cannot be
+//! checked before sending.)
 //!
 //! Why `h2` directly and not hyper's client connection: hyper's HTTP/2
 //! client queues a stream over the peer's limit inside the connection and
@@ -35,10 +44,21 @@ pub const IDLE_AFTER: Duration = Duration::from_secs(60);
 /// Streams a new connection may open before the peer's SETTINGS arrive.
 const INITIAL_MAX_STREAMS: usize = 100;
 
+/// Largest header list sent on a shared upstream connection (RFC 9113 size:
+/// names, values and 32 bytes per field); larger go alone.
+pub const SHARED_HEADER_LIST_MAX: usize = 8 * 1024;
+
 /// Upstream HTTP/2 connections by endpoint address.
 #[derive(Debug, Default)]
 pub struct Pool {
-    conns: Mutex<HashMap<SocketAddr, Vec<Arc<Conn>>>>,
+    conns: Mutex<HashMap<SocketAddr, Endpoint>>,
+}
+
+/// The connections to one address, and the turn to open a new one.
+#[derive(Debug, Default)]
+struct Endpoint {
+    conns: Vec<Arc<Conn>>,
+    opening: Arc<tokio::sync::Mutex<()>>,
 }
 
 /// One upstream connection.
@@ -97,20 +117,40 @@ impl Pool {
         if let Some(slot) = self.existing(addr) {
             return Ok(slot);
         }
+        let opening = Arc::clone(&self.lock().entry(addr).or_default().opening);
+        let _turn = opening.lock().await;
+        // Whoever opened before us may have room for this stream.
+        if let Some(slot) = self.existing(addr) {
+            return Ok(slot);
+        }
         let conn = self.open(addr, upstream).await?;
         let slot = take(&conn);
-        self.lock().entry(addr).or_default().push(conn);
+        self.lock().entry(addr).or_default().conns.push(conn);
         Ok(slot)
+    }
+
+    /// A new connection to `addr` for one stream, never shared: it closes
+    /// when the stream is done.
+    pub async fn checkout_alone(
+        self: &Arc<Self>,
+        addr: SocketAddr,
+        upstream: &Upstream,
+    ) -> Result<Slot, ProxyError> {
+        let conn = self.open(addr, upstream).await?;
+        Ok(take(&conn))
     }
 
     /// Upstream connections open now, for tests and `detour status`.
     pub fn connections(&self) -> usize {
-        self.lock().values().map(Vec::len).sum()
+        self.lock()
+            .values()
+            .map(|endpoint| endpoint.conns.len())
+            .sum()
     }
 
     fn existing(&self, addr: SocketAddr) -> Option<Slot> {
         let mut conns = self.lock();
-        let list = conns.get_mut(&addr)?;
+        let list = &mut conns.get_mut(&addr)?.conns;
         list.retain(|conn| {
             let idle = conn.streams.load(Ordering::Acquire) == 0
                 && conn
@@ -134,7 +174,7 @@ impl Pool {
         let handshake = h2::client::Builder::new()
             .initial_max_send_streams(INITIAL_MAX_STREAMS)
             .handshake::<_, Bytes>(stream);
-        let (send, connection) =
+        let (send, mut connection) =
             match tokio::time::timeout(upstream.connect_timeout, handshake).await {
                 Ok(Ok(pair)) => pair,
                 Ok(Err(error)) => {
@@ -143,6 +183,7 @@ impl Pool {
                 }
                 Err(_) => return Err(ProxyError::UpstreamTimeout),
             };
+        let ping_pong = connection.ping_pong();
         let conn = Arc::new(Conn {
             send,
             streams: AtomicUsize::new(0),
@@ -162,21 +203,34 @@ impl Pool {
                 }
             }
         });
+        // The peer's SETTINGS (its stream limit) come before its answer to a
+        // PING: once it answered, `current_max_send_streams` is the peer's.
+        if let Some(mut ping_pong) = ping_pong {
+            let settled = ping_pong.ping(h2::Ping::opaque());
+            match tokio::time::timeout(upstream.connect_timeout, settled).await {
+                Ok(Ok(_)) => {}
+                Ok(Err(error)) => {
+                    debug!(%addr, %error, "upstream HTTP/2 connection failed before its SETTINGS");
+                    return Err(ProxyError::UpstreamConnect);
+                }
+                Err(_) => return Err(ProxyError::UpstreamTimeout),
+            }
+        }
         debug!(%addr, "upstream HTTP/2 connection opened");
         Ok(conn)
     }
 
     fn remove(&self, addr: SocketAddr, conn: &Arc<Conn>) {
         let mut conns = self.lock();
-        if let Some(list) = conns.get_mut(&addr) {
-            list.retain(|c| !Arc::ptr_eq(c, conn));
-            if list.is_empty() {
+        if let Some(endpoint) = conns.get_mut(&addr) {
+            endpoint.conns.retain(|c| !Arc::ptr_eq(c, conn));
+            if endpoint.conns.is_empty() && Arc::strong_count(&endpoint.opening) == 1 {
                 conns.remove(&addr);
             }
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<SocketAddr, Vec<Arc<Conn>>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<SocketAddr, Endpoint>> {
         self.conns.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }

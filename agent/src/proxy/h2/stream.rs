@@ -20,7 +20,12 @@
 //!   DEADLINE_EXCEEDED / 504; an HTTP/2 protocol error from the upstream,
 //!   INTERNAL / 502 (gRPC requests get a trailers-only status).
 
-use std::{future::poll_fn, sync::Arc, time::Instant};
+use std::{
+    future::{Future, poll_fn},
+    sync::Arc,
+    task::Poll,
+    time::Instant,
+};
 
 use bytes::Bytes;
 use h2::{Reason, RecvStream, server::SendResponse};
@@ -28,7 +33,7 @@ use hyper::http::{HeaderMap, HeaderValue, Request, Response, Version, header};
 use tokio::task::JoinHandle;
 use tracing::debug;
 
-use super::pipe;
+use super::{pipe, pool};
 use crate::proxy::{
     ProxyContext,
     error::ProxyError,
@@ -79,6 +84,7 @@ pub async fn serve(
     }
     let end_of_stream = body.is_end_stream();
     let mut body = Some(body);
+    let alone = header_list_size(head.headers()) > pool::SHARED_HEADER_LIST_MAX;
 
     // Up to two tries: a stream without a body that the upstream refused
     // goes once more, on another connection.
@@ -89,7 +95,7 @@ pub async fn serve(
                 debug!(reason = ?pipe::reason_of(reset), "client reset the stream before it went upstream");
                 return;
             }
-            slot = h2.pool.checkout(upstream, &ctx.upstream) => match slot {
+            slot = checkout(&h2.pool, upstream, &ctx.upstream, alone) => match slot {
                 Ok(slot) => slot,
                 Err(error) => return answer(ctx, &mut respond, error, grpc),
             },
@@ -121,14 +127,33 @@ pub async fn serve(
             }))
         });
 
-        let response = tokio::select! {
-            biased;
-            reset = poll_fn(|cx| respond.poll_reset(cx)) => {
-                debug!(reason = ?pipe::reason_of(reset), "client reset the stream before the response");
-                // Dropping the upstream stream's handles resets it (CANCEL).
-                return;
+        let deadline = tokio::time::Instant::now() + ctx.upstream.response_timeout;
+        let mut response = std::pin::pin!(response);
+        let response = loop {
+            let next = poll_fn(|cx| {
+                // Interim responses (103 Early Hints, ...) first, as they come.
+                if let Poll::Ready(Some(Ok(interim))) = response.poll_informational(cx) {
+                    return Poll::Ready(Next::Interim(interim));
+                }
+                response.as_mut().poll(cx).map(Next::Final)
+            });
+            tokio::select! {
+                biased;
+                reset = poll_fn(|cx| respond.poll_reset(cx)) => {
+                    debug!(reason = ?pipe::reason_of(reset), "client reset the stream before the response");
+                    // Dropping the upstream stream's handles resets it (CANCEL).
+                    return;
+                }
+                next = tokio::time::timeout_at(deadline, next) => match next {
+                    Ok(Next::Interim(interim)) => {
+                        if let Err(error) = respond.send_informational(interim) {
+                            debug!(%error, "interim response not passed on");
+                        }
+                    }
+                    Ok(Next::Final(done)) => break Ok(done),
+                    Err(elapsed) => break Err(elapsed),
+                },
             }
-            response = tokio::time::timeout(ctx.upstream.response_timeout, response) => response,
         };
         let response = match response {
             Err(_) => return answer(ctx, &mut respond, ProxyError::UpstreamTimeout, grpc),
@@ -185,9 +210,38 @@ async fn relay_response(response: Response<RecvStream>, respond: &mut SendRespon
     }
 }
 
+/// What the upstream sent next while its response head is awaited.
+enum Next {
+    Interim(Response<()>),
+    Final(Result<Response<RecvStream>, h2::Error>),
+}
+
+/// A slot on a shared upstream connection, or on one of its own.
+async fn checkout(
+    pool: &Arc<pool::Pool>,
+    upstream: std::net::SocketAddr,
+    via: &crate::proxy::upstream::Upstream,
+    alone: bool,
+) -> Result<pool::Slot, ProxyError> {
+    if alone {
+        pool.checkout_alone(upstream, via).await
+    } else {
+        pool.checkout(upstream, via).await
+    }
+}
+
+/// The header list size of RFC 9113 §6.5.2 (names, values, 32 per field),
+/// without the pseudo-headers.
+fn header_list_size(headers: &HeaderMap) -> usize {
+    headers
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len() + 32)
+        .sum()
+}
+
 /// Whether the client has reset the stream by now (without waiting).
 async fn client_reset(respond: &mut SendResponse<Bytes>) -> bool {
-    poll_fn(|cx| std::task::Poll::Ready(respond.poll_reset(cx).is_ready())).await
+    poll_fn(|cx| Poll::Ready(respond.poll_reset(cx).is_ready())).await
 }
 
 /// The proxy's own answer on this stream.
