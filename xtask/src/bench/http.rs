@@ -3,19 +3,20 @@
 //! to no proxy at all, all measured in one run, interleaved.
 //!
 //! # Layout
-//! One [`Topology`] with three pods: `client`, `base` and `fork`. Both
-//! backend pods run an nginx answering every request with 5 bytes (`base\n`
-//! or `fork\n`, [`super::peers`]). The client's processes (wrk, curl, the
-//! idle-connection holder) run in a child cgroup that the real release agent
-//! attaches to; its routes file steers `base:8080` (`protocol: http`, so it
-//! parses HTTP/1 at once) and has a sandbox `bench-fork` whose fork of that
-//! service is `fork:8080`. The proxies run on the node namespace, as
-//! detour's does: nginx on `10.248.0.1:18001`, haproxy on `:18002`, Envoy on
-//! `:18003`, each routing requests whose `baggage` names the key to `fork`,
-//! the others to `base`. Every measured request carries
-//! `baggage: detour-routing-key=bench-fork`, so each goes to the fork
-//! backend: directly (direct), by detour's eBPF redirect and header routing
-//! (detour: the client connects to `base:8080`), or through a peer proxy.
+//! One topology ([`super::stage`], shared with `bench h2`) with three pods:
+//! `client`, `base` and `fork`. Both backend pods run an nginx answering
+//! every request with 5 bytes (`base\n` or `fork\n`, [`super::peers`]). The
+//! client's processes (wrk, curl, the idle-connection holder) run in a child
+//! cgroup that the real release agent attaches to; its routes file steers
+//! `base:8080` (`protocol: http`, so it parses HTTP/1 at once) and has a
+//! sandbox `bench-fork` whose fork of that service is `fork:8080`. The
+//! proxies run on the node namespace, as detour's does: nginx on
+//! `10.248.0.1:18001`, haproxy on `:18002`, Envoy on `:18003`, each routing
+//! requests whose `baggage` names the key to `fork`, the others to `base`.
+//! Every measured request carries `baggage: detour-routing-key=bench-fork`,
+//! so each goes to the fork backend: directly (direct), by detour's eBPF
+//! redirect and header routing (detour: the client connects to
+//! `base:8080`), or through a peer proxy.
 //!
 //! # Checks before and after
 //! Before measuring, each route is tried both ways (with the key: `fork`,
@@ -30,7 +31,7 @@
 //! One worker each (see [`super::peers`]; detour's tokio runtime gets
 //! `TOKIO_WORKER_THREADS=1`), and every proxy, detour's agent included,
 //! pinned to the same CPU(s); wrk and the backends get the other CPU
-//! ([`Cpus`]). A proxy's CPU time is its cgroup's `usage_usec` over the
+//! ([`super::procs::Cpus`]). A proxy's CPU time is its cgroup's `usage_usec` over the
 //! interval ([`super::daemon`]), divided by the requests wrk completed in it.
 //! For detour that is the agent; its connect4/sock_ops programs run in the
 //! client's connect() and are charged to wrk, not to it.
@@ -48,31 +49,23 @@
 //! proxy at a time, `--idle-connections` keep-alive connections from the
 //! client pod, one keyed request on each, held idle, and the RSS growth.
 
-use std::{
-    net::{SocketAddr, SocketAddrV4},
-    sync::atomic::Ordering,
-    time::Duration,
-};
+use std::{net::SocketAddr, sync::atomic::Ordering};
 
 use anyhow::{Context, bail};
-use detour_tests::{Agent, Cgroup, Topology, netns::Netns, topology::NODE_IP4};
+use detour_tests::{Agent, netns::Netns};
 
 use super::{
     BenchArgs,
-    daemon::{Accounting, Daemon, TempDir},
+    daemon::{Accounting, Daemon},
     http_checks::{BackendStatus, Checks, Counters},
-    http_report::{HttpResults, Interval, MemoryRow},
+    http_report::{HttpResults, Interval},
     load::{ConnMode, Load},
-    peers::{BACKEND_PORT, KEY, Peer, Upstreams, spawn_backend, spawn_proxy},
-    procs::{Cpus, INTERRUPTED},
-    tools::Tools,
+    peers::{Peer, Proto},
+    procs::INTERRUPTED,
+    stage::Stage,
 };
 
 const DEFAULT_ROUNDS: u32 = 5;
-const SYSCTLS: [&str; 2] = [
-    "net.ipv4.tcp_tw_reuse=1",
-    "net.ipv4.ip_local_port_range=10000 65000",
-];
 
 /// Everything measured, and how to reach and account for it.
 struct Bench<'a> {
@@ -85,151 +78,36 @@ struct Bench<'a> {
 }
 
 pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
-    if !crate::is_root() {
-        bail!(
-            "the benchmark creates network namespaces and attaches eBPF programs: run `sudo -E cargo xtask bench http`"
-        );
-    }
     let rounds = args.rounds.unwrap_or(DEFAULT_ROUNDS);
     if rounds == 0 || args.seconds == 0 || args.connections == 0 || args.close_connections == 0 {
         bail!("--rounds, --seconds, --connections and --close-connections must be at least 1");
     }
-    crate::setup::run()?;
-    let tools = Tools::install()?;
-    let (binary, agent_name) = super::agent_binary()?;
-    // SAFETY: no other thread exists yet (the Ctrl-C handler's is started
-    // below), so nothing reads the environment concurrently. The agent
-    // inherits both; TOKIO_WORKER_THREADS=1 gives its runtime one worker,
-    // like the peers' single worker.
-    unsafe {
-        std::env::set_var("DETOUR_BIN", &binary);
-        std::env::set_var("TOKIO_WORKER_THREADS", "1");
-    }
-    ctrlc::set_handler(|| INTERRUPTED.store(true, Ordering::SeqCst))
-        .context("cannot install the Ctrl-C handler")?;
-
-    eprintln!("bench http: setting up namespaces, backends, the agent and the proxies");
-    let cpus = Cpus::plan();
-    let (proxy_pin, client_pin) = (cpus.rest_prefix(), cpus.client_prefix());
-    // Drop order (reverse of declaration): proxies, agent and backends, then
-    // cgroups, then namespaces, then the temporary directory.
-    let dir = TempDir::new()?;
-    let net = Topology::builder("dth")
-        .pod("client")
-        .pod("base")
-        .pod("fork")
-        .build();
-    let (client, base, fork) = (net.pod("client"), net.pod("base"), net.pod("fork"));
-    for setting in SYSCTLS {
-        net.node().sysctl(setting);
-        client.netns.sysctl(setting);
-    }
-    let attached = Cgroup::new(&detour_tests::unique_name("detour-bench-http-attached-"));
-    let detour_acct = Accounting::new("detour");
-    let up = Upstreams {
-        base: SocketAddrV4::new(base.ip4, BACKEND_PORT),
-        fork: SocketAddrV4::new(fork.ip4, BACKEND_PORT),
-    };
-    let base_server = spawn_backend(&tools.nginx, &dir, &base.netns, &client_pin, "base", "base")?;
-    let fork_server = spawn_backend(&tools.nginx, &dir, &fork.netns, &client_pin, "fork", "fork")?;
-    // The baseline backend is steered and parsed as HTTP/1 at once; the
-    // sandbox's fork of it is the fork backend.
-    let (base_ip, fork_addr) = (up.base.ip(), up.fork);
-    let routes = format!(
-        r#"services:
-  - name: backend
-    namespace: bench
-    addresses: ["{base_ip}"]
-    ports:
-      - port: {BACKEND_PORT}
-        protocol: http
-sandboxes:
-  - name: {KEY}
-    routingKey: {KEY}
-    forks:
-      - service: bench/backend
-        endpoints: ["{fork_addr}"]
-"#
-    );
-    let agent = Agent::builder(&net, &attached)
-        .routes(&routes)
-        .log_filter("info")
-        .spawn();
-    detour_acct.adopt(agent.pid())?;
-    cpus.pin_rest(agent.pid())?;
-    std::thread::sleep(Duration::from_millis(500));
-    let mut idle = vec![(Peer::Detour, detour_acct.memory()?)];
-
-    let node_addr = |peer: Peer| SocketAddrV4::new(NODE_IP4, peer.node_port().unwrap_or(0));
-    let program = |peer: Peer| match peer {
-        Peer::Haproxy => &tools.haproxy,
-        Peer::Envoy => &tools.envoy,
-        _ => &tools.nginx,
-    };
-    let mut proxies = Vec::new();
-    for peer in [Peer::Nginx, Peer::Haproxy, Peer::Envoy] {
-        let daemon = spawn_proxy(
-            peer,
-            program(peer),
-            &dir,
-            net.node(),
-            &proxy_pin,
-            node_addr(peer),
-            up,
-        )?;
-        std::thread::sleep(Duration::from_millis(500));
-        idle.push((peer, daemon.acct().memory()?));
-        proxies.push(daemon);
-    }
-    let [nginx, haproxy, envoy] = proxies.as_slice() else {
-        bail!("three proxies expected");
-    };
-    let addrs = Peer::ALL.map(|peer| match peer {
-        Peer::Direct => SocketAddr::V4(up.fork),
-        Peer::Detour => SocketAddr::V4(up.base),
-        _ => SocketAddr::V4(node_addr(peer)),
-    });
-    let accts = Peer::ALL.map(|peer| match peer {
-        Peer::Direct => None,
-        Peer::Detour => Some(&detour_acct),
-        Peer::Nginx => Some(nginx.acct()),
-        Peer::Haproxy => Some(haproxy.acct()),
-        Peer::Envoy => Some(envoy.acct()),
-    });
-    let load = Load::new(&tools.wrk, &cpus, client, &attached, &dir)?;
-    super::http_checks::verify_routes(&load, &addrs)?;
+    let (tools, agent_name) = super::stage::prepare("http")?;
+    let stage = Stage::new(Proto::Http1, "http", &tools)?;
+    let (base, fork, agent) = (stage.base(), stage.fork(), stage.agent());
+    let (addrs, accts) = (stage.addrs(), stage.accts());
+    let cpus = stage.cpus();
+    let load = Load::new(
+        &tools.wrk,
+        cpus,
+        stage.client(),
+        stage.attached(),
+        stage.dir(),
+    )?;
+    super::http_checks::verify_routes(&load.client, &addrs, Proto::Http1)?;
 
     let idle_connections = args.idle_connections.unwrap_or(1000);
     eprintln!("bench http: memory with {idle_connections} idle keep-alive connections");
-    let mut memory = Vec::new();
-    for (peer, idle) in idle {
-        let acct = accts[peer as usize].context("no accounting")?;
-        let before = acct.memory()?;
-        let upstream_before = BackendStatus::read(&fork.netns)?.active;
-        let held = load.hold_idle(addrs[peer as usize], idle_connections)?;
-        std::thread::sleep(Duration::from_secs(1));
-        let during = acct.memory()?;
-        let upstream = BackendStatus::read(&fork.netns)?.active;
-        drop(held);
-        memory.push(MemoryRow {
-            peer,
-            idle,
-            before,
-            held: during,
-            connections: idle_connections,
-            upstream: upstream.saturating_sub(upstream_before),
-        });
-    }
-    std::thread::sleep(Duration::from_secs(1));
+    let memory = stage.idle_memory(idle_connections, |addr, n| load.hold_idle(addr, n))?;
 
-    let checks_before = Counters::read(&base.netns, &agent)?;
+    let checks_before = Counters::read(&base.netns, agent)?;
     let bench = Bench {
         load,
         fork: &fork.netns,
         addrs,
         accts,
-        daemons: vec![&base_server, &fork_server, nginx, haproxy, envoy],
-        agent: &agent,
+        daemons: stage.daemons(),
+        agent,
     };
     let connections = [args.connections, args.close_connections];
     let mut samples = vec![vec![Vec::new(); Peer::ALL.len()]; ConnMode::ALL.len()];
@@ -273,8 +151,8 @@ sandboxes:
         memory,
         connections,
     };
-    let block = super::http_checks::header(args, rounds, &tools, &cpus, &agent_name)?
-        + &results.render()?;
+    let block =
+        super::http_checks::header(args, rounds, &tools, cpus, &agent_name)? + &results.render()?;
     println!();
     print!("{block}");
     if !failures.is_empty() {

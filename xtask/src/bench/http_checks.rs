@@ -1,5 +1,7 @@
 //! The checks that make `bench http`'s table mean what it says, and the
-//! header that says how it was made.
+//! header that says how it was made. `bench h2` uses its pieces too
+//! ([`verify_routes`] over h2c, [`Counters`], [`BackendStatus`],
+//! [`evaluate`], [`placement`]).
 //!
 //! - [`verify_routes`]: before any measurement, every peer routes a keyed
 //!   request to the fork and an unkeyed one to baseline (curl from the
@@ -7,9 +9,10 @@
 //! - [`Counters`] / [`Checks`]: after the rounds, the fork backend's nginx
 //!   `stub_status` request counter (read around every interval,
 //!   [`BackendStatus`]), the baseline's (which must not move) and detour's
-//!   metrics against the requests wrk completed. wrk does not count requests still in flight
-//!   when an interval ends, so a counter may exceed wrk's total by at most
-//!   one request per open connection per interval.
+//!   metrics against the requests wrk completed. wrk does not count
+//!   requests still in flight when an interval ends, so a counter may
+//!   exceed wrk's total by at most one request per open connection per
+//!   interval.
 //! - wrk's own errors: a non-2xx response fails the run; socket errors are
 //!   tolerated up to 0.1% of requests (and shown in the table).
 
@@ -21,14 +24,18 @@ use detour_tests::{Agent, netns::Netns};
 use super::{
     BenchArgs,
     http_report::Interval,
-    load::{ConnMode, Load},
-    peers::{BAGGAGE, Peer, STATUS_PORT},
+    load::{ClientPod, ConnMode},
+    peers::{BAGGAGE, Peer, Proto, STATUS_PORT},
     procs::Cpus,
     tools::Tools,
 };
 
-/// Every peer answers `fork` with the key and `base` without it.
-pub fn verify_routes(load: &Load<'_>, addrs: &[SocketAddr]) -> anyhow::Result<()> {
+/// Every peer answers `fork` with the key and `base` without it, over `proto`.
+pub fn verify_routes(
+    client: &ClientPod<'_>,
+    addrs: &[SocketAddr],
+    proto: Proto,
+) -> anyhow::Result<()> {
     for peer in Peer::ALL {
         let url = format!("http://{}/", addrs[peer as usize]);
         let mut cases = vec![(true, "fork\n")];
@@ -37,11 +44,12 @@ pub fn verify_routes(load: &Load<'_>, addrs: &[SocketAddr]) -> anyhow::Result<()
         }
         for (keyed, want) in cases {
             let mut args = vec!["-s", "-m", "5"];
+            args.extend(proto.curl_args());
             if keyed {
                 args.extend(["-H", BAGGAGE]);
             }
             args.push(&url);
-            let output = load.pod.exec_in(load.cgroup, "curl", &args);
+            let output = client.pod.exec_in(client.cgroup, "curl", &args);
             let got = String::from_utf8_lossy(&output.stdout);
             if got != want {
                 bail!(
@@ -59,11 +67,14 @@ pub fn verify_routes(load: &Load<'_>, addrs: &[SocketAddr]) -> anyhow::Result<()
 /// Counters read before and after the rounds.
 #[derive(Debug, Clone, Copy)]
 pub struct Counters {
-    base_requests: u64,
-    sandbox: u64,
-    baseline: u64,
-    fallbacks: u64,
-    redirected: u64,
+    pub base_requests: u64,
+    pub sandbox: u64,
+    pub baseline: u64,
+    pub fallbacks: u64,
+    pub redirected: u64,
+    /// Connections detour served as HTTP/2.
+    pub h2_connections: u64,
+    pub upstream_errors: u64,
 }
 
 impl Counters {
@@ -81,6 +92,12 @@ impl Counters {
             ),
             fallbacks: metric_sum(&metrics, "detour_fallbacks_total", ""),
             redirected: metric_sum(&metrics, "detour_bpf_events_total", "event=\"redirected\""),
+            h2_connections: metric_sum(
+                &metrics,
+                "detour_connections_by_protocol_total",
+                "protocol=\"h2\"",
+            ),
+            upstream_errors: metric_sum(&metrics, "detour_upstream_errors_total", ""),
         })
     }
 }
@@ -221,23 +238,44 @@ impl Checks {
                 all / 1000,
             ),
         ];
-        let mut failures = Vec::new();
-        for (what, got, low, high) in checks {
-            let ok = (low..=high).contains(&got);
-            let range = match (low == high, high == u64::MAX) {
-                (true, _) => format!("{low}"),
-                (false, true) => format!(">= {low}"),
-                (false, false) => format!("{low}..={high}"),
-            };
-            eprintln!(
-                "check: {what}: {got} (expected {range}) {}",
-                if ok { "ok" } else { "FAILED" }
-            );
-            if !ok {
-                failures.push(what.to_owned());
-            }
+        evaluate(&checks)
+    }
+}
+
+/// A check: what, the value got, and the lowest and highest allowed
+/// (`u64::MAX`: no upper bound).
+pub type Check<'a> = (&'a str, u64, u64, u64);
+
+/// Prints every check; returns those that failed.
+pub fn evaluate(checks: &[Check<'_>]) -> Vec<String> {
+    let mut failures = Vec::new();
+    for &(what, got, low, high) in checks {
+        let ok = (low..=high).contains(&got);
+        let range = match (low == high, high == u64::MAX) {
+            (true, _) => format!("{low}"),
+            (false, true) => format!(">= {low}"),
+            (false, false) => format!("{low}..={high}"),
+        };
+        eprintln!(
+            "check: {what}: {got} (expected {range}) {}",
+            if ok { "ok" } else { "FAILED" }
+        );
+        if !ok {
+            failures.push(what.to_owned());
         }
-        failures
+    }
+    failures
+}
+
+/// Where the processes ran, for a table's header: `client` names the load
+/// generator, e.g. "wrk (1 thread)".
+pub fn placement(cpus: &Cpus, client: &str) -> String {
+    match (cpus.client_cpu(), cpus.rest_cpus()) {
+        (Some(client_cpu), Some(rest)) => format!(
+            "every proxy (detour's agent included) pinned to CPU {rest}, {client} and the \
+             backends to CPU {client_cpu}"
+        ),
+        _ => "no CPU pinning (a single CPU allowed)".to_owned(),
     }
 }
 
@@ -258,13 +296,7 @@ pub fn header(
         cpus: n_cpus,
         load,
     } = super::RunInfo::now();
-    let placement = match (cpus.client_cpu(), cpus.rest_cpus()) {
-        (Some(client), Some(rest)) => format!(
-            "every proxy (detour's agent included) pinned to CPU {rest}, wrk (1 thread) and the \
-             backends to CPU {client}"
-        ),
-        _ => "no CPU pinning (a single CPU allowed)".to_owned(),
-    };
+    let placement = placement(cpus, "wrk (1 thread)");
     Ok(format!(
         "### `cargo xtask bench http`\n\n\
          `cargo xtask bench http --rounds {rounds} --seconds {} --connections {} \

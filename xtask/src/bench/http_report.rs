@@ -15,9 +15,10 @@ use std::fmt::Write as _;
 use anyhow::{Context, bail};
 
 use super::{
-    daemon::{CpuTime, Memory},
+    daemon::CpuTime,
     load::{ConnMode, WrkResult},
-    peers::Peer,
+    peers::{Peer, Proto},
+    table::{MemoryRow, median, memory_table, num, ratio, separator, verdict},
 };
 
 /// One measured interval of one peer in one mode.
@@ -55,19 +56,6 @@ impl Interval {
     fn per_request(&self, us: u64) -> Option<f64> {
         Some(us as f64 / self.wrk.requests.max(1) as f64)
     }
-}
-
-/// Memory of one proxy: idle, and holding idle keep-alive connections.
-#[derive(Debug, Clone, Copy)]
-pub struct MemoryRow {
-    pub peer: Peer,
-    pub idle: Memory,
-    pub before: Memory,
-    pub held: Memory,
-    pub connections: u32,
-    /// Connections open at the fork backend while they were held, less
-    /// those open before (the proxy's upstream connections).
-    pub upstream: u64,
 }
 
 /// Every interval: `samples[mode][peer]` holds one per round, rounds aligned.
@@ -169,7 +157,11 @@ impl HttpResults {
             writeln!(out)?;
         }
         self.cpu_split(&mut out)?;
-        self.memory_table(&mut out)?;
+        memory_table(
+            &mut out,
+            &self.memory,
+            "idle keep-alive client connections, one keyed request made on each",
+        )?;
         writeln!(out, "\nTargets (paired per-round ratios, detour vs nginx):")?;
         for mode in ConnMode::ALL {
             let cpu = self.ratio(mode, Peer::Detour, Peer::Nginx, CPU)?;
@@ -188,7 +180,7 @@ impl HttpResults {
         }
         writeln!(out, "\nWhat each row's client connects to:")?;
         for peer in Peer::ALL {
-            writeln!(out, "- {}: {}", peer.label(), peer.describe())?;
+            writeln!(out, "- {}: {}", peer.label(), peer.describe(Proto::Http1))?;
         }
         writeln!(
             out,
@@ -224,64 +216,5 @@ impl HttpResults {
         }
         writeln!(out)?;
         Ok(())
-    }
-
-    fn memory_table(&self, out: &mut String) -> anyhow::Result<()> {
-        let n = self.memory.first().map_or(0, |m| m.connections);
-        writeln!(
-            out,
-            "**memory** (RSS and PSS summed over the proxy's processes; {n} idle keep-alive \
-             client connections, one keyed request made on each):\n"
-        )?;
-        writeln!(
-            out,
-            "| proxy | idle RSS KiB | idle PSS KiB | RSS with {n} idle connections KiB | RSS per 1,000 idle connections KiB | PSS per 1,000 KiB | upstream connections held |"
-        )?;
-        writeln!(out, "{}", separator(7))?;
-        for row in &self.memory {
-            let per_1000 = |after: u64, before: u64| {
-                (after as f64 - before as f64) * 1000.0 / f64::from(row.connections.max(1))
-            };
-            writeln!(
-                out,
-                "| {} | {} | {} | {} | {:.0} | {:.0} | {} |",
-                row.peer.label(),
-                row.idle.rss_kib,
-                row.idle.pss_kib,
-                row.held.rss_kib,
-                per_1000(row.held.rss_kib, row.before.rss_kib),
-                per_1000(row.held.pss_kib, row.before.pss_kib),
-                row.upstream,
-            )?;
-        }
-        Ok(())
-    }
-}
-
-/// A markdown separator row of `columns` columns: the first (names)
-/// left-aligned, the numbers right-aligned.
-fn separator(columns: usize) -> String {
-    format!("|---|{}", "---:|".repeat(columns.saturating_sub(1)))
-}
-
-fn num(value: Option<f64>, digits: usize) -> String {
-    value.map_or_else(|| "—".to_owned(), |v| format!("{v:.digits$}"))
-}
-
-fn ratio(value: Option<f64>) -> String {
-    value.map_or_else(|| "—".to_owned(), |v| format!("{v:.2}"))
-}
-
-fn verdict(met: bool) -> &'static str {
-    if met { "met" } else { "MISSED" }
-}
-
-fn median(mut values: Vec<f64>) -> f64 {
-    values.sort_by(f64::total_cmp);
-    let mid = values.len() / 2;
-    if values.len() % 2 == 1 {
-        values[mid]
-    } else {
-        f64::midpoint(values[mid - 1], values[mid])
     }
 }

@@ -1,6 +1,7 @@
 //! The clients of `bench http`, all run in the client pod's namespace, as
 //! processes of the cgroup detour attaches to (its connect4 program only
-//! sees sockets of processes in it), on the client CPU.
+//! sees sockets of processes in it), on the client CPU: a [`ClientPod`],
+//! which `bench h2`'s clients use too.
 //!
 //! - [`Load::wrk`]: one measured interval: `wrk -t1 -c N -d S` with the
 //!   routing key's `baggage` header, and `Connection: close` for the
@@ -95,12 +96,64 @@ pub struct WrkResult {
     pub status_errors: u64,
 }
 
-/// Runs the clients inside the client pod and cgroup.
-pub struct Load<'a> {
-    pub wrk: &'a Path,
+/// Where the clients run: the client pod's namespace, the cgroup detour
+/// attaches to, the client CPU.
+#[derive(Debug, Clone, Copy)]
+pub struct ClientPod<'a> {
     pub cpus: &'a Cpus,
     pub pod: &'a Pod,
     pub cgroup: &'a Cgroup,
+}
+
+impl ClientPod<'_> {
+    /// `program args...` in the pod, the cgroup and on the client CPU.
+    pub fn command(&self, program: &Path) -> Command {
+        let mut command = Command::new("nsenter");
+        command
+            .arg(format!("--net={}", self.pod.netns.path()))
+            .arg("--")
+            .args(self.cpus.client_prefix())
+            .args(["sh", "-c", &self.cgroup.enter_script(), "sh"])
+            .arg(program);
+        command
+    }
+
+    /// Starts `command`, a client that opens `count` connections to `addr`,
+    /// prints `open COUNT` and holds them until its stdin closes; returns
+    /// once they are open.
+    pub fn hold(&self, mut command: Command, addr: SocketAddr, count: u32) -> anyhow::Result<Held> {
+        let mut child = command
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .context("cannot start the idle-connection client")?;
+        let stdin = child.stdin.take().context("no stdin")?;
+        let stdout = child.stdout.take().context("no stdout")?;
+        let held = Held {
+            stdin: Some(stdin),
+            proc: Proc::new(child),
+        };
+        let (send, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            let _ = BufReader::new(stdout).read_line(&mut line);
+            let _ = send.send(line);
+        });
+        let line = lines
+            .recv_timeout(Duration::from_secs(120))
+            .with_context(|| format!("no answer from the idle-connection client to {addr}"))?;
+        if line.trim() != format!("open {count}") {
+            bail!("idle-connection client to {addr} failed: {line:?}");
+        }
+        Ok(held)
+    }
+}
+
+/// Runs wrk and the keep-alive idle-connection holder as [`ClientPod`]s.
+pub struct Load<'a> {
+    pub wrk: &'a Path,
+    pub client: ClientPod<'a>,
     wrk_script: PathBuf,
     hold_script: PathBuf,
 }
@@ -115,24 +168,10 @@ impl<'a> Load<'a> {
     ) -> anyhow::Result<Self> {
         Ok(Self {
             wrk,
-            cpus,
-            pod,
-            cgroup,
+            client: ClientPod { cpus, pod, cgroup },
             wrk_script: dir.write("done.lua", WRK_DONE)?,
             hold_script: dir.write("hold_idle.py", HOLD_IDLE)?,
         })
-    }
-
-    /// `program args...` in the pod, the cgroup and on the client CPU.
-    fn command(&self, program: &Path) -> Command {
-        let mut command = Command::new("nsenter");
-        command
-            .arg(format!("--net={}", self.pod.netns.path()))
-            .arg("--")
-            .args(self.cpus.client_prefix())
-            .args(["sh", "-c", &self.cgroup.enter_script(), "sh"])
-            .arg(program);
-        command
     }
 
     /// One measured interval against `addr`.
@@ -143,7 +182,7 @@ impl<'a> Load<'a> {
         connections: u32,
         seconds: u32,
     ) -> anyhow::Result<WrkResult> {
-        let mut command = self.command(self.wrk);
+        let mut command = self.client.command(self.wrk);
         command
             .args(["-t1", &format!("-c{connections}"), &format!("-d{seconds}s")])
             .args(["--timeout", "2s", "-s"])
@@ -180,35 +219,12 @@ impl<'a> Load<'a> {
     /// Opens `count` keep-alive connections to `addr`, one keyed request on
     /// each, and holds them until the returned guard is dropped.
     pub fn hold_idle(&self, addr: SocketAddr, count: u32) -> anyhow::Result<Held> {
-        let mut child = self
-            .command(Path::new("python3"))
+        let mut command = self.client.command(Path::new("python3"));
+        command
             .arg(&self.hold_script)
             .args([&addr.ip().to_string(), &addr.port().to_string()])
-            .args([&count.to_string(), BAGGAGE])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .context("cannot start the idle-connection client")?;
-        let stdin = child.stdin.take().context("no stdin")?;
-        let stdout = child.stdout.take().context("no stdout")?;
-        let held = Held {
-            stdin: Some(stdin),
-            proc: Proc::new(child),
-        };
-        let (send, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            let mut line = String::new();
-            let _ = BufReader::new(stdout).read_line(&mut line);
-            let _ = send.send(line);
-        });
-        let line = lines
-            .recv_timeout(Duration::from_secs(120))
-            .with_context(|| format!("no answer from the idle-connection client to {addr}"))?;
-        if line.trim() != format!("open {count}") {
-            bail!("idle-connection client to {addr} failed: {line:?}");
-        }
-        Ok(held)
+            .args([&count.to_string(), BAGGAGE]);
+        self.client.hold(command, addr, count)
     }
 }
 

@@ -13,10 +13,17 @@
 //! - [`report`]: the table and targets it prints.
 //! - [`http`]: HTTP/1.1 requests through detour against direct, nginx,
 //!   haproxy and Envoy routing on the same `baggage` header, keep-alive and
-//!   connection per request; with [`peers`] (what is compared, the configs),
-//!   [`daemon`] (the servers' processes, CPU and memory accounting),
-//!   [`load`] (wrk and the idle-connection client), [`http_checks`],
-//!   [`http_report`] and [`tools`] (installing nginx, haproxy, wrk, Envoy).
+//!   connection per request; with [`stage`] (the namespaces, backends, agent
+//!   and proxies it measures on), [`peers`] (what is compared) and
+//!   [`peer_configs`] (their configs), [`daemon`] (the servers' processes,
+//!   CPU and memory accounting), [`load`] (wrk and the idle-connection
+//!   client), [`http_checks`], [`http_report`], [`table`] (cells, medians,
+//!   the memory table) and [`tools`] (installing nginx, haproxy, wrk,
+//!   h2load, Envoy).
+//! - [`h2`]: the same over HTTP/2 (h2c, many streams per connection, routed
+//!   per stream), on the same stage with every server speaking h2c; its
+//!   load is h2load and a python3-h2 client ([`h2_load`]), with
+//!   [`h2_checks`] and [`h2_report`].
 //! - [`soak`]: minutes of mixed traffic with route churn and an agent
 //!   restart, failures by reason, p99 and RSS per minute; then the route
 //!   table at scale and thousands of idle connections ([`soak_memory`]).
@@ -26,10 +33,15 @@
 mod client;
 mod connect;
 mod daemon;
+mod h2;
+mod h2_checks;
+mod h2_load;
+mod h2_report;
 mod http;
 mod http_checks;
 mod http_report;
 mod load;
+mod peer_configs;
 mod peers;
 mod procs;
 mod report;
@@ -40,6 +52,8 @@ mod soak_client;
 mod soak_memory;
 mod soak_report;
 mod soak_routes;
+mod stage;
+mod table;
 mod tools;
 mod workers;
 
@@ -56,6 +70,8 @@ pub enum Suite {
     Connect,
     /// HTTP/1.1 header routing: direct, detour, nginx, haproxy, Envoy; keep-alive and close.
     Http,
+    /// HTTP/2 (h2c) per-stream header routing: direct, detour, nginx, haproxy, Envoy; h2load.
+    H2,
     /// Minutes of mixed traffic with route churn and an agent restart; memory at scale.
     Soak,
 }
@@ -65,9 +81,10 @@ pub struct BenchArgs {
     /// Which benchmark to run.
     #[arg(value_enum, default_value_t = Suite::Connect)]
     pub suite: Suite,
-    /// Rounds (default: 60 for connect, 5 for http). connect: each mode's
-    /// median operation per round is one sample; http: one interval per
-    /// mode and peer per round. The median over rounds is reported.
+    /// Rounds (default: 60 for connect, 5 for http and h2). connect: each
+    /// mode's median operation per round is one sample; http: one interval
+    /// per mode and peer per round; h2: one interval per peer per round.
+    /// The median over rounds is reported.
     #[arg(long)]
     pub rounds: Option<u32>,
     /// connect: timed connect+close operations per mode per round.
@@ -81,10 +98,10 @@ pub struct BenchArgs {
     /// operations.
     #[arg(long, default_value_t = 100)]
     pub gap_us: u64,
-    /// http: seconds of load per measured interval.
+    /// http, h2: seconds of load per measured interval.
     #[arg(long, default_value_t = 4)]
     pub seconds: u32,
-    /// http: seconds of each warm-up interval (round 0, discarded).
+    /// http, h2: seconds of each warm-up interval (round 0, discarded).
     #[arg(long, default_value_t = 1)]
     pub warmup_seconds: u32,
     /// http: wrk's concurrent connections in keep-alive mode.
@@ -93,8 +110,14 @@ pub struct BenchArgs {
     /// http: wrk's concurrent connections in connection-per-request mode.
     #[arg(long, default_value_t = 16)]
     pub close_connections: u32,
-    /// http, soak: idle keep-alive connections held open for the memory
-    /// figure (default: 1000 for http, 10000 for soak).
+    /// h2: h2load's h2c connections.
+    #[arg(long, default_value_t = 8)]
+    pub h2_connections: u32,
+    /// h2: h2load's concurrent streams per connection.
+    #[arg(long, default_value_t = 32)]
+    pub streams: u32,
+    /// http, h2, soak: idle client connections held open for the memory
+    /// figure (default: 1000 for http and h2, 10000 for soak).
     #[arg(long)]
     pub idle_connections: Option<u32>,
     /// soak: minutes of traffic (the agent restarts half way).
@@ -118,6 +141,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
     match args.suite {
         Suite::Connect => connect::run(args),
         Suite::Http => http::run(args),
+        Suite::H2 => h2::run(args),
         Suite::Soak => soak::run(args),
     }
 }

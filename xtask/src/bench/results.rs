@@ -14,7 +14,7 @@ use std::path::Path;
 use anyhow::{Context, bail};
 
 /// Every suite, in the order their blocks appear.
-const SUITES: [&str; 3] = ["connect", "http", "soak"];
+const SUITES: [&str; 4] = ["connect", "http", "h2", "soak"];
 const README_SECTION: &str = "## Benchmarks";
 const README_PLACEHOLDER: &str = "(table: see the closing section of this file once generated)";
 
@@ -135,13 +135,12 @@ mod tests {
             format!("# x\n\n## Benchmarks\n\nintro\n\n{README_PLACEHOLDER}\n\n## Layout\n\nrest\n");
         let out = update_readme(&readme, "http", "table\n")?;
         assert!(out.starts_with("# x\n\n## Benchmarks\n\nintro\n\n<!-- connect:begin -->"));
-        assert!(
-            out.contains("<!-- http:begin -->\ntable\n<!-- http:end -->\n\n<!-- soak:begin -->")
-        );
+        assert!(out.contains("<!-- http:begin -->\ntable\n<!-- http:end -->\n\n<!-- h2:begin -->"));
         assert!(out.contains("<!-- soak:end -->\n\n## Layout\n\nrest\n"));
         let again = update_readme(&out, "connect", "c\n")?;
         assert!(again.contains("<!-- connect:begin -->\nc\n<!-- connect:end -->"));
-        assert!(again.contains("<!-- http:begin -->\ntable\n<!-- http:end -->\n\n<!-- soak"));
+        assert!(again.contains("<!-- http:begin -->\ntable\n<!-- http:end -->\n\n<!-- h2"));
+        assert!(again.contains("<!-- h2:end -->\n\n<!-- soak:begin -->"));
         Ok(())
     }
 }

@@ -41,7 +41,7 @@ use super::{
     BenchArgs,
     daemon::TempDir,
     load::Load,
-    peers::{BACKEND_PORT, KEY, spawn_backend},
+    peers::{BACKEND_PORT, KEY, Proto, Servers},
     procs::{Cpus, INTERRUPTED},
     soak_memory,
     soak_report::{Record, Restart, SoakRun},
@@ -98,10 +98,15 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
     }
     let attached = Cgroup::new(&detour_tests::unique_name("detour-bench-soak-"));
     let cpus = Cpus::default();
+    let servers = Servers {
+        proto: Proto::Http1,
+        dir: &dir,
+        pin: &[],
+    };
     let mut backends = Vec::new();
     for (pod, body) in [("base", "base"), ("fork", "fork"), ("fork2", "fork2")] {
         let netns = &net.pod(pod).netns;
-        backends.push(spawn_backend(&tools.nginx, &dir, netns, &[], pod, body)?);
+        backends.push(servers.backend(&tools.nginx, netns, pod, body)?);
     }
     let at = |pod: &str| SocketAddrV4::new(net.pod(pod).ip4, BACKEND_PORT);
     let routes = SoakRoutes {

