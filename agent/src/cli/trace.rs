@@ -18,10 +18,12 @@ use crate::admin::api;
 
 /// Follow routing decisions live
 ///
-/// One line per routed request: time (UTC), service, routing key, the
-/// endpoint chosen, and ROUTE: the sandbox, or `baseline`; `(no route)` when
-/// no sandbox forking the service has the key, `(fork not ready)` when its
-/// fork has no ready endpoint. `detour explain` says more about one request.
+/// One line per routed request (HTTP/2: per stream): time (UTC), service,
+/// routing key, the endpoint chosen, ROUTE: the sandbox, or `baseline`;
+/// `(no route)` when no sandbox forking the service has the key, `(fork not
+/// ready)` when its fork has no ready endpoint; and METHOD: the HTTP method,
+/// or a gRPC call's method path. `detour explain` says more about one
+/// request.
 ///
 /// With `-o json`, each line is one JSON object: a decision event (fields
 /// `time`, `flow`, `client`, `service`, `method`, `destination`, `sandbox`,
@@ -57,10 +59,17 @@ pub enum TraceLine {
 }
 
 /// Column widths of the streamed table: it cannot be measured in advance.
-const WIDTHS: [usize; 4] = [12, 16, 12, 18];
+const WIDTHS: [usize; 5] = [12, 16, 12, 18, 25];
 
 pub fn header() -> String {
-    row(["TIME (UTC)", "SERVICE", "KEY", "ENDPOINT", "ROUTE"])
+    row([
+        "TIME (UTC)",
+        "SERVICE",
+        "KEY",
+        "ENDPOINT",
+        "ROUTE",
+        "METHOD",
+    ])
 }
 
 pub fn render(line: &TraceLine) -> String {
@@ -75,17 +84,18 @@ pub fn render(line: &TraceLine) -> String {
                 decision.routing_key.as_deref().unwrap_or("-"),
                 &decision.endpoint.to_string(),
                 &outcome,
+                &event.method,
             ])
         }
     }
 }
 
-fn row(cells: [&str; 5]) -> String {
+fn row(cells: [&str; 6]) -> String {
     let mut line = String::new();
     for (cell, width) in cells.iter().zip(WIDTHS) {
         line.push_str(&format!("{cell:<width$}  "));
     }
-    line.push_str(cells[4]);
+    line.push_str(cells[5]);
     format!("{}\n", line.trim_end())
 }
 

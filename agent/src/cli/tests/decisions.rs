@@ -54,11 +54,11 @@ fn trace_lines_have_fixed_columns() {
     assert_text(
         &text,
         "\
-TIME (UTC)    SERVICE           KEY           ENDPOINT            ROUTE
-15:02:11.093  default/reviews   feature-x     10.244.1.5:8080     feature-x
-15:02:12.500  default/reviews   -             10.96.0.10:8080     baseline
-15:02:13.000  default/reviews   nobody-home   10.96.0.10:8080     baseline (fork not ready)
-15:02:13.250  default/reviews   unknown       10.96.0.10:8080     baseline (no route)
+TIME (UTC)    SERVICE           KEY           ENDPOINT            ROUTE                      METHOD
+15:02:11.093  default/reviews   feature-x     10.244.1.5:8080     feature-x                  GET
+15:02:12.500  default/reviews   -             10.96.0.10:8080     baseline                   GET
+15:02:13.000  default/reviews   nobody-home   10.96.0.10:8080     baseline (fork not ready)  GET
+15:02:13.250  default/reviews   unknown       10.96.0.10:8080     baseline (no route)        GET
 ... 12 decisions lost: this trace fell behind
 ",
     );
