@@ -11,6 +11,8 @@
 //! `tracestate` fields), and baggage beats tracestate beats everything else,
 //! so whenever the joined lists give a key, `extract` must give that key.
 //! Header names are case-insensitive, so upper-casing them changes nothing.
+//! Read as a request target too (query parameter and cookie sources), a key
+//! from a header still wins.
 
 #![no_main]
 
@@ -21,9 +23,11 @@ use httparse::Header;
 use libfuzzer_sys::fuzz_target;
 
 static CONFIGS: LazyLock<[RoutingKeys; 2]> = LazyLock::new(|| {
-    let custom = RoutingKeys::new(
+    let custom = RoutingKeys::with_browser_sources(
         &["Tenant".into(), "sd-sandbox".into()],
         &["x-detour-key".into(), "x-route".into()],
+        &["sandbox".into()],
+        &["sandbox".into()],
     )
     .expect("valid routing-key configuration");
     [RoutingKeys::default(), custom]
@@ -71,6 +75,12 @@ fuzz_target!(|data: &[u8]| {
             extracted,
             "upper-cased names changed the key"
         );
+        // With the input as the request target too: a header key still wins,
+        // and whatever comes from the query or a cookie is a valid key.
+        let with_target = check(keys.extract_request(Some(data), || fields_of(&headers)));
+        if extracted.is_some() {
+            assert_eq!(with_target, extracted, "a header key beats the query and cookies");
+        }
     }
 });
 
