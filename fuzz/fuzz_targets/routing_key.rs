@@ -79,7 +79,10 @@ fuzz_target!(|data: &[u8]| {
         // and whatever comes from the query or a cookie is a valid key.
         let with_target = check(keys.extract_request(Some(data), || fields_of(&headers)));
         if extracted.is_some() {
-            assert_eq!(with_target, extracted, "a header key beats the query and cookies");
+            assert_eq!(
+                with_target, extracted,
+                "a header key beats the query and cookies"
+            );
         }
     }
 });
