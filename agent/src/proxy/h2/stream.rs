@@ -62,16 +62,16 @@ pub async fn serve(
         },
     );
     let label = if grpc {
-        parts.uri.path().to_owned()
+        parts.uri.path()
     } else {
-        parts.method.to_string()
+        parts.method.as_str()
     };
     // A stream the client reset already is not decided, and gets no
     // upstream stream.
     if client_reset(&mut respond).await {
         return;
     }
-    let Routed { upstream, sandbox } = route::route(ctx, &conn, key, &label);
+    let Routed { upstream, sandbox } = route::route(ctx, &conn, key, label);
     conn.flow.stream_opened();
     let _open = StreamGuard(&conn);
 
@@ -85,10 +85,20 @@ pub async fn serve(
     let end_of_stream = body.is_end_stream();
     let mut body = Some(body);
     let alone = header_list_size(head.headers()) > pool::SHARED_HEADER_LIST_MAX;
+    let mut head = Some(head);
 
     // Up to two tries: a stream without a body that the upstream refused
-    // goes once more, on another connection.
+    // (or whose connection failed before it was sent) goes once more, on
+    // another connection. Only such a stream keeps a copy of its head.
     for attempt in 0..2 {
+        let this = match head.take() {
+            Some(this) if end_of_stream && attempt == 0 => {
+                head = Some(this.clone());
+                this
+            }
+            Some(this) => this,
+            None => break,
+        };
         let slot = tokio::select! {
             biased;
             reset = poll_fn(|cx| respond.poll_reset(cx)) => {
@@ -105,10 +115,12 @@ pub async fn serve(
             Err(error) => {
                 slot.retire();
                 debug!(%upstream, %error, attempt, "upstream connection not ready");
+                // Nothing was sent: the head can go on another connection.
+                head = Some(this);
                 continue;
             }
         };
-        let (response, request_body) = match send.send_request(head.clone(), end_of_stream) {
+        let (response, request_body) = match send.send_request(this, end_of_stream) {
             Ok(pair) => pair,
             Err(error) => {
                 slot.retire();
