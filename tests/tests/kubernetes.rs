@@ -72,21 +72,7 @@ impl Setup {
 
     /// The Service, its EndpointSlice (the baseline pod) and the fork pod.
     fn apply_baseline(&self) {
-        self.fake.apply(json!({
-            "kind": "Service",
-            "apiVersion": "v1",
-            "metadata": {"name": "reviews", "namespace": "default"},
-            "spec": {
-                "type": "ClusterIP",
-                "clusterIP": VIP,
-                "clusterIPs": [VIP],
-                "selector": {"app": "reviews"},
-                "ports": [{
-                    "name": "http", "port": PORT, "targetPort": PORT,
-                    "protocol": "TCP", "appProtocol": "http",
-                }],
-            },
-        }));
+        self.apply_service(json!({}));
         self.fake.apply(json!({
             "kind": "EndpointSlice",
             "apiVersion": "discovery.k8s.io/v1",
@@ -103,6 +89,25 @@ impl Setup {
             "ports": [{"name": "http", "port": PORT, "protocol": "TCP"}],
         }));
         self.apply_fork_pod(true);
+    }
+
+    /// The `reviews` Service with these annotations.
+    fn apply_service(&self, annotations: Value) {
+        self.fake.apply(json!({
+            "kind": "Service",
+            "apiVersion": "v1",
+            "metadata": {"name": "reviews", "namespace": "default", "annotations": annotations},
+            "spec": {
+                "type": "ClusterIP",
+                "clusterIP": VIP,
+                "clusterIPs": [VIP],
+                "selector": {"app": "reviews"},
+                "ports": [{
+                    "name": "http", "port": PORT, "targetPort": PORT,
+                    "protocol": "TCP", "appProtocol": "http",
+                }],
+            },
+        }));
     }
 
     /// The fork pod, ready or not.
@@ -335,5 +340,68 @@ fn a_fork_going_unready_mid_stream_sends_the_next_requests_to_baseline() {
         agent.metric("detour_fallbacks_total{reason=\"no_ready_endpoints\"}") - fallbacks
             >= (lines.len() - switch) as u64,
         "each fallback counted"
+    );
+}
+
+#[test]
+fn an_always_steered_service_takes_a_new_sandbox_on_an_open_keep_alive_connection() {
+    if !require_root() {
+        return;
+    }
+    let setup = Setup::new();
+    setup.apply_service(json!({"detour.dev/always-steered": "true"}));
+    let agent = setup.agent().spawn();
+    // Steered with no sandbox: the keyed request goes through the proxy to
+    // baseline (no route for the key yet).
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while agent.metric("detour_connections_total{service=\"default/reviews\"}") == 0 {
+        assert_eq!(setup.served_by(&[KEYED]), "reviews");
+        assert!(
+            Instant::now() < deadline,
+            "never steered:\n{}",
+            agent.logs()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let before = agent.metric("detour_connections_total{service=\"default/reviews\"}");
+
+    // One keep-alive connection opened before the Sandbox exists.
+    let (name, value) = KEYED.split_once(": ").expect("header");
+    let client = setup.net.pod("client").spawn_in(
+        &setup.cgroup,
+        "python3",
+        &[LOOP, VIP, &PORT.to_string(), "4", name, value],
+    );
+    std::thread::sleep(Duration::from_millis(1500));
+    setup.apply_sandbox();
+    let output = client.wait_with_output().expect("loop client");
+    let lines: Vec<String> = String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .map(|line| {
+            line.split_whitespace()
+                .skip(1)
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .collect();
+    let switch = lines
+        .iter()
+        .position(|line| line == "200 reviews-fork")
+        .unwrap_or_else(|| panic!("the open connection never reached the fork: {lines:?}"));
+    assert!(
+        switch > 10,
+        "baseline served it before the Sandbox: {lines:?}"
+    );
+    assert!(
+        lines[..switch].iter().all(|line| line == "200 reviews")
+            && lines[switch..]
+                .iter()
+                .all(|line| line == "200 reviews-fork"),
+        "baseline until the Sandbox, the fork after, nothing failed: {lines:?}"
+    );
+    assert_eq!(
+        agent.metric("detour_connections_total{service=\"default/reviews\"}") - before,
+        1,
+        "all on the one connection opened before the Sandbox"
     );
 }

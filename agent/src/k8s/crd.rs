@@ -15,6 +15,12 @@ use serde::{Deserialize, Serialize};
 /// with it; a Sandbox's `selector` picks its fork's pods among them.
 pub const FORK_LABEL: &str = "detour.dev/fork";
 
+/// Service annotation: `"true"` keeps the Service steered even while no
+/// Sandbox forks it, so that creating a sandbox for it never finds client
+/// connections that bypass the proxy. The cost: every request to it passes
+/// through the proxy.
+pub const ALWAYS_STEERED_ANNOTATION: &str = "detour.dev/always-steered";
+
 /// A sandbox: a routing key and the forks of baseline services that requests
 /// carrying it reach.
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]

@@ -503,3 +503,37 @@ fn a_service_with_hundreds_of_ports_is_steered_on_each() {
     assert_eq!(routed(&snapshot, 1001, "key-x"), "default/x 10.2.0.1:2001");
     assert_eq!(routed(&snapshot, 1300, "key-x"), "default/x 10.2.0.1:2300");
 }
+
+#[test]
+fn an_always_steered_service_is_steered_without_a_fork() {
+    let mut cluster = Cluster::new();
+    let mut ratings = service("ratings", "10.96.0.21");
+    ratings.metadata.annotations = Some(
+        [("detour.dev/always-steered".to_owned(), "True".to_owned())]
+            .into_iter()
+            .collect(),
+    );
+    cluster
+        .services
+        .1
+        .apply_watcher_event(&Event::Apply(ratings));
+    let snapshot = cluster.snapshot();
+    let steered: Vec<SocketAddr> = snapshot.destinations.keys().copied().collect();
+    assert_eq!(
+        steered,
+        [addr("10.1.0.6:8080"), addr("10.96.0.21:80")],
+        "ratings is steered with no sandbox; reviews (not annotated) is not"
+    );
+    let id = snapshot
+        .services
+        .values()
+        .find(|s| s.name == "ratings")
+        .map_or(0, |s| s.id);
+    assert_eq!(
+        snapshot.decide(id, 80, Some("key-x")),
+        crate::routes::Decision::Baseline {
+            reason: crate::routes::Reason::NoRouteForKey
+        },
+        "steered, but every request goes to baseline until a sandbox forks it"
+    );
+}

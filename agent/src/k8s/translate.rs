@@ -10,7 +10,8 @@
 //! - A forked Service is steered at its ClusterIPs (Service ports) and at its
 //!   baseline pod IPs from EndpointSlices (slice ports), so that direct
 //!   pod-IP and headless clients are covered too. A Service no live Sandbox
-//!   forks is not steered at all.
+//!   forks is not steered at all, unless it is annotated
+//!   `detour.dev/always-steered: "true"`.
 //! - A fork's endpoints are its ready pods (selector match, `Ready=True`,
 //!   a pod IP, not terminating) at the fork port of each Service port: the
 //!   Sandbox's `ports` entry, else the Service's `targetPort` (a named one is
@@ -25,7 +26,7 @@ use k8s_openapi::{
 use kube::ResourceExt;
 
 use super::{
-    crd::{RouteGroup, Sandbox},
+    crd::{ALWAYS_STEERED_ANNOTATION, RouteGroup, Sandbox},
     endpoints::{ForkPods, service_destinations},
 };
 use crate::{
@@ -173,6 +174,14 @@ pub fn translate(state: &ClusterState, now: Timestamp) -> Translation {
             forks,
         });
     }
+    // Always-steered Services, forked or not.
+    for service in &state.services {
+        if always_steered(service) {
+            forked
+                .entry(label_of(service.as_ref()))
+                .or_insert(service.as_ref());
+        }
+    }
     for (label, service) in forked {
         let (namespace, name) = label.split_once('/').unwrap_or(("", &label));
         out.input.services.push(ServiceInput {
@@ -185,6 +194,14 @@ pub fn translate(state: &ClusterState, now: Timestamp) -> Translation {
         out.input.groups.push(group_input(group, &live_sandboxes));
     }
     out
+}
+
+/// `detour.dev/always-steered: "true"` (any case).
+fn always_steered(service: &Service) -> bool {
+    service
+        .annotations()
+        .get(ALWAYS_STEERED_ANNOTATION)
+        .is_some_and(|value| value.trim().eq_ignore_ascii_case("true"))
 }
 
 /// When a Sandbox's routes run out: `Ok(None)` without a TTL.
