@@ -120,11 +120,11 @@ fn trace_streams_the_decisions_of_requests_sent_while_it_runs() {
     };
     assert_eq!(
         columns(&rows[0]),
-        ["default/reviews", "feature-x", &fork, "feature-x"]
+        ["default/reviews", "feature-x", &fork, "feature-x", "GET"]
     );
     assert_eq!(
         columns(&rows[1]),
-        ["default/reviews", "-", &reviews, "baseline"]
+        ["default/reviews", "-", &reviews, "baseline", "GET"]
     );
     assert_eq!(
         columns(&rows[2]),
@@ -135,7 +135,8 @@ fn trace_streams_the_decisions_of_requests_sent_while_it_runs() {
             "baseline",
             "(fork",
             "not",
-            "ready)"
+            "ready)",
+            "GET"
         ]
     );
 
