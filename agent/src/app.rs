@@ -9,6 +9,9 @@
 //! 3. the proxy and metrics listeners are bound;
 //! 4. the programs are attached and the maps created ([`Datapath::start`]);
 //! 5. the route updater applies the first routes and follows the source;
+//!    connections to steered destinations that bypass the proxy (opened
+//!    while no agent ran) are closed, and so are those to destinations that
+//!    become steered later (`reconnect`);
 //! 6. the proxy acceptors, the admin socket and the metrics endpoint start,
 //!    and the agent reports ready once the routes are synced.
 //!
@@ -46,6 +49,7 @@ use crate::{
         http1::{self, Http1, pool::Pool},
         upstream::Upstream,
     },
+    reconnect::Sweeper,
     routes::{self, RoutesError, RoutesFile},
     telemetry::{self, LogControl, LogFormat},
     updater::{RouteMetrics, RouteUpdater},
@@ -65,6 +69,9 @@ pub struct Config {
     pub upstream: Upstream,
     pub http1: http1::Settings,
     pub detect_timeout: Duration,
+    /// How long a busy connection that bypasses the proxy may finish what
+    /// it is doing before it is closed anyway (`reconnect`).
+    pub reconnect_grace: Duration,
     pub max_connections: usize,
     pub capacities: Capacities,
     pub worker_threads: Option<u16>,
@@ -167,6 +174,16 @@ async fn serve(
     let admin_listener = admin::server::bind(&config.admin_socket)?;
     let mut registry = Registry::with_prefix(metrics::PREFIX);
     let mut updater = RouteUpdater::new(datapath, RouteMetrics::new(&mut registry));
+    // Before the first routes: the agent's start closes what went direct
+    // while no agent ran.
+    let sweeper = Sweeper::new(
+        config.cgroup.clone(),
+        config.upstream.mark,
+        config.reconnect_grace,
+        &mut registry,
+    );
+    let reconnect_unavailable = sweeper.unavailable();
+    updater.set_sweeper(sweeper.spawn());
     if let Source::File { file, .. } = &source {
         updater.apply(file);
     }
@@ -253,6 +270,7 @@ async fn serve(
             ready: vec![Arc::clone(&ready), Arc::clone(&synced)],
             synced: Arc::clone(&synced),
             problems,
+            reconnect_unavailable,
         }),
         stop_admin.clone(),
     ));

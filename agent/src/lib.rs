@@ -12,6 +12,7 @@ pub mod k8s;
 pub mod limits;
 pub mod metrics;
 pub mod proxy;
+pub mod reconnect;
 pub mod routes;
 pub mod telemetry;
 pub mod updater;

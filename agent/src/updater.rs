@@ -14,6 +14,8 @@
 //! applying it to the kernel.
 
 use std::{
+    collections::HashSet,
+    net::SocketAddr,
     path::PathBuf,
     sync::{
         Arc, Mutex, PoisonError,
@@ -38,6 +40,7 @@ use tracing::{error, info, instrument, warn};
 
 use crate::{
     datapath::{Applied, Datapath},
+    reconnect::SweepHandle,
     routes::{RouteInput, RouteSnapshot, RoutesFile, ServiceIds, watch::FileWatch},
 };
 
@@ -177,6 +180,10 @@ pub struct RouteUpdater {
     problems: Problems,
     /// What `detour status` shows: `problems`, both kinds.
     published_problems: Arc<Mutex<Vec<String>>>,
+    /// Destinations steered by the last snapshot, and where newly steered
+    /// ones are sent to close the connections that bypass the proxy.
+    steered: HashSet<SocketAddr>,
+    sweep: Option<SweepHandle>,
 }
 
 impl RouteUpdater {
@@ -189,7 +196,14 @@ impl RouteUpdater {
             synced: Arc::new(AtomicBool::new(false)),
             problems: Problems::default(),
             published_problems: Arc::new(Mutex::new(Vec::new())),
+            steered: HashSet::new(),
+            sweep: None,
         }
+    }
+
+    /// Newly steered destinations go to `sweep` from the next update on.
+    pub fn set_sweeper(&mut self, sweep: SweepHandle) {
+        self.sweep = Some(sweep);
     }
 
     /// True once a complete, valid configuration has been applied: part of
@@ -276,8 +290,26 @@ impl RouteUpdater {
         }
         self.problems.datapath = problems;
         self.publish_problems();
+        self.sweep_newly_steered(&snapshot);
         self.metrics.synced.set(1);
         self.synced.store(true, Ordering::Release);
+    }
+
+    /// Sends the destinations this snapshot steers and the last did not (all
+    /// of them at the first) to the sweeper.
+    fn sweep_newly_steered(&mut self, snapshot: &RouteSnapshot) {
+        let now: HashSet<SocketAddr> = snapshot.destinations.keys().copied().collect();
+        if let Some(sweep) = &self.sweep {
+            let batch = now
+                .difference(&self.steered)
+                .filter_map(|dst| {
+                    let service = snapshot.service(snapshot.destinations.get(dst)?.service_id)?;
+                    Some((*dst, Arc::clone(&service.label)))
+                })
+                .collect();
+            sweep.sweep(batch);
+        }
+        self.steered = now;
     }
 
     /// Re-reads `path` on every change hint until `stop`; returns the data

@@ -39,6 +39,10 @@ pub struct Status {
     pub ready: bool,
     /// Live proxied connections.
     pub flows: u64,
+    /// What the agent cannot do on this node (e.g. close connections that
+    /// predate steering on a kernel without `CONFIG_INET_DIAG_DESTROY`).
+    #[serde(default)]
+    pub warnings: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

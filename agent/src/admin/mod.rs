@@ -49,6 +49,8 @@ pub struct AdminContext {
     pub ready: Vec<Arc<AtomicBool>>,
     pub synced: Arc<AtomicBool>,
     pub problems: Arc<Mutex<Vec<String>>>,
+    /// Set when connections that predate steering cannot be closed.
+    pub reconnect_unavailable: Arc<Mutex<Option<String>>>,
 }
 
 impl AdminContext {
@@ -94,6 +96,13 @@ impl AdminContext {
             },
             ready: self.ready.iter().all(|r| r.load(Ordering::Acquire)),
             flows: self.observer.count(),
+            warnings: self
+                .reconnect_unavailable
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .iter()
+                .cloned()
+                .collect(),
         }
     }
 }

@@ -110,6 +110,13 @@ pub struct AgentArgs {
     #[arg(long, env = "DETOUR_UPSTREAM_TIMEOUT", default_value = "60s", value_parser = humantime::parse_duration)]
     upstream_timeout: Duration,
 
+    /// When a destination becomes steered (and at start), connections from
+    /// the cgroup that bypass the proxy to it are closed so that their
+    /// clients reconnect through it: idle ones at once, busy ones when idle
+    /// or after this grace period.
+    #[arg(long, env = "DETOUR_RECONNECT_GRACE", default_value = "2s", value_parser = humantime::parse_duration)]
+    reconnect_grace: Duration,
+
     /// Most connections proxied at once; more are closed at accept and
     /// counted in `detour_connections_rejected_total{reason="over_limit"}`.
     #[arg(long, env = "DETOUR_MAX_CONNECTIONS", default_value_t = defaults::MAX_CONNECTIONS)]
@@ -188,6 +195,7 @@ impl AgentArgs {
                 idle_timeout: self.idle_timeout,
             },
             detect_timeout: self.detect_timeout,
+            reconnect_grace: self.reconnect_grace,
             max_connections: self.max_connections,
             worker_threads: self.worker_threads,
             log_format: self.log_format,

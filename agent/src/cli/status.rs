@@ -80,6 +80,12 @@ pub fn render(status: &api::Status) -> String {
         out.push('\n');
         out.push_str(&maps.render());
     }
+    if !status.warnings.is_empty() {
+        out.push_str("\nWarnings:\n");
+        for warning in &status.warnings {
+            out.push_str(&table::wrap("  - ", 4, warning));
+        }
+    }
     if !status.route_source.problems.is_empty() {
         out.push_str("\nRoute problems (not applied; everything else is in force):\n");
         for problem in &status.route_source.problems {

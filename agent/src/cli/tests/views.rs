@@ -39,6 +39,7 @@ fn status_snapshot() -> api::Status {
         },
         ready: true,
         flows: 2,
+        warnings: Vec::new(),
     }
 }
 

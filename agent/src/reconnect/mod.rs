@@ -1,0 +1,218 @@
+//! Connections that predate steering are made to reconnect through detour.
+//!
+//! detour decides at `connect()`: a connection opened while its destination
+//! was not steered (before a Sandbox forked the service, or while no agent
+//! ran) goes straight to baseline for as long as it lives, and keyed
+//! requests on it would reach baseline. So whenever destinations become
+//! steered (a route update, and the agent's start), the [`Sweeper`] finds
+//! the established TCP connections from processes of the attached cgroup to
+//! those destinations in the kernel (`sock_diag`, one network namespace at
+//! a time) and closes them (`SOCK_DESTROY`), so the client's next request
+//! opens a connection that is steered.
+//!
+//! Gently: a connection with nothing in flight (no queued bytes, and its last
+//! event an answer received rather than a request sent) is closed at once;
+//! a busy one is looked at again every [`RECHECK`] and closed when quiet, or
+//! when the grace period (`--reconnect-grace`) is over. The agent's own
+//! sockets (its mark) and processes outside the cgroup are never touched. A
+//! connection to a destination that stops being steered is left alone: it
+//! goes through the proxy to baseline until it closes.
+//!
+//! Needs `CONFIG_INET_DIAG_DESTROY` (kernel ≥ 4.5; on by default in the
+//! major distributions). Without it the first attempt warns, `detour status`
+//! says so, and connections that predate steering stay direct as before.
+
+mod diag;
+mod scope;
+
+use std::{
+    collections::{HashMap, HashSet},
+    net::SocketAddr,
+    path::PathBuf,
+    sync::{Arc, Mutex, PoisonError},
+    time::{Duration, Instant},
+};
+
+use prometheus_client::{
+    encoding::EncodeLabelSet,
+    metrics::{counter::Counter, family::Family},
+    registry::Registry,
+};
+use tokio::sync::mpsc;
+use tracing::{debug, info, warn};
+
+use self::{diag::Diag, scope::Scope};
+use crate::proxy::Label;
+
+/// How often a busy connection is looked at again.
+pub const RECHECK: Duration = Duration::from_millis(200);
+
+/// Destinations that just became steered, and the service of each.
+pub type Batch = HashMap<SocketAddr, Arc<str>>;
+
+/// Where the route updater sends newly steered destinations.
+#[derive(Debug, Clone)]
+pub struct SweepHandle(mpsc::UnboundedSender<Batch>);
+
+impl SweepHandle {
+    pub fn sweep(&self, batch: Batch) {
+        if !batch.is_empty() {
+            let _ = self.0.send(batch);
+        }
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ServiceLabels {
+    service: Label,
+}
+
+/// Closes connections that bypass the proxy.
+pub struct Sweeper {
+    pub cgroup: PathBuf,
+    /// The agent's `SO_MARK`: its own sockets are never closed.
+    pub mark: u32,
+    pub grace: Duration,
+    closed: Family<ServiceLabels, Counter>,
+    /// Why closing is unavailable, once known (for `detour status`).
+    unavailable: Arc<Mutex<Option<String>>>,
+}
+
+impl Sweeper {
+    pub fn new(cgroup: PathBuf, mark: u32, grace: Duration, registry: &mut Registry) -> Self {
+        let closed = Family::default();
+        registry.register(
+            "stale_connections_closed",
+            "Connections from the attached cgroup to a newly steered destination that bypassed \
+             the proxy and were closed so that the client reconnects through it, by service",
+            closed.clone(),
+        );
+        Self {
+            cgroup,
+            mark,
+            grace,
+            closed,
+            unavailable: Arc::new(Mutex::new(None)),
+        }
+    }
+
+    /// Why connections that predate steering cannot be closed here, if so.
+    pub fn unavailable(&self) -> Arc<Mutex<Option<String>>> {
+        Arc::clone(&self.unavailable)
+    }
+
+    /// Starts sweeping what the returned handle is sent.
+    pub fn spawn(self) -> SweepHandle {
+        let (send, mut receive) = mpsc::unbounded_channel::<Batch>();
+        let sweeper = Arc::new(self);
+        tokio::spawn(async move {
+            while let Some(mut batch) = receive.recv().await {
+                // Coalesce what queued up meanwhile.
+                while let Ok(more) = receive.try_recv() {
+                    batch.extend(more);
+                }
+                let sweeper = Arc::clone(&sweeper);
+                let _ = tokio::task::spawn_blocking(move || sweeper.sweep(&batch)).await;
+            }
+        });
+        SweepHandle(send)
+    }
+
+    /// Closes every connection that bypasses the proxy to a destination of
+    /// `batch`: quiet ones at once, busy ones when quiet or at the grace's end.
+    fn sweep(&self, batch: &Batch) {
+        if self.is_unavailable() {
+            return;
+        }
+        let deadline = Instant::now() + self.grace;
+        let destinations: Arc<HashSet<SocketAddr>> = Arc::new(batch.keys().copied().collect());
+        loop {
+            let scope = match Scope::of(&self.cgroup) {
+                Ok(scope) => scope,
+                Err(error) => {
+                    warn!(cgroup = %self.cgroup.display(), %error, "cannot list the cgroup's processes; connections that predate steering are not closed");
+                    return;
+                }
+            };
+            let last_try = Instant::now() >= deadline;
+            let ids = Arc::new(scope.cgroup_ids);
+            let mut busy = 0;
+            for namespace in scope.namespaces.values() {
+                let (destinations, ids, mark) =
+                    (Arc::clone(&destinations), Arc::clone(&ids), self.mark);
+                let swept = scope::in_namespace(namespace, move || {
+                    let mut diag = Diag::new()?;
+                    let mut swept = Swept::default();
+                    for conn in diag.established()? {
+                        let bypasses = destinations.contains(&conn.remote)
+                            && ids.contains(&conn.cgroup_id)
+                            && conn.mark != mark;
+                        if !bypasses {
+                            continue;
+                        }
+                        if !conn.is_quiet() && !last_try {
+                            swept.busy += 1;
+                            continue;
+                        }
+                        diag.destroy(&conn)?;
+                        swept
+                            .closed
+                            .push((conn.local, conn.remote, conn.is_quiet()));
+                    }
+                    Ok(swept)
+                });
+                match swept {
+                    Ok(swept) => {
+                        busy += swept.busy;
+                        for (client, destination, quiet) in swept.closed {
+                            let service = batch
+                                .get(&destination)
+                                .map_or_else(|| Arc::from(""), Arc::clone);
+                            info!(%service, %client, %destination, quiet, "closed a connection that bypassed the proxy; the client reconnects through it");
+                            self.closed
+                                .get_or_create(&ServiceLabels {
+                                    service: Label(service),
+                                })
+                                .inc();
+                        }
+                    }
+                    Err(error) if error.raw_os_error() == Some(libc::EOPNOTSUPP) => {
+                        self.set_unavailable(format!(
+                            "connections that predate steering cannot be closed: the kernel lacks \
+                             CONFIG_INET_DIAG_DESTROY ({error}); they stay direct until their clients replace them"
+                        ));
+                        return;
+                    }
+                    Err(error) => debug!(%error, "a namespace could not be swept"),
+                }
+            }
+            if busy == 0 || last_try {
+                return;
+            }
+            std::thread::sleep(RECHECK);
+        }
+    }
+
+    fn is_unavailable(&self) -> bool {
+        self.unavailable
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .is_some()
+    }
+
+    fn set_unavailable(&self, why: String) {
+        warn!("{why}");
+        *self
+            .unavailable
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(why);
+    }
+}
+
+/// What one namespace's sweep did.
+#[derive(Debug, Default)]
+struct Swept {
+    /// (client, destination, quiet) of each connection closed.
+    closed: Vec<(SocketAddr, SocketAddr, bool)>,
+    busy: usize,
+}

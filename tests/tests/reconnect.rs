@@ -1,0 +1,249 @@
+//! Connections that predate steering reconnect through detour: keep-alive
+//! clients (`tests/clients/keepalive.py`, which retries a request once on a
+//! fresh connection, as pooled clients do) hold a connection to a service
+//! before it is steered, or while no agent runs; once it is steered, the
+//! agent closes that connection from the kernel and the client's keyed
+//! requests reach the fork. Connections outside the attached cgroup and to
+//! destinations that are not steered are never closed.
+//!
+//! These need root. Without it each test fails and says so, unless
+//! `DETOUR_SKIP_ROOT_TESTS=1` is set.
+
+use std::{
+    process::{Child, Command, Stdio},
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use detour_tests::{Agent, Cgroup, Topology, cmd::Proc, require_root, unique_name};
+
+const PORT: u16 = 8080;
+const CLIENT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/clients/keepalive.py");
+const KEY: [&str; 2] = ["baggage", "detour-routing-key=feature-x"];
+
+struct Setup {
+    net: Topology,
+    cgroup: Cgroup,
+    _servers: Vec<Proc>,
+}
+
+impl Setup {
+    fn new() -> Self {
+        let net = Topology::builder("dr")
+            .pod("client")
+            .pod("reviews")
+            .pod("reviews-fork")
+            .pod("details")
+            .build();
+        let servers = ["reviews", "reviews-fork", "details"]
+            .iter()
+            .map(|pod| net.pod(pod).echo_server(PORT))
+            .collect();
+        let cgroup = Cgroup::new(&unique_name("detour-reconnect-"));
+        Self {
+            net,
+            cgroup,
+            _servers: servers,
+        }
+    }
+
+    fn ip(&self, pod: &str) -> String {
+        self.net.pod(pod).ip4.to_string()
+    }
+
+    /// Routes with `reviews` forked by `feature-x`, or with nothing steered
+    /// but a decoy service.
+    fn routes(&self, steer_reviews: bool) -> String {
+        if !steer_reviews {
+            return "services:\n  - name: decoy\n    addresses: [10.248.0.250]\n    ports: [{port: 9}]\n"
+                .to_owned();
+        }
+        format!(
+            "services:
+  - name: reviews
+    addresses: [{reviews}]
+    ports: [{{port: {PORT}, protocol: http}}]
+sandboxes:
+  - name: feature-x
+    routingKey: feature-x
+    forks:
+      - service: default/reviews
+        endpoints: [\"{fork}:{PORT}\"]
+",
+            reviews = self.ip("reviews"),
+            fork = self.ip("reviews-fork"),
+        )
+    }
+
+    fn agent(&self, steer_reviews: bool) -> Agent {
+        Agent::builder(&self.net, &self.cgroup)
+            .routes(&self.routes(steer_reviews))
+            .spawn()
+    }
+
+    /// `keepalive.py` to `pod` for `seconds`, keyed, in the cgroup or not.
+    fn client(&self, pod: &str, seconds: &str, path: &str, in_cgroup: bool) -> Child {
+        let ip = self.ip(pod);
+        let port = PORT.to_string();
+        let args = [
+            CLIENT,
+            ip.as_str(),
+            port.as_str(),
+            seconds,
+            path,
+            KEY[0],
+            KEY[1],
+        ];
+        if in_cgroup {
+            return self
+                .net
+                .pod("client")
+                .spawn_in(&self.cgroup, "python3", &args);
+        }
+        Command::new("nsenter")
+            .arg(format!("--net={}", self.net.pod("client").netns.path()))
+            .args(["--", "python3"])
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("keepalive client")
+    }
+}
+
+/// One request line of `keepalive.py`.
+#[derive(Debug)]
+struct Line {
+    at: f64,
+    outcome: String,
+    connection: u32,
+}
+
+fn lines(child: Child) -> Vec<Line> {
+    let output = child.wait_with_output().expect("client");
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .map(|line| {
+            let parts: Vec<&str> = line.split_whitespace().collect();
+            Line {
+                at: parts[0].parse().expect("time"),
+                outcome: parts[1..parts.len() - 1].join(" "),
+                connection: parts[parts.len() - 1].parse().expect("connection number"),
+            }
+        })
+        .collect()
+}
+
+fn now() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
+
+/// Every request answered; baseline first, then (from some request on)
+/// only the fork, the switch within `within` seconds of `since`.
+fn assert_moves_to_the_fork(lines: &[Line], since: f64, within: f64) {
+    assert!(
+        lines.iter().all(|l| !l.outcome.starts_with("ERROR")),
+        "no request failed: {lines:?}"
+    );
+    let switch = lines
+        .iter()
+        .position(|l| l.outcome == "200 reviews-fork")
+        .unwrap_or_else(|| panic!("never reached the fork: {lines:?}"));
+    assert!(switch > 0, "baseline before: {lines:?}");
+    assert!(
+        lines
+            .iter()
+            .filter(|l| l.at < since)
+            .all(|l| l.outcome == "200 reviews" && l.connection == 1),
+        "every request sent before steering (the one in flight too) was answered by baseline \
+         on the first connection, not retried: {lines:?}"
+    );
+    assert!(
+        lines[switch..]
+            .iter()
+            .all(|l| l.outcome == "200 reviews-fork"),
+        "{lines:?}"
+    );
+    assert!(
+        lines[switch].at - since < within,
+        "the fork within {within} s of steering, not {:.2} s: {lines:?}",
+        lines[switch].at - since
+    );
+    assert_eq!(
+        lines[switch].connection, 2,
+        "one reconnect, through detour: {lines:?}"
+    );
+}
+
+#[test]
+fn a_connection_that_predates_steering_is_closed_and_its_client_reconnects_through_detour() {
+    if !require_root() {
+        return;
+    }
+    let setup = Setup::new();
+    let agent = setup.agent(false);
+    let bypassing = setup.client("reviews", "5", "/", true);
+    let outside = setup.client("reviews", "5", "/", false);
+    let unsteered = setup.client("details", "5", "/", true);
+    std::thread::sleep(Duration::from_millis(1500));
+    let steered_at = now();
+    agent.write_routes(&setup.routes(true));
+
+    assert_moves_to_the_fork(&lines(bypassing), steered_at, 3.0);
+    for (lines, server) in [(lines(outside), "reviews"), (lines(unsteered), "details")] {
+        assert!(
+            lines
+                .iter()
+                .all(|l| l.outcome == format!("200 {server}") && l.connection == 1),
+            "never closed, never rerouted: {lines:?}"
+        );
+    }
+    assert_eq!(
+        agent.metric("detour_stale_connections_closed_total{service=\"default/reviews\"}"),
+        1
+    );
+    assert!(
+        agent
+            .logs()
+            .contains("closed a connection that bypassed the proxy"),
+        "logged with service and client:\n{}",
+        agent.logs()
+    );
+}
+
+#[test]
+fn a_request_in_flight_when_steering_starts_finishes_before_its_connection_is_closed() {
+    if !require_root() {
+        return;
+    }
+    let setup = Setup::new();
+    let agent = setup.agent(false);
+    // Each request takes 800 ms at the server: steering starts while one is
+    // in flight, within the 2 s grace.
+    let slow = setup.client("reviews", "4", "/slow?ms=800", true);
+    std::thread::sleep(Duration::from_millis(1200));
+    let steered_at = now();
+    agent.write_routes(&setup.routes(true));
+    assert_moves_to_the_fork(&lines(slow), steered_at, 3.5);
+}
+
+#[test]
+fn the_next_agent_closes_what_went_direct_while_no_agent_ran() {
+    if !require_root() {
+        return;
+    }
+    let setup = Setup::new();
+    let mut agent = setup.agent(true);
+    agent.kill9();
+    // Connected while no agent runs: straight to baseline.
+    let client = setup.client("reviews", "6", "/", true);
+    std::thread::sleep(Duration::from_millis(1500));
+    let started_at = now();
+    let next = setup.agent(true);
+    assert_moves_to_the_fork(&lines(client), started_at, 4.0);
+    assert_eq!(
+        next.metric("detour_stale_connections_closed_total{service=\"default/reviews\"}"),
+        1
+    );
+}
