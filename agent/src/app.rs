@@ -176,14 +176,14 @@ async fn serve(
     let mut updater = RouteUpdater::new(datapath, RouteMetrics::new(&mut registry));
     // Before the first routes: the agent's start closes what went direct
     // while no agent ran.
-    let sweeper = Sweeper::new(
+    let sweeper = Arc::new(Sweeper::new(
         config.cgroup.clone(),
         config.upstream.mark,
         config.reconnect_grace,
         &mut registry,
-    );
+    ));
     let reconnect_unavailable = sweeper.unavailable();
-    updater.set_sweeper(sweeper.spawn());
+    updater.set_sweeper(Arc::clone(&sweeper).spawn());
     if let Source::File { file, .. } = &source {
         updater.apply(file);
     }
@@ -271,6 +271,7 @@ async fn serve(
             synced: Arc::clone(&synced),
             problems,
             reconnect_unavailable,
+            bypass: Some(sweeper),
         }),
         stop_admin.clone(),
     ));

@@ -39,6 +39,11 @@ pub struct Status {
     pub ready: bool,
     /// Live proxied connections.
     pub flows: u64,
+    /// Established connections from the cgroup to steered destinations that
+    /// bypass the proxy right now (opened before steering, or while no agent
+    /// ran; being closed); `None` when they cannot be found on this kernel.
+    #[serde(default)]
+    pub bypassing_connections: Option<u64>,
     /// What the agent cannot do on this node (e.g. close connections that
     /// predate steering on a kernel without `CONFIG_INET_DIAG_DESTROY`).
     #[serde(default)]
@@ -124,6 +129,9 @@ pub struct GroupRoutes {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Flows {
     pub flows: Vec<Flow>,
+    /// As [`Status::bypassing_connections`].
+    #[serde(default)]
+    pub bypassing_connections: Option<u64>,
 }
 
 /// One live proxied connection.
@@ -204,6 +212,11 @@ pub struct Explanation {
     pub reason: Reason,
     /// Every step, in words.
     pub steps: Vec<String>,
+    /// Existing connections from the cgroup to this service that bypass the
+    /// proxy: their requests go to baseline whatever their key, until they
+    /// are closed.
+    #[serde(default)]
+    pub bypassing_connections: Option<u64>,
 }
 
 /// `PUT /log-level`.

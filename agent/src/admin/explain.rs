@@ -46,6 +46,7 @@ pub fn explain(
         endpoint: None,
         reason: Reason::NoKey,
         steps: Vec::new(),
+        bypassing_connections: None,
     };
     let Some((key, origin)) =
         keys.explain_request(request.path.as_deref().map(str::as_bytes), || {

@@ -51,10 +51,26 @@ pub struct AdminContext {
     pub problems: Arc<Mutex<Vec<String>>>,
     /// Set when connections that predate steering cannot be closed.
     pub reconnect_unavailable: Arc<Mutex<Option<String>>>,
+    /// Finds connections that bypass the proxy (`None` in tests).
+    pub bypass: Option<Arc<crate::reconnect::Sweeper>>,
 }
 
 impl AdminContext {
-    pub fn status(&self) -> api::Status {
+    /// Connections from the cgroup that bypass the proxy right now to the
+    /// steered destinations `pick` chooses (all of them, or one service's).
+    pub async fn bypassing(
+        &self,
+        pick: impl Fn(&RouteSnapshot) -> std::collections::HashSet<std::net::SocketAddr>,
+    ) -> Option<u64> {
+        let sweeper = Arc::clone(self.bypass.as_ref()?);
+        let destinations = pick(&self.routes.load());
+        tokio::task::spawn_blocking(move || sweeper.census(&destinations))
+            .await
+            .ok()
+            .flatten()
+    }
+
+    pub fn status(&self, bypassing: Option<u64>) -> api::Status {
         let maps = self
             .info
             .pin_dir
@@ -96,6 +112,7 @@ impl AdminContext {
             },
             ready: self.ready.iter().all(|r| r.load(Ordering::Acquire)),
             flows: self.observer.count(),
+            bypassing_connections: bypassing,
             warnings: self
                 .reconnect_unavailable
                 .lock()

@@ -209,6 +209,9 @@ impl Observer {
             })
             .collect();
         flows.sort_by_key(|flow| flow.id);
-        api::Flows { flows }
+        api::Flows {
+            flows,
+            bypassing_connections: None,
+        }
     }
 }

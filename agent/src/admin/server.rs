@@ -133,7 +133,10 @@ async fn handle(
     let method = request.method().clone();
     let path = request.uri().path().to_owned();
     match (method, path.as_str()) {
-        (Method::GET, "/status") => json(StatusCode::OK, &ctx.status()),
+        (Method::GET, "/status") => {
+            let bypassing = ctx.bypassing(all_steered).await;
+            json(StatusCode::OK, &ctx.status(bypassing))
+        }
         (Method::GET, "/routes") => {
             let snapshot = ctx.routes.load();
             json(
@@ -145,7 +148,11 @@ async fn handle(
                 ),
             )
         }
-        (Method::GET, "/flows") => json(StatusCode::OK, &ctx.observer.flows()),
+        (Method::GET, "/flows") => {
+            let mut flows = ctx.observer.flows();
+            flows.bypassing_connections = ctx.bypassing(all_steered).await;
+            json(StatusCode::OK, &flows)
+        }
         (Method::GET, "/trace") => trace(
             ctx,
             query.get("key").cloned(),
@@ -154,7 +161,21 @@ async fn handle(
         ),
         (Method::POST, "/explain") => match read_json::<api::ExplainRequest>(request).await {
             Ok(body) => match explain::explain(&ctx.routes.load(), &ctx.keys, &body) {
-                Ok(explanation) => json(StatusCode::OK, &explanation),
+                Ok(mut explanation) => {
+                    let service = explanation.service.clone();
+                    explanation.bypassing_connections = ctx
+                        .bypassing(|snapshot| {
+                            let id = snapshot.service_named(&service).map(|s| s.id);
+                            snapshot
+                                .destinations
+                                .iter()
+                                .filter(|(_, d)| Some(d.service_id) == id)
+                                .map(|(addr, _)| *addr)
+                                .collect()
+                        })
+                        .await;
+                    json(StatusCode::OK, &explanation)
+                }
                 Err(error) => error_response(StatusCode::NOT_FOUND, error),
             },
             Err(error) => error_response(StatusCode::BAD_REQUEST, error),
@@ -257,4 +278,11 @@ fn trace(
         header::HeaderValue::from_static("application/x-ndjson"),
     );
     response
+}
+
+/// Every steered destination.
+fn all_steered(
+    snapshot: &crate::routes::RouteSnapshot,
+) -> std::collections::HashSet<std::net::SocketAddr> {
+    snapshot.destinations.keys().copied().collect()
 }

@@ -105,6 +105,18 @@ pub fn render(explanation: &api::Explanation) -> String {
         ),
         ("Decision", decision),
     ]);
+    if let Some(n) = explanation.bypassing_connections.filter(|n| *n > 0) {
+        out.push('\n');
+        out.push_str(&table::wrap(
+            "Note: ",
+            6,
+            &format!(
+                "{n} existing connection(s) from the cgroup to this service bypass the proxy \
+                 (opened before it was steered): their requests go to baseline, whatever \
+                 their key, until the agent has closed them."
+            ),
+        ));
+    }
     if !explanation.steps.is_empty() {
         out.push_str("\nReasoning:\n");
         for (index, step) in explanation.steps.iter().enumerate() {

@@ -31,6 +31,17 @@ pub fn run(_args: &FlowsArgs, global: &Global) -> anyhow::Result<()> {
 }
 
 pub fn render(flows: &api::Flows) -> String {
+    let mut out = render_flows(flows);
+    if let Some(n) = flows.bypassing_connections.filter(|n| *n > 0) {
+        out.push_str(&format!(
+            "\n{n} connection(s) from the cgroup to steered destinations bypass the proxy \
+             (see `detour status`).\n"
+        ));
+    }
+    out
+}
+
+fn render_flows(flows: &api::Flows) -> String {
     if flows.flows.is_empty() {
         return "No live proxied connections.\n".to_owned();
     }

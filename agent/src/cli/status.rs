@@ -66,6 +66,7 @@ pub fn render(status: &api::Status) -> String {
         ("Programs", table::list(&status.programs)),
         ("Proxy", table::list(&status.proxy_addrs)),
         ("Live flows", status.flows.to_string()),
+        ("Bypassing", bypassing(status.bypassing_connections)),
         ("Pinned maps", pin_dir),
     ]);
     if !status.maps.is_empty() {
@@ -93,4 +94,16 @@ pub fn render(status: &api::Status) -> String {
         }
     }
     out
+}
+
+/// The bypassing-connections line of `status`.
+pub fn bypassing(count: Option<u64>) -> String {
+    match count {
+        None => "unknown (see Warnings)".to_owned(),
+        Some(0) => "0 connections to steered destinations bypass the proxy".to_owned(),
+        Some(n) => format!(
+            "{n} connection(s) to steered destinations bypass the proxy (opened before steering \
+             or while no agent ran; being closed, see detour_stale_connections_closed_total)"
+        ),
+    }
 }

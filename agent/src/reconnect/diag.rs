@@ -35,16 +35,24 @@ pub struct TcpConn {
     /// Milliseconds since data was last sent and last received.
     pub since_sent_ms: u32,
     pub since_received_ms: u32,
+    /// Data segments sent and received so far.
+    pub segments_out: u32,
+    pub segments_in: u32,
     id: SocketId,
     family: u8,
 }
 
 impl TcpConn {
-    /// Nothing in flight: no queued bytes, and the last thing that happened
-    /// was data received (an answer), not data sent (a request awaiting
-    /// one).
+    /// Nothing in flight: no queued bytes, and either nothing was ever sent
+    /// or the last thing that happened was data received (an answer), not
+    /// data sent (a request awaiting one). Times are in milliseconds, so a
+    /// request and its answer may share one: then anything received at all
+    /// counts as the answer, and a request sent in the millisecond the
+    /// connection opened, with nothing received, as awaiting one.
     pub fn is_quiet(&self) -> bool {
-        self.queued == 0 && self.since_received_ms <= self.since_sent_ms
+        let awaiting = self.segments_out > 0
+            && (self.since_sent_ms < self.since_received_ms || self.segments_in == 0);
+        self.queued == 0 && !awaiting
     }
 }
 
@@ -154,8 +162,10 @@ fn conn_of(family: u8, response: &InetResponse) -> Option<TcpConn> {
         cgroup_id: 0,
         mark: 0,
         queued: u64::from(response.header.recv_queue) + u64::from(response.header.send_queue),
-        since_sent_ms: u32::MAX,
-        since_received_ms: u32::MAX,
+        since_sent_ms: 0,
+        since_received_ms: 0,
+        segments_out: 0,
+        segments_in: 0,
         id: id.clone(),
         family,
     };
@@ -165,6 +175,8 @@ fn conn_of(family: u8, response: &InetResponse) -> Option<TcpConn> {
             Nla::TcpInfo(info) => {
                 conn.since_sent_ms = info.last_data_sent;
                 conn.since_received_ms = info.last_data_recv;
+                conn.segments_out = info.data_segs_out;
+                conn.segments_in = info.data_segs_in;
             }
             Nla::Other(other) if netlink_packet_core::Nla::kind(other) == INET_DIAG_CGROUP_ID => {
                 let mut bytes = [0; 8];

@@ -102,9 +102,9 @@ impl Sweeper {
     }
 
     /// Starts sweeping what the returned handle is sent.
-    pub fn spawn(self) -> SweepHandle {
+    pub fn spawn(self: Arc<Self>) -> SweepHandle {
         let (send, mut receive) = mpsc::unbounded_channel::<Batch>();
-        let sweeper = Arc::new(self);
+        let sweeper = self;
         tokio::spawn(async move {
             while let Some(mut batch) = receive.recv().await {
                 // Coalesce what queued up meanwhile.
@@ -144,12 +144,19 @@ impl Sweeper {
                     let mut diag = Diag::new()?;
                     let mut swept = Swept::default();
                     for conn in diag.established()? {
-                        let bypasses = destinations.contains(&conn.remote)
-                            && ids.contains(&conn.cgroup_id)
-                            && conn.mark != mark;
-                        if !bypasses {
+                        if !bypasses(&conn, &destinations, &ids, mark) {
                             continue;
                         }
+                        debug!(
+                            client = %conn.local,
+                            destination = %conn.remote,
+                            queued = conn.queued,
+                            since_sent_ms = conn.since_sent_ms,
+                            since_received_ms = conn.since_received_ms,
+                            segments_out = conn.segments_out,
+                            segments_in = conn.segments_in,
+                            "bypassing connection"
+                        );
                         if !conn.is_quiet() && !last_try {
                             swept.busy += 1;
                             continue;
@@ -193,6 +200,35 @@ impl Sweeper {
         }
     }
 
+    /// How many established connections from the cgroup to `destinations`
+    /// bypass the proxy right now (`None`: they cannot be found here).
+    /// Blocking: one thread per network namespace.
+    pub fn census(&self, destinations: &HashSet<SocketAddr>) -> Option<u64> {
+        if self.is_unavailable() {
+            return None;
+        }
+        if destinations.is_empty() {
+            return Some(0);
+        }
+        let scope = Scope::of(&self.cgroup).ok()?;
+        let ids = Arc::new(scope.cgroup_ids);
+        let destinations = Arc::new(destinations.clone());
+        let mut count = 0;
+        for namespace in scope.namespaces.values() {
+            let (destinations, ids, mark) =
+                (Arc::clone(&destinations), Arc::clone(&ids), self.mark);
+            count += scope::in_namespace(namespace, move || {
+                let conns = Diag::new()?.established()?;
+                Ok(conns
+                    .iter()
+                    .filter(|conn| bypasses(conn, &destinations, &ids, mark))
+                    .count() as u64)
+            })
+            .ok()?;
+        }
+        Some(count)
+    }
+
     fn is_unavailable(&self) -> bool {
         self.unavailable
             .lock()
@@ -207,6 +243,17 @@ impl Sweeper {
             .lock()
             .unwrap_or_else(PoisonError::into_inner) = Some(why);
     }
+}
+
+/// A connection from the cgroup (not the agent's own) to one of
+/// `destinations`: it did not go through the proxy.
+fn bypasses(
+    conn: &diag::TcpConn,
+    destinations: &HashSet<SocketAddr>,
+    cgroup_ids: &HashSet<u64>,
+    mark: u32,
+) -> bool {
+    destinations.contains(&conn.remote) && cgroup_ids.contains(&conn.cgroup_id) && conn.mark != mark
 }
 
 /// What one namespace's sweep did.

@@ -86,6 +86,7 @@ fn explain_shows_the_decision_then_every_step() {
         sandbox: Some("feature-x".into()),
         endpoint: Some(addr("10.244.1.5:8080")),
         reason: api::Reason::Fork,
+        bypassing_connections: Some(0),
         steps: vec![
             "service default/reviews is steered at 2 destination(s); evaluating destination port 8080".into(),
             "routing key \"feature-x\" from baggage member \"detour-routing-key\"".into(),
@@ -128,6 +129,7 @@ fn explain_baseline_says_why() {
         sandbox: None,
         endpoint: None,
         reason: api::Reason::NoKey,
+        bypassing_connections: Some(2),
         steps: vec![
             "service default/reviews is steered at 1 destination(s); evaluating destination port 8080".into(),
             "no routing key: looked for [\"detour-routing-key\", \"sd-routing-key\", \"sd-sandbox\", \"sd-workspace\"] in baggage, tracestate, uberctx-*, ot-baggage-*".into(),
@@ -141,6 +143,10 @@ Service:      default/reviews, port 8080
 Routing key:  none
 Matched:      nothing
 Decision:     baseline: the client's original destination (no-key)
+
+Note: 2 existing connection(s) from the cgroup to this service bypass the proxy
+      (opened before it was steered): their requests go to baseline, whatever
+      their key, until the agent has closed them.
 
 Reasoning:
   1. service default/reviews is steered at 1 destination(s); evaluating

@@ -39,6 +39,7 @@ fn status_snapshot() -> api::Status {
         },
         ready: true,
         flows: 2,
+        bypassing_connections: Some(0),
         warnings: Vec::new(),
     }
 }
@@ -55,6 +56,7 @@ Cgroup:        /sys/fs/cgroup/kubepods.slice
 Programs:      detour_connect4, detour_connect6, detour_sockops
 Proxy:         10.0.0.5:15001, [fd00::5]:15001
 Live flows:    2
+Bypassing:     0 connections to steered destinations bypass the proxy
 Pinned maps:   /sys/fs/bpf/detour
 
 MAP      ENTRIES    MAX
@@ -90,6 +92,7 @@ Cgroup:        /sys/fs/cgroup/kubepods.slice
 Programs:      detour_connect4, detour_connect6, detour_sockops
 Proxy:         10.0.0.5:15001, [fd00::5]:15001
 Live flows:    2
+Bypassing:     0 connections to steered destinations bypass the proxy
 Pinned maps:   not pinned (`detour bpf` cannot read them)
 
 Route problems (not applied; everything else is in force):
@@ -208,6 +211,7 @@ fn flows_render_the_route_of_each_connection() {
         last_decision: last,
     };
     let flows = api::Flows {
+        bypassing_connections: None,
         flows: vec![
             flow(
                 1,
