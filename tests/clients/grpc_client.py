@@ -19,11 +19,12 @@ status message or null. If the client itself fails (e.g. metadata grpcio
 refuses), the last line is {"code": "CLIENT_ERROR", "error": TEXT}.
 
 Scenarios:
-  unary TARGET [--key K] [--count N] [--alternate]
-      N (default 1) sequential Unary calls; with --alternate the even calls
-      carry the key and the odd ones none. One line per call:
-      {"i", "keyed", "served_by", "code", "details", "baggage"} where
-      "baggage" is the baggage metadata the server saw (null if none).
+  unary TARGET [--key K] [--count N] [--alternate] [--interval-ms M]
+      N (default 1) sequential Unary calls, M ms apart; with --alternate the
+      even calls carry the key and the odd ones none. One line per call:
+      {"i", "keyed", "served_by", "code", "details", "baggage", "at"} where
+      "baggage" is the baggage metadata the server saw (null if none) and
+      "at" the unix time the call ended.
   concurrent TARGET --key K [--count 200] [--seed 1] [--hold-ms 0]
       N Unary calls in flight at once (futures), exactly half keyed, in an
       order shuffled with the seed; --hold-ms makes the server hold each call
@@ -185,7 +186,9 @@ def scenario_unary(client, args):
             )
         except grpc.RpcError as error:
             result = error
-        emit(**unary_line(i, keyed, result))
+        emit(**unary_line(i, keyed, result), at=time.time())
+        if args.interval_ms:
+            time.sleep(args.interval_ms / 1000)
 
 
 def scenario_concurrent(client, args):
@@ -486,7 +489,7 @@ def parse_args():
             p.add_argument("--interval-ms", type=float, default=0)
         return p
 
-    add("unary", count=1).add_argument("--alternate", action="store_true")
+    add("unary", count=1, interval=True).add_argument("--alternate", action="store_true")
     p = add("concurrent", count=200)
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--hold-ms", type=int, default=0)

@@ -215,3 +215,45 @@ fn trace_and_flows_show_each_stream_with_its_grpc_method() {
     assert_eq!(event["service"], "default/greeter", "{event}");
     let _ = held.wait_with_output();
 }
+
+#[test]
+fn a_channel_opened_before_its_service_was_steered_reaches_the_fork_once_it_is() {
+    if !require_root() {
+        return;
+    }
+    let setup = Setup::new();
+    let agent = setup.agent_with(
+        "services:\n  - name: decoy\n    addresses: [10.248.0.250]\n    ports: [{port: 9}]\n",
+    );
+    let channel = setup.spawn_client(
+        "unary",
+        &["--key", "feature-x", "--count", "80", "--interval-ms", "50"],
+    );
+    thread::sleep(Duration::from_millis(1500));
+    agent.write_routes(&setup.routes("h2c", PORT));
+    let calls = parse_client("unary", &channel.wait_with_output().expect("client"));
+    // A call that meets the closed connection fails UNAVAILABLE: retryable,
+    // and retried by any client with a gRPC retry policy. At most one.
+    let failed: Vec<&Value> = calls.iter().filter(|c| c["code"] != "OK").collect();
+    assert!(
+        failed.len() <= 1 && failed.iter().all(|c| c["code"] == "UNAVAILABLE"),
+        "{failed:?}"
+    );
+    let calls: Vec<&Value> = calls.iter().filter(|c| c["code"] == "OK").collect();
+    let switch = calls
+        .iter()
+        .position(|c| served_by(c) == "greeter-fork")
+        .unwrap_or_else(|| panic!("the channel never reached the fork: {calls:?}"));
+    assert!(switch > 0, "baseline first: {calls:?}");
+    assert!(
+        calls[switch..]
+            .iter()
+            .all(|c| served_by(c) == "greeter-fork"),
+        "{calls:?}"
+    );
+    assert_eq!(
+        agent.metric("detour_stale_connections_closed_total{service=\"default/greeter\"}"),
+        1,
+        "the channel's one connection was closed once"
+    );
+}
