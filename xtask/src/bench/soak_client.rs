@@ -127,11 +127,18 @@ impl Outcome {
     }
 
     /// A failure a client may retry on a fresh connection: nothing of the
-    /// response came back on a reused connection.
+    /// response came back on a reused connection (closed, reset, or aborted
+    /// by the kernel, as when the agent closes a connection that predates
+    /// steering).
     fn retryable(&self) -> bool {
         matches!(
             self,
-            Self::Closed { got_bytes: false } | Self::Io(ErrorKind::ConnectionReset)
+            Self::Closed { got_bytes: false }
+                | Self::Io(
+                    ErrorKind::ConnectionReset
+                        | ErrorKind::ConnectionAborted
+                        | ErrorKind::BrokenPipe
+                )
         )
     }
 }
