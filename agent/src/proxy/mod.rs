@@ -99,11 +99,13 @@ pub async fn serve(
                     // exists only when someone asked for debug logs. The
                     // few warnings below name the peer themselves.
                     let span = debug_span!("conn", %peer);
+                    // Boxed: a connection's future is kilobytes, and spawning
+                    // moves it several times; a box moves as a pointer.
                     tracker.spawn(
-                        async move {
+                        Box::pin(async move {
                             handle(stream, peer, proxy).await;
                             drop(slot);
-                        }
+                        })
                         .instrument(span),
                     );
                 }

@@ -126,12 +126,14 @@ pub async fn serve(client: TcpStream, prefix: BytesMut, conn: Conn, proxy: Arc<P
         match accepted {
             Some(Ok((request, respond))) => {
                 idle_deadline = Instant::now() + settings.idle_timeout;
-                tokio::spawn(stream::serve(
+                // Boxed: the stream's future is kilobytes, and spawning moves
+                // it several times; a box moves as a pointer.
+                tokio::spawn(Box::pin(stream::serve(
                     request,
                     respond,
                     Arc::clone(&conn),
                     Arc::clone(&proxy),
-                ));
+                )));
             }
             Some(Err(error)) => {
                 proxy.ctx.metrics.h2_error(error.reason());

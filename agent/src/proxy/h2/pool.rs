@@ -123,7 +123,7 @@ impl Pool {
         if let Some(slot) = self.existing(addr) {
             return Ok(slot);
         }
-        let conn = self.open(addr, upstream).await?;
+        let conn = Box::pin(self.open(addr, upstream)).await?;
         let slot = take(&conn);
         self.lock().entry(addr).or_default().conns.push(conn);
         Ok(slot)
@@ -136,7 +136,7 @@ impl Pool {
         addr: SocketAddr,
         upstream: &Upstream,
     ) -> Result<Slot, ProxyError> {
-        let conn = self.open(addr, upstream).await?;
+        let conn = Box::pin(self.open(addr, upstream)).await?;
         Ok(take(&conn))
     }
 
