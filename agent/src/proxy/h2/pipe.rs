@@ -39,10 +39,16 @@ pub async fn pipe(from: &mut RecvStream, to: &mut SendStream<Bytes>) -> Result<u
         match next {
             Some(Ok(chunk)) => {
                 let len = chunk.len();
-                send_chunk(to, chunk).await?;
+                // The last DATA frame of the stream (no trailers follow):
+                // forward it with END_STREAM, not as a frame of its own.
+                let last = from.is_end_stream();
+                send_chunk(to, chunk, last).await?;
                 copied += len as u64;
                 // Only now may `from`'s peer send more.
                 let _ = from.flow_control().release_capacity(len);
+                if last {
+                    return Ok(copied);
+                }
             }
             Some(Err(error)) => {
                 let reason = error.reason().unwrap_or(Reason::CANCEL);
@@ -68,8 +74,18 @@ pub async fn pipe(from: &mut RecvStream, to: &mut SendStream<Bytes>) -> Result<u
     Ok(copied)
 }
 
-/// Sends `chunk` as the receiver's window allows.
-async fn send_chunk(to: &mut SendStream<Bytes>, mut chunk: Bytes) -> Result<(), PipeError> {
+/// Sends `chunk` as the receiver's window allows; its last frame ends the
+/// stream when `end`.
+async fn send_chunk(
+    to: &mut SendStream<Bytes>,
+    mut chunk: Bytes,
+    end: bool,
+) -> Result<(), PipeError> {
+    if chunk.is_empty() {
+        return to
+            .send_data(chunk, end)
+            .map_err(|error| PipeError::To(error.reason().unwrap_or(Reason::CANCEL)));
+    }
     while !chunk.is_empty() {
         to.reserve_capacity(chunk.len());
         let granted = poll_fn(|cx| {
@@ -84,7 +100,7 @@ async fn send_chunk(to: &mut SendStream<Bytes>, mut chunk: Bytes) -> Result<(), 
             Some(Ok(0)) => continue,
             Some(Ok(n)) => {
                 let part = chunk.split_to(n.min(chunk.len()));
-                to.send_data(part, false)
+                to.send_data(part, end && chunk.is_empty())
                     .map_err(|error| PipeError::To(error.reason().unwrap_or(Reason::CANCEL)))?;
             }
             Some(Err(error)) => {
