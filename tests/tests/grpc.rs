@@ -117,6 +117,16 @@ sandboxes:
         lines.remove(0)
     }
 
+    /// Established TCP connections from the client pod to `pod`'s gRPC port.
+    fn client_connections_to(&self, pod: &str) -> usize {
+        let filter = format!("( dst = {} and dport = :{PORT} )", self.ip(pod));
+        let output = self
+            .net
+            .pod("client")
+            .exec("ss", &["-Htn", "state", "established", &filter]);
+        String::from_utf8_lossy(&output.stdout).lines().count()
+    }
+
     /// Established TCP connections to the gRPC port in `pod`'s namespace.
     fn connections_to(&self, pod: &str) -> usize {
         let output = self.net.pod(pod).exec(

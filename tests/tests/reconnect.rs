@@ -80,6 +80,26 @@ sandboxes:
             .spawn()
     }
 
+    /// Waits (up to 10 s) until the client pod holds `count` established
+    /// connections to `pod`'s port, then `settle` more: the clients started
+    /// (however slow Python is to start under load) and sent their first
+    /// request.
+    fn wait_connected(&self, pod: &str, count: usize, settle: Duration) {
+        let filter = format!("( dst = {} and dport = :{PORT} )", self.ip(pod));
+        for _ in 0..200 {
+            let output = self
+                .net
+                .pod("client")
+                .exec("ss", &["-Htn", "state", "established", &filter]);
+            if String::from_utf8_lossy(&output.stdout).lines().count() >= count {
+                std::thread::sleep(settle);
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("the client never connected to {pod}");
+    }
+
     /// `keepalive.py` to `pod` for `seconds`, keyed, in the cgroup or not.
     fn client(&self, pod: &str, seconds: &str, path: &str, in_cgroup: bool) -> Child {
         let ip = self.ip(pod);
@@ -178,7 +198,8 @@ fn a_connection_that_predates_steering_is_closed_and_its_client_reconnects_throu
     let bypassing = setup.client("reviews", "5", "/", true);
     let outside = setup.client("reviews", "5", "/", false);
     let unsteered = setup.client("details", "5", "/", true);
-    std::thread::sleep(Duration::from_millis(1500));
+    setup.wait_connected("reviews", 2, Duration::from_millis(500));
+    setup.wait_connected("details", 1, Duration::from_millis(0));
     let steered_at = now();
     agent.write_routes(&setup.routes(true));
 
@@ -214,7 +235,7 @@ fn a_request_in_flight_when_steering_starts_finishes_before_its_connection_is_cl
     // Each request takes 2 s at the server: steering starts while the first
     // is in flight, and it ends within the 2 s grace.
     let slow = setup.client("reviews", "5", "/slow?ms=2000", true);
-    std::thread::sleep(Duration::from_millis(1200));
+    setup.wait_connected("reviews", 1, Duration::from_millis(600));
     let steered_at = now();
     agent.write_routes(&setup.routes(true));
     let lines = lines(slow);
@@ -242,7 +263,7 @@ fn the_next_agent_closes_what_went_direct_while_no_agent_ran() {
     agent.kill9();
     // Connected while no agent runs: straight to baseline.
     let client = setup.client("reviews", "6", "/", true);
-    std::thread::sleep(Duration::from_millis(1500));
+    setup.wait_connected("reviews", 1, Duration::from_millis(500));
     let started_at = now();
     let next = setup.agent(true);
     assert_moves_to_the_fork(&lines(client), started_at, 4.0);
@@ -267,7 +288,7 @@ fn status_flows_and_explain_count_a_connection_that_bypasses_the_proxy() {
     // A 4 s request in flight on a direct connection when steering starts:
     // busy, so it is left to finish, and bypasses the proxy meanwhile.
     let slow = setup.client("reviews", "5", "/slow?ms=4000", true);
-    std::thread::sleep(Duration::from_millis(1200));
+    setup.wait_connected("reviews", 1, Duration::from_millis(600));
     agent.write_routes(&setup.routes(true));
     std::thread::sleep(Duration::from_millis(1000));
     let cli = |args: &[&str]| -> serde_json::Value {

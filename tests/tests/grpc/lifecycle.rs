@@ -229,7 +229,14 @@ fn a_channel_opened_before_its_service_was_steered_reaches_the_fork_once_it_is()
         "unary",
         &["--key", "feature-x", "--count", "80", "--interval-ms", "50"],
     );
-    thread::sleep(Duration::from_millis(1500));
+    // Steer once the channel is connected (Python is slow to start under load).
+    let mut waited = 0;
+    while setup.client_connections_to("greeter") == 0 {
+        assert!(waited < 200, "the channel never connected");
+        thread::sleep(Duration::from_millis(50));
+        waited += 1;
+    }
+    thread::sleep(Duration::from_millis(500));
     agent.write_routes(&setup.routes("h2c", PORT));
     let calls = parse_client("unary", &channel.wait_with_output().expect("client"));
     // A call that meets the closed connection fails UNAVAILABLE: retryable,
