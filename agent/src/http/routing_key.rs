@@ -1,5 +1,5 @@
-//! Routing-key extraction (DESIGN.md, "Routing keys"): which sandbox, if
-//! any, a request is for.
+//! Routing-key extraction (README, "How a request is routed"): which
+//! sandbox, if any, a request is for.
 //!
 //! Extraction reads header fields as `(name, value)` byte pairs ([`Field`]),
 //! whatever carried them: the HTTP/1 head parser's field lines, an HTTP/2
@@ -392,7 +392,7 @@ pub fn is_valid_routing_key(key: &str) -> bool {
         && !key.chars().any(|c| c.is_control() || c.is_whitespace())
 }
 
-/// The sources of DESIGN.md, in order of precedence.
+/// The header sources of the module docs, in order of precedence.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum Source {
     Baggage,
@@ -409,46 +409,12 @@ fn is_better(rank: Rank, bound: Option<Rank>) -> bool {
     bound.is_none_or(|bound| rank < bound)
 }
 
-/// Names as configured: RFC 9110 tokens, lowercased unless they are
-/// case-sensitive (query parameters, cookies), duplicates dropped.
-fn tokens(
-    items: &[String],
-    case: Case,
-    error: impl Fn(String) -> RoutingKeyError,
-) -> Result<Vec<Box<str>>, RoutingKeyError> {
-    let mut out: Vec<Box<str>> = Vec::with_capacity(items.len());
-    for item in items {
-        if !is_token(item.as_bytes()) {
-            return Err(error(item.clone()));
-        }
-        let name = match case {
-            Case::Insensitive => item.to_ascii_lowercase(),
-            Case::Sensitive => item.clone(),
-        };
-        if !out.iter().any(|seen| **seen == *name) {
-            out.push(name.into());
-        }
-    }
-    Ok(out)
-}
-
-#[derive(Debug, Clone, Copy)]
-enum Case {
-    Insensitive,
-    Sensitive,
-}
-
-fn is_reserved_header(name: &[u8]) -> bool {
-    name == b"baggage"
-        || name == b"tracestate"
-        || name.starts_with(UBERCTX_PREFIX)
-        || name.starts_with(OT_BAGGAGE_PREFIX)
-}
-
 pub mod browser;
 mod syntax;
 #[cfg(test)]
 mod tests;
 
 pub use browser::BrowserSources;
-use syntax::{Candidate, Encoding, is_token, strip_prefix_ignore_case, trim_ows};
+use syntax::{
+    Candidate, Case, Encoding, is_reserved_header, strip_prefix_ignore_case, tokens, trim_ows,
+};

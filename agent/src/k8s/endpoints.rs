@@ -25,8 +25,8 @@ use crate::routes::Protocol;
 /// The label EndpointSlices carry with their Service's name.
 const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 
-/// A port's `appProtocol` as the proxy's protocol (DESIGN.md: `http`,
-/// `kubernetes.io/h2c`, `grpc`, `tcp`; anything else is detected).
+/// A port's `appProtocol` as the proxy's protocol (`http`; `kubernetes.io/h2c`
+/// or `grpc`: HTTP/2; `tcp`; anything else is detected).
 pub fn protocol_of(app_protocol: Option<&str>) -> Protocol {
     match app_protocol.map(str::to_ascii_lowercase).as_deref() {
         Some("http" | "kubernetes.io/http") => Protocol::Http,

@@ -1,8 +1,12 @@
 //! The syntax of routing-key values: how each source's raw value becomes a
 //! key (W3C baggage and tracestate members, Jaeger's encoding, verbatim),
-//! and the RFC 9110 token and whitespace rules the sources share.
+//! the RFC 9110 token and whitespace rules the sources share, and the
+//! validation of configured names (which must be tokens).
 
-use super::{MAX_KEY_LEN, Rank, Source, is_valid_routing_key};
+use super::{
+    MAX_KEY_LEN, OT_BAGGAGE_PREFIX, Rank, RoutingKeyError, Source, UBERCTX_PREFIX,
+    is_valid_routing_key,
+};
 
 /// How a raw value becomes a key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -106,4 +110,40 @@ pub(super) fn trim_ows(s: &[u8]) -> &[u8] {
 pub(super) fn strip_prefix_ignore_case<'a>(s: &'a [u8], prefix: &[u8]) -> Option<&'a [u8]> {
     let (head, tail) = s.split_at_checked(prefix.len())?;
     head.eq_ignore_ascii_case(prefix).then_some(tail)
+}
+
+/// Names as configured: RFC 9110 tokens, lowercased unless they are
+/// case-sensitive (query parameters, cookies), duplicates dropped.
+pub(super) fn tokens(
+    items: &[String],
+    case: Case,
+    error: impl Fn(String) -> RoutingKeyError,
+) -> Result<Vec<Box<str>>, RoutingKeyError> {
+    let mut out: Vec<Box<str>> = Vec::with_capacity(items.len());
+    for item in items {
+        if !is_token(item.as_bytes()) {
+            return Err(error(item.clone()));
+        }
+        let name = match case {
+            Case::Insensitive => item.to_ascii_lowercase(),
+            Case::Sensitive => item.clone(),
+        };
+        if !out.iter().any(|seen| **seen == *name) {
+            out.push(name.into());
+        }
+    }
+    Ok(out)
+}
+
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Case {
+    Insensitive,
+    Sensitive,
+}
+
+pub(super) fn is_reserved_header(name: &[u8]) -> bool {
+    name == b"baggage"
+        || name == b"tracestate"
+        || name.starts_with(UBERCTX_PREFIX)
+        || name.starts_with(OT_BAGGAGE_PREFIX)
 }
