@@ -45,10 +45,9 @@ pub async fn serve(
     request: Request<RecvStream>,
     mut respond: SendResponse<Bytes>,
     conn: Arc<Conn>,
-    ctx: Arc<crate::proxy::Proxy>,
+    proxy: Arc<crate::proxy::Proxy>,
 ) {
     let started = Instant::now();
-    let proxy = &*ctx;
     let (ctx, h2) = (&proxy.ctx, &proxy.h2);
     let (parts, body) = request.into_parts();
     let grpc = is_grpc(&parts.headers);
