@@ -11,6 +11,10 @@ pub const METRICS_ADDR: &str = "127.0.0.1:15020";
 /// The admin socket the CLI talks to.
 pub const ADMIN_SOCKET: &str = "/run/detour/admin.sock";
 
+/// Where a running agent hands its sockets to a successor (hitless
+/// upgrades); beside the admin socket, on a directory both agents' pods see.
+pub const HANDOVER_SOCKET: &str = "/run/detour/handover.sock";
+
 /// Where the maps are pinned for `detour bpf`.
 pub const PIN_DIR: &str = "/sys/fs/bpf/detour";
 

@@ -30,9 +30,19 @@ pub struct AgentBuilder<'a> {
     in_cgroup: bool,
     extra_args: Vec<String>,
     log_filter: String,
+    handover_socket: Option<PathBuf>,
 }
 
 impl<'a> AgentBuilder<'a> {
+    /// Starts as `predecessor`'s successor (a hitless upgrade): it takes
+    /// over `predecessor`'s sockets through its handover socket. The two
+    /// share the proxy and metrics addresses; each has its own admin socket
+    /// and pin directory.
+    pub fn succeeding(mut self, predecessor: &Agent) -> Self {
+        self.handover_socket = Some(predecessor.handover_socket.clone());
+        self
+    }
+
     /// The routes file content.
     pub fn routes(mut self, yaml: &str) -> Self {
         yaml.clone_into(&mut self.routes);
@@ -88,6 +98,9 @@ impl<'a> AgentBuilder<'a> {
         let log_file = File::create(&log).expect("agent log");
         let bpffs = Bpffs::mount(&dir.join("bpffs"));
         let admin_socket = dir.join("admin.sock");
+        let handover_socket = self
+            .handover_socket
+            .unwrap_or_else(|| dir.join("handover.sock"));
 
         let mut args: Vec<String> = vec![format!("--net={}", self.node.path()), "--".into()];
         if self.in_cgroup {
@@ -111,6 +124,8 @@ impl<'a> AgentBuilder<'a> {
             METRICS_ADDR.into(),
             "--admin-socket".into(),
             admin_socket.display().to_string(),
+            "--handover-socket".into(),
+            handover_socket.display().to_string(),
             "--pin-dir".into(),
             bpffs.path.join("detour").display().to_string(),
         ]);
@@ -140,6 +155,7 @@ impl<'a> AgentBuilder<'a> {
             log,
             routes,
             admin_socket,
+            handover_socket,
             bpffs: Some(bpffs),
         }
     }
@@ -153,6 +169,7 @@ pub struct Agent {
     log: PathBuf,
     routes: PathBuf,
     admin_socket: PathBuf,
+    handover_socket: PathBuf,
     bpffs: Option<Bpffs>,
 }
 
@@ -191,6 +208,7 @@ impl Agent {
             in_cgroup: false,
             extra_args: Vec::new(),
             log_filter: "debug".to_owned(),
+            handover_socket: None,
         }
     }
 
@@ -214,6 +232,35 @@ impl Agent {
                 .http_get("/readyz")
                 .is_some_and(|body| body.starts_with("ready"))
             {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "detour agent not ready after 20s:\n{}",
+                self.logs()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Waits until the agent's own admin socket says it is ready; panics
+    /// with the log if it exits or is not ready within 20 s. For a successor,
+    /// whose metrics socket is shared with its predecessor until that exits.
+    pub fn wait_admin_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(status) = self.proc.try_wait() {
+                panic!("detour agent exited at start ({status}):\n{}", self.logs());
+            }
+            let status = Command::new("curl")
+                .args(["-sf", "-m", "2", "--unix-socket"])
+                .arg(&self.admin_socket)
+                .arg("http://detour/status")
+                .output()
+                .ok()
+                .filter(|o| o.status.success())
+                .map(|o| String::from_utf8_lossy(&o.stdout).into_owned());
+            if status.is_some_and(|s| s.contains("\"ready\":true")) {
                 return;
             }
             assert!(

@@ -1,15 +1,10 @@
 //! The admin socket: HTTP/1.1 + JSON on a Unix socket (mode 0600, so only
-//! root reaches it; never on TCP). A stale socket left by a dead agent is
-//! replaced; a live one is not (two agents on one node is a mistake worth
-//! refusing). The socket file is removed when the agent stops.
+//! root reaches it; never on TCP), bound by [`crate::socket_file`]: a stale
+//! socket left by a dead agent is replaced; a live one only by the agent
+//! taking over from it (a hitless upgrade); otherwise two agents on one node
+//! is a mistake worth refusing.
 
-use std::{
-    collections::HashMap,
-    convert::Infallible,
-    os::unix::fs::PermissionsExt,
-    path::{Path, PathBuf},
-    sync::Arc,
-};
+use std::{collections::HashMap, convert::Infallible, sync::Arc};
 
 use bytes::Bytes;
 use futures::StreamExt;
@@ -25,71 +20,22 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use super::{AdminContext, api, explain, routes};
+use crate::socket_file::SocketFile;
 
 type Body = UnsyncBoxBody<Bytes, Infallible>;
 
 /// Largest request body accepted (explain and log-level bodies are tiny).
 const MAX_BODY: usize = 64 * 1024;
 
-#[derive(Debug, thiserror::Error)]
-pub enum AdminError {
-    #[error("another detour agent is serving {path}; stop it first")]
-    AlreadyRunning { path: PathBuf },
-    #[error("{path} exists and is not a socket; remove it or pass another --admin-socket")]
-    NotASocket { path: PathBuf },
-    #[error("cannot create the admin socket {path}")]
-    Bind {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-}
-
-/// Binds the admin socket, replacing a stale one, with mode 0600.
-pub fn bind(path: &Path) -> Result<UnixListener, AdminError> {
-    let bind_error = |source| AdminError::Bind {
-        path: path.to_owned(),
-        source,
-    };
-    if let Ok(meta) = std::fs::symlink_metadata(path) {
-        if !std::os::unix::fs::FileTypeExt::is_socket(&meta.file_type()) {
-            return Err(AdminError::NotASocket {
-                path: path.to_owned(),
-            });
-        }
-        if std::os::unix::net::UnixStream::connect(path).is_ok() {
-            return Err(AdminError::AlreadyRunning {
-                path: path.to_owned(),
-            });
-        }
-        info!(path = %path.display(), "removing a stale admin socket");
-        std::fs::remove_file(path).map_err(bind_error)?;
-    }
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(bind_error)?;
-    }
-    // The socket is created 0600 (umask 0177 for the bind), so there is no
-    // moment at which another user could connect; the mode is then set
-    // explicitly as well. The umask is process-wide: the window is one
-    // bind(2) at start-up, and it only ever makes files more private.
-    // SAFETY: umask(2) cannot fail and touches no memory.
-    let previous = unsafe { libc::umask(0o177) };
-    let bound = UnixListener::bind(path);
-    // SAFETY: as above, restoring the previous mask.
-    unsafe { libc::umask(previous) };
-    let listener = bound.map_err(bind_error)?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(bind_error)?;
-    Ok(listener)
-}
-
-/// Serves until `stop`, then removes the socket file.
+/// Serves until `stop`, then removes the socket file (unless a successor
+/// agent has replaced it).
 pub async fn serve(
     listener: UnixListener,
-    path: PathBuf,
+    file: SocketFile,
     ctx: Arc<AdminContext>,
     stop: CancellationToken,
 ) {
-    info!(path = %path.display(), "admin socket listening");
+    info!(path = %file.path.display(), "admin socket listening");
     loop {
         let stream = tokio::select! {
             () = stop.cancelled() => break,
@@ -117,7 +63,7 @@ pub async fn serve(
             }
         });
     }
-    let _ = std::fs::remove_file(&path);
+    file.remove_if_ours();
 }
 
 async fn handle(

@@ -144,6 +144,12 @@ pub struct AgentArgs {
     #[arg(long, env = "DETOUR_ADMIN_SOCKET", default_value = defaults::ADMIN_SOCKET)]
     admin_socket: PathBuf,
 
+    /// Where this agent hands its sockets to a successor, and where a new
+    /// agent looks for a running one to take over from (hitless upgrades;
+    /// mode 0600: root only).
+    #[arg(long, env = "DETOUR_HANDOVER_SOCKET", default_value = defaults::HANDOVER_SOCKET)]
+    handover_socket: PathBuf,
+
     /// Where to pin the maps so that `detour bpf` can read them while the
     /// agent is down (must be on a bpf filesystem).
     #[arg(long, env = "DETOUR_PIN_DIR", default_value = defaults::PIN_DIR)]
@@ -183,6 +189,7 @@ impl AgentArgs {
             proxy_addrs: self.proxy_addrs,
             metrics_addr: self.metrics_addr,
             admin_socket: self.admin_socket,
+            handover_socket: self.handover_socket,
             pin_dir: self.pin_dir,
             keys,
             upstream: Upstream {

@@ -41,7 +41,7 @@ pub struct ProxyContext {
     /// One permit per proxied connection (`--max-connections`).
     pub connection_slots: Arc<tokio::sync::Semaphore>,
     pub observer: Arc<Observer>,
-    pub orig_dst: OrigDstTable,
+    pub orig_dst: Arc<OrigDstTable>,
     pub routes: Arc<ArcSwap<RouteSnapshot>>,
     pub metrics: ProxyMetrics,
     pub keys: RoutingKeys,
@@ -129,8 +129,8 @@ pub async fn serve(
 
 async fn handle(mut client: TcpStream, peer: SocketAddr, proxy: Arc<Proxy>) {
     let ctx = &proxy.ctx;
-    let record = match ctx.orig_dst.take(peer) {
-        Ok(Some(record)) => record,
+    let (record, foreign) = match ctx.orig_dst.take(peer) {
+        Ok(Some(taken)) => (taken.record, taken.foreign),
         Ok(None) => {
             ctx.metrics.reject("no_original_destination");
             // Counted; not a warning each, or a flood of direct connections
@@ -146,17 +146,22 @@ async fn handle(mut client: TcpStream, peer: SocketAddr, proxy: Arc<Proxy>) {
     };
     let _ = client.set_nodelay(true);
     let dst = record.dst.socket_addr();
-    let (service, protocol) = {
+    let (service_id, service, protocol) = {
         let snapshot = ctx.routes.load();
-        let service = snapshot.service(record.service_id).map_or_else(
-            || Arc::from(format!("unknown/{}", record.service_id)),
+        let destination = snapshot.destinations.get(&dst);
+        // Another agent's record (a hitless upgrade): its service id is its
+        // own; this agent's is found by the destination.
+        let service_id = if foreign {
+            destination.map_or(0, |d| d.service_id)
+        } else {
+            record.service_id
+        };
+        let service = snapshot.service(service_id).map_or_else(
+            || Arc::from(format!("unknown/{service_id}")),
             |s| Arc::clone(&s.label),
         );
-        let protocol = snapshot
-            .destinations
-            .get(&dst)
-            .map_or(Protocol::Tcp, |d| d.protocol);
-        (service, protocol)
+        let protocol = destination.map_or(Protocol::Tcp, |d| d.protocol);
+        (service_id, service, protocol)
     };
     ctx.metrics.connection(&service);
     let flow = ctx.observer.open(peer, dst, Arc::clone(&service));
@@ -185,7 +190,7 @@ async fn handle(mut client: TcpStream, peer: SocketAddr, proxy: Arc<Proxy>) {
     ctx.metrics.protocol(served_as);
     flow.flow.set_protocol(served_as);
     let conn = route::Conn {
-        service_id: record.service_id,
+        service_id,
         service: Arc::clone(&service),
         original_dst: dst,
         flow: Arc::clone(&flow.flow),

@@ -6,20 +6,23 @@
 //! 1. logging, the privilege check, the open-file limit;
 //! 2. the route source is validated (a bad routes file stops the agent
 //!    before it touches the kernel: never half-configured);
-//! 3. the proxy and metrics listeners are bound;
+//! 3. if an agent already runs on the node, it hands over its listening
+//!    sockets and its map (`handover`); otherwise the proxy and metrics
+//!    listeners are bound;
 //! 4. the programs are attached and the maps created ([`Datapath::start`]);
 //! 5. the route updater applies the first routes and follows the source;
 //!    connections to steered destinations that bypass the proxy (opened
 //!    while no agent ran) are closed, and so are those to destinations that
 //!    become steered later (`reconnect`);
-//! 6. the proxy acceptors, the admin socket and the metrics endpoint start,
-//!    and the agent reports ready once the routes are synced.
+//! 6. the proxy acceptors (after the first sync when the sockets were handed
+//!    over), the admin and handover sockets (then, too) and the metrics
+//!    endpoint start, and the agent reports ready once the routes are synced.
 //!
-//! Shutdown (SIGTERM, SIGINT), in this order: not ready; the route updater
-//! stops and the programs are detached (new connects go direct); the
-//! listeners stop accepting and connections drain, bounded by
-//! `DRAIN_TIMEOUT_SECS`; then metrics and the admin socket stop. A kill -9
-//! skips all of it and the kernel detaches the programs (fail-open).
+//! Shutdown, in one of two orders ([`lifecycle`]): with a ready successor,
+//! stop accepting before detaching (no connect goes direct); without one,
+//! detach first (fail-open).
+
+mod lifecycle;
 
 use std::{
     net::SocketAddr,
@@ -32,15 +35,16 @@ use std::{
 };
 
 use anyhow::{Context, bail};
+use lifecycle::Shutdown;
 use prometheus_client::registry::Registry;
-use tokio::{net::TcpListener, signal::unix::SignalKind, task::JoinHandle};
+use tokio::{net::TcpListener, sync::watch};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
-use tracing::{info, warn};
+use tracing::info;
 
 use crate::{
     admin,
     datapath::{Capacities, Datapath, DatapathOptions},
-    defaults,
+    handover::{self, Offered, Successor},
     http::routing_key::RoutingKeys,
     k8s, metrics,
     proxy::{
@@ -51,6 +55,7 @@ use crate::{
     },
     reconnect::Sweeper,
     routes::{self, RoutesError, RoutesFile},
+    socket_file::{self, Live},
     telemetry::{self, LogControl, LogFormat},
     updater::{RouteMetrics, RouteUpdater},
 };
@@ -64,6 +69,8 @@ pub struct Config {
     pub proxy_addrs: Vec<SocketAddr>,
     pub metrics_addr: SocketAddr,
     pub admin_socket: PathBuf,
+    /// Where a running agent hands its sockets to its successor.
+    pub handover_socket: PathBuf,
     pub pin_dir: PathBuf,
     pub keys: RoutingKeys,
     pub upstream: Upstream,
@@ -145,15 +152,24 @@ async fn serve(
     log: Option<LogControl>,
 ) -> anyhow::Result<()> {
     let mut shutdown = Shutdown::install()?;
+    // Before binding anything: a running agent hands its sockets over.
+    let mut inherited = handover::take_over(&config.handover_socket).await;
     let mut listeners = Vec::new();
     for addr in &config.proxy_addrs {
-        let listener = proxy::listen(*addr)
-            .with_context(|| format!("cannot listen on proxy address {addr}"))?;
-        listeners.push(listener);
+        let listener = match inherited.as_mut().and_then(|i| i.listener(*addr)) {
+            Some(listener) => listener,
+            None => proxy::listen(*addr),
+        };
+        listeners.push(listener.with_context(|| format!("cannot listen on proxy address {addr}"))?);
     }
-    let metrics_listener = TcpListener::bind(config.metrics_addr)
-        .await
-        .with_context(|| format!("cannot listen on metrics address {}", config.metrics_addr))?;
+    let metrics_listener = match inherited
+        .as_mut()
+        .and_then(|i| i.listener(config.metrics_addr))
+    {
+        Some(listener) => listener,
+        None => TcpListener::bind(config.metrics_addr).await,
+    }
+    .with_context(|| format!("cannot listen on metrics address {}", config.metrics_addr))?;
     let watch = match &source {
         Source::File { path, .. } => Some(routes::watch::watch(path)?),
         Source::Kubernetes => None,
@@ -171,7 +187,32 @@ async fn serve(
         pin_dir: Some(config.pin_dir.clone()),
         capacities: config.capacities,
     })?;
-    let admin_listener = admin::server::bind(&config.admin_socket)?;
+    let orig_dst = Arc::new(orig_dst);
+    if let Some(inherited) = inherited.as_mut() {
+        inherited.share_maps(&orig_dst);
+    }
+    let offered = Arc::new(
+        Offered::new(
+            &listeners
+                .iter()
+                .chain(std::iter::once(&metrics_listener))
+                .collect::<Vec<_>>(),
+            Arc::clone(&orig_dst),
+        )
+        .context("cannot keep the listening sockets for a successor")?,
+    );
+    // A successor takes the node's socket paths over once it is ready; a
+    // first agent refuses to replace a live one.
+    let (admin_listener, admin_file) = match &inherited {
+        Some(_) => None,
+        None => Some(socket_file::bind(&config.admin_socket, Live::Refuse)?),
+    }
+    .unzip();
+    let (handover_listener, handover_file) = match &inherited {
+        Some(_) => None,
+        None => Some(socket_file::bind(&config.handover_socket, Live::Refuse)?),
+    }
+    .unzip();
     let mut registry = Registry::with_prefix(metrics::PREFIX);
     let mut updater = RouteUpdater::new(datapath, RouteMetrics::new(&mut registry));
     // Before the first routes: the agent's start closes what went direct
@@ -210,7 +251,7 @@ async fn serve(
             draining: CancellationToken::new(),
             connection_slots: Arc::new(tokio::sync::Semaphore::new(config.max_connections)),
             observer: Arc::clone(&observer),
-            orig_dst,
+            orig_dst: Arc::clone(&orig_dst),
             routes: updater.store(),
             metrics: proxy_metrics,
             keys: config.keys.clone(),
@@ -243,38 +284,70 @@ async fn serve(
     };
     let stop_accepting = CancellationToken::new();
     let connections = TaskTracker::new();
-    let acceptors: Vec<JoinHandle<()>> = listeners
-        .into_iter()
-        .map(|listener| {
-            if let Ok(addr) = listener.local_addr() {
-                info!(%addr, "proxy listening");
-            }
-            tokio::spawn(proxy::serve(
-                listener,
-                Arc::clone(&proxy),
-                connections.clone(),
-                stop_accepting.clone(),
-            ))
-        })
-        .collect();
-    let stop_admin = CancellationToken::new();
-    let admin_task = tokio::spawn(admin::server::serve(
-        admin_listener,
-        config.admin_socket.clone(),
-        Arc::new(admin::AdminContext {
-            info,
-            observer,
-            routes: Arc::clone(&proxy.ctx.routes),
-            keys: config.keys.clone(),
-            log,
-            ready: vec![Arc::clone(&ready), Arc::clone(&synced)],
-            synced: Arc::clone(&synced),
-            problems,
-            reconnect_unavailable,
-            bypass: Some(sweeper),
-        }),
-        stop_admin.clone(),
+    let (accepting_tx, accepting) = watch::channel(false);
+    let gate = inherited.is_some().then(|| Arc::clone(&synced));
+    let accepting_task = tokio::spawn(lifecycle::accept(
+        listeners,
+        Arc::clone(&proxy),
+        connections.clone(),
+        stop_accepting.clone(),
+        gate,
+        accepting_tx,
     ));
+    let handover_accepting = accepting.clone();
+    let stop_admin = CancellationToken::new();
+    let admin_ctx = Arc::new(admin::AdminContext {
+        info,
+        observer,
+        routes: Arc::clone(&proxy.ctx.routes),
+        keys: config.keys.clone(),
+        log,
+        ready: vec![Arc::clone(&ready), Arc::clone(&synced)],
+        synced: Arc::clone(&synced),
+        problems,
+        reconnect_unavailable,
+        bypass: Some(sweeper),
+    });
+    let admin_task = tokio::spawn({
+        let (path, stop, accepting) = (
+            config.admin_socket.clone(),
+            stop_admin.clone(),
+            accepting.clone(),
+        );
+        async move {
+            let bound = admin_listener.zip(admin_file);
+            if let Some((listener, file)) =
+                lifecycle::bind_when_accepting(bound, &path, accepting, &stop).await
+            {
+                admin::server::serve(listener, file, admin_ctx, stop).await;
+            }
+        }
+    });
+    let (successor_tx, successor) = watch::channel(Successor::None);
+    let stop_handover = CancellationToken::new();
+    let handover_task = tokio::spawn({
+        let (path, stop, offered) = (
+            config.handover_socket.clone(),
+            stop_handover.clone(),
+            Arc::clone(&offered),
+        );
+        async move {
+            let bound = handover_listener.zip(handover_file);
+            if let Some((listener, file)) =
+                lifecycle::bind_when_accepting(bound, &path, accepting, &stop).await
+            {
+                handover::serve(listener, file, offered, successor_tx, stop).await;
+            }
+        }
+    });
+    if let Some(inherited) = inherited {
+        let (orig_dst, mut accepting) = (Arc::clone(&orig_dst), handover_accepting);
+        tokio::spawn(async move {
+            if accepting.wait_for(|a| *a).await.is_ok() {
+                inherited.ready_then_follow(&orig_dst).await;
+            }
+        });
+    }
     let stop_metrics = CancellationToken::new();
     let metrics_task = tokio::spawn(metrics::serve(
         metrics_listener,
@@ -291,62 +364,23 @@ async fn serve(
     );
 
     shutdown.wait().await;
-    ready.store(false, Ordering::Release);
-    stop_updates.cancel();
-    // New connects go straight to their destination from here on.
-    let mut datapath = updates.await.context("route updater failed")?;
-    datapath.detach();
-    stop_accepting.cancel();
-    proxy.ctx.draining.cancel();
-    for acceptor in acceptors {
-        let _ = acceptor.await;
+    lifecycle::Running {
+        ready,
+        proxy,
+        connections,
+        accepting: accepting_task,
+        stop_accepting,
+        updates,
+        stop_updates,
+        offered,
+        successor,
+        stop_handover,
+        handover_task,
+        metrics_task,
+        stop_metrics,
+        admin_task,
+        stop_admin,
     }
-    drain(&connections).await;
-    stop_metrics.cancel();
-    let _ = metrics_task.await;
-    stop_admin.cancel();
-    let _ = admin_task.await;
-    info!("detour agent stopped");
-    Ok(())
-}
-
-/// Lets in-flight connections finish, for at most the drain bound.
-async fn drain(connections: &TaskTracker) {
-    connections.close();
-    let bound = Duration::from_secs(defaults::DRAIN_TIMEOUT_SECS);
-    if tokio::time::timeout(bound, connections.wait())
-        .await
-        .is_err()
-    {
-        warn!(
-            remaining = connections.len(),
-            drain = ?bound,
-            "in-flight connections cut at shutdown"
-        );
-    }
-}
-
-/// SIGTERM and SIGINT, caught from the first moment of `serve` (a signal
-/// before the handlers exist would kill the agent without a clean detach).
-struct Shutdown {
-    term: tokio::signal::unix::Signal,
-    int: tokio::signal::unix::Signal,
-}
-
-impl Shutdown {
-    fn install() -> anyhow::Result<Self> {
-        Ok(Self {
-            term: tokio::signal::unix::signal(SignalKind::terminate())
-                .context("cannot handle SIGTERM")?,
-            int: tokio::signal::unix::signal(SignalKind::interrupt())
-                .context("cannot handle SIGINT")?,
-        })
-    }
-
-    async fn wait(&mut self) {
-        tokio::select! {
-            _ = self.term.recv() => info!(signal = "SIGTERM", "shutting down"),
-            _ = self.int.recv() => info!(signal = "SIGINT", "shutting down"),
-        }
-    }
+    .shutdown()
+    .await
 }
