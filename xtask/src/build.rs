@@ -23,7 +23,11 @@ pub fn run_build(debug: bool) -> anyhow::Result<PathBuf> {
     }
     exec(&mut command)?;
     let profile = if debug { "debug" } else { "release" };
-    Ok(root().join("target").join(profile).join("detour"))
+    // Where cargo put it: `CARGO_TARGET_DIR` when set (relative to the
+    // workspace, as cargo reads it), else the workspace's `target/`.
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map_or_else(|| root().join("target"), |dir| root().join(dir));
+    Ok(target.join(profile).join("detour"))
 }
 
 pub fn run(args: &BuildArgs) -> anyhow::Result<PathBuf> {

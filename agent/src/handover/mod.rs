@@ -34,3 +34,6 @@ pub mod wire;
 
 pub use offer::{Offered, Successor, serve};
 pub use take::{Inherited, take_over};
+
+#[cfg(test)]
+mod tests;

@@ -136,6 +136,13 @@ impl Inherited {
     /// may now stop accepting and detach), sending this agent's map; then
     /// waits for the predecessor to exit and stops reading its map.
     pub async fn ready_then_follow(mut self, orig_dst: &OrigDstTable) {
+        for (addr, _) in self.listeners.drain(..) {
+            warn!(
+                predecessor = self.pid,
+                %addr,
+                "the predecessor listens where this agent does not (another --proxy-addr or --metrics-addr?): that socket is not taken over"
+            );
+        }
         let map = orig_dst.own_map_fd();
         let ready = Ready {
             orig_by_peer: map.is_some(),

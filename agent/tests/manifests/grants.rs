@@ -147,14 +147,9 @@ fn daemonset_is_unprivileged_with_the_measured_capabilities() {
     assert_eq!(env_value(&agent, "DETOUR_PROXY_ADDR"), "$(HOST_IP):15001");
     assert_eq!(env_value(&agent, "DETOUR_METRICS_ADDR"), "$(HOST_IP):15020");
     assert_eq!(env_value(&agent, "DETOUR_KUBERNETES"), "true");
-    let ports: BTreeMap<String, i32> = agent
-        .ports
-        .iter()
-        .flatten()
-        .map(|p| (p.name.clone().unwrap_or_default(), p.container_port))
-        .collect();
-    assert_eq!(ports.get("proxy"), Some(&15001));
-    assert_eq!(ports.get("metrics"), Some(&15020));
+    // No declared ports: with hostNetwork they are host ports, and the
+    // update's surge pod could not schedule beside the running one.
+    assert_eq!(agent.ports, None, "no ports declared");
     for (probe, path) in [
         (&agent.readiness_probe, "/readyz"),
         (&agent.liveness_probe, "/healthz"),
@@ -166,9 +161,20 @@ fn daemonset_is_unprivileged_with_the_measured_capabilities() {
         assert_eq!(get.path.as_deref(), Some(path));
         assert_eq!(
             serde_json::to_value(&get.port).expect("port"),
-            serde_json::json!("metrics")
+            serde_json::json!(15020)
         );
     }
+    // Hitless updates: a new agent beside the old one, never none.
+    let update = daemonset
+        .spec
+        .update_strategy
+        .as_ref()
+        .and_then(|u| u.rolling_update.as_ref())
+        .expect("rolling update");
+    assert_eq!(
+        serde_json::to_value((&update.max_surge, &update.max_unavailable)).expect("strategy"),
+        serde_json::json!([1, 0])
+    );
 
     // The cgroup directory the agent attaches to is under the mounted host
     // cgroup hierarchy.

@@ -181,13 +181,12 @@ createNamespace: true
     ] {
         assert_eq!(env_value(&agent, name), want, "{name}");
     }
-    let ports: Vec<i32> = agent
-        .ports
-        .iter()
-        .flatten()
-        .map(|p| p.container_port)
-        .collect();
-    assert_eq!(ports, [16001, 16020]);
+    let probe_port = agent
+        .readiness_probe
+        .as_ref()
+        .and_then(|p| p.http_get.as_ref())
+        .map(|get| serde_json::to_value(&get.port).expect("port"));
+    assert_eq!(probe_port, Some(serde_json::json!(16020)));
     let resources = agent.resources.expect("resources");
     assert_eq!(resources.requests.expect("requests")["cpu"].0, "50m");
     assert_eq!(resources.limits.expect("limits")["memory"].0, "128Mi");

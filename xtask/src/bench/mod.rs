@@ -126,6 +126,11 @@ pub struct BenchArgs {
     /// soak: routes file rewrites per second.
     #[arg(long, default_value_t = 5)]
     pub churn_hz: u32,
+    /// soak: half way, upgrade the agent hitlessly (a successor takes over,
+    /// then SIGTERM to the old one) instead of restarting it (SIGTERM, then
+    /// a new agent).
+    #[arg(long)]
+    pub upgrade: bool,
     /// soak: requests per second of each of the 6 client workers.
     #[arg(long, default_value_t = 50)]
     pub rate: u32,

@@ -19,7 +19,10 @@
 //!    is sampled every 15 s.
 //! 3. Half way, the agent is restarted: SIGTERM (it drains), then a new
 //!    agent with the routes of that moment. While none runs, connections go
-//!    straight to baseline (fail-open).
+//!    straight to baseline (fail-open). With `--upgrade`, it is upgraded
+//!    hitlessly instead: a successor starts beside it and takes over its
+//!    sockets, then the old one gets SIGTERM; the target is zero failures
+//!    and zero keyed requests answered by baseline in that window too.
 //! 4. After the client ends: the scale and memory phases
 //!    ([`super::soak_memory`]) on the restarted agent.
 //!
@@ -155,17 +158,25 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
         if restart_at.is_some_and(|at| now >= at) {
             restart_at = None;
             rss.push((unix_ms(), soak_memory::agent_rss_kib(&agent)));
-            eprintln!("bench soak: restarting the agent (SIGTERM, then a new one)");
-            let term = unix_ms();
-            let status = agent.terminate();
-            if !status.success() {
-                bail!(
-                    "the agent's SIGTERM exit was {status}; log:\n{}",
-                    agent.logs()
+            let start = unix_ms();
+            if args.upgrade {
+                eprintln!(
+                    "bench soak: upgrading the agent (a successor takes over, then SIGTERM to the old one)"
                 );
+                let mut next = Agent::builder(&net, &attached)
+                    .routes(&routes.at(step))
+                    .log_filter("info")
+                    .succeeding(&agent)
+                    .start();
+                next.wait_admin_ready();
+                let mut old = std::mem::replace(&mut agent, next);
+                stop_agent(&mut old)?;
+            } else {
+                eprintln!("bench soak: restarting the agent (SIGTERM, then a new one)");
+                stop_agent(&mut agent)?;
+                agent = spawn_agent(&routes.at(step));
             }
-            agent = spawn_agent(&routes.at(step));
-            restart = Some((term, unix_ms()));
+            restart = Some((start, unix_ms()));
             rss.push((unix_ms(), soak_memory::agent_rss_kib(&agent)));
         }
         if now >= next_rss {
@@ -203,6 +214,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
         restart: restart.map(|(term, ready)| Restart {
             term_ms: relative(term),
             ready_ms: relative(ready),
+            upgrade: args.upgrade,
         }),
         rss: rss.iter().map(|&(t, kib)| (relative(t), kib)).collect(),
     };
@@ -229,14 +241,31 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
         + &soak_memory::render(&scale, &idle);
     println!();
     print!("{block}");
-    super::results::publish("soak", &block)?;
+    super::results::publish(if args.upgrade { "soak-upgrade" } else { "soak" }, &block)?;
     let outside = run.failures_outside();
     if outside > 0 {
         eprintln!(
             "bench soak: target missed: {outside} requests failed outside the restart window"
         );
     }
+    if let Some(upgrade) = args.upgrade.then(|| run.window_failures()) {
+        eprintln!(
+            "bench soak: in the upgrade window: {upgrade} requests failed or misrouted (target 0)"
+        );
+    }
     drop(backends);
+    Ok(())
+}
+
+/// SIGTERM, and an error with the log unless the agent exits cleanly.
+fn stop_agent(agent: &mut Agent) -> anyhow::Result<()> {
+    let status = agent.terminate();
+    if !status.success() {
+        bail!(
+            "the agent's SIGTERM exit was {status}; log:\n{}",
+            agent.logs()
+        );
+    }
     Ok(())
 }
 
@@ -299,15 +328,25 @@ fn spawn_client(
 
 fn header(args: &BenchArgs, agent: &str, churn_writes: u64) -> String {
     let run = super::RunInfo::now();
+    let (title, flag, event) = if args.upgrade {
+        (
+            "one hitless agent upgrade",
+            " --upgrade",
+            "a successor agent started half way, taking over the running one's sockets, then \
+             SIGTERM to the old one",
+        )
+    } else {
+        ("one agent restart", "", "SIGTERM and a new agent half way")
+    };
     format!(
-        "### `cargo xtask bench soak`: {} minutes, route churn, one agent restart\n\n\
-         `cargo xtask bench soak --minutes {} --churn-hz {} --rate {}`, run {}. Machine: Linux {}, \
+        "### `cargo xtask bench soak{flag}`: {} minutes, route churn, {title}\n\n\
+         `cargo xtask bench soak{flag} --minutes {} --churn-hz {} --rate {}`, run {}. Machine: Linux {}, \
          {} CPUs ({}), no CPU pinning; load average at the end {}. detour: {agent}. \
          4 keep-alive and 2 new-connection client workers at {} requests/s each, \
          cycling through no key, the stable sandbox's key and the churned sandbox's key, \
          each response checked against the backend that may answer it; the routes file \
          rewritten {churn_writes} times ({}×/s: a sandbox and up to 7 fillers added and removed); \
-         SIGTERM and a new agent half way.\n\n",
+         {event}.\n\n",
         args.minutes,
         args.minutes,
         args.churn_hz,

@@ -51,11 +51,23 @@ impl Record {
 /// When the agent was restarted, in ms since the client started.
 #[derive(Debug, Clone, Copy)]
 pub struct Restart {
+    /// The SIGTERM (a restart) or the successor's start (an upgrade).
     pub term_ms: u64,
+    /// The new agent ready (a restart) or the old one gone (an upgrade).
     pub ready_ms: u64,
+    /// A hitless upgrade rather than a restart.
+    pub upgrade: bool,
 }
 
 impl Restart {
+    fn window_name(upgrade: bool) -> &'static str {
+        if upgrade {
+            "upgrade window"
+        } else {
+            "restart window"
+        }
+    }
+
     fn contains(&self, t_ms: u64) -> bool {
         (self.term_ms..=self.ready_ms + GRACE_MS).contains(&t_ms)
     }
@@ -115,6 +127,12 @@ impl SoakRun {
         self.tallies().1.failed()
     }
 
+    /// Failures (misrouted ones included) inside the restart or upgrade
+    /// window: for an upgrade the target is zero.
+    pub fn window_failures(&self) -> u64 {
+        self.tallies().2.failed()
+    }
+
     fn in_window(&self, record: &Record) -> bool {
         self.restart.is_some_and(|r| r.covers(record))
     }
@@ -154,12 +172,19 @@ impl SoakRun {
             );
         };
         row("whole run", &all);
-        row("**outside the restart window**", &outside);
+        let upgrade = self.restart.is_some_and(|r| r.upgrade);
+        let name = Restart::window_name(upgrade);
+        row(&format!("**outside the {name}**"), &outside);
         let window = self.restart.map_or_else(
             || "restart window (no restart)".to_owned(),
             |r| {
+                let span = if r.upgrade {
+                    "successor started to the old agent's exit"
+                } else {
+                    "SIGTERM to ready"
+                };
                 format!(
-                    "restart window ({:.1} s: SIGTERM to ready + 1 s)",
+                    "{name} ({:.1} s: {span} + 1 s)",
                     (r.ready_ms + GRACE_MS - r.term_ms) as f64 / 1000.0
                 )
             },
@@ -170,8 +195,14 @@ impl SoakRun {
             "\n{new_conns} of the requests were on a new connection each, the rest on keep-alive connections. \
              {retried} were retried once on a fresh connection after a reused keep-alive connection \
              closed before answering (as HTTP clients do for idempotent requests); a retried request \
-             counts once, by its final outcome. In the restart window, `misrouted:base` is fail-open: \
-             keyed requests reach baseline while no agent runs.\n"
+             counts once, by its final outcome. {}\n",
+            if upgrade {
+                "In the upgrade window two agents overlap; the target is zero failures and zero \
+                 `misrouted:base` there too."
+            } else {
+                "In the restart window, `misrouted:base` is fail-open: keyed requests reach \
+                 baseline while no agent runs."
+            }
         );
         out += &self.per_minute();
         out
@@ -187,7 +218,7 @@ impl SoakRun {
             }
         }
         let mut out = String::from(
-            "| minute | sent | failed | failed outside the restart window | p50 | p99 | agent RSS | |\n\
+            "| minute | sent | failed | failed outside the restart or upgrade window | p50 | p99 | agent RSS | |\n\
              |---:|---:|---:|---:|---:|---:|---:|---|\n",
         );
         for (minute, (tally, mut latencies)) in minutes {
@@ -207,7 +238,9 @@ impl SoakRun {
                     |(_, kib)| format!("{:.1} MiB", *kib as f64 / 1024.0),
                 );
             let note = self.restart.map_or("", |r| {
-                if r.term_ms / 60_000 == minute {
+                if r.term_ms / 60_000 == minute && r.upgrade {
+                    "agent upgraded"
+                } else if r.term_ms / 60_000 == minute {
                     "agent restarted"
                 } else {
                     ""
@@ -264,6 +297,7 @@ mod tests {
     #[test]
     fn the_window_covers_failures_in_it_and_baseline_answers_on_connections_made_in_it() {
         let restart = Restart {
+            upgrade: false,
             term_ms: 10_000,
             ready_ms: 12_000,
         };
