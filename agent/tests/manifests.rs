@@ -27,7 +27,7 @@ use k8s_openapi::api::{
     core::v1::{Container, EnvVar},
 };
 use manifests::objects::{self, Object};
-use serde_yaml::Value;
+use yaml_serde::Value;
 
 fn repo() -> PathBuf {
     let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
@@ -206,7 +206,7 @@ fn the_examples_fit_together() {
 #[test]
 fn kustomization_lists_every_manifest_and_renders_them_unchanged() {
     let kustomization: Value =
-        serde_yaml::from_str(&read(&deploy().join("kustomization.yaml"))).expect("kustomization");
+        yaml_serde::from_str(&read(&deploy().join("kustomization.yaml"))).expect("kustomization");
     let mut listed: Vec<String> = kustomization["resources"]
         .as_sequence()
         .expect("resources")

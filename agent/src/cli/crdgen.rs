@@ -11,11 +11,11 @@ pub fn documents() -> anyhow::Result<Vec<(&'static str, String)>> {
     Ok(vec![
         (
             "sandboxes.detour.dev.yaml",
-            serde_yaml::to_string(&Sandbox::crd())?,
+            yaml_serde::to_string(&Sandbox::crd())?,
         ),
         (
             "routegroups.detour.dev.yaml",
-            serde_yaml::to_string(&RouteGroup::crd())?,
+            yaml_serde::to_string(&RouteGroup::crd())?,
         ),
     ])
 }

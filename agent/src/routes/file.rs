@@ -3,7 +3,7 @@
 //!
 //! The format is the one in the README ("Routes file"). Unknown fields are errors, so a typo
 //! never silently drops a route. Parse errors carry the YAML line and column
-//! from `serde_yaml`; semantic errors name the field path.
+//! from `yaml_serde`; semantic errors name the field path.
 
 use std::{collections::BTreeSet, net::IpAddr, net::SocketAddr, path::Path};
 
@@ -99,7 +99,7 @@ impl RoutesFile {
         let file: RoutesFile = if text.trim().is_empty() {
             RoutesFile::default()
         } else {
-            serde_yaml::from_str(text)
+            yaml_serde::from_str(text)
                 .map_err(|source| RoutesError::Parse { path: None, source })?
         };
         file.validate()?;

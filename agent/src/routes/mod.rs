@@ -31,7 +31,7 @@ pub enum RoutesError {
     #[error("routes file{}: {source}", in_path(path))]
     Parse {
         path: Option<PathBuf>,
-        source: serde_yaml::Error,
+        source: yaml_serde::Error,
     },
     #[error("routes file{}: {field}: {reason}", in_path(path))]
     Invalid {

@@ -3,7 +3,7 @@
 //! and the workspace version.
 
 use k8s_openapi::api::apps::v1::DaemonSet;
-use serde_yaml::Value;
+use yaml_serde::Value;
 
 use super::{
     grants::check_rbac,
@@ -22,13 +22,13 @@ pub fn render_chart(overrides: &str) -> Vec<Object> {
 
 fn render_chart_in(namespace: &str, overrides: &str) -> Vec<Object> {
     let mut values: Value =
-        serde_yaml::from_str(&read(&chart().join("values.yaml"))).expect("values");
+        yaml_serde::from_str(&read(&chart().join("values.yaml"))).expect("values");
     if !overrides.is_empty() {
-        let overrides: Value = serde_yaml::from_str(overrides).expect("overrides");
+        let overrides: Value = yaml_serde::from_str(overrides).expect("overrides");
         render::merge(&mut values, &overrides);
     }
     let chart_yaml: Value =
-        serde_yaml::from_str(&read(&chart().join("Chart.yaml"))).expect("Chart.yaml");
+        yaml_serde::from_str(&read(&chart().join("Chart.yaml"))).expect("Chart.yaml");
     let root = render::context(values, "detour", namespace, &chart_yaml);
     let mut objects = Vec::new();
     for path in yaml_files(&chart().join("templates")) {
@@ -91,10 +91,10 @@ fn helm_chart_crds_are_the_generated_ones() {
 fn helm_chart_and_image_follow_the_workspace_version() {
     let version = env!("CARGO_PKG_VERSION");
     let chart_yaml: Value =
-        serde_yaml::from_str(&read(&chart().join("Chart.yaml"))).expect("Chart.yaml");
+        yaml_serde::from_str(&read(&chart().join("Chart.yaml"))).expect("Chart.yaml");
     assert_eq!(chart_yaml["version"].as_str(), Some(version));
     assert_eq!(chart_yaml["appVersion"].as_str(), Some(version));
-    let values: Value = serde_yaml::from_str(&read(&chart().join("values.yaml"))).expect("values");
+    let values: Value = yaml_serde::from_str(&read(&chart().join("values.yaml"))).expect("values");
     assert_eq!(values["image"]["tag"].as_str(), Some(version));
     let agent = agent_container(&find(&deploy_objects(), "DaemonSet", "detour").to());
     assert_eq!(agent.image, Some(format!("detour:{version}")));

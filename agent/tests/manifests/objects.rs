@@ -15,7 +15,7 @@ use k8s_openapi::{
 };
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use serde_json::Value as Json;
-use serde_yaml::Value;
+use yaml_serde::Value;
 
 /// One Kubernetes object from a manifest: where it came from, and its typed
 /// form serialized back to JSON (so that two sources compare equal exactly
@@ -38,7 +38,7 @@ impl Object {
 
 /// The non-empty YAML documents of `text`.
 pub fn documents(origin: &str, text: &str) -> Vec<Value> {
-    serde_yaml::Deserializer::from_str(text)
+    yaml_serde::Deserializer::from_str(text)
         .map(|document| {
             Value::deserialize(document).unwrap_or_else(|e| panic!("{origin}: not YAML: {e}"))
         })

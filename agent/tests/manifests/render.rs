@@ -9,7 +9,7 @@
 //! grows beyond this fails the test instead of rendering wrongly. A missing
 //! key panics too (Helm would print nothing), which catches typos.
 
-use serde_yaml::{Mapping, Value};
+use yaml_serde::{Mapping, Value};
 
 /// Renders `template` with `root` as `.` (and `$`).
 pub fn render(name: &str, template: &str, root: &Value) -> String {
@@ -285,7 +285,7 @@ fn call(name: &str, function: &str, args: Vec<Value>) -> Value {
             serde_json::to_string(&text(value)).unwrap_or_else(|e| panic!("{name}: quote: {e}")),
         ),
         ("toYaml", [value]) => Value::String(
-            serde_yaml::to_string(value)
+            yaml_serde::to_string(value)
                 .unwrap_or_else(|e| panic!("{name}: toYaml: {e}"))
                 .trim_end_matches('\n')
                 .to_owned(),
@@ -340,7 +340,7 @@ mod tests {
     use super::*;
 
     fn render_with(template: &str, values: &str) -> String {
-        let values: Value = serde_yaml::from_str(values).expect("values");
+        let values: Value = yaml_serde::from_str(values).expect("values");
         let root = context(values, "rel", "ns", &Value::Null);
         render("test", template, &root)
     }
@@ -372,10 +372,10 @@ mod tests {
 
     #[test]
     fn merge_replaces_lists_and_merges_maps() {
-        let mut base: Value = serde_yaml::from_str("a: {b: 1, c: 2}\nl: [1, 2]").expect("yaml");
-        let overlay: Value = serde_yaml::from_str("a: {c: 3}\nl: [9]").expect("yaml");
+        let mut base: Value = yaml_serde::from_str("a: {b: 1, c: 2}\nl: [1, 2]").expect("yaml");
+        let overlay: Value = yaml_serde::from_str("a: {c: 3}\nl: [9]").expect("yaml");
         merge(&mut base, &overlay);
-        let want: Value = serde_yaml::from_str("a: {b: 1, c: 3}\nl: [9]").expect("yaml");
+        let want: Value = yaml_serde::from_str("a: {b: 1, c: 3}\nl: [9]").expect("yaml");
         assert_eq!(base, want);
     }
 }

@@ -128,8 +128,10 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
 
     let seconds = u64::from(args.minutes) * 60;
     eprintln!(
-        "bench soak: {} minutes of traffic, routes rewritten {}×/s, one agent restart half way",
-        args.minutes, args.churn_hz
+        "bench soak: {} minutes of traffic, routes rewritten {}×/s, one agent {} half way",
+        args.minutes,
+        args.churn_hz,
+        if args.upgrade { "upgrade" } else { "restart" }
     );
     let records_path = dir.path().join("soak-records.txt");
     let mut soak_client = spawn_client(
