@@ -4,18 +4,22 @@
 //!
 //! Everything here shells out to the real tools (`ip`, `nsenter`, `curl`,
 //! `python3`, `bpftool`): the point is to exercise detour exactly as a node
-//! would, in the real kernel. The one stand-in is the Kubernetes API server
-//! ([`FakeApiServer`]), in process, speaking the real list/watch protocol.
+//! would, in the real kernel. Kubernetes is real too ([`ControlPlane`]:
+//! etcd, kube-apiserver, kube-controller-manager, and a node simulator in
+//! place of the kubelet); the older Kubernetes tests still use an in-process
+//! stand-in ([`FakeApiServer`]) that speaks the real list/watch protocol.
 
 pub mod agent;
 pub mod cgroup;
 pub mod cmd;
+pub mod controlplane;
 pub mod fake_apiserver;
 pub mod netns;
 pub mod topology;
 
 pub use agent::{Agent, AgentBuilder};
 pub use cgroup::Cgroup;
+pub use controlplane::ControlPlane;
 pub use fake_apiserver::FakeApiServer;
 pub use topology::{Pod, Topology};
 

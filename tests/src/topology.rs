@@ -75,44 +75,12 @@ impl TopologyBuilder {
         let mut pods = Vec::new();
         for (index, name) in self.pods.iter().enumerate() {
             let host = u8::try_from(index + 2).expect("fewer than 250 pods");
-            let netns = Netns::new(&format!("{base}-{name}"));
-            netns.sysctl("net.ipv6.conf.all.accept_dad=0");
-            netns.sysctl("net.ipv6.conf.default.accept_dad=0");
-            // Interface names are limited to 15 bytes: name the node side by index.
-            let peer = format!("veth{index}");
-            node.ip(&[
-                "link",
-                "add",
-                &peer,
-                "type",
-                "veth",
-                "peer",
-                "name",
-                "eth0",
-                "netns",
-                netns.name(),
-            ]);
-            node.ip(&["link", "set", &peer, "master", "br0", "up"]);
-            let ip4 = Ipv4Addr::new(10, 248, 0, host);
-            let ip6 = Ipv6Addr::new(0xfd00, 0x248, 0, 0, 0, 0, 0, u16::from(host));
-            netns.ip(&["addr", "add", &format!("{ip4}/24"), "dev", "eth0"]);
-            netns.ip(&["addr", "add", &format!("{ip6}/64"), "dev", "eth0", "nodad"]);
-            netns.ip(&["link", "set", "eth0", "up"]);
-            netns.ip(&["route", "add", "default", "via", &NODE_IP4.to_string()]);
-            netns.ip(&[
-                "-6",
-                "route",
-                "add",
-                "default",
-                "via",
-                &NODE_IP6.to_string(),
-            ]);
-            pods.push(Pod {
-                name: name.clone(),
-                netns,
-                ip4,
-                ip6,
-            });
+            pods.push(attach_pod(
+                node.name(),
+                &format!("{base}-{name}"),
+                name,
+                host,
+            ));
         }
         for (pod_name, vip) in &self.vips {
             let pod = pods
@@ -128,6 +96,56 @@ impl TopologyBuilder {
             node.ip(&["route", "add", &format!("{vip}/{prefix}"), "via", &via]);
         }
         Topology { pods, node }
+    }
+}
+
+/// Creates namespace `netns_name` for pod `name`, joined to the node's
+/// bridge by a veth pair, at host number `host` of the node's subnets
+/// (`10.248.0.<host>`, `fd00:248::<host>`). Builders use 2 and up; pods
+/// made later (the control plane's node simulator) use 100 and up.
+pub fn attach_pod(node: &str, netns_name: &str, name: &str, host: u8) -> Pod {
+    let node_ip = |args: &[&str]| {
+        let mut full = vec!["-n", node];
+        full.extend_from_slice(args);
+        cmd::run("ip", &full)
+    };
+    let netns = Netns::new(netns_name);
+    netns.sysctl("net.ipv6.conf.all.accept_dad=0");
+    netns.sysctl("net.ipv6.conf.default.accept_dad=0");
+    // Interface names are limited to 15 bytes: name the node side by host.
+    let peer = format!("veth{host}");
+    node_ip(&[
+        "link",
+        "add",
+        &peer,
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "eth0",
+        "netns",
+        netns.name(),
+    ]);
+    node_ip(&["link", "set", &peer, "master", "br0", "up"]);
+    let ip4 = Ipv4Addr::new(10, 248, 0, host);
+    let ip6 = Ipv6Addr::new(0xfd00, 0x248, 0, 0, 0, 0, 0, u16::from(host));
+    netns.ip(&["addr", "add", &format!("{ip4}/24"), "dev", "eth0"]);
+    netns.ip(&["addr", "add", &format!("{ip6}/64"), "dev", "eth0", "nodad"]);
+    netns.ip(&["link", "set", "eth0", "up"]);
+    netns.ip(&["route", "add", "default", "via", &NODE_IP4.to_string()]);
+    netns.ip(&[
+        "-6",
+        "route",
+        "add",
+        "default",
+        "via",
+        &NODE_IP6.to_string(),
+    ]);
+    Pod {
+        name: name.to_owned(),
+        netns,
+        ip4,
+        ip6,
     }
 }
 
@@ -150,6 +168,15 @@ impl Topology {
 
     pub fn node(&self) -> &Netns {
         &self.node
+    }
+
+    /// The prefix of this topology's namespace names.
+    pub fn base(&self) -> String {
+        self.node
+            .name()
+            .strip_suffix("-node")
+            .unwrap_or(self.node.name())
+            .to_owned()
     }
 
     pub fn pod(&self, name: &str) -> &Pod {

@@ -6,6 +6,7 @@ mod build;
 mod crdgen;
 mod demo;
 mod fuzz;
+mod k8s_tools;
 mod lint;
 mod setup;
 mod test;
@@ -27,7 +28,7 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Task {
-    /// Install what the build and tests need (apt packages, bpf-linker); a fast no-op when present.
+    /// Install what the build and tests need (apt packages, bpf-linker, the Kubernetes tools); a fast no-op when present.
     Setup,
     /// Build the agent (with its embedded eBPF programs).
     Build(build::BuildArgs),
@@ -43,6 +44,8 @@ enum Task {
     Crdgen,
     /// Benchmarks that print ratios against peers measured in the same run.
     Bench(bench::BenchArgs),
+    /// Build (once; then cached) the real Kubernetes tools the tests run, and print their directory.
+    K8sTools(k8s_tools::K8sToolsArgs),
     /// Run the libFuzzer targets in fuzz/ for a bounded time (not part of CI).
     Fuzz(fuzz::FuzzArgs),
     /// Internal: the timed client of `bench connect` (runs inside its namespaces).
@@ -58,7 +61,7 @@ enum Task {
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
-        Task::Setup => setup::run(),
+        Task::Setup => setup::all().map(|_| ()),
         Task::Build(args) => build::run(&args).map(|_| ()),
         Task::Test(args) => test::run(&args),
         Task::Demo => demo::run(),
@@ -67,6 +70,7 @@ fn main() -> anyhow::Result<()> {
         Task::Crdgen => crdgen::run(),
         Task::Bench(args) => bench::run(&args),
         Task::Fuzz(args) => fuzz::run(&args),
+        Task::K8sTools(args) => k8s_tools::run(&args),
         Task::BenchClient(args) => bench::run_client(&args),
         Task::BenchServer(args) => bench::run_server(&args),
         Task::BenchSoakClient(args) => bench::run_soak_client(&args),
@@ -102,6 +106,12 @@ pub fn exec(command: &mut Command) -> anyhow::Result<()> {
         bail!("{description} failed ({status})");
     }
     Ok(())
+}
+
+/// Whether `program` is found in PATH.
+pub fn cmd_exists(program: &str) -> bool {
+    std::env::var_os("PATH")
+        .is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join(program).is_file()))
 }
 
 /// Whether we run as root.

@@ -33,10 +33,31 @@ const REQUIREMENTS: &[(&str, &str)] = &[
     ("nghttpd", "nghttp2-server"),
     ("bpftool", "bpftool"),
     ("iptables", "iptables"),
-    // Debian's kubectl; machines of this kind come with a newer one.
+    // Debian's kubectl, for `kubectl kustomize` in the manifest tests (the
+    // control plane tests use the kubectl built beside their API server).
     ("kubectl", "kubernetes-client"),
+    // Keys and certificates of the tests' control plane.
+    ("openssl", "openssl"),
 ];
 
+/// Everything: the build's toolchain and the test tools, including the
+/// Kubernetes control plane built from its Go modules ([`crate::k8s_tools`]).
+/// Returns the directory of the Kubernetes tools.
+pub fn all() -> anyhow::Result<std::path::PathBuf> {
+    run()?;
+    if crate::cmd_exists("go") {
+        crate::k8s_tools::ensure()
+    } else {
+        bail!(
+            "`go` is not in PATH: the tests' Kubernetes control plane is built from its Go modules \
+             (Go {} or newer, with the Go module proxy)",
+            crate::k8s_tools::GO_VERSION
+        )
+    }
+}
+
+/// The build's toolchain and the system packages the tests and demo use
+/// (apt packages, bpf-linker); a fast no-op when present.
 pub fn run() -> anyhow::Result<()> {
     let missing: Vec<&str> = REQUIREMENTS
         .iter()

@@ -14,7 +14,7 @@ pub struct TestArgs {
 }
 
 pub fn run(args: &TestArgs) -> anyhow::Result<()> {
-    crate::setup::run()?;
+    let k8s_tools = crate::setup::all()?;
     let binary = crate::build::run_build(true)?;
     if !is_root() && std::env::var_os(detour_tests::SKIP_ROOT_ENV).is_none() {
         eprintln!(
@@ -27,6 +27,7 @@ pub fn run(args: &TestArgs) -> anyhow::Result<()> {
     command
         .args(["test", "--locked", "--workspace"])
         .args(&args.cargo_args)
-        .env("DETOUR_BIN", &binary);
+        .env("DETOUR_BIN", &binary)
+        .env(crate::k8s_tools::TOOLS_ENV, &k8s_tools);
     exec(&mut command)
 }

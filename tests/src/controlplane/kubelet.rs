@@ -1,0 +1,352 @@
+//! The part of a kubelet (and of a scheduler) these tests need, for one
+//! node: it binds unscheduled pods to the node, runs each bound pod's
+//! container as a real local process in a network namespace of its own on
+//! the topology's bridge, and writes the pod's status through the API as a
+//! kubelet does (podIP, Ready, containerStatuses), so that the real
+//! EndpointSlice controller makes the slices the agent watches. A deleted
+//! pod's process is stopped, its namespace removed, and the pod object
+//! released (the kubelet's final delete).
+//!
+//! It follows pods with `kubectl get pods --watch` (restarted when the API
+//! server goes away) and acts with `kubectl`; nothing is faked beyond the
+//! container runtime.
+//!
+//! Images it runs (the container's first port is the server's port, 8080
+//! when none is declared; `SERVED_BY` in the container's env names it in
+//! responses, else the pod's name):
+//!
+//! | image | process |
+//! |---|---|
+//! | `detour.dev/test-echo` (any tag) | `tests/servers/echo.py` |
+//!
+//! A pod annotated `test.detour.dev/ready: "false"` runs but reports not
+//! ready, as a failing readiness probe would; removing the annotation makes
+//! it ready again.
+
+use std::{
+    collections::HashMap,
+    io::BufReader,
+    path::PathBuf,
+    process::{Command, Stdio},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, Ordering},
+    },
+    thread::JoinHandle,
+    time::Duration,
+};
+
+use serde_json::{Value, json};
+
+use super::tool;
+use crate::{
+    cmd::Proc,
+    netns::Netns,
+    topology::{NODE_IP4, Pod, attach_pod},
+};
+
+/// The node's name in the API.
+pub const NODE_NAME: &str = "detour-test-node";
+/// The annotation that holds a pod unready.
+pub const READY_ANNOTATION: &str = "test.detour.dev/ready";
+const ECHO_IMAGE: &str = "detour.dev/test-echo";
+
+/// The simulator's thread; stopped (with every pod it runs) on drop.
+#[derive(Debug)]
+pub struct NodeSim {
+    stop: Arc<AtomicBool>,
+    watch: Arc<Mutex<Option<Proc>>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+struct Kubectl {
+    node: String,
+    kubeconfig: PathBuf,
+}
+
+impl Kubectl {
+    fn command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new("nsenter");
+        command
+            .arg(format!("--net={}", self.node))
+            .arg("--")
+            .arg(tool("kubectl"))
+            .arg(format!("--kubeconfig={}", self.kubeconfig.display()))
+            .args(args);
+        command
+    }
+
+    /// Runs kubectl with `input`; failures are logged, not fatal: the next
+    /// event retries.
+    fn run(&self, args: &[&str], input: Option<&Value>) {
+        use std::io::Write;
+        let mut child = match self
+            .command(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+        {
+            Ok(child) => child,
+            Err(error) => return eprintln!("node simulator: kubectl: {error}"),
+        };
+        if let (Some(input), Some(mut stdin)) = (input, child.stdin.take()) {
+            let _ = stdin.write_all(input.to_string().as_bytes());
+        }
+        drop(child.stdin.take());
+        if let Ok(output) = child.wait_with_output()
+            && !output.status.success()
+        {
+            eprintln!(
+                "node simulator: kubectl {}: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&output.stderr).trim()
+            );
+        }
+    }
+}
+
+/// A pod this node runs.
+struct Running {
+    _process: Proc,
+    pod: Pod,
+    ready: Option<bool>,
+}
+
+impl NodeSim {
+    /// Registers the node and starts following pods.
+    pub fn start(node: &Netns, base: String, kubeconfig: PathBuf) -> Self {
+        let kubectl = Kubectl {
+            node: node.path(),
+            kubeconfig,
+        };
+        kubectl.run(
+            &["apply", "-f", "-"],
+            Some(&json!({
+                "apiVersion": "v1",
+                "kind": "Node",
+                "metadata": {"name": NODE_NAME, "labels": {"kubernetes.io/hostname": NODE_NAME}},
+            })),
+        );
+        let stop = Arc::new(AtomicBool::new(false));
+        let watch = Arc::new(Mutex::new(None));
+        let node = node.name().to_owned();
+        let thread = std::thread::Builder::new()
+            .name("node-simulator".into())
+            .spawn({
+                let (stop, watch) = (Arc::clone(&stop), Arc::clone(&watch));
+                move || follow(&kubectl, &node, &base, &stop, &watch)
+            })
+            .expect("node simulator thread");
+        Self {
+            stop,
+            watch,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for NodeSim {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(watch) = self.watch.lock().expect("watch").take() {
+            drop(watch);
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+fn follow(
+    kubectl: &Kubectl,
+    node: &str,
+    base: &str,
+    stop: &AtomicBool,
+    watch: &Mutex<Option<Proc>>,
+) {
+    let mut running: HashMap<String, Running> = HashMap::new();
+    while !stop.load(Ordering::SeqCst) {
+        let child = kubectl
+            .command(&[
+                "get",
+                "pods",
+                "-A",
+                "--watch",
+                "--output-watch-events",
+                "-o",
+                "json",
+            ])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn();
+        let Ok(mut child) = child else {
+            std::thread::sleep(Duration::from_millis(200));
+            continue;
+        };
+        let stdout = child.stdout.take().expect("piped stdout");
+        *watch.lock().expect("watch") = Some(Proc::new(child));
+        let events =
+            serde_json::Deserializer::from_reader(BufReader::new(stdout)).into_iter::<Value>();
+        for event in events {
+            let Ok(event) = event else { break };
+            if stop.load(Ordering::SeqCst) {
+                break;
+            }
+            handle(kubectl, node, base, &mut running, &event);
+        }
+        // The API server went away (or we stop): watch again.
+        drop(watch.lock().expect("watch").take());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn handle(
+    kubectl: &Kubectl,
+    node: &str,
+    base: &str,
+    running: &mut HashMap<String, Running>,
+    event: &Value,
+) {
+    let pod = &event["object"];
+    let meta = &pod["metadata"];
+    let (Some(uid), Some(name), Some(namespace)) = (
+        meta["uid"].as_str(),
+        meta["name"].as_str(),
+        meta["namespace"].as_str(),
+    ) else {
+        return;
+    };
+    if event["type"] == "DELETED" {
+        running.remove(uid);
+        return;
+    }
+    if !meta["deletionTimestamp"].is_null() {
+        running.remove(uid);
+        // The kubelet's part of a graceful delete: the containers are gone.
+        kubectl.run(
+            &[
+                "delete",
+                "pod",
+                name,
+                "-n",
+                namespace,
+                "--grace-period=0",
+                "--force",
+                "--wait=false",
+            ],
+            None,
+        );
+        return;
+    }
+    match pod["spec"]["nodeName"].as_str() {
+        None | Some("") => {
+            let binding = json!({
+                "apiVersion": "v1",
+                "kind": "Binding",
+                "metadata": {"name": name, "namespace": namespace},
+                "target": {"apiVersion": "v1", "kind": "Node", "name": NODE_NAME},
+            });
+            kubectl.run(&["create", "-f", "-"], Some(&binding));
+            return;
+        }
+        Some(NODE_NAME) => {}
+        Some(_) => return,
+    }
+    if !running.contains_key(uid) {
+        let Some(started) = start(node, base, running, pod) else {
+            return;
+        };
+        running.insert(uid.to_owned(), started);
+    }
+    let ready = meta["annotations"][READY_ANNOTATION].as_str() != Some("false");
+    let entry = running.get_mut(uid).expect("running");
+    if entry.ready != Some(ready) {
+        entry.ready = Some(ready);
+        kubectl.run(
+            &[
+                "patch",
+                "pod",
+                name,
+                "-n",
+                namespace,
+                "--subresource=status",
+                "--type=merge",
+                "-p",
+                &status(pod, &entry.pod, ready).to_string(),
+            ],
+            None,
+        );
+    }
+}
+
+/// Starts the pod's container; `None` for an image this node cannot run.
+fn start(
+    node: &str,
+    base: &str,
+    running: &HashMap<String, Running>,
+    pod: &Value,
+) -> Option<Running> {
+    let container = &pod["spec"]["containers"][0];
+    let image = container["image"].as_str().unwrap_or_default();
+    if !image.starts_with(ECHO_IMAGE) {
+        eprintln!("node simulator: no process for image {image:?}; pod left pending");
+        return None;
+    }
+    let port = container["ports"][0]["containerPort"]
+        .as_u64()
+        .and_then(|p| u16::try_from(p).ok())
+        .unwrap_or(8080);
+    let served_by = container["env"]
+        .as_array()
+        .and_then(|env| env.iter().find(|e| e["name"] == "SERVED_BY"))
+        .and_then(|e| e["value"].as_str())
+        .or_else(|| pod["metadata"]["name"].as_str())
+        .unwrap_or("pod")
+        .to_owned();
+    let used: Vec<u8> = running.values().map(|r| r.pod.ip4.octets()[3]).collect();
+    let host = (100..=250u8).find(|h| !used.contains(h))?;
+    let pod = attach_pod(node, &format!("{base}-k{host}"), &served_by, host);
+    let process = pod.echo_server(port);
+    Some(Running {
+        _process: process,
+        pod,
+        ready: None,
+    })
+}
+
+fn status(object: &Value, pod: &Pod, ready: bool) -> Value {
+    let now = "2026-01-01T00:00:00Z";
+    let flag = if ready { "True" } else { "False" };
+    let containers: Vec<Value> = object["spec"]["containers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|c| {
+            json!({
+                "name": c["name"],
+                "image": c["image"],
+                "imageID": "",
+                "ready": ready,
+                "started": true,
+                "restartCount": 0,
+                "state": {"running": {"startedAt": now}},
+            })
+        })
+        .collect();
+    json!({"status": {
+        "phase": "Running",
+        "hostIP": NODE_IP4.to_string(),
+        "hostIPs": [{"ip": NODE_IP4.to_string()}],
+        "podIP": pod.ip4.to_string(),
+        "podIPs": [{"ip": pod.ip4.to_string()}, {"ip": pod.ip6.to_string()}],
+        "startTime": now,
+        "conditions": [
+            {"type": "PodScheduled", "status": "True"},
+            {"type": "Initialized", "status": "True"},
+            {"type": "ContainersReady", "status": flag},
+            {"type": "Ready", "status": flag},
+        ],
+        "containerStatuses": containers,
+    }})
+}

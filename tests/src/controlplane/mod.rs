@@ -1,0 +1,407 @@
+//! A real Kubernetes control plane for one test: etcd, kube-apiserver and
+//! kube-controller-manager, built from their Go modules by `cargo xtask
+//! setup` (`DETOUR_K8S_TOOLS` names the directory), started in the test's
+//! node network namespace on its loopback, with keys made for the test
+//! ([`certs`]), RBAC authorization, and an admin kubeconfig.
+//!
+//! Every process and the data directory are behind this guard: a failing
+//! test stops them, prints the end of each component's log, and removes the
+//! directory.
+
+mod certs;
+pub mod kubelet;
+
+use std::{
+    fs::File,
+    path::{Path, PathBuf},
+    process::{Command, Output, Stdio},
+    time::{Duration, Instant},
+};
+
+pub use certs::Certs;
+
+use crate::{cmd::Proc, netns::Netns, topology::NODE_IP4, unique_name};
+
+/// The directory of the built tools (etcd, kube-apiserver, ...).
+pub const TOOLS_ENV: &str = "DETOUR_K8S_TOOLS";
+/// Where the API server listens, in the node namespace.
+pub const APISERVER: &str = "https://127.0.0.1:6443";
+const ETCD: &str = "http://127.0.0.1:2379";
+/// The ClusterIP range the API server allocates Service addresses from.
+pub const SERVICE_CIDR: &str = "10.96.0.0/16";
+/// The controllers the tests need, and nothing else.
+const CONTROLLERS: &str = "endpointslice-controller,deployment-controller,replicaset-controller,\
+garbage-collector-controller,namespace-controller,serviceaccount-controller,\
+serviceaccount-token-controller";
+const LOG_TAIL: usize = 60;
+
+/// The built tool `name`.
+pub fn tool(name: &str) -> PathBuf {
+    let dir = std::env::var_os(TOOLS_ENV).unwrap_or_else(|| {
+        panic!(
+            "{TOOLS_ENV} is not set: run the tests with `cargo xtask test`, which builds the \
+             Kubernetes tools (or `export {TOOLS_ENV}=$(cargo xtask k8s-tools)`)"
+        )
+    });
+    let path = Path::new(&dir).join(name);
+    assert!(
+        path.is_file(),
+        "{} is missing: run `cargo xtask setup`",
+        path.display()
+    );
+    path
+}
+
+/// One component: its process and its log.
+#[derive(Debug)]
+struct Component {
+    name: &'static str,
+    proc: Proc,
+    log: PathBuf,
+    args: Vec<String>,
+}
+
+#[derive(Debug)]
+pub struct ControlPlane {
+    dir: PathBuf,
+    node: String,
+    pub certs: Certs,
+    /// kubeconfig of a `system:masters` user.
+    pub admin_kubeconfig: PathBuf,
+    components: Vec<Component>,
+}
+
+impl ControlPlane {
+    /// Starts etcd, the API server and the controller manager in `node`'s
+    /// network namespace; returns once the API server is ready and the
+    /// controllers have made the `default` namespace's ServiceAccount.
+    pub fn start_in(node: &Netns) -> Self {
+        let dir = std::env::temp_dir().join(unique_name("detour-k8s-"));
+        std::fs::create_dir_all(&dir).expect("control plane dir");
+        let certs = Certs::generate(&dir);
+        let admin_kubeconfig = dir.join("admin.kubeconfig");
+        write_kubeconfig(
+            &admin_kubeconfig,
+            &certs.ca_cert,
+            &format!(
+                "client-certificate: {}\n    client-key: {}",
+                certs.admin_cert.display(),
+                certs.admin_key.display()
+            ),
+        );
+        let mut plane = Self {
+            dir,
+            node: node.path(),
+            certs,
+            admin_kubeconfig,
+            components: Vec::new(),
+        };
+        plane.spawn("etcd", plane.etcd_args());
+        plane.wait_for("etcd", Duration::from_secs(30), |p| {
+            p.in_node("curl", &["-sf", "-m", "1", &format!("{ETCD}/health")])
+                .status
+                .success()
+        });
+        plane.spawn("kube-apiserver", plane.apiserver_args());
+        plane.wait_apiserver();
+        plane.spawn("kube-controller-manager", plane.controller_manager_args());
+        plane.wait_for("kube-controller-manager", Duration::from_secs(60), |p| {
+            p.kubectl_output(&["get", "serviceaccount", "default", "-n", "default"])
+                .status
+                .success()
+        });
+        plane
+    }
+
+    fn etcd_args(&self) -> Vec<String> {
+        let data = self.dir.join("etcd");
+        vec![
+            format!("--data-dir={}", data.display()),
+            format!("--listen-client-urls={ETCD}"),
+            format!("--advertise-client-urls={ETCD}"),
+            "--listen-peer-urls=http://127.0.0.1:2380".into(),
+            "--initial-advertise-peer-urls=http://127.0.0.1:2380".into(),
+            "--initial-cluster=default=http://127.0.0.1:2380".into(),
+            // A test cluster: durability is not the point, speed is.
+            "--unsafe-no-fsync=true".into(),
+            "--log-level=warn".into(),
+        ]
+    }
+
+    fn apiserver_args(&self) -> Vec<String> {
+        let c = &self.certs;
+        vec![
+            format!("--etcd-servers={ETCD}"),
+            "--bind-address=127.0.0.1".into(),
+            // The node's address (a loopback one is refused); nothing
+            // maintains the `kubernetes` Service's endpoints in a test.
+            format!("--advertise-address={NODE_IP4}"),
+            "--endpoint-reconciler-type=none".into(),
+            "--secure-port=6443".into(),
+            format!("--cert-dir={}", self.dir.join("apiserver-certs").display()),
+            format!("--tls-cert-file={}", c.serving_cert.display()),
+            format!("--tls-private-key-file={}", c.serving_key.display()),
+            format!("--client-ca-file={}", c.ca_cert.display()),
+            format!(
+                "--service-account-key-file={}",
+                c.service_account_pub.display()
+            ),
+            format!(
+                "--service-account-signing-key-file={}",
+                c.service_account_key.display()
+            ),
+            format!("--service-account-issuer={APISERVER}"),
+            format!("--service-cluster-ip-range={SERVICE_CIDR}"),
+            "--authorization-mode=RBAC".into(),
+            "--allow-privileged=true".into(),
+            // No kubelets: nothing to reach them for.
+            "--enable-priority-and-fairness=false".into(),
+            "--v=1".into(),
+        ]
+    }
+
+    fn controller_manager_args(&self) -> Vec<String> {
+        let c = &self.certs;
+        vec![
+            format!("--kubeconfig={}", self.admin_kubeconfig.display()),
+            format!("--controllers={CONTROLLERS}"),
+            format!(
+                "--service-account-private-key-file={}",
+                c.service_account_key.display()
+            ),
+            format!("--root-ca-file={}", c.ca_cert.display()),
+            "--leader-elect=false".into(),
+            "--secure-port=0".into(),
+            "--v=1".into(),
+        ]
+    }
+
+    fn spawn(&mut self, name: &'static str, args: Vec<String>) {
+        let log = self.dir.join(format!("{name}.log"));
+        let proc = self.start_process(name, &args, &log);
+        self.components.push(Component {
+            name,
+            proc,
+            log,
+            args,
+        });
+    }
+
+    fn start_process(&self, name: &str, args: &[String], log: &Path) -> Proc {
+        let file = File::options()
+            .create(true)
+            .append(true)
+            .open(log)
+            .expect("component log");
+        let child = Command::new("nsenter")
+            .arg(format!("--net={}", self.node))
+            .arg("--")
+            .arg(tool(name))
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(file.try_clone().expect("log fd"))
+            .stderr(file)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
+        Proc::new(child)
+    }
+
+    fn wait_apiserver(&mut self) {
+        self.wait_for("kube-apiserver", Duration::from_secs(90), |p| {
+            p.kubectl_output(&["get", "--raw", "/readyz"])
+                .status
+                .success()
+        });
+    }
+
+    /// Polls `ready` until it holds; panics with the logs if `name` exits or
+    /// `limit` passes.
+    fn wait_for(&mut self, name: &str, limit: Duration, ready: impl Fn(&Self) -> bool) {
+        let deadline = Instant::now() + limit;
+        loop {
+            if ready(self) {
+                return;
+            }
+            for component in &mut self.components {
+                if let Some(status) = component.proc.try_wait() {
+                    panic!(
+                        "{} exited ({status}) while waiting for {name}:\n{}",
+                        component.name,
+                        tail(&component.log)
+                    );
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{name} not ready after {limit:?}:\n{}",
+                self.logs()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Runs a command in the node namespace.
+    fn in_node(&self, program: &str, args: &[&str]) -> Output {
+        Command::new("nsenter")
+            .arg(format!("--net={}", self.node))
+            .arg("--")
+            .arg(program)
+            .args(args)
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run {program}: {e}"))
+    }
+
+    /// `kubectl` (the built one, at the API server's version) as the admin.
+    pub fn kubectl_output(&self, args: &[&str]) -> Output {
+        self.kubectl_as(&self.admin_kubeconfig, args, None)
+    }
+
+    /// `kubectl` as the admin; panics with its output if it fails.
+    pub fn kubectl(&self, args: &[&str]) -> String {
+        checked(args, self.kubectl_output(args))
+    }
+
+    /// `kubectl apply -f -` of `manifest` (YAML or JSON) as the admin.
+    pub fn apply(&self, manifest: &str) -> String {
+        let args = ["apply", "-f", "-"];
+        checked(
+            &args,
+            self.kubectl_as(&self.admin_kubeconfig, &args, Some(manifest)),
+        )
+    }
+
+    /// `kubectl` with `kubeconfig`, `input` on its stdin.
+    pub fn kubectl_as(&self, kubeconfig: &Path, args: &[&str], input: Option<&str>) -> Output {
+        use std::io::Write;
+        let mut child = Command::new("nsenter")
+            .arg(format!("--net={}", self.node))
+            .arg("--")
+            .arg(tool("kubectl"))
+            .arg(format!("--kubeconfig={}", kubeconfig.display()))
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("kubectl");
+        if let Some(input) = input {
+            child
+                .stdin
+                .take()
+                .expect("stdin")
+                .write_all(input.as_bytes())
+                .expect("kubectl stdin");
+        }
+        drop(child.stdin.take());
+        child.wait_with_output().expect("kubectl output")
+    }
+
+    /// A kubeconfig that authenticates as ServiceAccount `namespace/name`
+    /// only (a token from the TokenRequest API), so RBAC applies to it.
+    pub fn service_account_kubeconfig(&self, namespace: &str, name: &str) -> PathBuf {
+        let token = self.kubectl(&["create", "token", name, "-n", namespace, "--duration=2h"]);
+        let path = self.dir.join(format!("{namespace}-{name}.kubeconfig"));
+        write_kubeconfig(
+            &path,
+            &self.certs.ca_cert,
+            &format!("token: {}", token.trim()),
+        );
+        path
+    }
+
+    /// Stops the API server (SIGTERM, as a rolling control-plane update
+    /// does) and starts it again on the same etcd; returns once it is ready.
+    pub fn restart_apiserver(&mut self) {
+        let at = self.index("kube-apiserver");
+        let component = &mut self.components[at];
+        component.proc.signal(libc::SIGTERM);
+        component
+            .proc
+            .wait_timeout(Duration::from_secs(30))
+            .expect("kube-apiserver exits on SIGTERM");
+        let (args, log) = (component.args.clone(), component.log.clone());
+        let proc = self.start_process("kube-apiserver", &args, &log);
+        self.components[at].proc = proc;
+        self.wait_apiserver();
+    }
+
+    /// SIGSTOP (`true`) or SIGCONT (`false`) to the API server: it holds its
+    /// connections but answers nothing.
+    pub fn freeze_apiserver(&self, frozen: bool) {
+        let signal = if frozen { libc::SIGSTOP } else { libc::SIGCONT };
+        self.components[self.index("kube-apiserver")]
+            .proc
+            .signal(signal);
+    }
+
+    fn index(&self, name: &str) -> usize {
+        self.components
+            .iter()
+            .position(|c| c.name == name)
+            .unwrap_or_else(|| panic!("no {name} in this control plane"))
+    }
+
+    /// The end of every component's log.
+    pub fn logs(&self) -> String {
+        self.components
+            .iter()
+            .map(|c| format!("--- {} ---\n{}", c.name, tail(&c.log)))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+}
+
+impl Drop for ControlPlane {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("--- control plane logs ---\n{}", self.logs());
+        }
+        // The controller manager first, etcd last.
+        while let Some(component) = self.components.pop() {
+            drop(component.proc);
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn write_kubeconfig(path: &Path, ca: &Path, user: &str) {
+    let text = format!(
+        "apiVersion: v1
+kind: Config
+clusters:
+- name: test
+  cluster:
+    server: {APISERVER}
+    certificate-authority: {ca}
+users:
+- name: test
+  user:
+    {user}
+contexts:
+- name: test
+  context:
+    cluster: test
+    user: test
+current-context: test
+",
+        ca = ca.display()
+    );
+    std::fs::write(path, text).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
+}
+
+fn checked(args: &[&str], output: Output) -> String {
+    assert!(
+        output.status.success(),
+        "kubectl {} failed ({}): {}",
+        args.join(" "),
+        output.status,
+        String::from_utf8_lossy(&output.stderr).trim()
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn tail(log: &Path) -> String {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(LOG_TAIL)..].join("\n")
+}

@@ -1,0 +1,137 @@
+//! The test control plane itself, and what only a real API server can say
+//! about detour's manifests: `deploy/` applies (CRD schemas accepted as
+//! structural, RBAC objects valid), `kubectl explain` documents the CRDs,
+//! and a Deployment's pods run on the simulated node and become
+//! EndpointSlice endpoints through the real controllers.
+//!
+//! These need root. Without it each test fails and says so, unless
+//! `DETOUR_SKIP_ROOT_TESTS=1` is set.
+
+use std::time::{Duration, Instant};
+
+use detour_tests::{ControlPlane, Topology, controlplane::kubelet::NodeSim, require_root};
+use serde_json::Value;
+
+const DEPLOY: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy");
+
+fn wait_for<T>(what: &str, limit: Duration, mut check: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(value) = check() {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "{what} not within {limit:?}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn deploy_applies_to_a_real_api_server_and_its_crds_are_documented() {
+    if !require_root() {
+        return;
+    }
+    let net = Topology::builder("dcp").build();
+    let plane = ControlPlane::start_in(net.node());
+    plane.kubectl(&["apply", "-k", DEPLOY]);
+    for crd in ["sandboxes.detour.dev", "routegroups.detour.dev"] {
+        plane.kubectl(&[
+            "wait",
+            "--for=condition=Established",
+            &format!("crd/{crd}"),
+            "--timeout=30s",
+        ]);
+    }
+    let explained = plane.kubectl(&["explain", "sandbox.spec"]);
+    assert!(explained.contains("routingKey"), "{explained}");
+    assert!(explained.contains("forks"), "{explained}");
+    // The agent's ServiceAccount exists, with the read-only grants.
+    let can = plane.kubectl(&[
+        "auth",
+        "can-i",
+        "watch",
+        "sandboxes.detour.dev",
+        "--as=system:serviceaccount:detour:detour",
+    ]);
+    assert_eq!(can.trim(), "yes");
+    let cannot = plane.kubectl_output(&[
+        "auth",
+        "can-i",
+        "delete",
+        "pods",
+        "--as=system:serviceaccount:detour:detour",
+    ]);
+    assert_eq!(String::from_utf8_lossy(&cannot.stdout).trim(), "no");
+}
+
+#[test]
+fn a_deployments_pods_run_on_the_simulated_node_and_become_endpoints() {
+    if !require_root() {
+        return;
+    }
+    let net = Topology::builder("dcp").pod("client").build();
+    let plane = ControlPlane::start_in(net.node());
+    let _node = NodeSim::start(net.node(), net.base(), plane.admin_kubeconfig.clone());
+    plane.apply(
+        r#"
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: reviews, namespace: default}
+spec:
+  replicas: 2
+  selector: {matchLabels: {app: reviews}}
+  template:
+    metadata: {labels: {app: reviews}}
+    spec:
+      containers:
+        - name: reviews
+          image: detour.dev/test-echo:1
+          ports: [{containerPort: 8080}]
+          env: [{name: SERVED_BY, value: reviews}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: reviews, namespace: default}
+spec:
+  selector: {app: reviews}
+  ports: [{port: 80, targetPort: 8080}]
+"#,
+    );
+    let endpoints: Vec<String> = wait_for("two ready endpoints", Duration::from_secs(60), || {
+        let json = plane.kubectl(&[
+            "get",
+            "endpointslices",
+            "-n",
+            "default",
+            "-l",
+            "kubernetes.io/service-name=reviews",
+            "-o",
+            "json",
+        ]);
+        let slices: Value = serde_json::from_str(&json).ok()?;
+        let ready: Vec<String> = slices["items"]
+            .as_array()?
+            .iter()
+            .flat_map(|s| s["endpoints"].as_array().cloned().unwrap_or_default())
+            .filter(|e| e["conditions"]["ready"] == true)
+            .filter_map(|e| e["addresses"][0].as_str().map(str::to_owned))
+            .collect();
+        (ready.len() == 2).then_some(ready)
+    });
+    // The endpoints are real processes: each answers on its pod IP.
+    for ip in &endpoints {
+        let output = net
+            .pod("client")
+            .exec("curl", &["-sf", "-m", "2", &format!("http://{ip}:8080/")]);
+        assert!(
+            String::from_utf8_lossy(&output.stdout).contains("hello from reviews"),
+            "{ip}: {output:?}"
+        );
+    }
+    // Scaled down: a pod is deleted, its process stopped, its endpoint gone.
+    plane.kubectl(&["scale", "deployment/reviews", "--replicas=1"]);
+    wait_for("one endpoint", Duration::from_secs(60), || {
+        let json = plane.kubectl(&["get", "pods", "-n", "default", "-o", "json"]);
+        let pods: Value = serde_json::from_str(&json).ok()?;
+        (pods["items"].as_array()?.len() == 1).then_some(())
+    });
+}
