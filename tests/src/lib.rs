@@ -11,6 +11,7 @@
 
 pub mod agent;
 pub mod cgroup;
+pub mod cluster;
 pub mod cmd;
 pub mod controlplane;
 pub mod fake_apiserver;
@@ -19,6 +20,7 @@ pub mod topology;
 
 pub use agent::{Agent, AgentBuilder};
 pub use cgroup::Cgroup;
+pub use cluster::Cluster;
 pub use controlplane::ControlPlane;
 pub use fake_apiserver::FakeApiServer;
 pub use topology::{Pod, Topology};

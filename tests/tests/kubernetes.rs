@@ -1,165 +1,110 @@
-//! The Kubernetes route source end to end: the real agent (`--kubernetes`)
-//! lists and watches an in-process fake API server
-//! ([`detour_tests::FakeApiServer`]) that speaks the real list/watch
-//! protocol, and real requests in network namespaces follow what the API
-//! says: to the fork once a Sandbox exists, back to baseline when its fork
-//! has no ready pod (also in the middle of a keep-alive stream) or the
-//! Sandbox is gone, across a 410 Gone re-list.
+//! The Kubernetes route source end to end, against a real control plane
+//! ([`detour_tests::Cluster`]: etcd, kube-apiserver with RBAC,
+//! kube-controller-manager, pods run by the node simulator). The agent runs
+//! as the DaemonSet's ServiceAccount, so `deploy/rbac.yaml` is enforced, not
+//! just read. Workloads are Deployments and Services as a user writes them;
+//! the real EndpointSlice controller makes the slices the agent watches.
+//! Real requests follow what the API says: to the fork once a Sandbox
+//! exists, back to baseline when its fork has no ready pod (also in the
+//! middle of a keep-alive stream) or the Sandbox is gone, and steering goes
+//! on with the last state while the API server restarts or hangs.
 //!
 //! These need root. Without it each test fails and says so, unless
 //! `DETOUR_SKIP_ROOT_TESTS=1` is set.
 
-use std::{
-    path::PathBuf,
-    time::{Duration, Instant},
-};
+use std::time::{Duration, Instant};
 
-use detour_tests::{
-    Agent, AgentBuilder, Cgroup, FakeApiServer, Topology, cmd::Proc, require_root, unique_name,
-};
-use serde_json::{Value, json};
+use detour_tests::{Agent, Cluster, require_root};
 
 const PORT: u16 = 8080;
-const VIP: &str = "10.96.0.10";
+/// In the API server's Service range.
+const CLUSTER_IP: &str = "10.96.0.10";
 const KEYED: &str = "baggage: detour-routing-key=feature-x";
 const LOOP: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/clients/loop.py");
-/// The resources the agent lists and watches (agent/src/k8s WATCHED).
-const WATCHED: [&str; 5] = [
-    "services",
-    "endpointslices",
-    "pods",
-    "sandboxes",
-    "routegroups",
-];
+const FORK: &str = "app=reviews,version=feature-x";
 
-/// A client, the baseline `reviews` pod behind the Service VIP, and its
-/// fork pod, each running the echo server; a fake API server in the node's
-/// namespace, and a kubeconfig for it.
+/// A `reviews` Deployment and Service (v1 pods only), and a fork
+/// Deployment (`version: feature-x`, labelled `detour.dev/fork`), each pod
+/// answering with its Deployment's name.
+fn workloads(service_annotations: &str) -> String {
+    format!(
+        r#"
+apiVersion: v1
+kind: Service
+metadata:
+  name: reviews
+  namespace: default
+  annotations: {{{service_annotations}}}
+spec:
+  clusterIP: {CLUSTER_IP}
+  selector: {{app: reviews, version: v1}}
+  ports: [{{name: http, port: {PORT}, targetPort: {PORT}, appProtocol: http}}]
+{baseline}{fork}"#,
+        baseline = deployment("reviews", "v1", ""),
+        fork = deployment("reviews-fork", "feature-x", "detour.dev/fork: \"true\", "),
+    )
+}
+
+fn deployment(name: &str, version: &str, extra_labels: &str) -> String {
+    format!(
+        r#"---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: {name}, namespace: default}}
+spec:
+  replicas: 1
+  selector: {{matchLabels: {{app: reviews, version: {version}}}}}
+  template:
+    metadata:
+      labels: {{{extra_labels}app: reviews, version: {version}}}
+    spec:
+      containers:
+        - name: reviews
+          image: detour.dev/test-echo:1
+          ports: [{{containerPort: {PORT}}}]
+          env: [{{name: SERVED_BY, value: {name}}}]
+"#
+    )
+}
+
+const SANDBOX: &str = r#"
+apiVersion: detour.dev/v1alpha1
+kind: Sandbox
+metadata: {name: feature-x, namespace: default}
+spec:
+  routingKey: feature-x
+  forks:
+    - service: {name: reviews}
+      selector: {matchLabels: {app: reviews, version: feature-x}}
+"#;
+
 struct Setup {
-    fake: FakeApiServer,
-    kubeconfig: PathBuf,
-    net: Topology,
-    cgroup: Cgroup,
-    _servers: Vec<Proc>,
+    cluster: Cluster,
 }
 
 impl Setup {
-    fn new() -> Self {
-        let net = Topology::builder("dk")
-            .pod("client")
-            .pod("reviews")
-            .pod("reviews-fork")
-            .vip("reviews", VIP)
-            .build();
-        let servers = vec![
-            net.pod("reviews").echo_server(PORT),
-            net.pod("reviews-fork").echo_server(PORT),
-        ];
-        let fake = FakeApiServer::start_in(Some(&net.node().path()));
-        let kubeconfig = std::env::temp_dir().join(unique_name("detour-kubeconfig-"));
-        fake.write_kubeconfig(&kubeconfig);
-        let cgroup = Cgroup::new(&unique_name("detour-k8s-"));
-        let setup = Self {
-            fake,
-            kubeconfig,
-            net,
-            cgroup,
-            _servers: servers,
-        };
-        setup.apply_baseline();
-        setup
+    fn new(service_annotations: &str) -> Self {
+        let cluster = Cluster::start("dk");
+        cluster.apply(&workloads(service_annotations));
+        let baseline = cluster.ready_pods("default", "app=reviews,version=v1");
+        cluster.ready_pods("default", FORK);
+        cluster.route_cluster_ip(CLUSTER_IP, &baseline[0]);
+        Self { cluster }
     }
 
-    /// The Service, its EndpointSlice (the baseline pod) and the fork pod.
-    fn apply_baseline(&self) {
-        self.apply_service(json!({}));
-        self.fake.apply(json!({
-            "kind": "EndpointSlice",
-            "apiVersion": "discovery.k8s.io/v1",
-            "metadata": {
-                "name": "reviews-abc",
-                "namespace": "default",
-                "labels": {"kubernetes.io/service-name": "reviews"},
-            },
-            "addressType": "IPv4",
-            "endpoints": [{
-                "addresses": [self.net.pod("reviews").ip4.to_string()],
-                "conditions": {"ready": true},
-            }],
-            "ports": [{"name": "http", "port": PORT, "protocol": "TCP"}],
-        }));
-        self.apply_fork_pod(true);
-    }
-
-    /// The `reviews` Service with these annotations.
-    fn apply_service(&self, annotations: Value) {
-        self.fake.apply(json!({
-            "kind": "Service",
-            "apiVersion": "v1",
-            "metadata": {"name": "reviews", "namespace": "default", "annotations": annotations},
-            "spec": {
-                "type": "ClusterIP",
-                "clusterIP": VIP,
-                "clusterIPs": [VIP],
-                "selector": {"app": "reviews"},
-                "ports": [{
-                    "name": "http", "port": PORT, "targetPort": PORT,
-                    "protocol": "TCP", "appProtocol": "http",
-                }],
-            },
-        }));
-    }
-
-    /// The fork pod, ready or not.
-    fn apply_fork_pod(&self, ready: bool) {
-        let ip = self.net.pod("reviews-fork").ip4.to_string();
-        self.fake.apply(json!({
-            "kind": "Pod",
-            "apiVersion": "v1",
-            "metadata": {
-                "name": "reviews-fork-1",
-                "namespace": "default",
-                "labels": {"app": "reviews", "version": "feature-x", "detour.dev/fork": "true"},
-            },
-            "spec": {"containers": [{"name": "app", "ports": [{"containerPort": PORT}]}]},
-            "status": {
-                "phase": "Running",
-                "podIP": ip,
-                "podIPs": [{"ip": ip}],
-                "conditions": [{"type": "Ready", "status": if ready { "True" } else { "False" }}],
-            },
-        }));
-    }
-
-    fn apply_sandbox(&self) -> Value {
-        self.fake.apply(json!({
-            "apiVersion": "detour.dev/v1alpha1",
-            "kind": "Sandbox",
-            "metadata": {"name": "feature-x", "namespace": "default"},
-            "spec": {
-                "routingKey": "feature-x",
-                "forks": [{
-                    "service": {"name": "reviews"},
-                    "selector": {"matchLabels": {"app": "reviews", "version": "feature-x"}},
-                }],
-            },
-        }))
-    }
-
-    fn agent(&self) -> AgentBuilder<'_> {
-        Agent::builder(&self.net, &self.cgroup).kubernetes(&self.kubeconfig)
-    }
-
-    /// Which pod served `GET http://VIP:8080/` from the client (in the
-    /// cgroup), with `headers`.
+    /// Which Deployment served `GET http://CLUSTER_IP:8080/` from the client
+    /// (in the cgroup), with `headers`.
     fn served_by(&self, headers: &[&str]) -> String {
-        let url = format!("http://{VIP}:{PORT}/");
+        let url = format!("http://{CLUSTER_IP}:{PORT}/");
         let mut args = vec!["-sS", "-m", "5", "-o", "/dev/null", "-D", "-"];
         for header in headers {
             args.extend(["-H", header]);
         }
         args.push(&url);
-        let output = self.net.pod("client").exec_in(&self.cgroup, "curl", &args);
+        let net = &self.cluster.net;
+        let output = net
+            .pod("client")
+            .exec_in(&self.cluster.cgroup, "curl", &args);
         assert!(
             output.status.success(),
             "curl failed ({}): {}",
@@ -173,9 +118,9 @@ impl Setup {
             .unwrap_or_else(|| panic!("no X-Served-By in {:?}", output.stdout))
     }
 
-    /// Polls until a keyed request is served by `pod`, for up to 5 s.
+    /// Polls until a keyed request is served by `pod`, for up to 10 s.
     fn keyed_reaches(&self, pod: &str, agent: &Agent, why: &str) {
-        let deadline = Instant::now() + Duration::from_secs(5);
+        let deadline = Instant::now() + Duration::from_secs(10);
         let mut last = String::new();
         while Instant::now() < deadline {
             last = self.served_by(&[KEYED]);
@@ -185,39 +130,49 @@ impl Setup {
             std::thread::sleep(Duration::from_millis(100));
         }
         panic!(
-            "{why}: a keyed request still reaches {last}, not {pod}, after 5s\n\
-             API requests: {:#?}\n--- agent log ---\n{}",
-            self.fake.requests(),
+            "{why}: a keyed request still reaches {last}, not {pod}, after 10s\n--- agent log ---\n{}",
             agent.logs()
         );
     }
+
+    /// `loop.py` for `seconds`: keyed requests on one keep-alive connection.
+    fn keyed_loop(&self, seconds: &str) -> std::process::Child {
+        let (name, value) = KEYED.split_once(": ").expect("header");
+        self.cluster.net.pod("client").spawn_in(
+            &self.cluster.cgroup,
+            "python3",
+            &[LOOP, CLUSTER_IP, &PORT.to_string(), seconds, name, value],
+        )
+    }
 }
 
-impl Drop for Setup {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.kubeconfig);
-    }
+/// The outcome of each request of a `loop.py` run ("200 reviews-fork").
+fn outcomes(client: std::process::Child) -> Vec<String> {
+    let output = client.wait_with_output().expect("loop client");
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .map(|line| {
+            line.split_whitespace()
+                .skip(1)
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .collect()
 }
 
 #[test]
-fn sandbox_from_the_api_steers_keyed_requests_and_survives_a_relist() {
+fn a_sandbox_steers_keyed_requests_with_the_daemonsets_own_permissions() {
     if !require_root() {
         return;
     }
-    let setup = Setup::new();
-    let agent = setup.agent().spawn();
-    for resource in WATCHED {
-        assert!(
-            setup.fake.list_requests(resource) >= 1,
-            "{resource} never listed"
-        );
-    }
+    let setup = Setup::new("");
+    let agent = setup.cluster.agent().spawn();
 
-    // No Sandbox: the Service has no fork, so not even steered.
+    // No Sandbox: the Service has no fork, so it is not even steered.
     assert_eq!(setup.served_by(&[KEYED]), "reviews");
     assert_eq!(agent.bpf_event("redirected"), 0);
 
-    setup.apply_sandbox();
+    setup.cluster.apply(SANDBOX);
     setup.keyed_reaches("reviews-fork", &agent, "after the Sandbox was created");
     assert_eq!(setup.served_by(&[]), "reviews", "an unkeyed request");
     assert_eq!(
@@ -226,68 +181,24 @@ fn sandbox_from_the_api_steers_keyed_requests_and_survives_a_relist() {
         "another key"
     );
 
-    // History compacted: every watch ends and resumes with 410 Gone, and a
-    // change made meanwhile (the fork pod turning unready) arrives through
-    // the re-list. A fork without ready pods falls back to baseline.
-    let pod_lists = setup.fake.list_requests("pods");
-    setup.fake.expire_watches();
-    setup.apply_fork_pod(false);
+    // The fork's pod fails its readiness probe: its endpoint turns unready
+    // and keyed requests fall back to baseline; then it recovers.
+    setup.cluster.set_ready("default", FORK, false);
     setup.keyed_reaches("reviews", &agent, "after the fork pod turned unready");
-    assert!(
-        setup.fake.list_requests("pods") > pod_lists,
-        "no re-list of pods after 410 Gone: {:#?}",
-        setup.fake.requests()
-    );
-
-    setup.apply_fork_pod(true);
+    setup.cluster.set_ready("default", FORK, true);
     setup.keyed_reaches("reviews-fork", &agent, "after the fork pod was ready again");
 
-    setup.fake.delete("Sandbox", "default", "feature-x");
+    setup
+        .cluster
+        .plane
+        .kubectl(&["delete", "sandbox", "feature-x", "-n", "default"]);
     setup.keyed_reaches("reviews", &agent, "after the Sandbox was deleted");
     assert_eq!(setup.served_by(&[]), "reviews");
-}
-
-#[test]
-fn not_ready_until_every_initial_list_is_answered() {
-    if !require_root() {
-        return;
-    }
-    let setup = Setup::new();
-    setup.apply_sandbox();
-    setup.fake.pause_lists("sandboxes");
-    let mut agent = setup.agent().start();
-
-    // Every other resource is listed and watched; sandboxes' list is held.
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let others_watched = |fake: &FakeApiServer| {
-        WATCHED
-            .iter()
-            .filter(|r| **r != "sandboxes")
-            .all(|r| fake.watch_requests(r) >= 1)
-    };
-    while setup.fake.list_requests("sandboxes") == 0 || !others_watched(&setup.fake) {
-        assert!(agent.is_running(), "agent exited:\n{}", agent.logs());
-        assert!(
-            Instant::now() < deadline,
-            "the agent did not list everything within 20s: {:#?}\n{}",
-            setup.fake.requests(),
-            agent.logs()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    for _ in 0..10 {
-        assert_eq!(
-            agent.http_status("/readyz"),
-            Some(503),
-            "ready before the sandboxes list was answered"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-
-    setup.fake.resume_lists("sandboxes");
-    agent.wait_ready();
-    assert_eq!(agent.http_status("/readyz"), Some(200));
-    setup.keyed_reaches("reviews-fork", &agent, "once ready");
+    let log = agent.logs();
+    assert!(
+        !log.contains("forbidden"),
+        "the ServiceAccount's grants were enough:\n{log}"
+    );
 }
 
 #[test]
@@ -295,51 +206,24 @@ fn a_fork_going_unready_mid_stream_sends_the_next_requests_to_baseline() {
     if !require_root() {
         return;
     }
-    let setup = Setup::new();
-    let agent = setup.agent().spawn();
-    setup.apply_sandbox();
+    let setup = Setup::new("");
+    let agent = setup.cluster.agent().spawn();
+    setup.cluster.apply(SANDBOX);
     setup.keyed_reaches("reviews-fork", &agent, "after the Sandbox was created");
-    let fallbacks = agent.metric("detour_fallbacks_total{reason=\"no_ready_endpoints\"}");
 
-    // One keep-alive connection sending keyed requests every 10 ms while
-    // the fork's only pod turns unready.
-    let (name, value) = KEYED.split_once(": ").expect("header");
-    let client = setup.net.pod("client").spawn_in(
-        &setup.cgroup,
-        "python3",
-        &[LOOP, VIP, &PORT.to_string(), "4", name, value],
-    );
+    let client = setup.keyed_loop("5");
     std::thread::sleep(Duration::from_millis(1500));
-    setup.apply_fork_pod(false);
-    let output = client.wait_with_output().expect("loop client");
-    let lines: Vec<String> = String::from_utf8_lossy(&output.stdout)
-        .lines()
-        .map(|line| {
-            line.split_whitespace()
-                .skip(1)
-                .collect::<Vec<_>>()
-                .join(" ")
-        })
-        .collect();
-    assert!(
-        lines
-            .iter()
-            .all(|line| line == "200 reviews-fork" || line == "200 reviews"),
-        "every request answered by the fork or baseline: {lines:?}"
-    );
+    setup.cluster.set_ready("default", FORK, false);
+    let lines = outcomes(client);
     let switch = lines
         .iter()
         .position(|line| line == "200 reviews")
         .unwrap_or_else(|| panic!("never fell back to baseline: {lines:?}"));
     assert!(switch > 10, "the fork served the stream first: {lines:?}");
     assert!(
-        lines[switch..].iter().all(|line| line == "200 reviews"),
-        "once the fork had no ready pod, every later request went to baseline: {lines:?}"
-    );
-    assert!(
-        agent.metric("detour_fallbacks_total{reason=\"no_ready_endpoints\"}") - fallbacks
-            >= (lines.len() - switch) as u64,
-        "each fallback counted"
+        lines[..switch].iter().all(|l| l == "200 reviews-fork")
+            && lines[switch..].iter().all(|l| l == "200 reviews"),
+        "the fork until its pod was unready, baseline after, nothing failed: {lines:?}"
     );
 }
 
@@ -348,42 +232,17 @@ fn an_always_steered_service_takes_a_new_sandbox_on_an_open_keep_alive_connectio
     if !require_root() {
         return;
     }
-    let setup = Setup::new();
-    setup.apply_service(json!({"detour.dev/always-steered": "true"}));
-    let agent = setup.agent().spawn();
-    // Steered with no sandbox: the keyed request goes through the proxy to
-    // baseline (no route for the key yet).
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while agent.metric("detour_connections_total{service=\"default/reviews\"}") == 0 {
-        assert_eq!(setup.served_by(&[KEYED]), "reviews");
-        assert!(
-            Instant::now() < deadline,
-            "never steered:\n{}",
-            agent.logs()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    let before = agent.metric("detour_connections_total{service=\"default/reviews\"}");
+    let setup = Setup::new(r#""detour.dev/always-steered": "true""#);
+    let agent = setup.cluster.agent().spawn();
+    let connections = "detour_connections_total{service=\"default/reviews\"}";
+    // Steered with no Sandbox: through the proxy to baseline.
+    assert_eq!(setup.served_by(&[KEYED]), "reviews");
+    assert_eq!(agent.metric(connections), 1, "{}", agent.logs());
 
-    // One keep-alive connection opened before the Sandbox exists.
-    let (name, value) = KEYED.split_once(": ").expect("header");
-    let client = setup.net.pod("client").spawn_in(
-        &setup.cgroup,
-        "python3",
-        &[LOOP, VIP, &PORT.to_string(), "4", name, value],
-    );
+    let client = setup.keyed_loop("5");
     std::thread::sleep(Duration::from_millis(1500));
-    setup.apply_sandbox();
-    let output = client.wait_with_output().expect("loop client");
-    let lines: Vec<String> = String::from_utf8_lossy(&output.stdout)
-        .lines()
-        .map(|line| {
-            line.split_whitespace()
-                .skip(1)
-                .collect::<Vec<_>>()
-                .join(" ")
-        })
-        .collect();
+    setup.cluster.apply(SANDBOX);
+    let lines = outcomes(client);
     let switch = lines
         .iter()
         .position(|line| line == "200 reviews-fork")
@@ -393,15 +252,57 @@ fn an_always_steered_service_takes_a_new_sandbox_on_an_open_keep_alive_connectio
         "baseline served it before the Sandbox: {lines:?}"
     );
     assert!(
-        lines[..switch].iter().all(|line| line == "200 reviews")
-            && lines[switch..]
-                .iter()
-                .all(|line| line == "200 reviews-fork"),
+        lines[..switch].iter().all(|l| l == "200 reviews")
+            && lines[switch..].iter().all(|l| l == "200 reviews-fork"),
         "baseline until the Sandbox, the fork after, nothing failed: {lines:?}"
     );
     assert_eq!(
-        agent.metric("detour_connections_total{service=\"default/reviews\"}") - before,
-        1,
+        agent.metric(connections),
+        2,
         "all on the one connection opened before the Sandbox"
     );
+}
+
+#[test]
+fn steering_goes_on_while_the_api_server_restarts_or_hangs_and_resyncs_after() {
+    if !require_root() {
+        return;
+    }
+    let mut setup = Setup::new("");
+    let agent = setup.cluster.agent().spawn();
+    setup.cluster.apply(SANDBOX);
+    setup.keyed_reaches("reviews-fork", &agent, "after the Sandbox was created");
+
+    // Restarted under load: every request is answered, by the fork.
+    let client = setup.keyed_loop("6");
+    std::thread::sleep(Duration::from_millis(500));
+    setup.cluster.plane.restart_apiserver();
+    let lines = outcomes(client);
+    assert!(lines.len() > 50, "{lines:?}");
+    assert!(
+        lines.iter().all(|l| l == "200 reviews-fork"),
+        "the last state steers while the API server is away: {lines:?}"
+    );
+    // Re-synced: a change after the restart arrives.
+    setup.cluster.set_ready("default", FORK, false);
+    setup.keyed_reaches("reviews", &agent, "a change after the API server restarted");
+    setup.cluster.set_ready("default", FORK, true);
+    setup.keyed_reaches("reviews-fork", &agent, "the fork ready again");
+
+    // Hung (SIGSTOP): connections to it stay open and unanswered.
+    setup.cluster.plane.freeze_apiserver(true);
+    let client = setup.keyed_loop("3");
+    let lines = outcomes(client);
+    setup.cluster.plane.freeze_apiserver(false);
+    assert!(
+        !lines.is_empty() && lines.iter().all(|l| l == "200 reviews-fork"),
+        "the last state steers while the API server hangs: {lines:?}"
+    );
+    assert!(agent.http_get("/readyz").is_some(), "still ready");
+    setup
+        .cluster
+        .plane
+        .kubectl(&["delete", "sandbox", "feature-x", "-n", "default"]);
+    setup.keyed_reaches("reviews", &agent, "a change after the API server came back");
+    let _ = &mut setup;
 }

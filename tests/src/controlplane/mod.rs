@@ -310,15 +310,24 @@ impl ControlPlane {
     }
 
     /// Stops the API server (SIGTERM, as a rolling control-plane update
-    /// does) and starts it again on the same etcd; returns once it is ready.
+    /// does; SIGKILL after 5 s, as the kubelet does after a grace period:
+    /// its graceful shutdown can outlast that with watches open) and starts
+    /// it again on the same etcd; returns once it is ready.
     pub fn restart_apiserver(&mut self) {
         let at = self.index("kube-apiserver");
         let component = &mut self.components[at];
         component.proc.signal(libc::SIGTERM);
-        component
+        if component
             .proc
-            .wait_timeout(Duration::from_secs(30))
-            .expect("kube-apiserver exits on SIGTERM");
+            .wait_timeout(Duration::from_secs(5))
+            .is_none()
+        {
+            component.proc.signal(libc::SIGKILL);
+            component
+                .proc
+                .wait_timeout(Duration::from_secs(10))
+                .expect("kube-apiserver gone after SIGKILL");
+        }
         let (args, log) = (component.args.clone(), component.log.clone());
         let proc = self.start_process("kube-apiserver", &args, &log);
         self.components[at].proc = proc;

@@ -1,0 +1,167 @@
+//! A one-node cluster for the Kubernetes tests: the real control plane
+//! ([`ControlPlane`]) with `deploy/` applied, the node simulator
+//! ([`NodeSim`]), a `client` pod, and a kubeconfig holding only the agent's
+//! ServiceAccount token (`detour/detour`), so the agent runs with exactly the
+//! RBAC grants of `deploy/rbac.yaml`.
+//!
+//! Workloads are applied as a user would (`kubectl apply`); their pods run as
+//! real processes on the node. A Service's ClusterIP is routed to one of its
+//! pods ([`Cluster::route_cluster_ip`]), standing in for kube-proxy.
+
+use std::{
+    path::PathBuf,
+    time::{Duration, Instant},
+};
+
+use serde_json::Value;
+
+use crate::{
+    Agent, AgentBuilder, Cgroup, ControlPlane, Topology,
+    controlplane::kubelet::{NodeSim, READY_ANNOTATION},
+    unique_name,
+};
+
+const DEPLOY: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy");
+
+/// Field order is drop order: the simulated pods go first, then the control
+/// plane, then the namespaces.
+#[derive(Debug)]
+pub struct Cluster {
+    pub node: NodeSim,
+    pub plane: ControlPlane,
+    /// The agent's kubeconfig: the `detour/detour` ServiceAccount's token.
+    pub agent_kubeconfig: PathBuf,
+    pub net: Topology,
+    pub cgroup: Cgroup,
+}
+
+impl Cluster {
+    /// Starts the control plane and the node, and applies `deploy/` (CRDs,
+    /// namespace, ServiceAccount, RBAC) with `kubectl apply -k`.
+    pub fn start(prefix: &str) -> Self {
+        let net = Topology::builder(prefix).pod("client").build();
+        let plane = ControlPlane::start_in(net.node());
+        let node = NodeSim::start(net.node(), net.base(), plane.admin_kubeconfig.clone());
+        plane.kubectl(&["apply", "-k", DEPLOY]);
+        plane.kubectl(&[
+            "wait",
+            "--for=condition=Established",
+            "crd/sandboxes.detour.dev",
+            "crd/routegroups.detour.dev",
+            "--timeout=60s",
+        ]);
+        let agent_kubeconfig = plane.service_account_kubeconfig("detour", "detour");
+        let cgroup = Cgroup::new(&unique_name("detour-cluster-"));
+        Self {
+            node,
+            plane,
+            agent_kubeconfig,
+            net,
+            cgroup,
+        }
+    }
+
+    /// The agent, reading routes from the API server as its ServiceAccount.
+    pub fn agent(&self) -> AgentBuilder<'_> {
+        Agent::builder(&self.net, &self.cgroup).kubernetes(&self.agent_kubeconfig)
+    }
+
+    /// `kubectl apply -f -` as the admin.
+    pub fn apply(&self, manifest: &str) {
+        self.plane.apply(manifest);
+    }
+
+    /// Waits until every pod matching `selector` in `namespace` is Ready
+    /// (and at least one exists); returns their pod IPs.
+    pub fn ready_pods(&self, namespace: &str, selector: &str) -> Vec<String> {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let pods = self.pods(namespace, selector);
+            let ready: Vec<String> = pods
+                .iter()
+                .filter(|p| is_ready(p))
+                .filter_map(|p| p["status"]["podIP"].as_str().map(str::to_owned))
+                .collect();
+            if !pods.is_empty() && ready.len() == pods.len() {
+                return ready;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "pods {selector} in {namespace} not ready after 60s: {pods:#?}"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// The pods matching `selector`, as the API returns them.
+    pub fn pods(&self, namespace: &str, selector: &str) -> Vec<Value> {
+        let json = self
+            .plane
+            .kubectl(&["get", "pods", "-n", namespace, "-l", selector, "-o", "json"]);
+        let list: Value = serde_json::from_str(&json).expect("pod list");
+        list["items"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|p| p["metadata"]["deletionTimestamp"].is_null())
+            .collect()
+    }
+
+    /// Marks every pod matching `selector` ready or not, as its readiness
+    /// probe would (through the node simulator).
+    pub fn set_ready(&self, namespace: &str, selector: &str, ready: bool) {
+        let annotation = if ready {
+            format!("{READY_ANNOTATION}-")
+        } else {
+            format!("{READY_ANNOTATION}=false")
+        };
+        self.plane.kubectl(&[
+            "annotate",
+            "pods",
+            "-n",
+            namespace,
+            "-l",
+            selector,
+            "--overwrite",
+            &annotation,
+        ]);
+    }
+
+    /// Routes `cluster_ip` to the pod at `pod_ip` (which then answers on it
+    /// too), as kube-proxy's DNAT would: the node namespace routes the
+    /// address to the pod, which holds it on its loopback.
+    pub fn route_cluster_ip(&self, cluster_ip: &str, pod_ip: &str) {
+        let host = pod_ip.rsplit('.').next().expect("IPv4 pod address");
+        let pod_netns = format!("{}-k{host}", self.net.base());
+        crate::cmd::run(
+            "ip",
+            &[
+                "-n",
+                &pod_netns,
+                "addr",
+                "add",
+                &format!("{cluster_ip}/32"),
+                "dev",
+                "lo",
+            ],
+        );
+        self.net.node().ip(&[
+            "route",
+            "replace",
+            &format!("{cluster_ip}/32"),
+            "via",
+            pod_ip,
+        ]);
+    }
+}
+
+fn is_ready(pod: &Value) -> bool {
+    pod["status"]["conditions"]
+        .as_array()
+        .is_some_and(|conditions| {
+            conditions
+                .iter()
+                .any(|c| c["type"] == "Ready" && c["status"] == "True")
+        })
+}
