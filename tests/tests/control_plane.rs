@@ -13,6 +13,27 @@ use detour_tests::{ControlPlane, Topology, controlplane::kubelet::NodeSim, requi
 use serde_json::Value;
 
 const DEPLOY: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy");
+const EXAMPLES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples");
+
+/// The YAML files directly in `dir`.
+fn yaml_files(dir: &str) -> Vec<String> {
+    let mut files: Vec<String> = std::fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("{dir}: {e}"))
+        .filter_map(|entry| {
+            let path = entry.ok()?.path();
+            (path.extension()? == "yaml").then(|| path.display().to_string())
+        })
+        .collect();
+    files.sort();
+    files
+}
+
+/// A Sandbox with `spec` (YAML flow mapping).
+fn sandbox(spec: &str) -> String {
+    format!(
+        "apiVersion: detour.dev/v1alpha1\nkind: Sandbox\nmetadata: {{name: s, namespace: default}}\nspec: {spec}\n"
+    )
+}
 
 fn wait_for<T>(what: &str, limit: Duration, mut check: impl FnMut() -> Option<T>) -> T {
     let deadline = Instant::now() + limit;
@@ -61,6 +82,128 @@ fn deploy_applies_to_a_real_api_server_and_its_crds_are_documented() {
         "--as=system:serviceaccount:detour:detour",
     ]);
     assert_eq!(String::from_utf8_lossy(&cannot.stdout).trim(), "no");
+
+    // Every manifest a user applies is accepted by the server as it stands
+    // (a server-side dry run: admission, schemas, field validation).
+    let routes_file = format!("{EXAMPLES}/routes.yaml");
+    for file in yaml_files(DEPLOY)
+        .into_iter()
+        .chain(yaml_files(&format!("{DEPLOY}/crds")))
+        .chain(yaml_files(EXAMPLES))
+        .filter(|f| *f != routes_file && !f.ends_with("kustomization.yaml"))
+    {
+        plane.kubectl(&["apply", "--dry-run=server", "-f", &file]);
+    }
+}
+
+#[test]
+fn the_api_server_rejects_invalid_sandboxes_with_a_clear_message() {
+    if !require_root() {
+        return;
+    }
+    let net = Topology::builder("dcp").build();
+    let plane = ControlPlane::start_in(net.node());
+    plane.kubectl(&["apply", "-f", &format!("{DEPLOY}/crds")]);
+    plane.kubectl(&[
+        "wait",
+        "--for=condition=Established",
+        "crd/sandboxes.detour.dev",
+        "--timeout=30s",
+    ]);
+    let selector = "{matchLabels: {app: reviews}}";
+    let valid = sandbox(&format!(
+        "{{routingKey: feature-x, ttl: 2h, forks: [{{service: {{name: reviews}}, selector: {selector}}}]}}"
+    ));
+    plane.apply(&valid);
+    for (spec, message) in [
+        (
+            format!(
+                "{{routingKey: 'has space', forks: [{{service: {{name: reviews}}, selector: {selector}}}]}}"
+            ),
+            "spec.routingKey",
+        ),
+        (
+            format!(
+                "{{routingKey: k, ttl: forever, forks: [{{service: {{name: reviews}}, selector: {selector}}}]}}"
+            ),
+            "spec.ttl",
+        ),
+        (
+            "{routingKey: k, forks: [{service: {name: reviews}, selector: {}}]}".to_owned(),
+            "an empty one would select every pod",
+        ),
+        (
+            format!(
+                "{{routingKey: k, forkz: [], forks: [{{service: {{name: reviews}}, selector: {selector}}}]}}"
+            ),
+            "unknown field \"spec.forkz\"",
+        ),
+    ] {
+        let output = plane.kubectl_as(
+            &plane.admin_kubeconfig,
+            &["apply", "-f", "-"],
+            Some(&sandbox(&spec)),
+        );
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "accepted: {spec}");
+        assert!(stderr.contains(message), "{spec}: {stderr}");
+    }
+}
+
+#[test]
+fn the_helm_chart_lints_clean_and_installs_into_a_real_cluster() {
+    if !require_root() {
+        return;
+    }
+    let net = Topology::builder("dcp").build();
+    let plane = ControlPlane::start_in(net.node());
+    let chart = format!("{DEPLOY}/helm/detour");
+    let helm = |args: &[&str]| {
+        let output = net.node().exec(
+            &detour_tests::controlplane::tool("helm")
+                .display()
+                .to_string(),
+            &[
+                &[
+                    "--kubeconfig",
+                    &plane.admin_kubeconfig.display().to_string(),
+                ],
+                args,
+            ]
+            .concat(),
+        );
+        assert!(
+            output.status.success(),
+            "helm {}: {}{}",
+            args.join(" "),
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    };
+    let lint = helm(&["lint", &chart]);
+    assert!(lint.contains("0 chart(s) failed"), "{lint}");
+    helm(&[
+        "install",
+        "detour",
+        &chart,
+        "--namespace",
+        "detour",
+        "--create-namespace",
+    ]);
+    let daemonset = plane.kubectl(&["get", "daemonset", "detour", "-n", "detour", "-o", "json"]);
+    let daemonset: Value = serde_json::from_str(&daemonset).expect("daemonset");
+    assert_eq!(
+        daemonset["spec"]["updateStrategy"]["rollingUpdate"]["maxSurge"],
+        1
+    );
+    plane.kubectl(&[
+        "get",
+        "crd",
+        "sandboxes.detour.dev",
+        "routegroups.detour.dev",
+    ]);
+    plane.kubectl(&["get", "clusterrole", "detour"]);
 }
 
 #[test]

@@ -98,13 +98,9 @@ pub fn ensure() -> anyhow::Result<PathBuf> {
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let mut build = go();
     build
-        .args([
-            "build",
-            "-mod=readonly",
-            "-trimpath",
-            "-ldflags=-s -w",
-            "-o",
-        ])
+        .args(["build", "-mod=readonly", "-trimpath"])
+        .arg(format!("-ldflags={}", ldflags()))
+        .arg("-o")
         .arg(&dir)
         .args(TOOLS.iter().map(|(_, package)| *package));
     exec(&mut build)?;
@@ -114,6 +110,25 @@ pub fn ensure() -> anyhow::Result<PathBuf> {
         started.elapsed().as_secs_f64()
     );
     Ok(dir)
+}
+
+/// Linker flags: stripped, and stamped with the release as Kubernetes' own
+/// build does (the API server reports it, and tools such as helm check it).
+fn ldflags() -> String {
+    let mut parts = KUBERNETES.trim_start_matches('v').split('.');
+    let (major, minor) = (parts.next().unwrap_or("1"), parts.next().unwrap_or("0"));
+    [
+        "k8s.io/component-base/version",
+        "k8s.io/client-go/pkg/version",
+    ]
+    .iter()
+    .map(|package| {
+        format!(
+            " -X {package}.gitVersion={KUBERNETES} -X {package}.gitMajor={major} \
+                 -X {package}.gitMinor={minor} -X {package}.gitTreeState=clean"
+        )
+    })
+    .fold("-s -w".to_owned(), |flags, stamp| flags + &stamp)
 }
 
 /// `go` in the wrapper module, with the module proxy only.
@@ -132,7 +147,14 @@ fn cache_dir(go_mod: &str, go_sum: &str) -> anyhow::Result<PathBuf> {
         .map(PathBuf::from)
         .or_else(|| std::env::var_os("HOME").map(|home| Path::new(&home).join(".cache")))
         .context("neither XDG_CACHE_HOME nor HOME is set")?;
-    let hash = fnv1a(go_mod.as_bytes().iter().chain(go_sum.as_bytes()));
+    let recipe = ldflags();
+    let hash = fnv1a(
+        go_mod
+            .as_bytes()
+            .iter()
+            .chain(go_sum.as_bytes())
+            .chain(recipe.as_bytes()),
+    );
     Ok(base
         .join("detour/k8s-tools")
         .join(format!("{KUBERNETES}-{hash:016x}")))

@@ -49,6 +49,9 @@ pub struct AdminContext {
     pub ready: Vec<Arc<AtomicBool>>,
     pub synced: Arc<AtomicBool>,
     pub problems: Arc<Mutex<Vec<String>>>,
+    /// The route source's failing watches, by kind (e.g. a permission the
+    /// agent lacks): shown with the problems until the watch recovers.
+    pub watch_failures: crate::k8s::source::WatchFailures,
     /// Set when connections that predate steering cannot be closed.
     pub reconnect_unavailable: Arc<Mutex<Option<String>>>,
     /// Finds connections that bypass the proxy (`None` in tests).
@@ -105,10 +108,17 @@ impl AdminContext {
                     .map(|p| p.display().to_string()),
                 synced: self.synced.load(Ordering::Acquire),
                 problems: self
-                    .problems
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .clone(),
+                    .watch_failures
+                    .messages()
+                    .into_iter()
+                    .chain(
+                        self.problems
+                            .lock()
+                            .unwrap_or_else(PoisonError::into_inner)
+                            .iter()
+                            .cloned(),
+                    )
+                    .collect(),
             },
             ready: self.ready.iter().all(|r| r.load(Ordering::Acquire)),
             flows: self.observer.count(),

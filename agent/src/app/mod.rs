@@ -273,13 +273,17 @@ async fn serve(
     });
 
     let stop_updates = CancellationToken::new();
+    let watch_failures = k8s::source::WatchFailures::new();
     let updates = match (source, watch, client) {
         (Source::File { path, text, .. }, Some(watch), _) => {
             tokio::spawn(updater.follow_file(path, text, watch, stop_updates.clone()))
         }
-        (_, _, Some(client)) => {
-            tokio::spawn(k8s::source::follow(client, updater, stop_updates.clone()))
-        }
+        (_, _, Some(client)) => tokio::spawn(k8s::source::follow(
+            client,
+            updater,
+            watch_failures.clone(),
+            stop_updates.clone(),
+        )),
         _ => bail!("route source without its watch"),
     };
     let stop_accepting = CancellationToken::new();
@@ -302,9 +306,14 @@ async fn serve(
         routes: Arc::clone(&proxy.ctx.routes),
         keys: config.keys.clone(),
         log,
-        ready: vec![Arc::clone(&ready), Arc::clone(&synced)],
+        ready: vec![
+            Arc::clone(&ready),
+            Arc::clone(&synced),
+            Arc::clone(&watch_failures.permitted),
+        ],
         synced: Arc::clone(&synced),
         problems,
+        watch_failures: watch_failures.clone(),
         reconnect_unavailable,
         bypass: Some(sweeper),
     });
@@ -353,7 +362,7 @@ async fn serve(
         metrics_listener,
         Arc::new(metrics::Endpoint::new(
             registry,
-            vec![Arc::clone(&ready), synced],
+            vec![Arc::clone(&ready), synced, watch_failures.permitted],
         )),
         stop_metrics.clone(),
     ));

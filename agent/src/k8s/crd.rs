@@ -41,14 +41,17 @@ pub struct SandboxSpec {
     /// Requests whose routing key (W3C `baggage` member `detour-routing-key`,
     /// and the other sources the agent is configured with) equals this reach
     /// the forks below. Unique: if two Sandboxes claim one key, the older wins.
-    #[schemars(length(min = 1, max = 256))]
+    #[schemars(length(min = 1, max = 256), regex(pattern = ROUTING_KEY_PATTERN))]
     pub routing_key: String,
     /// How long after creation the Sandbox's routes stay in force, e.g. `2h`
     /// or `30m`. After it, requests go to baseline again.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = TTL_PATTERN))]
     pub ttl: Option<String>,
-    /// The services this sandbox forks.
+    /// The services this sandbox forks (at most 64: the bound lets the API
+    /// server afford the selector's validation rule for each).
     #[serde(default)]
+    #[schemars(length(max = 64))]
     pub forks: Vec<Fork>,
 }
 
@@ -60,6 +63,12 @@ pub struct Fork {
     pub service: ServiceRef,
     /// Labels of the fork's pods, in the Sandbox's namespace. The pods must
     /// also carry the `detour.dev/fork` label.
+    #[schemars(extend("x-kubernetes-validations" = [
+        {
+            "rule": "has(self.matchLabels) && size(self.matchLabels) > 0 || has(self.matchExpressions) && size(self.matchExpressions) > 0",
+            "message": "the selector must name at least one label: an empty one would select every pod"
+        }
+    ]))]
     pub selector: LabelSelector,
     /// Service port -> fork container port. A Service port not listed goes
     /// to the Service's `targetPort` on the fork pods.
@@ -102,6 +111,13 @@ pub struct SandboxStatus {
     pub message: Option<String>,
 }
 
+/// What the API server accepts as a routing key: what the agent accepts
+/// (`is_valid_routing_key`: no control characters, no whitespace).
+pub const ROUTING_KEY_PATTERN: &str = r"^[^\p{Cc}\p{Z}]+$";
+/// What the API server accepts as a TTL: numbers with units (`2h`, `30m`,
+/// `1h 30m`); the agent's duration parser judges the units.
+pub const TTL_PATTERN: &str = r"^\s*([0-9]+\s*[a-zA-Z]+\s*)+$";
+
 /// A routing key shared by several Sandboxes: for each service, requests go
 /// to the first member (in order) that forks it.
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
@@ -118,7 +134,7 @@ pub struct SandboxStatus {
 #[serde(rename_all = "camelCase")]
 pub struct RouteGroupSpec {
     /// The group's key; unique among Sandboxes and RouteGroups.
-    #[schemars(length(min = 1, max = 256))]
+    #[schemars(length(min = 1, max = 256), regex(pattern = ROUTING_KEY_PATTERN))]
     pub routing_key: String,
     /// Member Sandboxes by name, in the RouteGroup's namespace, in order.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

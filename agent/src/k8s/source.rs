@@ -82,11 +82,72 @@ pub async fn client() -> Result<Client, SourceError> {
     Client::try_default().await.map_err(SourceError::Client)
 }
 
-/// Starts a reflector for `K` whose every event pokes `changed`.
+/// The watches that fail right now, by kind, with why (`detour status`),
+/// and whether any of them is refused for lack of permission: an agent
+/// whose ServiceAccount cannot read what it must is not ready.
+#[derive(Debug, Clone, Default)]
+pub struct WatchFailures {
+    failures: Arc<std::sync::Mutex<std::collections::BTreeMap<String, (String, bool)>>>,
+    pub permitted: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl WatchFailures {
+    pub fn new() -> Self {
+        let failures = Self::default();
+        failures
+            .permitted
+            .store(true, std::sync::atomic::Ordering::Release);
+        failures
+    }
+
+    /// The failures, worded for `detour status`.
+    pub fn messages(&self) -> Vec<String> {
+        lock(&self.failures)
+            .values()
+            .map(|(m, _)| m.clone())
+            .collect()
+    }
+
+    fn set(&self, kind: &str, failure: Option<&watcher::Error>) {
+        let mut failures = lock(&self.failures);
+        match failure {
+            Some(error) => {
+                failures.insert(
+                    kind.to_owned(),
+                    (
+                        format!("cannot watch {kind} objects: {error}"),
+                        is_forbidden(error),
+                    ),
+                );
+            }
+            None => {
+                failures.remove(kind);
+            }
+        }
+        let permitted = !failures.values().any(|(_, forbidden)| *forbidden);
+        self.permitted
+            .store(permitted, std::sync::atomic::Ordering::Release);
+    }
+}
+
+/// Whether the API server refused for lack of permission (403).
+fn is_forbidden(error: &watcher::Error) -> bool {
+    match error {
+        watcher::Error::InitialListFailed(kube::Error::Api(status))
+        | watcher::Error::WatchStartFailed(kube::Error::Api(status))
+        | watcher::Error::WatchFailed(kube::Error::Api(status)) => status.code == 403,
+        watcher::Error::WatchError(status) => status.code == 403,
+        _ => false,
+    }
+}
+
+/// Starts a reflector for `K` whose every event pokes `changed`; a failing
+/// watch is recorded in `failures` until it recovers.
 fn reflect<K>(
     api: Api<K>,
     config: watcher::Config,
     changed: Arc<Notify>,
+    failures: WatchFailures,
     stop: CancellationToken,
 ) -> Store<K>
 where
@@ -102,9 +163,16 @@ where
             tokio::select! {
                 () = stop.cancelled() => return,
                 event = stream.next() => match event {
-                    Some(Ok(_)) => changed.notify_one(),
-                    // The backoff retries; say what failed.
-                    Some(Err(error)) => warn!(%kind, %error, "watch failed; retrying"),
+                    Some(Ok(_)) => {
+                        failures.set(&kind, None);
+                        changed.notify_one();
+                    }
+                    // The backoff retries; say what failed, here and in
+                    // `detour status` (a missing permission names itself).
+                    Some(Err(error)) => {
+                        warn!(%kind, %error, "watch failed; retrying");
+                        failures.set(&kind, Some(&error));
+                    }
                     None => return,
                 },
             }
@@ -113,11 +181,18 @@ where
     store
 }
 
+fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 /// Follows the cluster until `stop`; returns the data path to detach.
 #[instrument(skip_all)]
 pub async fn follow(
     client: Client,
     mut updater: RouteUpdater,
+    failures: WatchFailures,
     stop: CancellationToken,
 ) -> Datapath {
     let changed = Arc::new(Notify::new());
@@ -127,27 +202,37 @@ pub async fn follow(
             Api::all(client.clone()),
             any.clone(),
             Arc::clone(&changed),
+            failures.clone(),
             stop.clone(),
         ),
         slices: reflect(
             Api::all(client.clone()),
             any.clone(),
             Arc::clone(&changed),
+            failures.clone(),
             stop.clone(),
         ),
         pods: reflect(
             Api::all(client.clone()),
             any.clone().labels(FORK_LABEL),
             Arc::clone(&changed),
+            failures.clone(),
             stop.clone(),
         ),
         sandboxes: reflect(
             Api::all(client.clone()),
             any.clone(),
             Arc::clone(&changed),
+            failures.clone(),
             stop.clone(),
         ),
-        groups: reflect(Api::all(client), any, Arc::clone(&changed), stop.clone()),
+        groups: reflect(
+            Api::all(client),
+            any,
+            Arc::clone(&changed),
+            failures.clone(),
+            stop.clone(),
+        ),
     };
     tokio::select! {
         () = stop.cancelled() => return updater.into_datapath(),
