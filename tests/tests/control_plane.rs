@@ -62,7 +62,19 @@ fn deploy_applies_to_a_real_api_server_and_its_crds_are_documented() {
             "--timeout=30s",
         ]);
     }
-    let explained = plane.kubectl(&["explain", "sandbox.spec"]);
+    // The API server publishes a new CRD's OpenAPI a moment after the CRD
+    // is established.
+    let explained = wait_for(
+        "kubectl explain sandbox.spec",
+        Duration::from_secs(60),
+        || {
+            let output = plane.kubectl_output(&["explain", "sandbox.spec"]);
+            output
+                .status
+                .success()
+                .then(|| String::from_utf8_lossy(&output.stdout).into_owned())
+        },
+    );
     assert!(explained.contains("routingKey"), "{explained}");
     assert!(explained.contains("forks"), "{explained}");
     // The agent's ServiceAccount exists, with the read-only grants.
