@@ -156,6 +156,36 @@ impl Cluster {
     }
 }
 
+/// A Deployment of one pod running the echo server on `port` (a container
+/// port named `http`), answering as `name`, labelled `app: reviews,
+/// version: <version>` and, for a fork, `detour.dev/fork: "true"`.
+pub fn echo_deployment(name: &str, version: &str, port: u16, fork: bool) -> String {
+    let fork_label = if fork {
+        "detour.dev/fork: \"true\", "
+    } else {
+        ""
+    };
+    format!(
+        r#"---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: {name}, namespace: default}}
+spec:
+  replicas: 1
+  selector: {{matchLabels: {{app: reviews, version: {version}}}}}
+  template:
+    metadata:
+      labels: {{{fork_label}app: reviews, version: {version}}}
+    spec:
+      containers:
+        - name: reviews
+          image: detour.dev/test-echo:1
+          ports: [{{name: http, containerPort: {port}}}]
+          env: [{{name: SERVED_BY, value: {name}}}]
+"#
+    )
+}
+
 fn is_ready(pod: &Value) -> bool {
     pod["status"]["conditions"]
         .as_array()

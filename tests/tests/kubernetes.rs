@@ -14,7 +14,7 @@
 
 use std::time::{Duration, Instant};
 
-use detour_tests::{Agent, Cluster, require_root};
+use detour_tests::{Agent, Cluster, cluster::echo_deployment, require_root};
 
 const PORT: u16 = 8080;
 /// In the API server's Service range.
@@ -40,30 +40,8 @@ spec:
   selector: {{app: reviews, version: v1}}
   ports: [{{name: http, port: {PORT}, targetPort: {PORT}, appProtocol: http}}]
 {baseline}{fork}"#,
-        baseline = deployment("reviews", "v1", ""),
-        fork = deployment("reviews-fork", "feature-x", "detour.dev/fork: \"true\", "),
-    )
-}
-
-fn deployment(name: &str, version: &str, extra_labels: &str) -> String {
-    format!(
-        r#"---
-apiVersion: apps/v1
-kind: Deployment
-metadata: {{name: {name}, namespace: default}}
-spec:
-  replicas: 1
-  selector: {{matchLabels: {{app: reviews, version: {version}}}}}
-  template:
-    metadata:
-      labels: {{{extra_labels}app: reviews, version: {version}}}
-    spec:
-      containers:
-        - name: reviews
-          image: detour.dev/test-echo:1
-          ports: [{{containerPort: {PORT}}}]
-          env: [{{name: SERVED_BY, value: {name}}}]
-"#
+        baseline = echo_deployment("reviews", "v1", PORT, false),
+        fork = echo_deployment("reviews-fork", "feature-x", PORT, true),
     )
 }
 
