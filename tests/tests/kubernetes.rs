@@ -98,7 +98,11 @@ impl Setup {
 
     /// Polls until a keyed request is served by `pod`, for up to 10 s.
     fn keyed_reaches(&self, pod: &str, agent: &Agent, why: &str) {
-        let deadline = Instant::now() + Duration::from_secs(10);
+        self.keyed_reaches_within(pod, agent, why, Duration::from_secs(10));
+    }
+
+    fn keyed_reaches_within(&self, pod: &str, agent: &Agent, why: &str, limit: Duration) {
+        let deadline = Instant::now() + limit;
         let mut last = String::new();
         while Instant::now() < deadline {
             last = self.served_by(&[KEYED]);
@@ -108,7 +112,7 @@ impl Setup {
             std::thread::sleep(Duration::from_millis(100));
         }
         panic!(
-            "{why}: a keyed request still reaches {last}, not {pod}, after 10s\n--- agent log ---\n{}",
+            "{why}: a keyed request still reaches {last}, not {pod}, after {limit:?}\n--- agent log ---\n{}",
             agent.logs()
         );
     }
@@ -283,4 +287,40 @@ fn steering_goes_on_while_the_api_server_restarts_or_hangs_and_resyncs_after() {
         .kubectl(&["delete", "sandbox", "feature-x", "-n", "default"]);
     setup.keyed_reaches("reviews", &agent, "a change after the API server came back");
     let _ = &mut setup;
+}
+
+#[test]
+fn a_change_made_while_the_agent_could_not_watch_arrives_through_a_relist_after_compaction() {
+    if !require_root() {
+        return;
+    }
+    let mut setup = Setup::new("");
+    let agent = setup.cluster.agent().spawn();
+    setup.cluster.apply(SANDBOX);
+    setup.keyed_reaches("reviews-fork", &agent, "after the Sandbox was created");
+
+    // While the agent's API server is away, the Sandbox is deleted through
+    // another, and etcd compacts the history the agent would resume from.
+    setup.cluster.plane.change_while_away(|plane, kubeconfig| {
+        let deleted = plane.kubectl_as(
+            kubeconfig,
+            &["delete", "sandbox", "feature-x", "-n", "default"],
+            None,
+        );
+        assert!(deleted.status.success(), "{deleted:?}");
+    });
+    // Steering went on with the last state; the re-list brings the change.
+    // A watch that failed repeatedly while the API server was away retries
+    // with its backoff (kube-runtime's default: up to 30 s between tries).
+    setup.keyed_reaches_within(
+        "reviews",
+        &agent,
+        "after the re-list",
+        Duration::from_secs(45),
+    );
+    let log = agent.logs();
+    assert!(
+        log.contains("410") || log.contains("too old resource version") || log.contains("Expired"),
+        "the agent's watches were told their version is gone:\n{log}"
+    );
 }

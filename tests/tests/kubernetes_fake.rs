@@ -2,10 +2,10 @@
 //! demand: the real agent (`--kubernetes`) lists and watches an in-process
 //! fake API server ([`detour_tests::FakeApiServer`]) that speaks the real
 //! list/watch protocol. It holds one resource's initial list unanswered
-//! (readiness waits for every list), and ends every watch with 410 Gone at
-//! once (the re-list brings a change made meanwhile). Everything else about
+//! while answering the others, which a real API server does not do on
+//! demand: readiness must wait for every list. Everything else about
 //! Kubernetes is tested against the real control plane
-//! (`tests/tests/kubernetes.rs`).
+//! (`tests/tests/kubernetes*.rs`, `rbac.rs`, `control_plane.rs`).
 //!
 //! These need root. Without it each test fails and says so, unless
 //! `DETOUR_SKIP_ROOT_TESTS=1` is set.
@@ -197,54 +197,6 @@ impl Drop for Setup {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.kubeconfig);
     }
-}
-
-#[test]
-fn sandbox_from_the_api_steers_keyed_requests_and_survives_a_relist() {
-    if !require_root() {
-        return;
-    }
-    let setup = Setup::new();
-    let agent = setup.agent().spawn();
-    for resource in WATCHED {
-        assert!(
-            setup.fake.list_requests(resource) >= 1,
-            "{resource} never listed"
-        );
-    }
-
-    // No Sandbox: the Service has no fork, so not even steered.
-    assert_eq!(setup.served_by(&[KEYED]), "reviews");
-    assert_eq!(agent.bpf_event("redirected"), 0);
-
-    setup.apply_sandbox();
-    setup.keyed_reaches("reviews-fork", &agent, "after the Sandbox was created");
-    assert_eq!(setup.served_by(&[]), "reviews", "an unkeyed request");
-    assert_eq!(
-        setup.served_by(&["baggage: detour-routing-key=other"]),
-        "reviews",
-        "another key"
-    );
-
-    // History compacted: every watch ends and resumes with 410 Gone, and a
-    // change made meanwhile (the fork pod turning unready) arrives through
-    // the re-list. A fork without ready pods falls back to baseline.
-    let pod_lists = setup.fake.list_requests("pods");
-    setup.fake.expire_watches();
-    setup.apply_fork_pod(false);
-    setup.keyed_reaches("reviews", &agent, "after the fork pod turned unready");
-    assert!(
-        setup.fake.list_requests("pods") > pod_lists,
-        "no re-list of pods after 410 Gone: {:#?}",
-        setup.fake.requests()
-    );
-
-    setup.apply_fork_pod(true);
-    setup.keyed_reaches("reviews-fork", &agent, "after the fork pod was ready again");
-
-    setup.fake.delete("Sandbox", "default", "feature-x");
-    setup.keyed_reaches("reviews", &agent, "after the Sandbox was deleted");
-    assert_eq!(setup.served_by(&[]), "reviews");
 }
 
 #[test]

@@ -9,6 +9,7 @@
 //! directory.
 
 mod certs;
+mod faults;
 pub mod kubelet;
 
 use std::{
@@ -26,7 +27,7 @@ use crate::{cmd::Proc, netns::Netns, topology::NODE_IP4, unique_name};
 pub const TOOLS_ENV: &str = "DETOUR_K8S_TOOLS";
 /// Where the API server listens, in the node namespace.
 pub const APISERVER: &str = "https://127.0.0.1:6443";
-const ETCD: &str = "http://127.0.0.1:2379";
+pub(super) const ETCD: &str = "http://127.0.0.1:2379";
 /// The ClusterIP range the API server allocates Service addresses from.
 pub const SERVICE_CIDR: &str = "10.96.0.0/16";
 /// The controllers the tests need, and nothing else.
@@ -56,9 +57,9 @@ pub fn tool(name: &str) -> PathBuf {
 #[derive(Debug)]
 struct Component {
     name: &'static str,
-    proc: Proc,
-    log: PathBuf,
-    args: Vec<String>,
+    pub(super) proc: Proc,
+    pub(super) log: PathBuf,
+    pub(super) args: Vec<String>,
 }
 
 #[derive(Debug)]
@@ -187,7 +188,7 @@ impl ControlPlane {
         });
     }
 
-    fn start_process(&self, name: &str, args: &[String], log: &Path) -> Proc {
+    pub(super) fn start_process(&self, name: &str, args: &[String], log: &Path) -> Proc {
         let file = File::options()
             .create(true)
             .append(true)
@@ -206,7 +207,7 @@ impl ControlPlane {
         Proc::new(child)
     }
 
-    fn wait_apiserver(&mut self) {
+    pub(super) fn wait_apiserver(&mut self) {
         self.wait_for("kube-apiserver", Duration::from_secs(90), |p| {
             p.kubectl_output(&["get", "--raw", "/readyz"])
                 .status
@@ -241,7 +242,7 @@ impl ControlPlane {
     }
 
     /// Runs a command in the node namespace.
-    fn in_node(&self, program: &str, args: &[&str]) -> Output {
+    pub(super) fn in_node(&self, program: &str, args: &[&str]) -> Output {
         Command::new("nsenter")
             .arg(format!("--net={}", self.node))
             .arg("--")
@@ -309,41 +310,7 @@ impl ControlPlane {
         path
     }
 
-    /// Stops the API server (SIGTERM, as a rolling control-plane update
-    /// does; SIGKILL after 5 s, as the kubelet does after a grace period:
-    /// its graceful shutdown can outlast that with watches open) and starts
-    /// it again on the same etcd; returns once it is ready.
-    pub fn restart_apiserver(&mut self) {
-        let at = self.index("kube-apiserver");
-        let component = &mut self.components[at];
-        component.proc.signal(libc::SIGTERM);
-        if component
-            .proc
-            .wait_timeout(Duration::from_secs(5))
-            .is_none()
-        {
-            component.proc.signal(libc::SIGKILL);
-            component
-                .proc
-                .wait_timeout(Duration::from_secs(10))
-                .expect("kube-apiserver gone after SIGKILL");
-        }
-        let (args, log) = (component.args.clone(), component.log.clone());
-        let proc = self.start_process("kube-apiserver", &args, &log);
-        self.components[at].proc = proc;
-        self.wait_apiserver();
-    }
-
-    /// SIGSTOP (`true`) or SIGCONT (`false`) to the API server: it holds its
-    /// connections but answers nothing.
-    pub fn freeze_apiserver(&self, frozen: bool) {
-        let signal = if frozen { libc::SIGSTOP } else { libc::SIGCONT };
-        self.components[self.index("kube-apiserver")]
-            .proc
-            .signal(signal);
-    }
-
-    fn index(&self, name: &str) -> usize {
+    pub(super) fn index(&self, name: &str) -> usize {
         self.components
             .iter()
             .position(|c| c.name == name)
@@ -374,13 +341,17 @@ impl Drop for ControlPlane {
 }
 
 fn write_kubeconfig(path: &Path, ca: &Path, user: &str) {
+    write_kubeconfig_for(path, APISERVER, ca, user);
+}
+
+pub(super) fn write_kubeconfig_for(path: &Path, server: &str, ca: &Path, user: &str) {
     let text = format!(
         "apiVersion: v1
 kind: Config
 clusters:
 - name: test
   cluster:
-    server: {APISERVER}
+    server: {server}
     certificate-authority: {ca}
 users:
 - name: test
@@ -409,7 +380,7 @@ fn checked(args: &[&str], output: Output) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
-fn tail(log: &Path) -> String {
+pub(super) fn tail(log: &Path) -> String {
     let text = std::fs::read_to_string(log).unwrap_or_default();
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(LOG_TAIL)..].join("\n")
