@@ -189,8 +189,8 @@ fn the_examples_fit_together() {
     );
     let selector = sandbox.spec.forks[0]
         .selector
-        .match_labels
-        .clone()
+        .as_ref()
+        .and_then(|s| s.match_labels.clone())
         .expect("matchLabels");
     for (key, value) in &selector {
         assert_eq!(pod_labels.get(key), Some(value), "fork pods miss {key}");

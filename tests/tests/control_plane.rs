@@ -127,6 +127,13 @@ fn the_api_server_rejects_invalid_sandboxes_with_a_clear_message() {
         "{{routingKey: feature-x, ttl: 2h, forks: [{{service: {{name: reviews}}, selector: {selector}}}]}}"
     ));
     plane.apply(&valid);
+    // A fork the controller makes, with every customization.
+    plane.apply(&sandbox(
+        "{routingKey: pr-7, forks: [{service: {name: reviews}, forkOf: {kind: Deployment, name: reviews}, \
+         customizations: {images: [{container: reviews, image: 'reviews:pr-7'}], \
+         env: [{name: FEATURE, value: 'on'}], replicas: 2, \
+         patch: {type: json, patch: [{op: add, path: /metadata/annotations/x, value: y}]}}}]}",
+    ));
     for (spec, message) in [
         (
             format!(
@@ -143,6 +150,14 @@ fn the_api_server_rejects_invalid_sandboxes_with_a_clear_message() {
         (
             "{routingKey: k, forks: [{service: {name: reviews}, selector: {}}]}".to_owned(),
             "an empty one would select every pod",
+        ),
+        (
+            "{routingKey: k, forks: [{service: {name: reviews}}]}".to_owned(),
+            "a fork needs forkOf",
+        ),
+        (
+            "{routingKey: k, forks: [{service: {name: reviews}, forkOf: {kind: StatefulSet, name: db}}]}".to_owned(),
+            "spec.forks[0].forkOf.kind",
         ),
         (
             format!(

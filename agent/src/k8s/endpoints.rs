@@ -12,14 +12,14 @@ use k8s_openapi::{
         core::v1::{Pod, Service, ServicePort},
         discovery::v1::EndpointSlice,
     },
-    apimachinery::pkg::util::intstr::IntOrString,
+    apimachinery::pkg::{apis::meta::v1::LabelSelector, util::intstr::IntOrString},
 };
 use kube::{
     ResourceExt,
     core::{Selector, SelectorExt},
 };
 
-use super::crd::Fork;
+use super::crd::{Fork, fork_selector_labels};
 use crate::routes::Protocol;
 
 /// The label EndpointSlices carry with their Service's name.
@@ -141,14 +141,34 @@ impl<'a> ForkPods<'a> {
     /// A fork's endpoints by destination port: each Service port, and the
     /// baseline target port(s) its EndpointSlices give for it, map to the
     /// ready fork pods at the fork port.
+    /// `sandbox` is the Sandbox's (namespace, name); the fork's pods are in
+    /// its namespace (a `selector`) or in the Service's (`forkOf`: the
+    /// controller made them, with the Sandbox's and the workload's labels).
     pub fn endpoints(
         &self,
-        namespace: &str,
+        sandbox: (&str, &str),
         fork: &Fork,
         service: &Service,
         slices: &[Arc<EndpointSlice>],
     ) -> Result<BTreeMap<u16, Vec<SocketAddr>>, String> {
-        let selector = Selector::try_from(fork.selector.clone()).map_err(|e| {
+        let service_namespace = service.namespace().unwrap_or_default();
+        let (namespace, selector) = match (&fork.fork_of, &fork.selector) {
+            (Some(workload), _) => (
+                service_namespace.as_str(),
+                LabelSelector {
+                    match_labels: Some(fork_selector_labels(sandbox.0, sandbox.1, &workload.name)),
+                    ..LabelSelector::default()
+                },
+            ),
+            (None, Some(selector)) => (sandbox.0, selector.clone()),
+            (None, None) => {
+                return Err(format!(
+                    "fork of {}: neither forkOf nor selector; fork ignored",
+                    fork.service.name
+                ));
+            }
+        };
+        let selector = Selector::try_from(selector).map_err(|e| {
             format!(
                 "fork of {}: invalid selector ({e}); fork ignored",
                 fork.service.name

@@ -153,7 +153,12 @@ pub fn translate(state: &ClusterState, now: Timestamp) -> Translation {
                 ));
                 continue;
             };
-            let by_port = match fork_pods.endpoints(&namespace, fork, service, &state.slices) {
+            let by_port = match fork_pods.endpoints(
+                (&namespace, &sandbox.name_any()),
+                fork,
+                service,
+                &state.slices,
+            ) {
                 Ok(by_port) => by_port,
                 Err(problem) => {
                     out.problems
