@@ -66,6 +66,28 @@ impl Cluster {
         Agent::builder(&self.net, &self.cgroup).kubernetes(&self.agent_kubeconfig)
     }
 
+    /// Starts `detour-controller` in the node namespace with `kubeconfig`;
+    /// stopped on drop, its log printed if the test fails.
+    pub fn controller(&self, kubeconfig: &std::path::Path) -> ControllerProc {
+        let log = std::env::temp_dir().join(unique_name("detour-controller-log-"));
+        let file = std::fs::File::create(&log).expect("controller log");
+        let child = std::process::Command::new("nsenter")
+            .arg(format!("--net={}", self.net.node().path()))
+            .arg("--")
+            .arg(crate::controller_bin())
+            .env("KUBECONFIG", kubeconfig)
+            .env("DETOUR_LOG", "info,detour_controller=debug")
+            .stdin(std::process::Stdio::null())
+            .stdout(file.try_clone().expect("log fd"))
+            .stderr(file)
+            .spawn()
+            .expect("start detour-controller");
+        ControllerProc {
+            proc: crate::cmd::Proc::new(child),
+            log,
+        }
+    }
+
     /// `kubectl apply -f -` as the admin.
     pub fn apply(&self, manifest: &str) {
         self.plane.apply(manifest);
@@ -184,6 +206,28 @@ spec:
           env: [{{name: SERVED_BY, value: {name}}}]
 "#
     )
+}
+
+/// A running `detour-controller`.
+#[derive(Debug)]
+pub struct ControllerProc {
+    pub proc: crate::cmd::Proc,
+    log: PathBuf,
+}
+
+impl ControllerProc {
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for ControllerProc {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("--- detour-controller log ---\n{}", self.logs());
+        }
+        let _ = std::fs::remove_file(&self.log);
+    }
 }
 
 fn is_ready(pod: &Value) -> bool {

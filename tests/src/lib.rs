@@ -67,6 +67,15 @@ pub fn detour_bin() -> std::path::PathBuf {
         .unwrap_or_else(|| panic!("no detour binary: run `cargo xtask build` or set DETOUR_BIN"))
 }
 
+/// The `detour-controller` binary under test: `$DETOUR_CONTROLLER_BIN`, else
+/// the one beside the agent binary (`cargo xtask build` builds both).
+pub fn controller_bin() -> std::path::PathBuf {
+    if let Some(path) = std::env::var_os("DETOUR_CONTROLLER_BIN") {
+        return path.into();
+    }
+    detour_bin().with_file_name("detour-controller")
+}
+
 /// A short name unique to this process and call, for namespaces and cgroups.
 /// The clock's sub-second digits guard against a recycled PID meeting the
 /// leftovers of an earlier run that was killed before it could clean up.

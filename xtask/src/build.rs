@@ -14,10 +14,18 @@ pub struct BuildArgs {
     pub debug: bool,
 }
 
-/// Builds `detour` and returns the binary's path.
+/// Builds `detour` (and `detour-controller` beside it) and returns the
+/// agent binary's path.
 pub fn run_build(debug: bool) -> anyhow::Result<PathBuf> {
     let mut command = cargo();
-    command.args(["build", "--locked", "-p", "detour"]);
+    command.args([
+        "build",
+        "--locked",
+        "-p",
+        "detour",
+        "-p",
+        "detour-controller",
+    ]);
     if !debug {
         command.arg("--release");
     }

@@ -1,0 +1,207 @@
+//! One Sandbox's reconcile: make its `forkOf` forks exist as [`fork::build`]
+//! says (server-side apply: a fork edited by hand is put back), delete the
+//! forks it no longer names, delete it once its TTL has run out, and report
+//! its status. A finalizer deletes its forks before the Sandbox goes, in
+//! whatever namespace they live; forks in the Sandbox's own namespace also
+//! carry an owner reference, so the garbage collector removes them even if
+//! the controller is gone.
+
+use std::{collections::BTreeSet, sync::Arc, time::Duration};
+
+use detour_api::{SANDBOX_LABEL, SANDBOX_NAMESPACE_LABEL, Sandbox, label_value};
+use k8s_openapi::{
+    api::{apps::v1::Deployment, core::v1::Service},
+    jiff::{SignedDuration, Timestamp},
+};
+use kube::{
+    Api, Client, Resource, ResourceExt,
+    api::{DeleteParams, ListParams, Patch, PatchParams},
+    runtime::{
+        controller::Action,
+        finalizer::{Event, finalizer},
+    },
+};
+use tracing::{info, warn};
+
+use crate::{
+    fork::{self, ForkOf},
+    status,
+};
+
+/// The finalizer that deletes a Sandbox's forks before it goes.
+pub const FINALIZER: &str = "detour.dev/forks";
+/// The field manager of everything the controller applies.
+pub const MANAGER: &str = "detour-controller";
+
+pub struct Context {
+    pub client: Client,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReconcileError {
+    #[error("Kubernetes API: {0}")]
+    Api(#[from] kube::Error),
+    #[error("finalizer: {0}")]
+    Finalizer(String),
+}
+
+/// Reconciles one Sandbox (the `Controller`'s reconciler).
+pub async fn reconcile(sandbox: Arc<Sandbox>, ctx: Arc<Context>) -> Result<Action, ReconcileError> {
+    let namespace = sandbox.namespace().unwrap_or_default();
+    let api: Api<Sandbox> = Api::namespaced(ctx.client.clone(), &namespace);
+    finalizer(&api, FINALIZER, sandbox, |event| async {
+        match event {
+            Event::Apply(sandbox) => apply(&sandbox, &ctx).await,
+            Event::Cleanup(sandbox) => cleanup(&sandbox, &ctx).await,
+        }
+    })
+    .await
+    .map_err(|e| ReconcileError::Finalizer(e.to_string()))
+}
+
+/// Retries a failed reconcile after a short pause.
+pub fn error_policy(sandbox: Arc<Sandbox>, error: &ReconcileError, _: Arc<Context>) -> Action {
+    warn!(sandbox = %label(&sandbox), %error, "reconcile failed; retrying");
+    Action::requeue(Duration::from_secs(5))
+}
+
+async fn apply(sandbox: &Sandbox, ctx: &Context) -> Result<Action, ReconcileError> {
+    let namespace = sandbox.namespace().unwrap_or_default();
+    let name = sandbox.name_any();
+    let expires_at = expiry(sandbox);
+    if let Some(at) = expires_at
+        && at <= Timestamp::now()
+    {
+        info!(sandbox = %label(sandbox), "TTL ran out; deleting the Sandbox");
+        Api::<Sandbox>::namespaced(ctx.client.clone(), &namespace)
+            .delete(&name, &DeleteParams::default())
+            .await?;
+        return Ok(Action::await_change());
+    }
+
+    let mut report = status::Report::new(sandbox, expires_at);
+    let mut wanted = BTreeSet::new();
+    for (index, fork_spec) in sandbox.spec.forks.iter().enumerate() {
+        let service_ns = fork_spec
+            .service
+            .namespace
+            .clone()
+            .unwrap_or_else(|| namespace.clone());
+        let Some(workload) = &fork_spec.fork_of else {
+            report.bring_your_own(index, fork_spec, &service_ns);
+            continue;
+        };
+        let deployments: Api<Deployment> = Api::namespaced(ctx.client.clone(), &service_ns);
+        let Some(baseline) = deployments.get_opt(&workload.name).await? else {
+            report.failed(
+                index,
+                fork_spec,
+                "BaselineNotFound",
+                format!("Deployment {service_ns}/{} not found", workload.name),
+            );
+            continue;
+        };
+        let services = Api::<Service>::namespaced(ctx.client.clone(), &service_ns)
+            .list(&ListParams::default())
+            .await?
+            .items;
+        let owner = (service_ns == namespace)
+            .then(|| sandbox.controller_owner_ref(&()))
+            .flatten();
+        let of = ForkOf {
+            sandbox_namespace: &namespace,
+            sandbox_name: &name,
+            owner,
+            customizations: fork_spec.customizations.as_ref(),
+        };
+        let desired = match fork::build(&baseline, &services, &of) {
+            Ok(desired) => desired,
+            Err(error) => {
+                report.failed(index, fork_spec, "InvalidCustomization", error.to_string());
+                continue;
+            }
+        };
+        let fork_name = desired.metadata.name.clone().unwrap_or_default();
+        let applied = deployments
+            .patch(
+                &fork_name,
+                &PatchParams::apply(MANAGER).force(),
+                &Patch::Apply(&desired),
+            )
+            .await?;
+        wanted.insert((service_ns.clone(), fork_name));
+        report.applied(index, fork_spec, &applied);
+    }
+    delete_forks(ctx, sandbox, |ns, name| {
+        !wanted.contains(&(ns.to_owned(), name.to_owned()))
+    })
+    .await?;
+    report.key_claim(&ctx.client).await?;
+    report.endpoints(&ctx.client).await?;
+    let ready = report.publish(&ctx.client).await?;
+    let next = if ready {
+        Duration::from_secs(60)
+    } else {
+        Duration::from_secs(2)
+    };
+    let next = expires_at
+        .and_then(|at| Duration::try_from(at.duration_since(Timestamp::now())).ok())
+        .map_or(next, |left| left.min(next));
+    Ok(Action::requeue(next))
+}
+
+async fn cleanup(sandbox: &Sandbox, ctx: &Context) -> Result<Action, ReconcileError> {
+    let deleted = delete_forks(ctx, sandbox, |_, _| true).await?;
+    info!(sandbox = %label(sandbox), deleted, "Sandbox deleted; its forks are gone");
+    Ok(Action::await_change())
+}
+
+/// Deletes the Sandbox's fork Deployments (found by its labels, in every
+/// namespace) that `stale` picks; returns how many.
+async fn delete_forks(
+    ctx: &Context,
+    sandbox: &Sandbox,
+    stale: impl Fn(&str, &str) -> bool,
+) -> Result<usize, ReconcileError> {
+    let selector = format!(
+        "{SANDBOX_LABEL}={},{SANDBOX_NAMESPACE_LABEL}={}",
+        label_value(&sandbox.name_any()),
+        label_value(&sandbox.namespace().unwrap_or_default())
+    );
+    let forks = Api::<Deployment>::all(ctx.client.clone())
+        .list(&ListParams::default().labels(&selector))
+        .await?;
+    let mut deleted = 0;
+    for fork in forks {
+        let (ns, name) = (fork.namespace().unwrap_or_default(), fork.name_any());
+        if stale(&ns, &name) {
+            Api::<Deployment>::namespaced(ctx.client.clone(), &ns)
+                .delete(&name, &DeleteParams::background())
+                .await?;
+            info!(sandbox = %label(sandbox), fork = %format!("{ns}/{name}"), "fork deleted");
+            deleted += 1;
+        }
+    }
+    Ok(deleted)
+}
+
+/// When the Sandbox's TTL runs out, if it has one that parses.
+fn expiry(sandbox: &Sandbox) -> Option<Timestamp> {
+    let ttl = humantime_duration(sandbox.spec.ttl.as_deref()?)?;
+    let created = sandbox.metadata.creation_timestamp.as_ref()?.0;
+    created
+        .checked_add(SignedDuration::try_from(ttl).ok()?)
+        .ok()
+}
+
+fn humantime_duration(text: &str) -> Option<Duration> {
+    humantime::parse_duration(text).ok()
+}
+
+pub fn label(sandbox: &Sandbox) -> String {
+    format!(
+        "{}/{}",
+        sandbox.namespace().unwrap_or_default(),
+        sandbox.name_any()
+    )
+}

@@ -1,0 +1,209 @@
+//! The sandbox controller on the real control plane: one Sandbox naming
+//! `forkOf: deployment/reviews` and an image override becomes a fork
+//! Deployment whose pods the node simulator runs; the Sandbox turns Ready,
+//! keyed requests reach the fork and unkeyed ones baseline, the baseline
+//! Service never selects a fork pod, and deleting the Sandbox leaves
+//! nothing. An unknown container is reported in status and nothing is
+//! created.
+//!
+//! These need root. Without it each test fails and says so, unless
+//! `DETOUR_SKIP_ROOT_TESTS=1` is set.
+
+use std::time::{Duration, Instant};
+
+use detour_tests::{Cluster, cluster::echo_deployment, require_root};
+use serde_json::Value;
+
+const CLUSTER_IP: &str = "10.96.0.40";
+const PORT: u16 = 8080;
+
+/// A Sandbox for pull request `pr` forking `reviews` with the image's tag
+/// set to `tag` in container `container`, answering as `reviews-<pr>`.
+fn sandbox(pr: &str, container: &str) -> String {
+    format!(
+        r#"
+apiVersion: detour.dev/v1alpha1
+kind: Sandbox
+metadata: {{name: {pr}, namespace: default}}
+spec:
+  routingKey: {pr}
+  forks:
+    - service: {{name: reviews}}
+      forkOf: {{kind: Deployment, name: reviews}}
+      customizations:
+        images: [{{container: {container}, image: "detour.dev/test-echo:{pr}"}}]
+        env: [{{name: SERVED_BY, value: reviews-{pr}}}]
+"#
+    )
+}
+
+fn served_by(cluster: &Cluster, key: &str) -> String {
+    let output = cluster.net.pod("client").exec_in(
+        &cluster.cgroup,
+        "curl",
+        &[
+            "-sS",
+            "-m",
+            "5",
+            "-o",
+            "/dev/null",
+            "-D",
+            "-",
+            "-H",
+            &format!("baggage: detour-routing-key={key}"),
+            &format!("http://{CLUSTER_IP}:{PORT}/"),
+        ],
+    );
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .find_map(|line| line.strip_prefix("X-Served-By: "))
+        .map_or_else(|| "nothing".to_owned(), |name| name.trim().to_owned())
+}
+
+fn json(cluster: &Cluster, args: &[&str]) -> Value {
+    let mut all = args.to_vec();
+    all.extend(["-o", "json"]);
+    serde_json::from_str(&cluster.plane.kubectl(&all)).expect("kubectl JSON")
+}
+
+#[test]
+fn a_forkof_sandbox_becomes_a_ready_fork_that_keyed_requests_reach_and_leaves_nothing() {
+    if !require_root() {
+        return;
+    }
+    let cluster = Cluster::start("dsc");
+    // The baseline Service selects by `app` only: the fork's pods carry the
+    // same `app` in the template, so the controller must rewrite it.
+    cluster.apply(&format!(
+        "apiVersion: v1\nkind: Service\nmetadata: {{name: reviews, namespace: default}}\n\
+         spec: {{clusterIP: {CLUSTER_IP}, selector: {{app: reviews}}, \
+         ports: [{{name: http, port: {PORT}, appProtocol: http}}]}}\n{}",
+        echo_deployment("reviews", "v1", PORT, false),
+    ));
+    let baseline = cluster.ready_pods("default", "app=reviews");
+    cluster.route_cluster_ip(CLUSTER_IP, &baseline[0]);
+    let controller = cluster.controller(&cluster.plane.admin_kubeconfig);
+    let agent = cluster.agent().spawn();
+
+    cluster.apply(&sandbox("pr-7", "reviews"));
+    let waited = cluster.plane.kubectl_output(&[
+        "wait",
+        "--for=condition=Ready",
+        "sandbox/pr-7",
+        "--timeout=60s",
+    ]);
+    assert!(
+        waited.status.success(),
+        "Sandbox not Ready: {}\n{}\n--- controller ---\n{}",
+        String::from_utf8_lossy(&waited.stderr),
+        cluster
+            .plane
+            .kubectl(&["get", "sandbox", "pr-7", "-o", "yaml"]),
+        controller.logs()
+    );
+    let status = json(&cluster, &["get", "sandbox", "pr-7"])["status"].clone();
+    assert_eq!(
+        status["forks"][0]["workload"], "Deployment/reviews-pr-7",
+        "{status}"
+    );
+    assert_eq!(status["forks"][0]["readyReplicas"], 1, "{status}");
+
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while served_by(&cluster, "pr-7") != "reviews-pr-7" {
+        assert!(
+            Instant::now() < deadline,
+            "keyed request never reached the fork\n{}",
+            agent.logs()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(served_by(&cluster, "other"), "reviews");
+
+    // The baseline Service's slices hold the baseline pod only.
+    let fork_ips: Vec<String> = cluster
+        .pods("default", "detour.dev/sandbox=pr-7")
+        .iter()
+        .filter_map(|p| p["status"]["podIP"].as_str().map(str::to_owned))
+        .collect();
+    assert_eq!(fork_ips.len(), 1);
+    let slices = json(
+        &cluster,
+        &[
+            "get",
+            "endpointslices",
+            "-n",
+            "default",
+            "-l",
+            "kubernetes.io/service-name=reviews",
+        ],
+    );
+    let addresses: Vec<String> = slices["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|s| s["endpoints"].as_array().cloned().unwrap_or_default())
+        .filter_map(|e| e["addresses"][0].as_str().map(str::to_owned))
+        .collect();
+    assert_eq!(
+        addresses,
+        [baseline[0].clone()],
+        "fork pods {fork_ips:?} stay out"
+    );
+
+    // Deleted: the fork goes with it, and keyed requests go to baseline.
+    cluster
+        .plane
+        .kubectl(&["delete", "sandbox", "pr-7", "--timeout=60s"]);
+    let left = json(
+        &cluster,
+        &["get", "deployments", "-A", "-l", "detour.dev/sandbox=pr-7"],
+    );
+    assert_eq!(left["items"].as_array().map(Vec::len), Some(0), "{left}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while served_by(&cluster, "pr-7") != "reviews" {
+        assert!(
+            Instant::now() < deadline,
+            "keyed request still reaches a fork"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    // An unknown container: reported, nothing created.
+    cluster.apply(&sandbox("pr-8", "web"));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let condition = loop {
+        let status = json(&cluster, &["get", "sandbox", "pr-8"])["status"].clone();
+        let forks_ready = status["conditions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|c| c["type"] == "ForksReady")
+            .cloned();
+        if let Some(condition) = forks_ready {
+            break condition;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no status\n{}",
+            controller.logs()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(condition["status"], "False", "{condition}");
+    assert_eq!(condition["reason"], "InvalidCustomization", "{condition}");
+    assert!(
+        condition["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("\"web\"")),
+        "{condition}"
+    );
+    let created = json(
+        &cluster,
+        &["get", "deployments", "-A", "-l", "detour.dev/sandbox=pr-8"],
+    );
+    assert_eq!(
+        created["items"].as_array().map(Vec::len),
+        Some(0),
+        "{created}"
+    );
+}
