@@ -6,6 +6,8 @@
 //! only talks to the Kubernetes API.
 
 pub mod fork;
+pub mod leader;
+pub mod metrics;
 pub mod reconcile;
 pub mod run;
 pub mod status;

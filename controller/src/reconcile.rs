@@ -18,6 +18,7 @@ use kube::{
     api::{DeleteParams, ListParams, Patch, PatchParams},
     runtime::{
         controller::Action,
+        events::{Event as KubeEvent, EventType, Recorder},
         finalizer::{Event, finalizer},
     },
 };
@@ -25,6 +26,7 @@ use tracing::{info, warn};
 
 use crate::{
     fork::{self, ForkOf},
+    metrics::Metrics,
     status,
 };
 
@@ -35,6 +37,33 @@ pub const MANAGER: &str = "detour-controller";
 
 pub struct Context {
     pub client: Client,
+    pub metrics: Metrics,
+    /// Kubernetes Events on the Sandbox, for each step and each failure.
+    pub recorder: Recorder,
+}
+
+impl Context {
+    /// Publishes an Event on `sandbox` (best effort: a lost Event is logged).
+    pub async fn event(&self, sandbox: &Sandbox, warning: bool, reason: &str, note: String) {
+        let event = KubeEvent {
+            type_: if warning {
+                EventType::Warning
+            } else {
+                EventType::Normal
+            },
+            reason: reason.to_owned(),
+            note: Some(note),
+            action: "Reconcile".to_owned(),
+            secondary: None,
+        };
+        if let Err(error) = self
+            .recorder
+            .publish(&event, &sandbox.object_ref(&()))
+            .await
+        {
+            warn!(sandbox = %label(sandbox), %error, "event not recorded");
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -73,6 +102,13 @@ async fn apply(sandbox: &Sandbox, ctx: &Context) -> Result<Action, ReconcileErro
         && at <= Timestamp::now()
     {
         info!(sandbox = %label(sandbox), "TTL ran out; deleting the Sandbox");
+        ctx.event(
+            sandbox,
+            false,
+            "Expired",
+            "the TTL ran out; deleting the Sandbox and its forks".to_owned(),
+        )
+        .await;
         Api::<Sandbox>::namespaced(ctx.client.clone(), &namespace)
             .delete(&name, &DeleteParams::default())
             .await?;
@@ -117,11 +153,21 @@ async fn apply(sandbox: &Sandbox, ctx: &Context) -> Result<Action, ReconcileErro
         let desired = match fork::build(&baseline, &services, &of) {
             Ok(desired) => desired,
             Err(error) => {
-                report.failed(index, fork_spec, "InvalidCustomization", error.to_string());
+                fail(
+                    ctx,
+                    sandbox,
+                    &mut report,
+                    index,
+                    fork_spec,
+                    "InvalidCustomization",
+                    error.to_string(),
+                )
+                .await;
                 continue;
             }
         };
         let fork_name = desired.metadata.name.clone().unwrap_or_default();
+        let existed = deployments.get_opt(&fork_name).await?.is_some();
         let applied = deployments
             .patch(
                 &fork_name,
@@ -129,6 +175,18 @@ async fn apply(sandbox: &Sandbox, ctx: &Context) -> Result<Action, ReconcileErro
                 &Patch::Apply(&desired),
             )
             .await?;
+        if !existed {
+            ctx.event(
+                sandbox,
+                false,
+                "ForkCreated",
+                format!(
+                    "Deployment {service_ns}/{fork_name}, a fork of {}",
+                    workload.name
+                ),
+            )
+            .await;
+        }
         wanted.insert((service_ns.clone(), fork_name));
         report.applied(index, fork_spec, &applied);
     }
@@ -138,7 +196,7 @@ async fn apply(sandbox: &Sandbox, ctx: &Context) -> Result<Action, ReconcileErro
     .await?;
     report.key_claim(&ctx.client).await?;
     report.endpoints(&ctx.client).await?;
-    let ready = report.publish(&ctx.client).await?;
+    let ready = report.publish(&ctx.client, &ctx.metrics).await?;
     let next = if ready {
         Duration::from_secs(60)
     } else {
@@ -148,6 +206,26 @@ async fn apply(sandbox: &Sandbox, ctx: &Context) -> Result<Action, ReconcileErro
         .and_then(|at| Duration::try_from(at.duration_since(Timestamp::now())).ok())
         .map_or(next, |left| left.min(next));
     Ok(Action::requeue(next))
+}
+
+/// Reports a fork that could not be made: in status, as an Event, counted.
+async fn fail(
+    ctx: &Context,
+    sandbox: &Sandbox,
+    report: &mut status::Report<'_>,
+    index: usize,
+    fork_spec: &detour_api::Fork,
+    reason: &'static str,
+    message: String,
+) {
+    ctx.metrics
+        .fork_failures
+        .get_or_create(&crate::metrics::ReasonLabels {
+            reason: reason.to_owned(),
+        })
+        .inc();
+    ctx.event(sandbox, true, reason, message.clone()).await;
+    report.failed(index, fork_spec, reason, message);
 }
 
 async fn cleanup(sandbox: &Sandbox, ctx: &Context) -> Result<Action, ReconcileError> {
@@ -179,6 +257,13 @@ async fn delete_forks(
                 .delete(&name, &DeleteParams::background())
                 .await?;
             info!(sandbox = %label(sandbox), fork = %format!("{ns}/{name}"), "fork deleted");
+            ctx.event(
+                sandbox,
+                false,
+                "ForkDeleted",
+                format!("Deployment {ns}/{name}"),
+            )
+            .await;
             deleted += 1;
         }
     }

@@ -17,7 +17,7 @@ use kube::{
     api::{ListParams, Patch, PatchParams},
 };
 
-use crate::reconcile::ReconcileError;
+use crate::{metrics::Metrics, reconcile::ReconcileError};
 
 /// One fork as this reconcile left it.
 struct ForkReport {
@@ -179,7 +179,7 @@ impl<'a> Report<'a> {
     }
 
     /// Writes the status; returns whether the Sandbox is Ready.
-    pub async fn publish(self, client: &Client) -> Result<bool, ReconcileError> {
+    pub async fn publish(self, client: &Client, metrics: &Metrics) -> Result<bool, ReconcileError> {
         let generation = self.sandbox.metadata.generation;
         let previous = self.sandbox.status.clone().unwrap_or_default().conditions;
         let failure = self.forks.iter().find_map(|f| f.failure.clone());
@@ -210,6 +210,16 @@ impl<'a> Report<'a> {
             ),
         };
         let ready = forks_ready.0 && key.0;
+        let was_ready = previous
+            .iter()
+            .any(|c| c.type_ == "Ready" && c.status == "True");
+        if ready
+            && !was_ready
+            && let Some(created) = self.sandbox.creation_timestamp()
+        {
+            let waited = Timestamp::now().duration_since(created.0).as_secs_f64();
+            metrics.time_to_ready.observe(waited.max(0.0));
+        }
         let ready_condition = if ready {
             (
                 true,

@@ -66,15 +66,18 @@ impl Cluster {
         Agent::builder(&self.net, &self.cgroup).kubernetes(&self.agent_kubeconfig)
     }
 
-    /// Starts `detour-controller` in the node namespace with `kubeconfig`;
-    /// stopped on drop, its log printed if the test fails.
-    pub fn controller(&self, kubeconfig: &std::path::Path) -> ControllerProc {
+    /// Starts `detour-controller` replica `identity` in the node namespace
+    /// with `kubeconfig` (its Lease in `detour`); stopped on drop, its log
+    /// printed if the test fails.
+    pub fn controller(&self, kubeconfig: &std::path::Path, identity: &str) -> ControllerProc {
         let log = std::env::temp_dir().join(unique_name("detour-controller-log-"));
         let file = std::fs::File::create(&log).expect("controller log");
         let child = std::process::Command::new("nsenter")
             .arg(format!("--net={}", self.net.node().path()))
             .arg("--")
             .arg(crate::controller_bin())
+            .args(["--metrics-addr", "127.0.0.1:0", "--lease-namespace", "detour"])
+            .args(["--identity", identity, "--lease-duration", "4"])
             .env("KUBECONFIG", kubeconfig)
             .env("DETOUR_LOG", "info,detour_controller=debug")
             .stdin(std::process::Stdio::null())

@@ -82,7 +82,7 @@ fn a_forkof_sandbox_becomes_a_ready_fork_that_keyed_requests_reach_and_leaves_no
     ));
     let baseline = cluster.ready_pods("default", "app=reviews");
     cluster.route_cluster_ip(CLUSTER_IP, &baseline[0]);
-    let controller = cluster.controller(&cluster.plane.admin_kubeconfig);
+    let controller = cluster.controller(&cluster.plane.admin_kubeconfig, "controller-0");
     let agent = cluster.agent().spawn();
 
     cluster.apply(&sandbox("pr-7", "reviews"));
