@@ -1,6 +1,7 @@
 # syntax=docker/dockerfile:1
 #
-# The detour agent image (the same binary is the node CLI).
+# The detour image: the agent (the same binary is the node CLI) and the
+# sandbox controller (`/usr/local/bin/detour-controller`).
 #
 #   docker build -t detour:0.1.0 .
 #
@@ -28,11 +29,11 @@ RUN curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs \
         --no-default-features --features llvm-22
 WORKDIR /src
 COPY . .
-RUN cargo build --release --locked -p detour \
-    && install -m 0755 target/release/detour /usr/local/bin/detour
+RUN cargo build --release --locked -p detour -p detour-controller \
+    && install -m 0755 target/release/detour target/release/detour-controller /usr/local/bin/
 
 # glibc and libgcc, nothing else: no shell, no package manager.
 FROM gcr.io/distroless/cc-debian12
-COPY --from=build /usr/local/bin/detour /usr/local/bin/detour
+COPY --from=build /usr/local/bin/detour /usr/local/bin/detour-controller /usr/local/bin/
 ENTRYPOINT ["/usr/local/bin/detour"]
 CMD ["agent"]

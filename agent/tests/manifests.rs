@@ -136,6 +136,14 @@ fn every_manifest_in_deploy_parses_into_its_type() {
         ("ClusterRole", "detour"),
         ("ClusterRoleBinding", "detour"),
         ("DaemonSet", "detour"),
+        ("ServiceAccount", "detour-controller"),
+        ("ClusterRole", "detour-controller"),
+        ("ClusterRoleBinding", "detour-controller"),
+        ("Role", "detour-controller-lease"),
+        ("RoleBinding", "detour-controller-lease"),
+        ("ValidatingAdmissionPolicy", "detour-controller-forks-only"),
+        ("ValidatingAdmissionPolicyBinding", "detour-controller-forks-only"),
+        ("Deployment", "detour-controller"),
     ]
     .into_iter()
     .map(|(kind, name)| (kind.to_owned(), name.to_owned()))

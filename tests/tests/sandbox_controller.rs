@@ -82,7 +82,12 @@ fn a_forkof_sandbox_becomes_a_ready_fork_that_keyed_requests_reach_and_leaves_no
     ));
     let baseline = cluster.ready_pods("default", "app=reviews");
     cluster.route_cluster_ip(CLUSTER_IP, &baseline[0]);
-    let controller = cluster.controller(&cluster.plane.admin_kubeconfig, "controller-0");
+    // As its own ServiceAccount: the shipped ClusterRole, Role and
+    // admission policy are what it gets.
+    let kubeconfig = cluster
+        .plane
+        .service_account_kubeconfig("detour", "detour-controller");
+    let controller = cluster.controller(&kubeconfig, "controller-0");
     let agent = cluster.agent().spawn();
 
     cluster.apply(&sandbox("pr-7", "reviews"));
@@ -206,4 +211,54 @@ fn a_forkof_sandbox_becomes_a_ready_fork_that_keyed_requests_reach_and_leaves_no
         Some(0),
         "{created}"
     );
+}
+
+#[test]
+fn the_controllers_account_may_touch_fork_deployments_only() {
+    if !require_root() {
+        return;
+    }
+    let cluster = Cluster::start("dsp");
+    cluster.apply(&echo_deployment("reviews", "v1", PORT, false));
+    let kubeconfig = cluster
+        .plane
+        .service_account_kubeconfig("detour", "detour-controller");
+    // The admission policy takes a moment to be enforced after it is made.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let refused = loop {
+        let output = cluster.plane.kubectl_as(
+            &kubeconfig,
+            &[
+                "delete",
+                "deployment",
+                "reviews",
+                "-n",
+                "default",
+                "--dry-run=server",
+            ],
+            None,
+        );
+        if !output.status.success() {
+            break String::from_utf8_lossy(&output.stderr).into_owned();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the controller's account deleted a baseline"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    assert!(
+        refused.contains("may only create, change and delete fork Deployments"),
+        "{refused}"
+    );
+    let fork = echo_deployment("reviews-fork", "feature-x", PORT, true).replace(
+        "metadata: {name: reviews-fork, namespace: default}",
+        "metadata: {name: reviews-fork, namespace: default, labels: {detour.dev/fork: \"true\"}}",
+    );
+    let created = cluster.plane.kubectl_as(
+        &kubeconfig,
+        &["apply", "--dry-run=server", "-f", "-"],
+        Some(&fork),
+    );
+    assert!(created.status.success(), "{created:?}");
 }

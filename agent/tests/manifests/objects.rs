@@ -6,10 +6,11 @@ use std::path::Path;
 
 use detour::k8s::crd::{RouteGroup, Sandbox};
 use k8s_openapi::{
+    api::admissionregistration::v1::{ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding},
     api::{
         apps::v1::{DaemonSet, Deployment},
         core::v1::{Namespace, ServiceAccount},
-        rbac::v1::{ClusterRole, ClusterRoleBinding},
+        rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding},
     },
     apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
 };
@@ -78,6 +79,14 @@ pub fn parse(origin: &str, document: &Value) -> Object {
         ("rbac.authorization.k8s.io/v1", "ClusterRole") => strict::<ClusterRole>(origin, document),
         ("rbac.authorization.k8s.io/v1", "ClusterRoleBinding") => {
             strict::<ClusterRoleBinding>(origin, document)
+        }
+        ("rbac.authorization.k8s.io/v1", "Role") => strict::<Role>(origin, document),
+        ("rbac.authorization.k8s.io/v1", "RoleBinding") => strict::<RoleBinding>(origin, document),
+        ("admissionregistration.k8s.io/v1", "ValidatingAdmissionPolicy") => {
+            strict::<ValidatingAdmissionPolicy>(origin, document)
+        }
+        ("admissionregistration.k8s.io/v1", "ValidatingAdmissionPolicyBinding") => {
+            strict::<ValidatingAdmissionPolicyBinding>(origin, document)
         }
         ("apps/v1", "DaemonSet") => strict::<DaemonSet>(origin, document),
         ("apps/v1", "Deployment") => strict::<Deployment>(origin, document),
