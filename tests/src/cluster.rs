@@ -50,6 +50,15 @@ impl Cluster {
             "crd/routegroups.detour.dev",
             "--timeout=60s",
         ]);
+        // The tests run the controller themselves, as a process; the
+        // in-cluster Deployment's image is not one the node can run.
+        plane.kubectl(&[
+            "scale",
+            "deployment/detour-controller",
+            "-n",
+            "detour",
+            "--replicas=0",
+        ]);
         let agent_kubeconfig = plane.service_account_kubeconfig("detour", "detour");
         let cgroup = Cgroup::new(&unique_name("detour-cluster-"));
         Self {
@@ -76,7 +85,12 @@ impl Cluster {
             .arg(format!("--net={}", self.net.node().path()))
             .arg("--")
             .arg(crate::controller_bin())
-            .args(["--metrics-addr", "127.0.0.1:0", "--lease-namespace", "detour"])
+            .args([
+                "--metrics-addr",
+                "127.0.0.1:0",
+                "--lease-namespace",
+                "detour",
+            ])
             .args(["--identity", identity, "--lease-duration", "4"])
             .env("KUBECONFIG", kubeconfig)
             .env("DETOUR_LOG", "info,detour_controller=debug")
@@ -94,6 +108,63 @@ impl Cluster {
     /// `kubectl apply -f -` as the admin.
     pub fn apply(&self, manifest: &str) {
         self.plane.apply(manifest);
+    }
+
+    /// `kubectl ARGS -o json` as the admin, parsed.
+    pub fn json(&self, args: &[&str]) -> Value {
+        let mut all = args.to_vec();
+        all.extend(["-o", "json"]);
+        serde_json::from_str(&self.plane.kubectl(&all)).expect("kubectl JSON")
+    }
+
+    /// Which pod (`X-Served-By`) answered `GET http://ADDR/` from the
+    /// client (in the cgroup) with routing key `key`; "nothing (why)" if
+    /// none answered.
+    pub fn served_by(&self, addr: &str, key: &str) -> String {
+        let output = self.net.pod("client").exec_in(
+            &self.cgroup,
+            "curl",
+            &[
+                "-sS",
+                "-m",
+                "5",
+                "-o",
+                "/dev/null",
+                "-D",
+                "-",
+                "-H",
+                &format!("baggage: detour-routing-key={key}"),
+                &format!("http://{addr}/"),
+            ],
+        );
+        String::from_utf8_lossy(&output.stdout)
+            .lines()
+            .find_map(|line| line.strip_prefix("X-Served-By: "))
+            .map_or_else(
+                || {
+                    format!(
+                        "nothing ({})",
+                        String::from_utf8_lossy(&output.stderr).trim()
+                    )
+                },
+                |name| name.trim().to_owned(),
+            )
+    }
+
+    /// Polls `served_by` until it is `pod`, for up to `limit`.
+    pub fn key_reaches(&self, addr: &str, key: &str, pod: &str, limit: Duration) {
+        let deadline = Instant::now() + limit;
+        loop {
+            let last = self.served_by(addr, key);
+            if last == pod {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "key {key} to {addr} reaches {last}, not {pod}, after {limit:?}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
     }
 
     /// Waits until every pod matching `selector` in `namespace` is Ready

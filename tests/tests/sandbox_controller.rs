@@ -12,7 +12,6 @@
 use std::time::{Duration, Instant};
 
 use detour_tests::{Cluster, cluster::echo_deployment, require_root};
-use serde_json::Value;
 
 const CLUSTER_IP: &str = "10.96.0.40";
 const PORT: u16 = 8080;
@@ -35,35 +34,6 @@ spec:
         env: [{{name: SERVED_BY, value: reviews-{pr}}}]
 "#
     )
-}
-
-fn served_by(cluster: &Cluster, key: &str) -> String {
-    let output = cluster.net.pod("client").exec_in(
-        &cluster.cgroup,
-        "curl",
-        &[
-            "-sS",
-            "-m",
-            "5",
-            "-o",
-            "/dev/null",
-            "-D",
-            "-",
-            "-H",
-            &format!("baggage: detour-routing-key={key}"),
-            &format!("http://{CLUSTER_IP}:{PORT}/"),
-        ],
-    );
-    String::from_utf8_lossy(&output.stdout)
-        .lines()
-        .find_map(|line| line.strip_prefix("X-Served-By: "))
-        .map_or_else(|| "nothing".to_owned(), |name| name.trim().to_owned())
-}
-
-fn json(cluster: &Cluster, args: &[&str]) -> Value {
-    let mut all = args.to_vec();
-    all.extend(["-o", "json"]);
-    serde_json::from_str(&cluster.plane.kubectl(&all)).expect("kubectl JSON")
 }
 
 #[test]
@@ -106,23 +76,21 @@ fn a_forkof_sandbox_becomes_a_ready_fork_that_keyed_requests_reach_and_leaves_no
             .kubectl(&["get", "sandbox", "pr-7", "-o", "yaml"]),
         controller.logs()
     );
-    let status = json(&cluster, &["get", "sandbox", "pr-7"])["status"].clone();
+    let status = cluster.json(&["get", "sandbox", "pr-7"])["status"].clone();
     assert_eq!(
         status["forks"][0]["workload"], "Deployment/reviews-pr-7",
         "{status}"
     );
     assert_eq!(status["forks"][0]["readyReplicas"], 1, "{status}");
 
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while served_by(&cluster, "pr-7") != "reviews-pr-7" {
-        assert!(
-            Instant::now() < deadline,
-            "keyed request never reached the fork\n{}",
-            agent.logs()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    assert_eq!(served_by(&cluster, "other"), "reviews");
+    let addr = format!("{CLUSTER_IP}:{PORT}");
+    cluster.key_reaches(&addr, "pr-7", "reviews-pr-7", Duration::from_secs(10));
+    assert_eq!(
+        cluster.served_by(&addr, "other"),
+        "reviews",
+        "{}",
+        agent.logs()
+    );
 
     // The baseline Service's slices hold the baseline pod only.
     let fork_ips: Vec<String> = cluster
@@ -131,17 +99,14 @@ fn a_forkof_sandbox_becomes_a_ready_fork_that_keyed_requests_reach_and_leaves_no
         .filter_map(|p| p["status"]["podIP"].as_str().map(str::to_owned))
         .collect();
     assert_eq!(fork_ips.len(), 1);
-    let slices = json(
-        &cluster,
-        &[
-            "get",
-            "endpointslices",
-            "-n",
-            "default",
-            "-l",
-            "kubernetes.io/service-name=reviews",
-        ],
-    );
+    let slices = cluster.json(&[
+        "get",
+        "endpointslices",
+        "-n",
+        "default",
+        "-l",
+        "kubernetes.io/service-name=reviews",
+    ]);
     let addresses: Vec<String> = slices["items"]
         .as_array()
         .into_iter()
@@ -159,25 +124,15 @@ fn a_forkof_sandbox_becomes_a_ready_fork_that_keyed_requests_reach_and_leaves_no
     cluster
         .plane
         .kubectl(&["delete", "sandbox", "pr-7", "--timeout=60s"]);
-    let left = json(
-        &cluster,
-        &["get", "deployments", "-A", "-l", "detour.dev/sandbox=pr-7"],
-    );
+    let left = cluster.json(&["get", "deployments", "-A", "-l", "detour.dev/sandbox=pr-7"]);
     assert_eq!(left["items"].as_array().map(Vec::len), Some(0), "{left}");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while served_by(&cluster, "pr-7") != "reviews" {
-        assert!(
-            Instant::now() < deadline,
-            "keyed request still reaches a fork"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    cluster.key_reaches(&addr, "pr-7", "reviews", Duration::from_secs(10));
 
     // An unknown container: reported, nothing created.
     cluster.apply(&sandbox("pr-8", "web"));
     let deadline = Instant::now() + Duration::from_secs(30);
     let condition = loop {
-        let status = json(&cluster, &["get", "sandbox", "pr-8"])["status"].clone();
+        let status = cluster.json(&["get", "sandbox", "pr-8"])["status"].clone();
         let forks_ready = status["conditions"]
             .as_array()
             .into_iter()
@@ -202,10 +157,7 @@ fn a_forkof_sandbox_becomes_a_ready_fork_that_keyed_requests_reach_and_leaves_no
             .is_some_and(|m| m.contains("\"web\"")),
         "{condition}"
     );
-    let created = json(
-        &cluster,
-        &["get", "deployments", "-A", "-l", "detour.dev/sandbox=pr-8"],
-    );
+    let created = cluster.json(&["get", "deployments", "-A", "-l", "detour.dev/sandbox=pr-8"]);
     assert_eq!(
         created["items"].as_array().map(Vec::len),
         Some(0),

@@ -50,6 +50,8 @@ pub const NODE_NAME: &str = "detour-test-node";
 /// The annotation that holds a pod unready.
 pub const READY_ANNOTATION: &str = "test.detour.dev/ready";
 const ECHO_IMAGE: &str = "detour.dev/test-echo";
+/// Host numbers of pods on the node's subnets (builders use 2 and up).
+const HOSTS: std::ops::Range<u8> = 100..251;
 
 /// The simulator's thread; stopped (with every pod it runs) on drop.
 #[derive(Debug)]
@@ -166,6 +168,9 @@ fn follow(
     watch: &Mutex<Option<Proc>>,
 ) {
     let mut running: HashMap<String, Running> = HashMap::new();
+    // Host numbers go round rather than being reused at once: the kernel
+    // tears a deleted namespace's veth down asynchronously.
+    let mut next_host = HOSTS.start;
     while !stop.load(Ordering::SeqCst) {
         let child = kubectl
             .command(&[
@@ -193,7 +198,7 @@ fn follow(
             if stop.load(Ordering::SeqCst) {
                 break;
             }
-            handle(kubectl, node, base, &mut running, &event);
+            handle(kubectl, node, base, &mut running, &mut next_host, &event);
         }
         // The API server went away (or we stop): watch again.
         drop(watch.lock().expect("watch").take());
@@ -206,6 +211,7 @@ fn handle(
     node: &str,
     base: &str,
     running: &mut HashMap<String, Running>,
+    next_host: &mut u8,
     event: &Value,
 ) {
     let pod = &event["object"];
@@ -254,7 +260,7 @@ fn handle(
         Some(_) => return,
     }
     if !running.contains_key(uid) {
-        let Some(started) = start(node, base, running, pod) else {
+        let Some(started) = start(node, base, running, next_host, pod) else {
             return;
         };
         running.insert(uid.to_owned(), started);
@@ -285,6 +291,7 @@ fn start(
     node: &str,
     base: &str,
     running: &HashMap<String, Running>,
+    next_host: &mut u8,
     pod: &Value,
 ) -> Option<Running> {
     let container = &pod["spec"]["containers"][0];
@@ -305,7 +312,17 @@ fn start(
         .unwrap_or("pod")
         .to_owned();
     let used: Vec<u8> = running.values().map(|r| r.pod.ip4.octets()[3]).collect();
-    let host = (100..=250u8).find(|h| !used.contains(h))?;
+    let host = HOSTS
+        .clone()
+        .chain(HOSTS.clone())
+        .skip(usize::from(*next_host - HOSTS.start))
+        .take(HOSTS.len())
+        .find(|h| !used.contains(h))?;
+    *next_host = if host == HOSTS.end - 1 {
+        HOSTS.start
+    } else {
+        host + 1
+    };
     let pod = attach_pod(node, &format!("{base}-k{host}"), &served_by, host);
     let process = pod.echo_server(port);
     Some(Running {
