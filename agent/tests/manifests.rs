@@ -142,7 +142,10 @@ fn every_manifest_in_deploy_parses_into_its_type() {
         ("Role", "detour-controller-lease"),
         ("RoleBinding", "detour-controller-lease"),
         ("ValidatingAdmissionPolicy", "detour-controller-forks-only"),
-        ("ValidatingAdmissionPolicyBinding", "detour-controller-forks-only"),
+        (
+            "ValidatingAdmissionPolicyBinding",
+            "detour-controller-forks-only",
+        ),
         ("Deployment", "detour-controller"),
     ]
     .into_iter()
@@ -177,7 +180,7 @@ fn every_example_parses_into_its_type() {
 fn the_examples_fit_together() {
     let examples = repo().join("examples");
     let sandbox: crd::Sandbox =
-        objects::read_file(&examples.join("sandbox.yaml"))[0].to::<crd::Sandbox>();
+        objects::read_file(&examples.join("sandbox-own-pods.yaml"))[0].to::<crd::Sandbox>();
     let group: crd::RouteGroup =
         objects::read_file(&examples.join("routegroup.yaml"))[0].to::<crd::RouteGroup>();
     let fork: Deployment =
@@ -207,8 +210,15 @@ fn the_examples_fit_together() {
         fork.metadata.namespace, sandbox.metadata.namespace,
         "a Sandbox selects fork pods in its own namespace"
     );
-    let sandbox_name = sandbox.metadata.name.clone().expect("sandbox name");
-    assert!(group.spec.sandboxes.contains(&sandbox_name));
+    // The controller-made sandbox: a forkOf fork, a member of the group.
+    let forked: crd::Sandbox =
+        objects::read_file(&examples.join("sandbox.yaml"))[0].to::<crd::Sandbox>();
+    assert!(
+        forked.spec.forks[0].fork_of.is_some(),
+        "examples/sandbox.yaml uses forkOf"
+    );
+    let forked_name = forked.metadata.name.clone().expect("sandbox name");
+    assert!(group.spec.sandboxes.contains(&forked_name));
 }
 
 #[test]

@@ -200,7 +200,7 @@ async fn apply(sandbox: &Sandbox, ctx: &Context) -> Result<Action, ReconcileErro
     let next = if ready {
         Duration::from_secs(60)
     } else {
-        Duration::from_secs(2)
+        status::ROUTES_SETTLE
     };
     let next = expires_at
         .and_then(|at| Duration::try_from(at.duration_since(Timestamp::now())).ok())

@@ -19,6 +19,10 @@ use kube::{
 
 use crate::{metrics::Metrics, reconcile::ReconcileError};
 
+/// How long the forks must have been ready before the Sandbox is Ready: the
+/// agents' watch, settle and map update take about 200 ms; five times that.
+pub const ROUTES_SETTLE: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// One fork as this reconcile left it.
 struct ForkReport {
     status: ForkStatus,
@@ -209,7 +213,19 @@ impl<'a> Report<'a> {
                 ),
             ),
         };
-        let ready = forks_ready.0 && key.0;
+        // Agents learn of ready fork pods from their own watches, a moment
+        // after this controller does: Ready waits until the forks have been
+        // ready for `ROUTES_SETTLE`, so that a client acting on it finds
+        // its requests routed.
+        let settled = previous
+            .iter()
+            .find(|c| c.type_ == "ForksReady" && c.status == "True")
+            .is_some_and(|c| {
+                Timestamp::now().duration_since(c.last_transition_time.0)
+                    >= k8s_openapi::jiff::SignedDuration::try_from(ROUTES_SETTLE)
+                        .unwrap_or_default()
+            });
+        let ready = forks_ready.0 && key.0 && settled;
         let was_ready = previous
             .iter()
             .any(|c| c.type_ == "Ready" && c.status == "True");
@@ -228,8 +244,14 @@ impl<'a> Report<'a> {
             )
         } else if !forks_ready.0 {
             (false, forks_ready.1, forks_ready.2.clone())
-        } else {
+        } else if !key.0 {
             (false, key.1, key.2.clone())
+        } else {
+            (
+                false,
+                "RoutesSettling",
+                "forks ready; the node agents are taking the routes in".to_owned(),
+            )
         };
         let conditions = [
             ("ForksReady", forks_ready),

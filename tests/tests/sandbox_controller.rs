@@ -214,3 +214,77 @@ fn the_controllers_account_may_touch_fork_deployments_only() {
     );
     assert!(created.status.success(), "{created:?}");
 }
+
+#[test]
+fn the_ci_example_script_runs_a_pull_requests_sandbox_end_to_end() {
+    if !require_root() {
+        return;
+    }
+    let cluster = Cluster::start("dci");
+    cluster.apply(&format!(
+        "apiVersion: v1\nkind: Service\nmetadata: {{name: reviews, namespace: default}}\n\
+         spec: {{clusterIP: {CLUSTER_IP}, selector: {{app: reviews}}, \
+         ports: [{{name: http, port: {PORT}, appProtocol: http}}]}}\n{}",
+        // No SERVED_BY: each pod answers with its own name, so the fork
+        // (a copy of this Deployment) is told apart by its pods' names.
+        echo_deployment("reviews", "v1", PORT, false)
+            .replace("          env: [{name: SERVED_BY, value: reviews}]\n", ""),
+    ));
+    let baseline = cluster.ready_pods("default", "app=reviews");
+    cluster.route_cluster_ip(CLUSTER_IP, &baseline[0]);
+    let kubeconfig = cluster
+        .plane
+        .service_account_kubeconfig("detour", "detour-controller");
+    let _controller = cluster.controller(&kubeconfig, "controller-0");
+    let _agent = cluster.agent().spawn();
+
+    // The job's test: a keyed request from the client pod, in the cgroup.
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/ci-sandbox.sh");
+    let client = format!(
+        "nsenter --net={} -- sh -c 'echo $$ > {}/cgroup.procs && curl -sf -D - -o /dev/null \
+         -H \"baggage: detour-routing-key=$DETOUR_ROUTING_KEY\" http://{CLUSTER_IP}:{PORT}/'",
+        cluster.net.pod("client").netns.path(),
+        cluster.cgroup.path().display(),
+    );
+    let tools = detour_tests::controlplane::tool("kubectl");
+    let path = format!(
+        "{}:{}",
+        tools.parent().expect("tools dir").display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let output = std::process::Command::new("nsenter")
+        .arg(format!("--net={}", cluster.net.node().path()))
+        .args([
+            "--",
+            "sh",
+            script,
+            "9",
+            "detour.dev/test-echo:pr-9",
+            "sh",
+            "-c",
+            &client,
+        ])
+        .env("PATH", path)
+        .env("KUBECONFIG", &cluster.plane.admin_kubeconfig)
+        .output()
+        .expect("ci-sandbox.sh");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    // The fork answered (its pods are named after the fork Deployment).
+    assert!(stdout.contains("X-Served-By: reviews-pr-9-"), "{stdout}");
+    // And the script deleted the Sandbox on its way out.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while cluster
+        .plane
+        .kubectl_output(&["get", "sandbox", "pr-9", "-n", "default"])
+        .status
+        .success()
+    {
+        assert!(Instant::now() < deadline, "the Sandbox outlived the job");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
