@@ -24,6 +24,9 @@
 //!   per stream), on the same stage with every server speaking h2c; its
 //!   load is h2load and a python3-h2 client ([`h2_load`]), with
 //!   [`h2_checks`] and [`h2_report`].
+//! - [`sandbox`]: from `kubectl apply` of a Sandbox to its first keyed
+//!   request reaching the fork, one at a time and many at once, on the test
+//!   control plane with the sandbox controller.
 //! - [`soak`]: minutes of mixed traffic with route churn and an agent
 //!   restart, failures by reason, p99 and RSS per minute; then the route
 //!   table at scale and thousands of idle connections ([`soak_memory`]).
@@ -46,6 +49,7 @@ mod peers;
 mod procs;
 mod report;
 mod results;
+mod sandbox;
 mod server;
 mod soak;
 mod soak_client;
@@ -74,6 +78,8 @@ pub enum Suite {
     H2,
     /// Minutes of mixed traffic with route churn and an agent restart; memory at scale.
     Soak,
+    /// From `kubectl apply` of a Sandbox to its fork answering, on the test control plane.
+    Sandbox,
 }
 
 #[derive(Debug, Args)]
@@ -126,6 +132,12 @@ pub struct BenchArgs {
     /// soak: routes file rewrites per second.
     #[arg(long, default_value_t = 5)]
     pub churn_hz: u32,
+    /// sandbox: Sandboxes created one after the other, each timed alone.
+    #[arg(long, default_value_t = 5)]
+    pub sandboxes_serial: u32,
+    /// sandbox: Sandboxes created at once.
+    #[arg(long, default_value_t = 100)]
+    pub sandboxes_burst: u32,
     /// soak: half way, upgrade the agent hitlessly (a successor takes over,
     /// then SIGTERM to the old one) instead of restarting it (SIGTERM, then
     /// a new agent).
@@ -148,6 +160,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
         Suite::Http => http::run(args),
         Suite::H2 => h2::run(args),
         Suite::Soak => soak::run(args),
+        Suite::Sandbox => sandbox::run(args),
     }
 }
 

@@ -14,7 +14,7 @@ use std::path::Path;
 use anyhow::{Context, bail};
 
 /// Every suite, in the order their blocks appear.
-const SUITES: [&str; 4] = ["connect", "http", "h2", "soak"];
+const SUITES: [&str; 6] = ["connect", "http", "h2", "soak", "soak-upgrade", "sandbox"];
 const README_SECTION: &str = "## Benchmarks";
 const README_PLACEHOLDER: &str = "(table: see the closing section of this file once generated)";
 
@@ -59,7 +59,8 @@ fn markers(suite: &str) -> (String, String) {
 
 fn empty_block(suite: &str) -> String {
     let (begin, end) = markers(suite);
-    format!("{begin}\n_Not run yet: `cargo xtask bench {suite}` writes this block._\n{end}\n")
+    let command = suite.replace("soak-upgrade", "soak --upgrade");
+    format!("{begin}\n_Not run yet: `cargo xtask bench {command}` writes this block._\n{end}\n")
 }
 
 fn fresh_results() -> String {
@@ -136,7 +137,8 @@ mod tests {
         let out = update_readme(&readme, "http", "table\n")?;
         assert!(out.starts_with("# x\n\n## Benchmarks\n\nintro\n\n<!-- connect:begin -->"));
         assert!(out.contains("<!-- http:begin -->\ntable\n<!-- http:end -->\n\n<!-- h2:begin -->"));
-        assert!(out.contains("<!-- soak:end -->\n\n## Layout\n\nrest\n"));
+        assert!(out.contains("<!-- sandbox:end -->\n\n## Layout\n\nrest\n"));
+        assert!(out.contains("`cargo xtask bench soak --upgrade` writes this block"));
         let again = update_readme(&out, "connect", "c\n")?;
         assert!(again.contains("<!-- connect:begin -->\nc\n<!-- connect:end -->"));
         assert!(again.contains("<!-- http:begin -->\ntable\n<!-- http:end -->\n\n<!-- h2"));
