@@ -5,6 +5,7 @@
 //! the Sandbox's status ([`status`]). It needs no eBPF and no privilege: it
 //! only talks to the Kubernetes API.
 
+pub mod access;
 pub mod fork;
 pub mod leader;
 pub mod metrics;

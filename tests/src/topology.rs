@@ -61,6 +61,11 @@ impl TopologyBuilder {
         node.sysctl("net.ipv4.ip_forward=1");
         node.sysctl("net.ipv6.conf.all.forwarding=1");
         node.ip(&["link", "add", "br0", "type", "bridge"]);
+        // A fixed address: a bridge without one takes the lowest of its
+        // ports' and changes it when that port goes, and the pods' ARP
+        // entries for the node (the proxy's address) would go stale for
+        // seconds each time a pod is deleted (as CNI bridges do, set it).
+        node.ip(&["link", "set", "br0", "address", "02:de:70:00:00:01"]);
         node.ip(&["addr", "add", &format!("{NODE_IP4}/24"), "dev", "br0"]);
         node.ip(&[
             "addr",
