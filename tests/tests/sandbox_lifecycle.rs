@@ -1,6 +1,7 @@
 //! The sandbox controller through a Sandbox's life, on the real control
 //! plane: two Sandboxes forking one baseline with different images, each
-//! reached by its own key; replicas and a JSON patch; the baseline changing
+//! reached by its own key; replicas and a JSON patch; the Sandbox changing
+//! (the fork follows); the baseline changing
 //! (the fork follows and keeps its override); a TTL running out (Sandbox and
 //! fork gone); a fork edited by hand (put back); Events and metrics; the controller killed between making a fork and recording it
 //! (no orphan, no duplicate); and leader failover between two replicas
@@ -141,6 +142,20 @@ fn forks_follow_their_sandbox_and_baseline_and_go_with_it() {
     assert_eq!(fork["metadata"]["annotations"]["team"], "a");
     assert_eq!(cluster.pods("default", "detour.dev/sandbox=pr-1").len(), 2);
 
+    // The Sandbox changes: its fork follows.
+    cluster.apply(
+        &sandbox("pr-1", "        replicas: 2\n", "")
+            .replace("detour.dev/test-echo:pr-1", "detour.dev/test-echo:pr-1b"),
+    );
+    wait_until(
+        "the fork follows the Sandbox",
+        Duration::from_secs(30),
+        || {
+            forks_of(&cluster, "pr-1")[0]["spec"]["template"]["spec"]["containers"][0]["image"]
+                == "detour.dev/test-echo:pr-1b"
+        },
+    );
+
     // A fork edited by hand is put back.
     cluster.plane.kubectl(&[
         "scale",
@@ -200,7 +215,7 @@ fn forks_follow_their_sandbox_and_baseline_and_go_with_it() {
             let fork = &forks_of(&cluster, "pr-1")[0];
             let container = &fork["spec"]["template"]["spec"]["containers"][0];
             let env = container["env"].to_string();
-            env.contains("RELEASE") && container["image"] == "detour.dev/test-echo:pr-1"
+            env.contains("RELEASE") && container["image"] == "detour.dev/test-echo:pr-1b"
         },
     );
     cluster.key_reaches(&addr, "pr-1", "reviews-pr-1", Duration::from_secs(30));
