@@ -1,7 +1,7 @@
 //! The part of a kubelet (and of a scheduler) these tests need, for one
 //! node: it binds unscheduled pods to the node, runs each bound pod's
 //! container as a real local process in a network namespace of its own on
-//! the topology's bridge, and writes the pod's status through the API as a
+//! the topology's bridge (pods start in parallel, each in a thread), and writes the pod's status through the API as a
 //! kubelet does (podIP, Ready, containerStatuses), so that the real
 //! EndpointSlice controller makes the slices the agent watches. A deleted
 //! pod's process is stopped, its namespace removed, and the pod object
@@ -61,6 +61,7 @@ pub struct NodeSim {
     thread: Option<JoinHandle<()>>,
 }
 
+#[derive(Clone)]
 struct Kubectl {
     node: String,
     kubeconfig: PathBuf,
@@ -115,6 +116,25 @@ struct Running {
     ready: Option<bool>,
 }
 
+/// A pod being started (in a thread of its own, so that many pods start in
+/// parallel as a kubelet starts them), or running.
+enum Slot {
+    Starting {
+        host: u8,
+        thread: std::thread::JoinHandle<Option<Running>>,
+    },
+    Running(Running),
+}
+
+impl Slot {
+    fn host(&self) -> u8 {
+        match self {
+            Self::Starting { host, .. } => *host,
+            Self::Running(running) => running.pod.ip4.octets()[3],
+        }
+    }
+}
+
 impl NodeSim {
     /// Registers the node and starts following pods.
     pub fn start(node: &Netns, base: String, kubeconfig: PathBuf) -> Self {
@@ -167,7 +187,7 @@ fn follow(
     stop: &AtomicBool,
     watch: &Mutex<Option<Proc>>,
 ) {
-    let mut running: HashMap<String, Running> = HashMap::new();
+    let mut running: HashMap<String, Slot> = HashMap::new();
     // Host numbers go round rather than being reused at once: the kernel
     // tears a deleted namespace's veth down asynchronously.
     let mut next_host = HOSTS.start;
@@ -204,13 +224,19 @@ fn follow(
         drop(watch.lock().expect("watch").take());
         std::thread::sleep(Duration::from_millis(200));
     }
+    // No pod may outlive the simulator: wait for those still starting.
+    for (_, slot) in running.drain() {
+        if let Slot::Starting { thread, .. } = slot {
+            let _ = thread.join();
+        }
+    }
 }
 
 fn handle(
     kubectl: &Kubectl,
     node: &str,
     base: &str,
-    running: &mut HashMap<String, Running>,
+    running: &mut HashMap<String, Slot>,
     next_host: &mut u8,
     event: &Value,
 ) {
@@ -259,41 +285,88 @@ fn handle(
         Some(NODE_NAME) => {}
         Some(_) => return,
     }
+    let ready = meta["annotations"][READY_ANNOTATION].as_str() != Some("false");
     if !running.contains_key(uid) {
-        let Some(started) = start(node, base, running, next_host, pod) else {
+        let Some(host) = reserve_host(running, next_host) else {
+            eprintln!("node simulator: no host number left; pod {name} left pending");
             return;
         };
-        running.insert(uid.to_owned(), started);
+        let (kubectl, node, base, pod) = (
+            kubectl.clone(),
+            node.to_owned(),
+            base.to_owned(),
+            pod.clone(),
+        );
+        let thread = std::thread::spawn(move || {
+            let mut started = start(&node, &base, host, &pod)?;
+            patch_status(&kubectl, &pod, &started.pod, ready);
+            started.ready = Some(ready);
+            Some(started)
+        });
+        running.insert(uid.to_owned(), Slot::Starting { host, thread });
+        return;
     }
-    let ready = meta["annotations"][READY_ANNOTATION].as_str() != Some("false");
-    let entry = running.get_mut(uid).expect("running");
+    let finished =
+        matches!(running.get(uid), Some(Slot::Starting { thread, .. }) if thread.is_finished());
+    if finished && let Some(Slot::Starting { thread, .. }) = running.remove(uid) {
+        match thread.join().ok().flatten() {
+            Some(started) => {
+                running.insert(uid.to_owned(), Slot::Running(started));
+            }
+            None => return,
+        }
+    }
+    let Some(Slot::Running(entry)) = running.get_mut(uid) else {
+        return;
+    };
     if entry.ready != Some(ready) {
         entry.ready = Some(ready);
-        kubectl.run(
-            &[
-                "patch",
-                "pod",
-                name,
-                "-n",
-                namespace,
-                "--subresource=status",
-                "--type=merge",
-                "-p",
-                &status(pod, &entry.pod, ready).to_string(),
-            ],
-            None,
-        );
+        patch_status(kubectl, pod, &entry.pod, ready);
     }
 }
 
+/// The next free host number, going round (a deleted namespace's veth is
+/// torn down asynchronously: a number is not reused at once).
+fn reserve_host(running: &HashMap<String, Slot>, next_host: &mut u8) -> Option<u8> {
+    let used: Vec<u8> = running.values().map(Slot::host).collect();
+    let host = HOSTS
+        .clone()
+        .chain(HOSTS.clone())
+        .skip(usize::from(*next_host - HOSTS.start))
+        .take(HOSTS.len())
+        .find(|h| !used.contains(h))?;
+    *next_host = if host == HOSTS.end - 1 {
+        HOSTS.start
+    } else {
+        host + 1
+    };
+    Some(host)
+}
+
+/// Writes the pod's status as a kubelet does.
+fn patch_status(kubectl: &Kubectl, object: &Value, pod: &Pod, ready: bool) {
+    let meta = &object["metadata"];
+    let (Some(name), Some(namespace)) = (meta["name"].as_str(), meta["namespace"].as_str()) else {
+        return;
+    };
+    kubectl.run(
+        &[
+            "patch",
+            "pod",
+            name,
+            "-n",
+            namespace,
+            "--subresource=status",
+            "--type=merge",
+            "-p",
+            &status(object, pod, ready).to_string(),
+        ],
+        None,
+    );
+}
+
 /// Starts the pod's container; `None` for an image this node cannot run.
-fn start(
-    node: &str,
-    base: &str,
-    running: &HashMap<String, Running>,
-    next_host: &mut u8,
-    pod: &Value,
-) -> Option<Running> {
+fn start(node: &str, base: &str, host: u8, pod: &Value) -> Option<Running> {
     let container = &pod["spec"]["containers"][0];
     let image = container["image"].as_str().unwrap_or_default();
     if !image.starts_with(ECHO_IMAGE) {
@@ -311,18 +384,6 @@ fn start(
         .or_else(|| pod["metadata"]["name"].as_str())
         .unwrap_or("pod")
         .to_owned();
-    let used: Vec<u8> = running.values().map(|r| r.pod.ip4.octets()[3]).collect();
-    let host = HOSTS
-        .clone()
-        .chain(HOSTS.clone())
-        .skip(usize::from(*next_host - HOSTS.start))
-        .take(HOSTS.len())
-        .find(|h| !used.contains(h))?;
-    *next_host = if host == HOSTS.end - 1 {
-        HOSTS.start
-    } else {
-        host + 1
-    };
     let pod = attach_pod(node, &format!("{base}-k{host}"), &served_by, host);
     let process = pod.echo_server(port);
     Some(Running {

@@ -136,9 +136,8 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
          {} CPUs ({}), no CPU pinning; load average at the end {}. detour: {agent_name}, and \
          detour-controller beside it. The test control plane (etcd, kube-apiserver, \
          kube-controller-manager of Kubernetes {}) and the node simulator, which starts each fork \
-         pod as a local process, one pod after another (about half a second each): the figure for \
-         many Sandboxes at once is bound by it (a kubelet starts pods in parallel, but pulls images \
-         and starts containers: add that). \
+         pod as a local process (a Python server in a network namespace; pods in parallel, as a \
+         kubelet starts them; a kubelet also pulls an image and starts a container: add that). \
          Each Sandbox forks deployment/reviews; the time runs from the apply until a keyed request \
          from a client pod is answered by the fork.\n\n\
          | Sandboxes | p50 | p99 | max |\n|---|---:|---:|---:|\n",
