@@ -138,6 +138,8 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
          kube-controller-manager of Kubernetes {}) and the node simulator, which starts each fork \
          pod as a local process (a Python server in a network namespace; pods in parallel, as a \
          kubelet starts them; a kubelet also pulls an image and starts a container: add that). \
+         With 100 at once, the 2 CPUs spend most of the time starting 100 Python servers: the \
+         figure is the machine's more than detour's. \
          Each Sandbox forks deployment/reviews; the time runs from the apply until a keyed request \
          from a client pod is answered by the fork.\n\n\
          | Sandboxes | p50 | p99 | max |\n|---|---:|---:|---:|\n",
