@@ -57,6 +57,23 @@ impl SocketFile {
     }
 }
 
+/// Binds `file`'s path again when another process took it and is gone (a
+/// successor agent that died): what this agent serves is reachable again.
+/// A live replacement is left alone.
+pub fn reclaim(listener: &mut UnixListener, file: &mut SocketFile) {
+    if file.is_ours() {
+        return;
+    }
+    match bind(&file.path, Live::Refuse) {
+        Ok((reclaimed, reclaimed_file)) => {
+            info!(path = %file.path.display(), "socket reclaimed from a successor that is gone");
+            *listener = reclaimed;
+            *file = reclaimed_file;
+        }
+        Err(error) => tracing::warn!(%error, "socket not reclaimed"),
+    }
+}
+
 /// Binds a Unix socket at `path` with mode 0600.
 pub fn bind(path: &Path, live: Live) -> Result<(UnixListener, SocketFile), SocketFileError> {
     let bind_error = |source| SocketFileError::Bind {

@@ -31,6 +31,7 @@ pub struct AgentBuilder<'a> {
     extra_args: Vec<String>,
     log_filter: String,
     handover_socket: Option<PathBuf>,
+    admin_socket: Option<PathBuf>,
 }
 
 impl<'a> AgentBuilder<'a> {
@@ -40,6 +41,13 @@ impl<'a> AgentBuilder<'a> {
     /// and pin directory.
     pub fn succeeding(mut self, predecessor: &Agent) -> Self {
         self.handover_socket = Some(predecessor.handover_socket.clone());
+        self
+    }
+
+    /// Uses `other`'s admin socket path, as agents on one node do (the
+    /// DaemonSet mounts one `/run/detour`).
+    pub fn sharing_admin_socket(mut self, other: &Agent) -> Self {
+        self.admin_socket = Some(other.admin_socket.clone());
         self
     }
 
@@ -97,7 +105,10 @@ impl<'a> AgentBuilder<'a> {
         let log = dir.join("agent.log");
         let log_file = File::create(&log).expect("agent log");
         let bpffs = Bpffs::mount(&dir.join("bpffs"));
-        let admin_socket = dir.join("admin.sock");
+        let admin_socket = self
+            .admin_socket
+            .clone()
+            .unwrap_or_else(|| dir.join("admin.sock"));
         let handover_socket = self
             .handover_socket
             .unwrap_or_else(|| dir.join("handover.sock"));
@@ -209,6 +220,7 @@ impl Agent {
             extra_args: Vec::new(),
             log_filter: "debug".to_owned(),
             handover_socket: None,
+            admin_socket: None,
         }
     }
 

@@ -161,10 +161,51 @@ fn a_successor_that_dies_leaves_the_running_agent_in_charge_and_the_next_one_tak
     }
     let setup = Setup::new();
     let mut old = setup.agent();
-    let mut doomed = setup.successor(&old);
+    // As on a node, the successor takes the admin socket's path too.
+    let mut doomed = Agent::builder(&setup.net, &setup.cgroup)
+        .routes(&setup.routes())
+        .log_filter("info")
+        .succeeding(&old)
+        .sharing_admin_socket(&old)
+        .start();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !old.logs().contains("successor ready") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no successor:\n{}",
+            doomed.logs()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Its admin socket is the successor's now.
+    let socket = old.admin_socket().to_owned();
+    let answered = || {
+        std::process::Command::new("curl")
+            .args(["-sf", "-m", "2", "--unix-socket"])
+            .arg(&socket)
+            .arg("http://detour/status")
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !doomed.logs().contains("admin socket listening") {
+        assert!(std::time::Instant::now() < deadline, "{}", doomed.logs());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(answered(), "the successor serves the node's admin socket");
     doomed.kill9();
     // The old agent serves on (its programs were never detached), and its
-    // handover socket is back for the next successor.
+    // admin and handover sockets are back for the node's CLI and the next
+    // successor.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !answered() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the admin socket was not reclaimed:\n{}",
+            old.logs()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
     let client = setup.client(FRESH, "2", true);
     assert_all(
         &outcomes(client),

@@ -15,12 +15,18 @@ use hyper::{
 };
 use hyper_util::rt::TokioIo;
 use serde::Serialize;
-use tokio::{net::UnixListener, sync::broadcast::error::RecvError};
+use tokio::{
+    net::UnixListener,
+    sync::{broadcast::error::RecvError, watch},
+};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use super::{AdminContext, api, explain, routes};
-use crate::socket_file::SocketFile;
+use crate::{
+    handover::Successor,
+    socket_file::{self, SocketFile},
+};
 
 type Body = UnsyncBoxBody<Bytes, Infallible>;
 
@@ -30,15 +36,24 @@ const MAX_BODY: usize = 64 * 1024;
 /// Serves until `stop`, then removes the socket file (unless a successor
 /// agent has replaced it).
 pub async fn serve(
-    listener: UnixListener,
-    file: SocketFile,
+    mut listener: UnixListener,
+    mut file: SocketFile,
     ctx: Arc<AdminContext>,
+    mut successor: watch::Receiver<Successor>,
     stop: CancellationToken,
 ) {
     info!(path = %file.path.display(), "admin socket listening");
     loop {
         let stream = tokio::select! {
             () = stop.cancelled() => break,
+            // A successor that took the path and died: the node's CLI must
+            // find this agent again.
+            Ok(()) = successor.changed() => {
+                if *successor.borrow_and_update() == Successor::None {
+                    socket_file::reclaim(&mut listener, &mut file);
+                }
+                continue;
+            }
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => stream,
                 Err(error) => {

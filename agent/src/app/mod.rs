@@ -299,6 +299,7 @@ async fn serve(
         accepting_tx,
     ));
     let handover_accepting = accepting.clone();
+    let (successor_tx, successor) = watch::channel(Successor::None);
     let stop_admin = CancellationToken::new();
     let admin_ctx = Arc::new(admin::AdminContext {
         info,
@@ -318,21 +319,21 @@ async fn serve(
         bypass: Some(sweeper),
     });
     let admin_task = tokio::spawn({
-        let (path, stop, accepting) = (
+        let (path, stop, accepting, successor) = (
             config.admin_socket.clone(),
             stop_admin.clone(),
             accepting.clone(),
+            successor.clone(),
         );
         async move {
             let bound = admin_listener.zip(admin_file);
             if let Some((listener, file)) =
                 lifecycle::bind_when_accepting(bound, &path, accepting, &stop).await
             {
-                admin::server::serve(listener, file, admin_ctx, stop).await;
+                admin::server::serve(listener, file, admin_ctx, successor, stop).await;
             }
         }
     });
-    let (successor_tx, successor) = watch::channel(Successor::None);
     let stop_handover = CancellationToken::new();
     let handover_task = tokio::spawn({
         let (path, stop, offered) = (

@@ -22,7 +22,7 @@ use tracing::{info, warn};
 use super::wire::{self, Offer, PROTOCOL, Ready, Request};
 use crate::{
     datapath::OrigDstTable,
-    socket_file::{self, Live, SocketFile},
+    socket_file::{self, SocketFile},
 };
 
 /// How long a successor may take to send its request.
@@ -95,18 +95,10 @@ pub async fn serve(
         let stream = tokio::select! {
             () = stop.cancelled() => break,
             Ok(()) = changes.changed() => {
-                let gone = *changes.borrow_and_update() == Successor::None;
-                if gone && !file.is_ours() {
-                    // A successor that died after taking the path: the
-                    // next one must find this agent again.
-                    match socket_file::bind(&file.path, Live::Refuse) {
-                        Ok((reclaimed, reclaimed_file)) => {
-                            info!(path = %file.path.display(), "successor gone: handover socket reclaimed");
-                            listener = reclaimed;
-                            file = reclaimed_file;
-                        }
-                        Err(error) => warn!(%error, "handover socket not reclaimed"),
-                    }
+                // A successor that died after taking the path: the next
+                // one must find this agent again.
+                if *changes.borrow_and_update() == Successor::None {
+                    socket_file::reclaim(&mut listener, &mut file);
                 }
                 continue;
             }
