@@ -167,6 +167,26 @@ impl Cluster {
         }
     }
 
+    /// A `reviews` Deployment (one echo pod on `port`, answering as
+    /// `reviews`, or with `named_by_pod` as its own pod's name) behind a
+    /// Service at `cluster_ip` selecting `app: reviews`, the ClusterIP routed
+    /// to the pod; returns the pod's IP once it is ready.
+    pub fn reviews_baseline(&self, cluster_ip: &str, port: u16, named_by_pod: bool) -> String {
+        let mut deployment = echo_deployment("reviews", "v1", port, false);
+        if named_by_pod {
+            deployment =
+                deployment.replace("          env: [{name: SERVED_BY, value: reviews}]\n", "");
+        }
+        self.apply(&format!(
+            "apiVersion: v1\nkind: Service\nmetadata: {{name: reviews, namespace: default}}\n\
+             spec: {{clusterIP: {cluster_ip}, selector: {{app: reviews}}, \
+             ports: [{{name: http, port: {port}, appProtocol: http}}]}}\n{deployment}"
+        ));
+        let baseline = self.ready_pods("default", "app=reviews");
+        self.route_cluster_ip(cluster_ip, &baseline[0]);
+        baseline[0].clone()
+    }
+
     /// Waits until every pod matching `selector` in `namespace` is Ready
     /// (and at least one exists); returns their pod IPs.
     pub fn ready_pods(&self, namespace: &str, selector: &str) -> Vec<String> {

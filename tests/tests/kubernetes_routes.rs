@@ -50,66 +50,6 @@ spec:
     )
 }
 
-struct Setup {
-    cluster: Cluster,
-    baseline_ip: String,
-}
-
-impl Setup {
-    /// Which Deployment served `GET http://ADDR/` from the client (in the
-    /// cgroup) with routing key `key`.
-    fn served_by(&self, addr: &str, key: &str) -> String {
-        let url = format!("http://{addr}/");
-        let header = format!("baggage: detour-routing-key={key}");
-        let output = self.cluster.net.pod("client").exec_in(
-            &self.cluster.cgroup,
-            "curl",
-            &[
-                "-sS",
-                "-m",
-                "5",
-                "-o",
-                "/dev/null",
-                "-D",
-                "-",
-                "-H",
-                &header,
-                &url,
-            ],
-        );
-        String::from_utf8_lossy(&output.stdout)
-            .lines()
-            .find_map(|line| line.strip_prefix("X-Served-By: "))
-            .map_or_else(
-                || {
-                    format!(
-                        "nothing ({})",
-                        String::from_utf8_lossy(&output.stderr).trim()
-                    )
-                },
-                |name| name.trim().to_owned(),
-            )
-    }
-
-    /// Polls (up to 10 s) until `key` to the ClusterIP reaches `pod`.
-    fn key_reaches(&self, key: &str, pod: &str, agent: &Agent, why: &str) {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        let cluster_ip = format!("{CLUSTER_IP}:{PORT}");
-        loop {
-            let last = self.served_by(&cluster_ip, key);
-            if last == pod {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{why}: key {key} reaches {last}, not {pod}\n{}",
-                agent.logs()
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-}
-
 fn problems(agent: &Agent) -> Vec<String> {
     let output = std::process::Command::new(detour_bin())
         .arg("--socket")
@@ -137,27 +77,25 @@ fn ttl_route_groups_key_conflicts_named_ports_and_pod_ips_follow_the_api() {
     cluster.ready_pods("default", "version=feature-x");
     cluster.ready_pods("default", "version=feature-y");
     cluster.route_cluster_ip(CLUSTER_IP, &baseline_ip);
-    let setup = Setup {
-        cluster,
-        baseline_ip,
-    };
-    let agent = setup.cluster.agent().spawn();
+    let agent = cluster.agent().spawn();
+    let cluster_ip = format!("{CLUSTER_IP}:{PORT}");
 
     // A named targetPort: the fork pods' `http` is 9090, the baseline's 8080.
-    setup
-        .cluster
-        .apply(&sandbox("feature-x", "feature-x", "feature-x", ""));
-    setup.key_reaches("feature-x", "reviews-fork", &agent, "named targetPort");
+    cluster.apply(&sandbox("feature-x", "feature-x", "feature-x", ""));
+    cluster.key_reaches(
+        &cluster_ip,
+        "feature-x",
+        "reviews-fork",
+        Duration::from_secs(10),
+    );
     // A client dialling a baseline pod directly is steered too.
-    let pod_addr = format!("{}:{PORT}", setup.baseline_ip);
-    assert_eq!(setup.served_by(&pod_addr, "feature-x"), "reviews-fork");
-    assert_eq!(setup.served_by(&pod_addr, "none"), "reviews");
+    let pod_addr = format!("{baseline_ip}:{PORT}");
+    assert_eq!(cluster.served_by(&pod_addr, "feature-x"), "reviews-fork");
+    assert_eq!(cluster.served_by(&pod_addr, "none"), "reviews");
 
     // A later Sandbox claiming the same key is ignored, and reported.
     std::thread::sleep(Duration::from_millis(1100));
-    setup
-        .cluster
-        .apply(&sandbox("feature-y", "feature-x", "feature-y", ""));
+    cluster.apply(&sandbox("feature-y", "feature-x", "feature-y", ""));
     let deadline = Instant::now() + Duration::from_secs(10);
     while !problems(&agent)
         .iter()
@@ -172,33 +110,45 @@ fn ttl_route_groups_key_conflicts_named_ports_and_pod_ips_follow_the_api() {
     }
     for _ in 0..5 {
         assert_eq!(
-            setup.served_by(&format!("{CLUSTER_IP}:{PORT}"), "feature-x"),
+            cluster.served_by(&cluster_ip, "feature-x"),
             "reviews-fork",
             "the older Sandbox keeps the key"
         );
     }
     // The older one gone, the other takes the key.
-    setup
-        .cluster
+    cluster
         .plane
         .kubectl(&["delete", "sandbox", "feature-x", "-n", "default"]);
-    setup.key_reaches(
+    cluster.key_reaches(
+        &cluster_ip,
         "feature-x",
         "reviews-fork2",
-        &agent,
-        "the remaining claimant",
+        Duration::from_secs(10),
     );
 
     // A RouteGroup's key routes to its member's fork.
-    setup.cluster.apply(
+    cluster.apply(
         "apiVersion: detour.dev/v1alpha1\nkind: RouteGroup\nmetadata: {name: team-a, namespace: default}\nspec: {routingKey: team-a, sandboxes: [feature-y]}\n",
     );
-    setup.key_reaches("team-a", "reviews-fork2", &agent, "a RouteGroup's key");
+    cluster.key_reaches(
+        &cluster_ip,
+        "team-a",
+        "reviews-fork2",
+        Duration::from_secs(10),
+    );
 
     // A TTL: routes withdrawn once it runs out.
-    setup
-        .cluster
-        .apply(&sandbox("short", "short-lived", "feature-x", "ttl: 4s"));
-    setup.key_reaches("short-lived", "reviews-fork", &agent, "before the TTL");
-    setup.key_reaches("short-lived", "reviews", &agent, "after the TTL ran out");
+    cluster.apply(&sandbox("short", "short-lived", "feature-x", "ttl: 4s"));
+    cluster.key_reaches(
+        &cluster_ip,
+        "short-lived",
+        "reviews-fork",
+        Duration::from_secs(10),
+    );
+    cluster.key_reaches(
+        &cluster_ip,
+        "short-lived",
+        "reviews",
+        Duration::from_secs(10),
+    );
 }

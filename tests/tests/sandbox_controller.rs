@@ -44,14 +44,7 @@ fn a_forkof_sandbox_becomes_a_ready_fork_that_keyed_requests_reach_and_leaves_no
     let cluster = Cluster::start("dsc");
     // The baseline Service selects by `app` only: the fork's pods carry the
     // same `app` in the template, so the controller must rewrite it.
-    cluster.apply(&format!(
-        "apiVersion: v1\nkind: Service\nmetadata: {{name: reviews, namespace: default}}\n\
-         spec: {{clusterIP: {CLUSTER_IP}, selector: {{app: reviews}}, \
-         ports: [{{name: http, port: {PORT}, appProtocol: http}}]}}\n{}",
-        echo_deployment("reviews", "v1", PORT, false),
-    ));
-    let baseline = cluster.ready_pods("default", "app=reviews");
-    cluster.route_cluster_ip(CLUSTER_IP, &baseline[0]);
+    let baseline = cluster.reviews_baseline(CLUSTER_IP, PORT, false);
     // As its own ServiceAccount: the shipped ClusterRole, Role and
     // admission policy are what it gets.
     let kubeconfig = cluster
@@ -114,11 +107,7 @@ fn a_forkof_sandbox_becomes_a_ready_fork_that_keyed_requests_reach_and_leaves_no
         .flat_map(|s| s["endpoints"].as_array().cloned().unwrap_or_default())
         .filter_map(|e| e["addresses"][0].as_str().map(str::to_owned))
         .collect();
-    assert_eq!(
-        addresses,
-        [baseline[0].clone()],
-        "fork pods {fork_ips:?} stay out"
-    );
+    assert_eq!(addresses, [baseline], "fork pods {fork_ips:?} stay out");
 
     // Deleted: the fork goes with it, and keyed requests go to baseline.
     cluster
@@ -221,17 +210,9 @@ fn the_ci_example_script_runs_a_pull_requests_sandbox_end_to_end() {
         return;
     }
     let cluster = Cluster::start("dci");
-    cluster.apply(&format!(
-        "apiVersion: v1\nkind: Service\nmetadata: {{name: reviews, namespace: default}}\n\
-         spec: {{clusterIP: {CLUSTER_IP}, selector: {{app: reviews}}, \
-         ports: [{{name: http, port: {PORT}, appProtocol: http}}]}}\n{}",
-        // No SERVED_BY: each pod answers with its own name, so the fork
-        // (a copy of this Deployment) is told apart by its pods' names.
-        echo_deployment("reviews", "v1", PORT, false)
-            .replace("          env: [{name: SERVED_BY, value: reviews}]\n", ""),
-    ));
-    let baseline = cluster.ready_pods("default", "app=reviews");
-    cluster.route_cluster_ip(CLUSTER_IP, &baseline[0]);
+    // No SERVED_BY: each pod answers with its own name, so the fork
+    // (a copy of this Deployment) is told apart by its pods' names.
+    cluster.reviews_baseline(CLUSTER_IP, PORT, true);
     let kubeconfig = cluster
         .plane
         .service_account_kubeconfig("detour", "detour-controller");

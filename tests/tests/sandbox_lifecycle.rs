@@ -12,7 +12,7 @@
 
 use std::time::{Duration, Instant};
 
-use detour_tests::{Cluster, cluster::echo_deployment, require_root};
+use detour_tests::{Cluster, require_root};
 use serde_json::Value;
 
 const CLUSTER_IP: &str = "10.96.0.50";
@@ -21,14 +21,7 @@ const PORT: u16 = 8080;
 /// The cluster with a `reviews` baseline behind its ClusterIP.
 fn cluster(prefix: &str) -> Cluster {
     let cluster = Cluster::start(prefix);
-    cluster.apply(&format!(
-        "apiVersion: v1\nkind: Service\nmetadata: {{name: reviews, namespace: default}}\n\
-         spec: {{clusterIP: {CLUSTER_IP}, selector: {{app: reviews}}, \
-         ports: [{{name: http, port: {PORT}, appProtocol: http}}]}}\n{}",
-        echo_deployment("reviews", "v1", PORT, false),
-    ));
-    let baseline = cluster.ready_pods("default", "app=reviews");
-    cluster.route_cluster_ip(CLUSTER_IP, &baseline[0]);
+    cluster.reviews_baseline(CLUSTER_IP, PORT, false);
     cluster
 }
 

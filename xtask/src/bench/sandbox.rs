@@ -18,7 +18,7 @@ use std::{
 };
 
 use anyhow::{Context, bail};
-use detour_tests::{Cluster, cluster::echo_deployment};
+use detour_tests::Cluster;
 
 use super::{BenchArgs, RunInfo};
 
@@ -88,14 +88,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
     }
     eprintln!("bench sandbox: starting the control plane, the agent and the controller");
     let cluster = Cluster::start("dbs");
-    cluster.apply(&format!(
-        "apiVersion: v1\nkind: Service\nmetadata: {{name: reviews, namespace: default}}\n\
-         spec: {{clusterIP: {CLUSTER_IP}, selector: {{app: reviews}}, \
-         ports: [{{name: http, port: {PORT}, appProtocol: http}}]}}\n{}",
-        echo_deployment("reviews", "v1", PORT, false),
-    ));
-    let baseline = cluster.ready_pods("default", "app=reviews");
-    cluster.route_cluster_ip(CLUSTER_IP, &baseline[0]);
+    cluster.reviews_baseline(CLUSTER_IP, PORT, false);
     let kubeconfig = cluster
         .plane
         .service_account_kubeconfig("detour", "detour-controller");
