@@ -8,11 +8,21 @@
 //! other: each then also looks in the other agent's map (`set_other`). A
 //! record from there carries the other agent's service id, which means
 //! nothing here: it is marked [`Taken::foreign`].
+//!
+//! A take is one system call on every accepted connection:
+//! `BPF_MAP_LOOKUP_AND_DELETE_ELEM`, which returns the record and removes it
+//! atomically. Kernels before 5.14 refuse that command on hash maps
+//! (`EINVAL`, `ENOTSUPP`); the first refusal switches the table, for good,
+//! to a lookup and a delete: two calls, same result.
 
 use std::{
+    io,
     net::SocketAddr,
-    os::fd::{AsFd, OwnedFd},
-    sync::Mutex,
+    os::fd::{AsFd, AsRawFd, OwnedFd, RawFd},
+    sync::{
+        Mutex,
+        atomic::{AtomicBool, Ordering},
+    },
 };
 
 use aya::maps::{HashMap, IterableMap, MapData, MapError};
@@ -21,11 +31,15 @@ use detour_common::{OrigDst, SockKey};
 type OrigMap = HashMap<MapData, SockKey, OrigDst>;
 
 pub struct OrigDstTable {
-    // Writes need `&mut`; the lock is held for two syscalls and is
-    // uncontended except under accept bursts on two listeners.
+    /// This agent's map, for the two-call fallback (aya's writes need `&mut`).
     own: Mutex<OrigMap>,
+    /// The same map's descriptor, for the one-call take: no lock needed. It
+    /// lives as long as `own`.
+    own_fd: RawFd,
     /// The predecessor's or successor's map while two agents overlap.
     other: Mutex<Option<OrigMap>>,
+    /// The kernel refused `BPF_MAP_LOOKUP_AND_DELETE_ELEM` on hash maps.
+    two_calls: AtomicBool,
 }
 
 /// A record taken from a map.
@@ -38,9 +52,12 @@ pub struct Taken {
 
 impl OrigDstTable {
     pub fn new(map: OrigMap) -> Self {
+        let own_fd = IterableMap::map(&map).fd().as_fd().as_raw_fd();
         Self {
             own: Mutex::new(map),
+            own_fd,
             other: Mutex::new(None),
+            two_calls: AtomicBool::new(false),
         }
     }
 
@@ -48,7 +65,11 @@ impl OrigDstTable {
     /// `None` when the connection was not redirected by detour.
     pub fn take(&self, peer: SocketAddr) -> Result<Option<Taken>, MapError> {
         let key = SockKey::new(peer);
-        if let Some(record) = take_from(&mut lock(&self.own), &key)? {
+        let own = match self.one_call(self.own_fd, &key) {
+            Some(taken) => taken?,
+            None => take_in_two_calls(&mut lock(&self.own), &key)?,
+        };
+        if let Some(record) = own {
             return Ok(Some(Taken {
                 record,
                 foreign: false,
@@ -58,10 +79,33 @@ impl OrigDstTable {
         let Some(map) = other.as_mut() else {
             return Ok(None);
         };
-        Ok(take_from(map, &key)?.map(|record| Taken {
+        let fd = IterableMap::map(&*map).fd().as_fd().as_raw_fd();
+        let taken = match self.one_call(fd, &key) {
+            Some(taken) => taken?,
+            None => take_in_two_calls(map, &key)?,
+        };
+        Ok(taken.map(|record| Taken {
             record,
             foreign: true,
         }))
+    }
+
+    /// The one-call take; `None` when this kernel needs two calls.
+    fn one_call(&self, map: RawFd, key: &SockKey) -> Option<Result<Option<OrigDst>, MapError>> {
+        if self.two_calls.load(Ordering::Relaxed) {
+            return None;
+        }
+        match lookup_and_delete(map, key) {
+            Ok(found) => Some(Ok(found)),
+            Err(error) if refused_by_kernel(&error) => {
+                self.two_calls.store(true, Ordering::Relaxed);
+                None
+            }
+            Err(io_error) => Some(Err(MapError::SyscallError(aya::sys::SyscallError {
+                call: "bpf_map_lookup_and_delete_elem",
+                io_error,
+            }))),
+        }
     }
 
     /// Also looks in another agent's map (or stops, with `None`).
@@ -86,7 +130,8 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
         .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-fn take_from(map: &mut OrigMap, key: &SockKey) -> Result<Option<OrigDst>, MapError> {
+/// The fallback for kernels without lookup-and-delete on hash maps.
+fn take_in_two_calls(map: &mut OrigMap, key: &SockKey) -> Result<Option<OrigDst>, MapError> {
     match map.get(key, 0) {
         Ok(record) => {
             match map.remove(key) {
@@ -98,4 +143,60 @@ fn take_from(map: &mut OrigMap, key: &SockKey) -> Result<Option<OrigDst>, MapErr
         Err(MapError::KeyNotFound) => Ok(None),
         Err(error) => Err(error),
     }
+}
+
+/// `EINVAL` or the kernel-internal `ENOTSUPP` (524): this kernel's hash maps
+/// do not implement the command (before 5.14).
+fn refused_by_kernel(error: &io::Error) -> bool {
+    const ENOTSUPP: i32 = 524;
+    matches!(
+        error.raw_os_error(),
+        Some(libc::EINVAL | libc::EOPNOTSUPP | ENOTSUPP)
+    )
+}
+
+/// The leading fields of `union bpf_attr` for the map element commands.
+#[repr(C)]
+struct MapElemAttr {
+    map_fd: u32,
+    _pad: u32,
+    key: u64,
+    value: u64,
+    flags: u64,
+}
+
+const BPF_MAP_LOOKUP_AND_DELETE_ELEM: libc::c_long = 21;
+
+/// `bpf(BPF_MAP_LOOKUP_AND_DELETE_ELEM)`: the record under `key`, removed.
+/// aya uses this command for queues and stacks only.
+fn lookup_and_delete(map: RawFd, key: &SockKey) -> io::Result<Option<OrigDst>> {
+    let mut value = std::mem::MaybeUninit::<OrigDst>::uninit();
+    let attr = MapElemAttr {
+        map_fd: map as u32,
+        _pad: 0,
+        key: std::ptr::from_ref(key) as u64,
+        value: value.as_mut_ptr() as u64,
+        flags: 0,
+    };
+    // SAFETY: `map` is an open map descriptor (the caller holds its map);
+    // `attr` points at a live key and at writable storage of the map's value
+    // size (the map was created with these types); the kernel
+    // reads `size_of::<MapElemAttr>()` bytes of `attr` and zero-fills the rest.
+    let result = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_MAP_LOOKUP_AND_DELETE_ELEM,
+            std::ptr::from_ref(&attr),
+            std::mem::size_of::<MapElemAttr>(),
+        )
+    };
+    if result == 0 {
+        // SAFETY: the kernel wrote the whole value on success.
+        return Ok(Some(unsafe { value.assume_init() }));
+    }
+    let error = io::Error::last_os_error();
+    if error.raw_os_error() == Some(libc::ENOENT) {
+        return Ok(None);
+    }
+    Err(error)
 }
