@@ -256,6 +256,7 @@ async fn serve(
             metrics: proxy_metrics,
             keys: config.keys.clone(),
             upstream: config.upstream,
+            buffers: proxy::buffers::BufferPool::default(),
             detect_timeout: config.detect_timeout,
         },
         http1: Http1 {

@@ -6,6 +6,7 @@
 //! A connection that detour did not redirect has no record and is closed at
 //! once: the proxy is not an open relay.
 
+pub mod buffers;
 mod detect;
 pub mod error;
 pub mod h2;
@@ -46,6 +47,8 @@ pub struct ProxyContext {
     pub metrics: ProxyMetrics,
     pub keys: RoutingKeys,
     pub upstream: Upstream,
+    /// Read buffers, lent per request.
+    pub buffers: buffers::BufferPool,
     /// Protocol detection on `auto` ports.
     pub detect_timeout: Duration,
 }
@@ -99,8 +102,8 @@ pub async fn serve(
                     // exists only when someone asked for debug logs. The
                     // few warnings below name the peer themselves.
                     let span = debug_span!("conn", %peer);
-                    // Boxed: a connection's future is kilobytes, and spawning
-                    // moves it several times; a box moves as a pointer.
+                    // Boxed: spawning moves the future several times; a box
+                    // moves as a pointer.
                     tracker.spawn(
                         Box::pin(async move {
                             handle(stream, peer, proxy).await;
@@ -166,7 +169,7 @@ async fn handle(mut client: TcpStream, peer: SocketAddr, proxy: Arc<Proxy>) {
     ctx.metrics.connection(&service);
     let flow = ctx.observer.open(peer, dst, Arc::clone(&service));
 
-    let mut buf = BytesMut::with_capacity(8 * 1024);
+    let mut buf = ctx.buffers.take();
     let detected = match protocol {
         Protocol::Http => Detected::Http1,
         Protocol::H2c => Detected::H2,
@@ -197,14 +200,32 @@ async fn handle(mut client: TcpStream, peer: SocketAddr, proxy: Arc<Proxy>) {
     };
     match detected {
         Detected::Http1 => http1::serve(client, buf, conn, ctx, &proxy.http1).await,
-        Detected::H2 => h2::serve(client, buf, conn, Arc::clone(&proxy)).await,
-        Detected::Closed => {}
-        Detected::NotHttp | Detected::Timeout => match ctx.upstream.connect(dst).await {
-            Ok(upstream) => upstream::splice(client, buf, upstream).await,
-            Err(error) => {
-                ctx.metrics.upstream_error(error.reason());
-                warn!(%peer, %dst, %service, %error, "upstream connect failed; closing the client");
-            }
-        },
+        // Boxed, like every large state below: the task's size is that of
+        // its largest state, and a parked HTTP/1 connection must stay small.
+        Detected::H2 => Box::pin(h2::serve(client, buf, conn, Arc::clone(&proxy))).await,
+        Detected::Closed => ctx.buffers.give(buf),
+        Detected::NotHttp | Detected::Timeout => {
+            Box::pin(splice(client, peer, buf, &conn, ctx)).await
+        }
+    }
+}
+
+/// Splices a connection that is not routed by request to its original
+/// destination.
+async fn splice(
+    client: TcpStream,
+    peer: SocketAddr,
+    buf: BytesMut,
+    conn: &route::Conn,
+    ctx: &ProxyContext,
+) {
+    let dst = conn.original_dst;
+    match ctx.upstream.connect(dst).await {
+        Ok(upstream) => upstream::splice(client, buf, upstream).await,
+        Err(error) => {
+            ctx.metrics.upstream_error(error.reason());
+            let service = &conn.service;
+            warn!(%peer, %dst, %service, %error, "upstream connect failed; closing the client");
+        }
     }
 }

@@ -42,6 +42,23 @@ pub async fn fill<R: AsyncRead + Unpin>(
     }
 }
 
+/// Reads what is already there into `buf`, without waiting: `Some(true)`
+/// bytes came, `Some(false)` EOF, `None` nothing yet. No system call when
+/// the runtime already knows the socket has nothing.
+pub fn try_fill(
+    reader: &tokio::net::TcpStream,
+    buf: &mut BytesMut,
+) -> std::io::Result<Option<bool>> {
+    if buf.capacity() - buf.len() < READ_CHUNK / 4 {
+        buf.reserve(READ_CHUNK);
+    }
+    match reader.try_read_buf(buf) {
+        Ok(n) => Ok(Some(n > 0)),
+        Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => Ok(None),
+        Err(error) => Err(error),
+    }
+}
+
 /// Writes `buf[..n]` and drops it from `buf`.
 pub async fn pass<W: AsyncWrite + Unpin>(
     writer: &mut W,

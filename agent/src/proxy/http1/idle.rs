@@ -1,76 +1,54 @@
-//! Waiting for a keep-alive client's next request, in two steps.
+//! Waiting for a keep-alive client's next request, holding nothing.
 //!
-//! For [`PARK_AFTER`], the connection keeps everything: its upstream
-//! connection and its buffers, so a busy client's next request costs no pool
-//! lookup and no allocation. After that, the connection parks: its upstream
-//! connection goes back to the shared, bounded [pool](super::pool) (where
-//! other client connections can use it, or it is dropped), and its buffers
-//! are freed. A parked connection holds only its socket and its task, so
-//! thousands of idle keep-alive clients cost thousands of sockets, not
-//! thousands of upstream connections and buffers; the next request
-//! allocates again when bytes arrive.
+//! When a response is done and the client has sent nothing more, the
+//! connection parks: its upstream connection has gone back to the shared,
+//! bounded [pool](super::pool), its buffers to the
+//! [buffer pool](crate::proxy::buffers), and the state of its last exchange
+//! has been dropped. A parked connection holds its socket, what it knows of
+//! its original destination, and this wait, a few hundred bytes in all: ten
+//! thousand idle keep-alive clients cost ten thousand sockets, not ten
+//! thousand upstream connections and buffers. A buffer is taken when the
+//! socket is readable, not before.
 //!
-//! Either step ends at once when the agent starts draining (SIGTERM): an
-//! idle client must not hold the drain.
+//! The wait ends at once when the agent starts draining (SIGTERM): an idle
+//! client must not hold the drain.
 
-use std::time::Duration;
+use std::io::ErrorKind;
 
 use bytes::BytesMut;
 use tokio::{net::TcpStream, time::Instant};
 use tracing::debug;
 
-use super::{Current, Http1, body};
+use super::Http1;
 use crate::proxy::ProxyContext;
 
-/// How long a keep-alive client connection holds its upstream connection
-/// and buffers between requests.
-pub const PARK_AFTER: Duration = Duration::from_secs(1);
-
-/// Waits, at most the idle timeout, for the first bytes of the client's next
-/// request, and reads them into `buf`. `false`: the client closed, went
-/// idle past the timeout, or the agent is draining.
-pub async fn next_request(
-    client: &mut TcpStream,
-    buf: &mut BytesMut,
-    ubuf: &mut BytesMut,
-    current: &mut Option<Current>,
-    ctx: &ProxyContext,
-    h1: &Http1,
-) -> bool {
+/// Waits, at most the idle timeout, for the first bytes of the client's
+/// next request, and returns them in a pooled buffer. `None`: the client
+/// closed, stayed idle past the timeout, or the agent is draining.
+pub async fn next_request(client: &TcpStream, ctx: &ProxyContext, h1: &Http1) -> Option<BytesMut> {
     let deadline = Instant::now() + h1.settings.idle_timeout;
-    let park_at = (Instant::now() + PARK_AFTER).min(deadline);
-    tokio::select! {
-        read = tokio::time::timeout_at(park_at, body::fill(client, buf)) => match read {
-            Ok(Ok(true)) => return true,
-            Ok(read) => {
-                debug!(error = ?read.err(), "client closed between requests");
-                return false;
+    loop {
+        tokio::select! {
+            ready = tokio::time::timeout_at(deadline, client.readable()) => {
+                if !matches!(ready, Ok(Ok(()))) {
+                    debug!(?ready, "idle keep-alive connection timed out, or failed");
+                    return None;
+                }
             }
-            Err(_) if park_at == deadline => return false,
-            Err(_) => {}
-        },
-        () = ctx.draining.cancelled() => return false,
-    }
-
-    if let Some(held) = current.take() {
-        h1.pool.checkin(held.target, held.stream);
-    }
-    *buf = BytesMut::new();
-    *ubuf = BytesMut::new();
-    // Readiness first, so that nothing is allocated until bytes are there.
-    tokio::select! {
-        ready = tokio::time::timeout_at(deadline, client.readable()) => {
-            if !matches!(ready, Ok(Ok(()))) {
-                debug!(?ready, "parked connection idle past the timeout, or failed");
-                return false;
-            }
+            () = ctx.draining.cancelled() => return None,
         }
-        () = ctx.draining.cancelled() => return false,
+        let mut buf = ctx.buffers.take();
+        match client.try_read_buf(&mut buf) {
+            Ok(0) => debug!("client closed between requests"),
+            Ok(_) => return Some(buf),
+            // Readiness was stale: wait again, without the buffer.
+            Err(error) if error.kind() == ErrorKind::WouldBlock => {
+                ctx.buffers.give(buf);
+                continue;
+            }
+            Err(error) => debug!(%error, "client failed between requests"),
+        }
+        ctx.buffers.give(buf);
+        return None;
     }
-    let read = tokio::time::timeout_at(deadline, body::fill(client, buf)).await;
-    if !matches!(read, Ok(Ok(true))) {
-        debug!(?read, "parked connection closed");
-        return false;
-    }
-    true
 }

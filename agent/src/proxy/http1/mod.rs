@@ -52,7 +52,7 @@ pub struct Settings {
 }
 
 /// Serves requests on `client` until either side ends the connection. `buf`
-/// holds bytes already read (by protocol detection).
+/// holds bytes already read (by protocol detection), in a pooled buffer.
 pub async fn serve(
     mut client: TcpStream,
     mut buf: BytesMut,
@@ -60,36 +60,79 @@ pub async fn serve(
     ctx: &ProxyContext,
     h1: &Http1,
 ) {
-    let mut ubuf = BytesMut::with_capacity(body::READ_CHUNK);
-    let mut current: Option<Current> = None;
-    let mut first = true;
     loop {
-        // Between requests: hold the upstream connection and buffers for a
-        // moment, then park (see `idle`).
-        if !first
-            && buf.is_empty()
-            && !idle::next_request(&mut client, &mut buf, &mut ubuf, &mut current, ctx, h1).await
-        {
-            break;
+        // Boxed: an exchange's state is kilobytes, and a connection waiting
+        // for its next request must not carry it (see `idle`).
+        match Box::pin(requests(&mut client, buf, &conn, ctx, h1)).await {
+            Burst::Idle => {}
+            Burst::Closed => return,
+            Burst::Upgraded {
+                from_client,
+                upstream,
+                from_upstream,
+            } => {
+                let splice = super::upstream::splice_after_upgrade(
+                    client,
+                    from_client,
+                    upstream,
+                    from_upstream,
+                );
+                Box::pin(splice).await;
+                return;
+            }
         }
-        let (head, routing_key) = match read_request(&mut client, &mut buf, ctx, h1).await {
+        match idle::next_request(&client, ctx, h1).await {
+            Some(next) => buf = next,
+            None => return,
+        }
+    }
+}
+
+/// How a run of requests on one client connection ended.
+enum Burst {
+    /// Every response is done and the client has sent nothing more: park.
+    Idle,
+    /// The connection is over: closed by either side, refused, or failed.
+    Closed,
+    /// The upstream answered 101: splice the two from here, after the bytes
+    /// each side sent early.
+    Upgraded {
+        from_client: BytesMut,
+        upstream: TcpStream,
+        from_upstream: BytesMut,
+    },
+}
+
+/// Serves requests as long as the client has the next one ready (pipelined,
+/// or arrived by the time the response is done); then gives back the
+/// upstream connection and the buffers.
+async fn requests(
+    client: &mut TcpStream,
+    mut buf: BytesMut,
+    conn: &Conn,
+    ctx: &ProxyContext,
+    h1: &Http1,
+) -> Burst {
+    let mut ubuf = ctx.buffers.take();
+    let mut current: Option<Current> = None;
+    let burst = loop {
+        let (head, routing_key) = match read_request(client, &mut buf, ctx, h1).await {
             Ok(Some(request)) => request,
-            Ok(None) => break,
+            Ok(None) => break Burst::Closed,
             Err(error) => {
                 ctx.metrics.proxy_error(error);
-                respond::send(&mut client, error).await;
-                break;
+                respond::send(client, error).await;
+                break Burst::Closed;
             }
         };
-        first = false;
         if head.framing == Framing::Chunked && !head.expect_continue {
-            match first_chunk_line(&mut client, &mut buf, &head, h1).await {
+            match first_chunk_line(client, &mut buf, &head, h1).await {
                 Ok(true) => {}
-                Ok(false) => return,
+                Ok(false) => break Burst::Closed,
                 Err(error) => {
                     ctx.metrics.proxy_error(error);
-                    respond::send(&mut client, error).await;
-                    return;
+                    respond::send(client, error).await;
+                    break Burst::Closed;
                 }
             }
         }
@@ -100,9 +143,9 @@ pub async fn serve(
         let Routed {
             upstream: target,
             sandbox,
-        } = route::route(ctx, &conn, routing_key, method_name(head.method));
-        match exchange_with_retry(
-            &mut client,
+        } = route::route(ctx, conn, routing_key, method_name(head.method));
+        let outcome = exchange_with_retry(
+            client,
             &mut buf,
             &mut ubuf,
             &mut current,
@@ -111,8 +154,8 @@ pub async fn serve(
             ctx,
             h1,
         )
-        .await
-        {
+        .await;
+        match outcome {
             (
                 Outcome::Done {
                     status,
@@ -126,31 +169,45 @@ pub async fn serve(
                 debug!(status, keep_client, "response relayed");
                 if !keep_client || ctx.draining.is_cancelled() {
                     let _ = client.shutdown().await;
-                    break;
+                    break Burst::Closed;
+                }
+                if buf.is_empty() {
+                    match body::try_fill(client, &mut buf) {
+                        Ok(Some(true)) => {}
+                        Ok(Some(false)) | Err(_) => break Burst::Closed,
+                        Ok(None) => break Burst::Idle,
+                    }
                 }
             }
             (Outcome::Upgraded, Some(upstream)) => {
                 ctx.metrics
                     .request(&conn.service, sandbox.as_ref(), "http1", started.elapsed());
-                super::upstream::splice_after_upgrade(client, buf, upstream, ubuf).await;
-                return;
+                return Burst::Upgraded {
+                    from_client: buf,
+                    upstream,
+                    from_upstream: ubuf,
+                };
             }
             (Outcome::Refuse(error), _) => {
                 ctx.metrics.proxy_error(error);
-                respond::send(&mut client, error).await;
-                break;
+                respond::send(client, error).await;
+                break Burst::Closed;
             }
-            _ => break,
+            _ => break Burst::Closed,
         }
-    }
-    // The client is gone; its upstream connection can serve others.
+    };
+    // The upstream connection can serve other clients meanwhile.
     if let Some(held) = current {
         h1.pool.checkin(held.target, held.stream);
     }
+    ctx.buffers.give(buf);
+    ctx.buffers.give(ubuf);
+    burst
 }
 
 /// The upstream connection a client connection used last: consecutive
-/// requests to the same target reuse it without touching the shared pool.
+/// requests of a burst to the same target reuse it without touching the
+/// shared pool.
 struct Current {
     target: SocketAddr,
     stream: TcpStream,

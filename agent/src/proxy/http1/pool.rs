@@ -7,7 +7,7 @@
 //! is discarded rather than handed out.
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, VecDeque},
     net::SocketAddr,
     sync::{Mutex, PoisonError},
     time::{Duration, Instant},
@@ -23,9 +23,11 @@ struct Idle {
     since: Instant,
 }
 
+/// Each destination's idle connections, oldest first: the newest is reused
+/// (warm, least likely closed by the server), the oldest expire.
 #[derive(Default)]
 pub struct Pool {
-    idle: Mutex<HashMap<SocketAddr, Vec<Idle>>>,
+    idle: Mutex<HashMap<SocketAddr, VecDeque<Idle>>>,
 }
 
 impl std::fmt::Debug for Pool {
@@ -39,8 +41,9 @@ impl Pool {
     pub fn checkout(&self, dst: SocketAddr) -> Option<TcpStream> {
         let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
         let conns = idle.get_mut(&dst)?;
-        while let Some(conn) = conns.pop() {
-            if conn.since.elapsed() < IDLE_TIMEOUT && looks_alive(&conn.stream) {
+        let now = Instant::now();
+        while let Some(conn) = conns.pop_back() {
+            if now.duration_since(conn.since) < IDLE_TIMEOUT && looks_alive(&conn.stream) {
                 return Some(conn.stream);
             }
         }
@@ -51,12 +54,15 @@ impl Pool {
     pub fn checkin(&self, dst: SocketAddr, stream: TcpStream) {
         let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
         let conns = idle.entry(dst).or_default();
-        conns.retain(|c| c.since.elapsed() < IDLE_TIMEOUT);
+        let now = Instant::now();
+        while conns
+            .front()
+            .is_some_and(|c| now.duration_since(c.since) >= IDLE_TIMEOUT)
+        {
+            conns.pop_front();
+        }
         if conns.len() < MAX_IDLE_PER_DESTINATION {
-            conns.push(Idle {
-                stream,
-                since: Instant::now(),
-            });
+            conns.push_back(Idle { stream, since: now });
         }
     }
 }
