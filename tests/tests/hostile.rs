@@ -329,3 +329,123 @@ fn idle_keep_alive_clients_give_their_upstream_connections_back() {
         "every parked client connection still serves its next request"
     );
 }
+
+/// One keep-alive connection, one request; then how long until the proxy
+/// closes it (`eof AFTER_SECONDS`), or a second request at `second_at`
+/// seconds and its status line. Prints `ready` once the first is answered.
+const IDLE_ONE: &str = r#"
+import socket, sys, time
+host, port, second_at = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
+s = socket.create_connection((host, port), timeout=30)
+def exchange():
+    s.sendall(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+    data = b""
+    while True:
+        chunk = s.recv(4096)
+        if not chunk:
+            return None
+        data += chunk
+        head, sep, body = data.partition(b"\r\n\r\n")
+        lengths = [int(l.split(b":")[1]) for l in head.split(b"\r\n")
+                   if l.lower().startswith(b"content-length:")]
+        if sep and len(body) >= lengths[0]:
+            return head.split(b"\r\n")[0].decode()
+assert exchange().startswith("HTTP/1.1 200"), "first request"
+print("ready", flush=True)
+start = time.monotonic()
+if second_at >= 0:
+    time.sleep(second_at)
+    print(exchange(), flush=True)
+    start = time.monotonic()
+s.settimeout(30)
+while True:
+    chunk = s.recv(65536)
+    if not chunk:
+        break
+print("eof %.1f" % (time.monotonic() - start), flush=True)
+"#;
+
+fn idle_one(setup: &Setup, second_at: f64) -> std::process::Child {
+    let ip = setup.net.pod("reviews").ip4.to_string();
+    setup.net.pod("client").spawn_in(
+        &setup.cgroup,
+        "python3",
+        &[
+            "-c",
+            IDLE_ONE,
+            &ip,
+            &PORT.to_string(),
+            &second_at.to_string(),
+        ],
+    )
+}
+
+fn lines(child: std::process::Child) -> Vec<String> {
+    let output = child.wait_with_output().expect("client");
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+fn eof_after(line: &str) -> f64 {
+    line.strip_prefix("eof ")
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("expected the proxy to close the connection, got {line:?}"))
+}
+
+#[test]
+fn an_idle_keep_alive_connection_is_closed_after_the_idle_timeout_and_served_before_it() {
+    if !require_root() {
+        return;
+    }
+    let setup = Setup::new();
+    let _agent = setup.agent(&["--idle-timeout", "2s"]);
+    let quiet = idle_one(&setup, -1.0);
+    let busy = idle_one(&setup, 1.0);
+    let quiet = lines(quiet);
+    let busy = lines(busy);
+    assert_eq!(quiet[0], "ready");
+    let closed = eof_after(&quiet[1]);
+    assert!(
+        (1.5..10.0).contains(&closed),
+        "an idle connection closed after {closed} s; the idle timeout is 2 s"
+    );
+    assert_eq!(
+        busy[1], "HTTP/1.1 200 OK",
+        "a request within the idle timeout is served"
+    );
+    let closed = eof_after(&busy[2]);
+    assert!(
+        (1.5..10.0).contains(&closed),
+        "the idle timeout starts again after each response ({closed} s)"
+    );
+}
+
+#[test]
+fn an_idle_keep_alive_connection_does_not_hold_the_drain() {
+    if !require_root() {
+        return;
+    }
+    let setup = Setup::new();
+    let mut agent = setup.agent(&[]);
+    let mut client = idle_one(&setup, -1.0);
+    let mut stdout = std::io::BufReader::new(client.stdout.take().expect("stdout"));
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut stdout, &mut line).expect("ready line");
+    assert_eq!(line.trim(), "ready");
+    std::thread::sleep(Duration::from_millis(200));
+    let started = Instant::now();
+    assert!(agent.terminate().success());
+    let stopped = started.elapsed();
+    line.clear();
+    std::io::BufRead::read_line(&mut stdout, &mut line).expect("eof line");
+    let _ = client.wait();
+    eof_after(line.trim());
+    // The drain bound is 10 s: an idle connection that held the drain
+    // would take all of it.
+    assert!(
+        stopped < Duration::from_secs(5),
+        "the agent took {stopped:?} to stop with one idle keep-alive connection"
+    );
+}

@@ -104,13 +104,7 @@ pub async fn serve(
                     let span = debug_span!("conn", %peer);
                     // Boxed: spawning moves the future several times; a box
                     // moves as a pointer.
-                    tracker.spawn(
-                        Box::pin(async move {
-                            handle(stream, peer, proxy).await;
-                            drop(slot);
-                        })
-                        .instrument(span),
-                    );
+                    tracker.spawn(Box::pin(handle(stream, peer, proxy, slot)).instrument(span));
                 }
                 Err(_) => {
                     // Over --max-connections: refuse, and drop the record so
@@ -130,7 +124,14 @@ pub async fn serve(
     info!(listener = ?local, "proxy stopped accepting");
 }
 
-async fn handle(mut client: TcpStream, peer: SocketAddr, proxy: Arc<Proxy>) {
+/// Serves one accepted connection; `_slot` is its `--max-connections`
+/// permit, held until it ends.
+async fn handle(
+    mut client: TcpStream,
+    peer: SocketAddr,
+    proxy: Arc<Proxy>,
+    _slot: tokio::sync::OwnedSemaphorePermit,
+) {
     let ctx = &proxy.ctx;
     let (record, foreign) = match ctx.orig_dst.take(peer) {
         Ok(Some(taken)) => (taken.record, taken.foreign),

@@ -13,10 +13,10 @@
 //! The wait ends at once when the agent starts draining (SIGTERM): an idle
 //! client must not hold the drain.
 
-use std::io::ErrorKind;
+use std::{future::Future, io::ErrorKind, task::Poll};
 
 use bytes::BytesMut;
-use tokio::{net::TcpStream, time::Instant};
+use tokio::net::TcpStream;
 use tracing::debug;
 
 use super::Http1;
@@ -26,16 +26,28 @@ use crate::proxy::ProxyContext;
 /// next request, and returns them in a pooled buffer. `None`: the client
 /// closed, stayed idle past the timeout, or the agent is draining.
 pub async fn next_request(client: &TcpStream, ctx: &ProxyContext, h1: &Http1) -> Option<BytesMut> {
-    let deadline = Instant::now() + h1.settings.idle_timeout;
+    let idle_timeout = tokio::time::sleep(h1.settings.idle_timeout);
+    let draining = ctx.draining.cancelled();
+    tokio::pin!(idle_timeout, draining);
     loop {
-        tokio::select! {
-            ready = tokio::time::timeout_at(deadline, client.readable()) => {
-                if !matches!(ready, Ok(Ok(()))) {
-                    debug!(?ready, "idle keep-alive connection timed out, or failed");
-                    return None;
-                }
+        // Readiness is polled on the socket itself, so the wait holds no
+        // waiter of its own: the smallest state that wakes on all three.
+        let woke = std::future::poll_fn(|cx| {
+            if draining.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(Woke::Draining);
             }
-            () = ctx.draining.cancelled() => return None,
+            if idle_timeout.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(Woke::TimedOut);
+            }
+            client.poll_read_ready(cx).map(Woke::Readable)
+        })
+        .await;
+        match woke {
+            Woke::Readable(Ok(())) => {}
+            other => {
+                debug!(?other, "idle keep-alive connection closed");
+                return None;
+            }
         }
         let mut buf = ctx.buffers.take();
         match client.try_read_buf(&mut buf) {
@@ -51,4 +63,12 @@ pub async fn next_request(client: &TcpStream, ctx: &ProxyContext, h1: &Http1) ->
         ctx.buffers.give(buf);
         return None;
     }
+}
+
+/// What ended a wait.
+#[derive(Debug)]
+enum Woke {
+    Readable(std::io::Result<()>),
+    TimedOut,
+    Draining,
 }
