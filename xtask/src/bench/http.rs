@@ -47,22 +47,30 @@
 //! # Memory
 //! After start-up and before any load: each proxy's idle RSS; then, one
 //! proxy at a time, `--idle-connections` keep-alive connections from the
-//! client pod, one keyed request on each, held idle, and the RSS growth.
+//! client pod, one keyed request on each, held idle, and the RSS growth;
+//! then the same with ten times as many.
+//!
+//! # System calls
+//! After the rounds (and their checks), per mode and proxy, `perf trace -s`
+//! on the proxy's processes while wrk makes `--syscall-requests` requests
+//! ([`super::syscalls`]); the calls are divided by the requests the fork
+//! backend received in that time.
 
-use std::{net::SocketAddr, sync::atomic::Ordering};
+use std::{net::SocketAddr, path::Path, sync::atomic::Ordering};
 
 use anyhow::{Context, bail};
 use detour_tests::{Agent, netns::Netns};
 
 use super::{
     BenchArgs,
-    daemon::{Accounting, Daemon},
+    daemon::{Accounting, Daemon, TempDir},
     http_checks::{BackendStatus, Checks, Counters},
     http_report::{HttpResults, Interval},
     load::{ConnMode, Load},
     peers::{Peer, Proto},
     procs::INTERRUPTED,
     stage::Stage,
+    syscalls::{SyscallRow, Trace},
 };
 
 const DEFAULT_ROUNDS: u32 = 5;
@@ -97,8 +105,14 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
     super::http_checks::verify_routes(&load.client, &addrs, Proto::Http1)?;
 
     let idle_connections = args.idle_connections.unwrap_or(1000);
-    eprintln!("bench http: memory with {idle_connections} idle keep-alive connections");
-    let memory = stage.idle_memory(idle_connections, |addr, n| load.hold_idle(addr, n))?;
+    let mut memory = Vec::new();
+    // Ten times as many, as far as the open-file limit lets every proxy
+    // hold them (the table says how many were held).
+    let most = super::procs::proxy_connection_limit().saturating_sub(100);
+    for n in [idle_connections, (idle_connections * 10).min(most)] {
+        eprintln!("bench http: memory with {n} idle keep-alive connections");
+        memory.push(stage.idle_memory(n, |addr, n| load.hold_idle(addr, n))?);
+    }
 
     let checks_before = Counters::read(&base.netns, agent)?;
     let bench = Bench {
@@ -145,10 +159,12 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
     eprintln!();
     let checks_after = Counters::read(&base.netns, bench.agent)?;
     let failures = checks.verify(&checks_before, &checks_after);
+    let syscalls = bench.syscalls(&tools.perf, stage.dir(), connections, args.syscall_requests)?;
 
     let results = HttpResults {
         samples,
         memory,
+        syscalls,
         connections,
     };
     let block =
@@ -165,6 +181,54 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
 }
 
 impl Bench<'_> {
+    /// System calls per request of every proxy, in both modes: `perf
+    /// trace` on its processes during about `requests` requests.
+    fn syscalls(
+        &self,
+        perf: &Path,
+        dir: &TempDir,
+        connections: [u32; 2],
+        requests: u32,
+    ) -> anyhow::Result<Vec<SyscallRow>> {
+        let mut rows = Vec::new();
+        for mode in ConnMode::ALL {
+            for peer in Peer::ALL {
+                let Some(acct) = self.accts[peer as usize] else {
+                    continue;
+                };
+                eprint!(
+                    "\rsystem calls: {:<22} {:<18}",
+                    mode.label(),
+                    peer.label()
+                );
+                let output = dir.path().join(format!("trace-{}.txt", peer.label()));
+                let backend_before = BackendStatus::read(self.fork)?;
+                let trace = Trace::start(perf, &acct.pids(), output)?;
+                let addr = self.addrs[peer as usize];
+                let wrk = self.load.wrk_requests(addr, mode, connections[mode as usize], requests);
+                let counts = trace.finish()?;
+                let wrk = wrk?;
+                let (_, forwarded) = BackendStatus::read(self.fork)?.since(&backend_before);
+                if forwarded == 0 || wrk.socket_errors + wrk.status_errors > 0 {
+                    bail!(
+                        "{} / {}: the system-call run failed ({forwarded} requests forwarded, {} errors)",
+                        mode.label(),
+                        peer.label(),
+                        wrk.socket_errors + wrk.status_errors
+                    );
+                }
+                rows.push(SyscallRow {
+                    mode,
+                    peer,
+                    requests: forwarded,
+                    counts,
+                });
+            }
+        }
+        eprintln!();
+        Ok(rows)
+    }
+
     /// One measured interval: wrk against the peer, with the proxy's CPU
     /// time read before and after.
     fn interval(

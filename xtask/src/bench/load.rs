@@ -37,6 +37,17 @@ const WRK_DONE: &str = r#"done = function(summary, latency, requests)
 end
 "#;
 
+/// Stops wrk after `BENCH_MAX_REQUESTS` responses (the system-call count).
+const WRK_COUNT: &str = r#"local max = tonumber(os.getenv("BENCH_MAX_REQUESTS"))
+local seen = 0
+response = function(status, headers, body)
+  seen = seen + 1
+  if seen >= max then
+    wrk.thread:stop()
+  end
+end
+"#;
+
 const HOLD_IDLE: &str = r#"import resource, socket, sys
 host, port, count, header = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
 soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -155,6 +166,7 @@ pub struct Load<'a> {
     pub wrk: &'a Path,
     pub client: ClientPod<'a>,
     wrk_script: PathBuf,
+    count_script: PathBuf,
     hold_script: PathBuf,
 }
 
@@ -170,6 +182,7 @@ impl<'a> Load<'a> {
             wrk,
             client: ClientPod { cpus, pod, cgroup },
             wrk_script: dir.write("done.lua", WRK_DONE)?,
+            count_script: dir.write("count.lua", &format!("{WRK_DONE}{WRK_COUNT}"))?,
             hold_script: dir.write("hold_idle.py", HOLD_IDLE)?,
         })
     }
@@ -182,11 +195,41 @@ impl<'a> Load<'a> {
         connections: u32,
         seconds: u32,
     ) -> anyhow::Result<WrkResult> {
+        self.run_wrk(addr, mode, connections, seconds, None)
+    }
+
+    /// About `requests` requests against `addr` (wrk stops after that many
+    /// responses; the few in flight then still complete), within 60 s.
+    pub fn wrk_requests(
+        &self,
+        addr: SocketAddr,
+        mode: ConnMode,
+        connections: u32,
+        requests: u32,
+    ) -> anyhow::Result<WrkResult> {
+        self.run_wrk(addr, mode, connections, 60, Some(requests))
+    }
+
+    fn run_wrk(
+        &self,
+        addr: SocketAddr,
+        mode: ConnMode,
+        connections: u32,
+        seconds: u32,
+        requests: Option<u32>,
+    ) -> anyhow::Result<WrkResult> {
         let mut command = self.client.command(self.wrk);
+        let script = match requests {
+            Some(requests) => {
+                command.env("BENCH_MAX_REQUESTS", requests.to_string());
+                &self.count_script
+            }
+            None => &self.wrk_script,
+        };
         command
             .args(["-t1", &format!("-c{connections}"), &format!("-d{seconds}s")])
             .args(["--timeout", "2s", "-s"])
-            .arg(&self.wrk_script)
+            .arg(script)
             .args(["-H", BAGGAGE]);
         if mode == ConnMode::Close {
             command.args(["-H", "Connection: close"]);

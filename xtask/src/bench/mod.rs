@@ -57,6 +57,7 @@ mod soak_memory;
 mod soak_report;
 mod soak_routes;
 mod stage;
+mod syscalls;
 mod table;
 mod tools;
 mod workers;
@@ -126,6 +127,9 @@ pub struct BenchArgs {
     /// figure (default: 1000 for http and h2, 10000 for soak).
     #[arg(long)]
     pub idle_connections: Option<u32>,
+    /// http: requests per proxy and mode while its system calls are counted.
+    #[arg(long, default_value_t = 20_000)]
+    pub syscall_requests: u32,
     /// soak: minutes of traffic (the agent restarts half way).
     #[arg(long, default_value_t = 10)]
     pub minutes: u32,

@@ -124,10 +124,11 @@ pub fn haproxy(proto: Proto, listen: SocketAddrV4, up: Upstreams) -> String {
         Proto::Http1 => "",
         Proto::H2c => " proto h2",
     };
+    let maxconn = super::procs::proxy_connection_limit();
     format!(
         r"global
   nbthread 1
-  maxconn 4096
+  maxconn {maxconn}
 defaults
   mode http
   timeout connect 5s

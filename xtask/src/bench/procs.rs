@@ -206,3 +206,52 @@ pub fn tcp_ext(netns: &Netns, name: &str) -> anyhow::Result<u64> {
         .parse()
         .with_context(|| format!("bad TcpExt {name}"))
 }
+
+/// Open files for the benchmark and what it starts (the agent, the peer
+/// proxies, the clients): 10,000 idle connections need more than 20,000.
+const NOFILE: libc::rlim_t = 65_536;
+
+/// Raises this process's open-file limit (inherited by the agent) to
+/// [`NOFILE`], or as far as the hard limit allows where raising that is not
+/// permitted (a container without CAP_SYS_RESOURCE).
+pub fn raise_nofile() -> anyhow::Result<()> {
+    let mut limit = libc::rlimit {
+        rlim_cur: NOFILE,
+        rlim_max: NOFILE,
+    };
+    // SAFETY: setrlimit and getrlimit access the struct we own.
+    unsafe {
+        if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) == 0 {
+            return Ok(());
+        }
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
+            bail!("getrlimit: {}", std::io::Error::last_os_error());
+        }
+        limit.rlim_cur = limit.rlim_max;
+        if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
+            bail!("setrlimit: {}", std::io::Error::last_os_error());
+        }
+    }
+    eprintln!(
+        "bench: open files limited to {} (the hard limit; raising it is not permitted here)",
+        limit.rlim_max
+    );
+    Ok(())
+}
+
+/// Connections a proxy can hold under this process's open-file limit (its
+/// children inherit it): two descriptors each (client and upstream), less a
+/// margin for its own files.
+pub fn proxy_connection_limit() -> u32 {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes the struct we own.
+    let soft = if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } == 0 {
+        limit.rlim_cur
+    } else {
+        1024
+    };
+    u32::try_from(soft.saturating_sub(64) / 2).unwrap_or(u32::MAX).min(30_000)
+}

@@ -56,9 +56,6 @@ const SYSCTLS: [&str; 2] = [
     "net.ipv4.tcp_tw_reuse=1",
     "net.ipv4.ip_local_port_range=10000 65000",
 ];
-/// Open files the benchmark (and the agent it starts) may hold: the idle
-/// phase needs two per held connection in the agent.
-const NOFILE: libc::rlim_t = 65_536;
 const RSS_EVERY: Duration = Duration::from_secs(15);
 
 fn unix_ms() -> u64 {
@@ -76,7 +73,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
     if args.minutes == 0 || args.churn_hz == 0 || args.rate == 0 {
         bail!("--minutes, --churn-hz and --rate must be at least 1");
     }
-    raise_nofile()?;
+    super::procs::raise_nofile()?;
     crate::setup::run()?;
     let tools = Tools::install()?;
     let (binary, agent_name) = super::agent_binary()?;
@@ -271,33 +268,6 @@ fn stop_agent(agent: &mut Agent) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Raises this process's open-file limit (inherited by the agent) to
-/// [`NOFILE`], or as far as the hard limit allows where raising that is not
-/// permitted (a container without CAP_SYS_RESOURCE).
-fn raise_nofile() -> anyhow::Result<()> {
-    let mut limit = libc::rlimit {
-        rlim_cur: NOFILE,
-        rlim_max: NOFILE,
-    };
-    // SAFETY: setrlimit and getrlimit access the struct we own.
-    unsafe {
-        if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) == 0 {
-            return Ok(());
-        }
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
-            bail!("getrlimit: {}", std::io::Error::last_os_error());
-        }
-        limit.rlim_cur = limit.rlim_max;
-        if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
-            bail!("setrlimit: {}", std::io::Error::last_os_error());
-        }
-    }
-    eprintln!(
-        "bench soak: open files limited to {} (the hard limit; raising it is not permitted here)",
-        limit.rlim_max
-    );
-    Ok(())
-}
 
 fn spawn_client(
     cpus: &Cpus,

@@ -51,6 +51,7 @@ pub fn prepare(suite: &str) -> anyhow::Result<(Tools, String)> {
         );
     }
     crate::setup::run()?;
+    super::procs::raise_nofile()?;
     let tools = Tools::install()?;
     let (binary, agent_name) = super::agent_binary()?;
     // SAFETY: no other thread exists yet (the Ctrl-C handler's is started

