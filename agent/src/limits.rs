@@ -1,4 +1,5 @@
-//! The open-file limit the proxy needs, raised at start.
+//! Process resources at start: the open-file limit the proxy needs,
+//! raised; and the memory start-up used, given back.
 //!
 //! Every proxied connection holds two descriptors (the client's and, while
 //! a request is in flight, the upstream's), so `--max-connections N` needs
@@ -70,5 +71,18 @@ mod tests {
         assert_eq!(files_needed(0), OWN_FILES);
         assert_eq!(files_needed(10_000), 20_000 + OWN_FILES);
         assert_eq!(files_needed(usize::MAX), u64::MAX);
+    }
+}
+
+/// Gives the memory that start-up used and freed back to the OS. Loading
+/// the eBPF programs parses the kernel's BTF (about 15 MiB at its peak,
+/// all freed once the programs are loaded); the C allocator keeps freed
+/// heap pages mapped, so without this they would stay in the agent's RSS
+/// for its whole life (about 2.5 MiB on the machines measured).
+pub fn release_startup_memory() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: malloc_trim only walks the allocator's own free lists.
+    unsafe {
+        libc::malloc_trim(0);
     }
 }

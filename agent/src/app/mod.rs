@@ -187,6 +187,7 @@ async fn serve(
         pin_dir: Some(config.pin_dir.clone()),
         capacities: config.capacities,
     })?;
+    crate::limits::release_startup_memory();
     let orig_dst = Arc::new(orig_dst);
     if let Some(inherited) = inherited.as_mut() {
         inherited.share_maps(&orig_dst);
