@@ -31,11 +31,14 @@ pub fn run_build(debug: bool) -> anyhow::Result<PathBuf> {
     }
     exec(&mut command)?;
     let profile = if debug { "debug" } else { "release" };
-    // Where cargo put it: `CARGO_TARGET_DIR` when set (relative to the
-    // workspace, as cargo reads it), else the workspace's `target/`.
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map_or_else(|| root().join("target"), |dir| root().join(dir));
-    Ok(target.join(profile).join("detour"))
+    Ok(target_dir().join(profile).join("detour"))
+}
+
+/// Where cargo builds: `CARGO_TARGET_DIR` when set (relative to the
+/// workspace, as cargo reads it), else the workspace's `target/`.
+pub fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map_or_else(|| root().join("target"), |dir| root().join(dir))
 }
 
 pub fn run(args: &BuildArgs) -> anyhow::Result<PathBuf> {

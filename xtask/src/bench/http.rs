@@ -54,7 +54,8 @@
 //! After the rounds (and their checks), per mode and proxy, `perf trace -s`
 //! on the proxy's processes while wrk makes `--syscall-requests` requests
 //! ([`super::syscalls`]); the calls are divided by the requests the fork
-//! backend received in that time.
+//! backend received in that time. perf's per-thread tables are kept in
+//! `target/bench-syscalls/`.
 
 use std::{net::SocketAddr, path::Path, sync::atomic::Ordering};
 
@@ -63,7 +64,7 @@ use detour_tests::{Agent, netns::Netns};
 
 use super::{
     BenchArgs,
-    daemon::{Accounting, Daemon, TempDir},
+    daemon::{Accounting, Daemon},
     http_checks::{BackendStatus, Checks, Counters},
     http_report::{HttpResults, Interval},
     load::{ConnMode, Load},
@@ -159,7 +160,9 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
     eprintln!();
     let checks_after = Counters::read(&base.netns, bench.agent)?;
     let failures = checks.verify(&checks_before, &checks_after);
-    let syscalls = bench.syscalls(&tools.perf, stage.dir(), connections, args.syscall_requests)?;
+    let traces = crate::build::target_dir().join("bench-syscalls");
+    std::fs::create_dir_all(&traces)?;
+    let syscalls = bench.syscalls(&tools.perf, &traces, connections, args.syscall_requests)?;
 
     let results = HttpResults {
         samples,
@@ -186,7 +189,7 @@ impl Bench<'_> {
     fn syscalls(
         &self,
         perf: &Path,
-        dir: &TempDir,
+        traces: &Path,
         connections: [u32; 2],
         requests: u32,
     ) -> anyhow::Result<Vec<SyscallRow>> {
@@ -196,16 +199,18 @@ impl Bench<'_> {
                 let Some(acct) = self.accts[peer as usize] else {
                     continue;
                 };
-                eprint!(
-                    "\rsystem calls: {:<22} {:<18}",
-                    mode.label(),
-                    peer.label()
-                );
-                let output = dir.path().join(format!("trace-{}.txt", peer.label()));
+                eprint!("\rsystem calls: {:<22} {:<18}", mode.label(), peer.label());
+                let mode_name = match mode {
+                    ConnMode::KeepAlive => "keepalive",
+                    ConnMode::Close => "close",
+                };
+                let output = traces.join(format!("http-{mode_name}-{}.txt", peer.label()));
                 let backend_before = BackendStatus::read(self.fork)?;
                 let trace = Trace::start(perf, &acct.pids(), output)?;
                 let addr = self.addrs[peer as usize];
-                let wrk = self.load.wrk_requests(addr, mode, connections[mode as usize], requests);
+                let wrk = self
+                    .load
+                    .wrk_requests(addr, mode, connections[mode as usize], requests);
                 let counts = trace.finish()?;
                 let wrk = wrk?;
                 let (_, forwarded) = BackendStatus::read(self.fork)?.since(&backend_before);

@@ -16,9 +16,9 @@ use anyhow::{Context, bail};
 
 use super::{
     daemon::CpuTime,
-    syscalls::{SyscallRow, syscall_table},
     load::{ConnMode, WrkResult},
     peers::{Peer, Proto},
+    syscalls::{SyscallRow, syscall_table},
     table::{MemoryRow, median, memory_table, num, ratio, separator, verdict},
 };
 

@@ -253,5 +253,7 @@ pub fn proxy_connection_limit() -> u32 {
     } else {
         1024
     };
-    u32::try_from(soft.saturating_sub(64) / 2).unwrap_or(u32::MAX).min(30_000)
+    u32::try_from(soft.saturating_sub(64) / 2)
+        .unwrap_or(u32::MAX)
+        .min(30_000)
 }

@@ -268,7 +268,6 @@ fn stop_agent(agent: &mut Agent) -> anyhow::Result<()> {
     Ok(())
 }
 
-
 fn spawn_client(
     cpus: &Cpus,
     pod: &detour_tests::Pod,

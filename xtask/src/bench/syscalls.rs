@@ -34,7 +34,8 @@ pub fn syscall_table(out: &mut String, rows: &[SyscallRow]) -> std::fmt::Result 
     writeln!(
         out,
         "**system calls per request** (`perf trace -s` on the proxy's processes, \
-         at least {requests} requests each; the most frequent calls per request):\n"
+         at least {requests} requests each; the most frequent calls per request; \
+         perf's per-thread tables in `target/bench-syscalls/`):\n"
     )?;
     writeln!(
         out,
