@@ -3,6 +3,7 @@
 
 use std::{
     fs::File,
+    os::fd::{AsRawFd, FromRawFd},
     path::{Path, PathBuf},
     process::{Command, Stdio},
     time::{Duration, Instant},
@@ -204,6 +205,32 @@ impl Agent {
         let next = self.dir.join("routes.yaml.next");
         std::fs::write(&next, yaml).expect("write routes");
         std::fs::rename(&next, &self.routes).expect("replace routes");
+    }
+
+    /// How many times the routes file is opened (by anyone) in `window`:
+    /// an inotify watch on the file for that long.
+    pub fn routes_file_opens(&self, window: Duration) -> usize {
+        let path = std::ffi::CString::new(self.routes.as_os_str().as_encoded_bytes())
+            .expect("routes path");
+        // SAFETY: plain system calls on a descriptor this function owns.
+        unsafe {
+            let fd = libc::inotify_init1(libc::IN_NONBLOCK | libc::IN_CLOEXEC);
+            assert!(fd >= 0, "inotify_init1");
+            let fd = std::os::fd::OwnedFd::from_raw_fd(fd);
+            let watch = libc::inotify_add_watch(fd.as_raw_fd(), path.as_ptr(), libc::IN_OPEN);
+            assert!(watch >= 0, "inotify_add_watch");
+            // Read as they come: the kernel merges an event into an
+            // identical one still unread.
+            let (mut opens, mut buf, deadline) = (0, [0u8; 4096], Instant::now() + window);
+            while Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(5));
+                let n = libc::read(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len());
+                // Events on a file carry no name: each is exactly one header.
+                opens +=
+                    usize::try_from(n).unwrap_or(0) / std::mem::size_of::<libc::inotify_event>();
+            }
+            opens
+        }
     }
 
     pub fn builder<'a>(topology: &'a Topology, cgroup: &'a Cgroup) -> AgentBuilder<'a> {

@@ -628,6 +628,38 @@ fn an_invalid_routes_file_keeps_the_last_good_routes() {
 }
 
 #[test]
+fn an_unchanged_routes_file_is_not_read_again() {
+    if !require_root() {
+        return;
+    }
+    let setup = Setup::new();
+    // Quiet: its log is in the routes file's directory, and every event in
+    // that directory is a hint to re-read (ConfigMap mounts swap a symlink).
+    let agent = Agent::builder(&setup.net, &setup.cgroup)
+        .routes(&setup.routes("reviews-fork"))
+        .log_filter("warn")
+        .spawn();
+    // Its start creates its sockets in that directory: one re-read, 50 ms on.
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    // The agent's own reads must not count as changes: an open of the file
+    // used to hint the next re-read, twenty times a second, forever.
+    assert_eq!(
+        agent.routes_file_opens(std::time::Duration::from_secs(1)),
+        0
+    );
+    agent.write_routes(&setup.routes("reviews-fork2"));
+    assert_eq!(
+        agent.routes_file_opens(std::time::Duration::from_secs(1)),
+        1,
+        "one read per change"
+    );
+    assert_eq!(
+        agent.routes_file_opens(std::time::Duration::from_secs(1)),
+        0
+    );
+}
+
+#[test]
 fn non_http_and_server_first_protocols_are_spliced_to_baseline() {
     if !require_root() {
         return;

@@ -5,6 +5,10 @@
 //! old inode would miss. Every event in the directory is a hint to re-read;
 //! the reader skips content it has already applied, so spurious hints are
 //! cheap. Hints are coalesced in a channel of one.
+//!
+//! Access events are not hints: `notify` reports the directory's opens, and
+//! the re-read's own open of the routes file would otherwise hint the next
+//! re-read, forever (twenty reads a second of an unchanged file).
 
 use std::path::{Path, PathBuf};
 
@@ -35,7 +39,7 @@ pub fn watch(file: &Path) -> Result<FileWatch, WatchError> {
     };
     let (tx, changes) = mpsc::channel(1);
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-        if event.is_ok() {
+        if event.is_ok_and(|event| !event.kind.is_access()) {
             // Full means a hint is already pending: nothing is lost.
             let _ = tx.try_send(());
         }
