@@ -62,18 +62,6 @@ pub fn raise_open_files(max_connections: usize) -> u64 {
     soft
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn two_files_per_connection_plus_the_agents_own() {
-        assert_eq!(files_needed(0), OWN_FILES);
-        assert_eq!(files_needed(10_000), 20_000 + OWN_FILES);
-        assert_eq!(files_needed(usize::MAX), u64::MAX);
-    }
-}
-
 /// Gives the memory that start-up used and freed back to the OS. Loading
 /// the eBPF programs parses the kernel's BTF (about 15 MiB at its peak,
 /// all freed once the programs are loaded); the C allocator keeps freed
@@ -84,5 +72,17 @@ pub fn release_startup_memory() {
     // SAFETY: malloc_trim only walks the allocator's own free lists.
     unsafe {
         libc::malloc_trim(0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn two_files_per_connection_plus_the_agents_own() {
+        assert_eq!(files_needed(0), OWN_FILES);
+        assert_eq!(files_needed(10_000), 20_000 + OWN_FILES);
+        assert_eq!(files_needed(usize::MAX), u64::MAX);
     }
 }
