@@ -28,6 +28,7 @@ pub struct AgentBuilder<'a> {
     routes: String,
     kubeconfig: Option<PathBuf>,
     proxy_addrs: Vec<String>,
+    metrics_addr: String,
     in_cgroup: bool,
     extra_args: Vec<String>,
     log_filter: String,
@@ -66,6 +67,13 @@ impl<'a> AgentBuilder<'a> {
     }
 
     /// Replaces the default proxy addresses (the node's bridge IPv4 and IPv6).
+    /// The metrics endpoint (default [`METRICS_ADDR`]): a second agent on
+    /// the same node needs its own.
+    pub fn metrics_addr(mut self, addr: &str) -> Self {
+        addr.clone_into(&mut self.metrics_addr);
+        self
+    }
+
     pub fn proxy_addrs(mut self, addrs: &[&str]) -> Self {
         self.proxy_addrs = addrs.iter().map(|a| (*a).to_owned()).collect();
         self
@@ -133,7 +141,7 @@ impl<'a> AgentBuilder<'a> {
             "--cgroup".into(),
             self.cgroup.path().display().to_string(),
             "--metrics-addr".into(),
-            METRICS_ADDR.into(),
+            self.metrics_addr.clone(),
             "--admin-socket".into(),
             admin_socket.display().to_string(),
             "--handover-socket".into(),
@@ -163,6 +171,7 @@ impl<'a> AgentBuilder<'a> {
         Agent {
             proc: Proc::new(child),
             node_path: self.node.path(),
+            metrics_addr: self.metrics_addr,
             dir,
             log,
             routes,
@@ -177,6 +186,7 @@ impl<'a> AgentBuilder<'a> {
 pub struct Agent {
     proc: Proc,
     node_path: String,
+    metrics_addr: String,
     dir: PathBuf,
     log: PathBuf,
     routes: PathBuf,
@@ -239,6 +249,7 @@ impl Agent {
             cgroup,
             routes: String::new(),
             kubeconfig: None,
+            metrics_addr: METRICS_ADDR.to_owned(),
             proxy_addrs: vec![
                 format!("{NODE_IP4}:{PROXY_PORT}"),
                 format!("[{NODE_IP6}]:{PROXY_PORT}"),
@@ -313,7 +324,7 @@ impl Agent {
 
     /// GETs a path of the metrics endpoint (from inside the node namespace).
     pub fn http_get(&self, path: &str) -> Option<String> {
-        let url = format!("http://{METRICS_ADDR}{path}");
+        let url = format!("http://{}{path}", self.metrics_addr);
         let output = Command::new("nsenter")
             .args([
                 &format!("--net={}", self.node_path),
@@ -335,7 +346,7 @@ impl Agent {
     /// The HTTP status of a path of the metrics endpoint (e.g. 503 from
     /// `/readyz` before the agent is ready); `None` if nothing answers.
     pub fn http_status(&self, path: &str) -> Option<u16> {
-        let url = format!("http://{METRICS_ADDR}{path}");
+        let url = format!("http://{}{path}", self.metrics_addr);
         let output = Command::new("nsenter")
             .args([
                 &format!("--net={}", self.node_path),

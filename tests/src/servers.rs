@@ -42,6 +42,24 @@ impl Pod {
         self.start_script(script, port, None)
     }
 
+    /// Starts `tests/servers/stream.py`: reads to the client's half-close,
+    /// answers a digest of it, then streams bytes back (see the script).
+    pub fn stream_server(&self, port: u16) -> Proc {
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/servers/stream.py");
+        self.start_script(script, port, None)
+    }
+
+    /// Starts `tests/servers/blast.py`: writes to each connection for 2 s
+    /// as fast as it is let, then logs how many bytes it wrote.
+    pub fn blast_server(&self, port: u16) -> (Proc, RequestLog) {
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/servers/blast.py");
+        let log = RequestLog(
+            std::env::temp_dir().join(unique_name(&format!("detour-{}-blast-", self.name))),
+        );
+        std::fs::write(&log.0, "").expect("create blast log");
+        (self.start_script(script, port, Some(&log.0)), log)
+    }
+
     /// Starts `tests/servers/grpc_server.py` (service `detour.test.Echo`) on
     /// `port`, logging each call it receives (`METHOD served_by=NAME
     /// key=...`) and each cancellation it sees (`cancelled METHOD`).

@@ -54,6 +54,9 @@ enum Task {
     /// Internal: the traffic of `bench soak` (runs inside its namespaces).
     #[command(hide = true)]
     BenchSoakClient(bench::SoakClientArgs),
+    /// Internal: the bulk sender of `bench relay` (runs inside its namespaces).
+    #[command(hide = true)]
+    BenchBulkClient(bench::BulkClientArgs),
     /// Internal: a listener or forwarder of `bench connect`.
     #[command(hide = true)]
     BenchServer(bench::ServerArgs),
@@ -73,6 +76,7 @@ fn main() -> anyhow::Result<()> {
         Task::K8sTools(args) => k8s_tools::run(&args),
         Task::BenchClient(args) => bench::run_client(&args),
         Task::BenchServer(args) => bench::run_server(&args),
+        Task::BenchBulkClient(args) => bench::run_bulk_client(&args),
         Task::BenchSoakClient(args) => bench::run_soak_client(&args),
     }
 }

@@ -81,6 +81,8 @@ pub struct Config {
     pub reconnect_grace: Duration,
     pub max_connections: usize,
     pub capacities: Capacities,
+    /// Relay spliced connections in the kernel (`sk_skb`).
+    pub kernel_relay: bool,
     pub worker_threads: Option<u16>,
     pub log_format: LogFormat,
 }
@@ -179,14 +181,16 @@ async fn serve(
         Source::File { .. } => None,
     };
 
-    let (datapath, orig_dst, counters) = Datapath::start(&DatapathOptions {
+    let (datapath, handles) = Datapath::start(&DatapathOptions {
         cgroup: config.cgroup.clone(),
         proxy_addrs: config.proxy_addrs.clone(),
         mark: config.upstream.mark,
         bpf_log: debug,
         pin_dir: Some(config.pin_dir.clone()),
         capacities: config.capacities,
+        kernel_relay: config.kernel_relay,
     })?;
+    let (orig_dst, counters) = (handles.orig_dst, handles.counters);
     crate::limits::release_startup_memory();
     let orig_dst = Arc::new(orig_dst);
     if let Some(inherited) = inherited.as_mut() {
@@ -253,6 +257,7 @@ async fn serve(
             connection_slots: Arc::new(tokio::sync::Semaphore::new(config.max_connections)),
             observer: Arc::clone(&observer),
             orig_dst: Arc::clone(&orig_dst),
+            relay: handles.relay.map(Arc::new),
             routes: updater.store(),
             metrics: proxy_metrics,
             keys: config.keys.clone(),

@@ -136,6 +136,15 @@ pub struct AgentArgs {
     #[arg(long, env = "DETOUR_ORIG_DST_CAPACITY", value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     orig_dst_capacity: Option<u32>,
 
+    /// Relay the bytes of spliced connections (`tcp` ports, non-HTTP bytes,
+    /// after a 101 Upgrade) in the kernel, between the two sockets, instead
+    /// of copying them through the proxy. Off by default: the kernel applies
+    /// no backpressure to these redirects, so a reader that stops reading
+    /// lets its peer queue unbounded kernel memory. Where the kernel refuses,
+    /// bytes are copied (`detour_splices_total{relay="user"}`).
+    #[arg(long, env = "DETOUR_KERNEL_RELAY", value_name = "BOOL", default_value_t = false, action = clap::ArgAction::Set)]
+    kernel_relay: bool,
+
     /// Proxy worker threads (default: one per CPU).
     #[arg(long, env = "DETOUR_WORKER_THREADS", value_parser = clap::value_parser!(u16).range(1..))]
     worker_threads: Option<u16>,
@@ -184,6 +193,7 @@ impl AgentArgs {
         }
         Ok(Config {
             capacities: self.capacities(),
+            kernel_relay: self.kernel_relay,
             routes: self.routes,
             cgroup: self.cgroup,
             proxy_addrs: self.proxy_addrs,

@@ -98,7 +98,8 @@ pub struct ConfigEntry {
 pub struct Counters {
     pub pin_dir: String,
     /// By name: `redirected`, `not_steered`, `own_socket`,
-    /// `no_proxy_family`, `errors`, `rekeyed`, `record_missing`.
+    /// `no_proxy_family`, `errors`, `rekeyed`, `record_missing`, `relayed`,
+    /// `relay_missed`.
     pub counters: BTreeMap<String, u64>,
 }
 
@@ -111,6 +112,8 @@ const MEANINGS: [&str; counter::COUNT as usize] = [
     "internal errors (map full...): let through",
     "redirects re-keyed by client address at SYN",
     "proxy connects with no record (evicted or direct): closed",
+    "segments relayed in the kernel between spliced sockets",
+    "segments of relayed sockets passed to the proxy (no peer)",
 ];
 
 pub fn run(args: &BpfArgs, global: &Global) -> anyhow::Result<()> {

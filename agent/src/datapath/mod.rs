@@ -11,6 +11,7 @@ pub mod caps;
 mod counters;
 mod orig_dst;
 pub mod pinned;
+mod relay;
 mod steered;
 
 use std::{
@@ -23,8 +24,8 @@ use std::{
 
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{Array, HashMap, MapData, MapError, PerCpuArray},
-    programs::{CgroupAttachMode, CgroupSockAddr, ProgramError, SockOps},
+    maps::{Array, HashMap, MapData, MapError, PerCpuArray, SockHash},
+    programs::{CgroupAttachMode, CgroupSockAddr, ProgramError, SkSkb, SockOps},
 };
 pub use capacities::Capacities;
 pub use counters::BpfCounters;
@@ -32,6 +33,7 @@ use detour_common::{
     CONFIG_HAS_PROXY4, CONFIG_HAS_PROXY6, Config, SockKey, Steered, ip6_words, maps,
 };
 pub use orig_dst::OrigDstTable;
+pub use relay::{Relay, RelayError};
 pub use steered::Applied;
 use tracing::{info, warn};
 
@@ -40,8 +42,10 @@ use crate::routes::RouteSnapshot;
 /// The eBPF object, built by `build.rs`.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/detour.bpf.o"));
 
-/// The programs, by name, as attached.
+/// The programs attached to the cgroup, by name.
 pub const PROGRAMS: [&str; 3] = ["detour_connect4", "detour_connect6", "detour_sockops"];
+/// The in-kernel relay's program, attached to the `RELAY` map.
+pub const RELAY_PROGRAM: &str = "detour_relay";
 /// `CGROUP2_SUPER_MAGIC` from `linux/magic.h`.
 const CGROUP2_SUPER_MAGIC: i64 = 0x6367_7270;
 
@@ -101,6 +105,16 @@ pub struct DatapathOptions {
     /// Where to pin the maps for `detour bpf`; `None`: don't.
     pub pin_dir: Option<PathBuf>,
     pub capacities: Capacities,
+    /// Relay spliced connections in the kernel (`--kernel-relay`).
+    pub kernel_relay: bool,
+}
+
+/// What the proxy and the metrics use of the data path.
+pub struct Handles {
+    pub orig_dst: OrigDstTable,
+    pub counters: BpfCounters,
+    /// `None`: the relay is off, or the kernel refused it.
+    pub relay: Option<Relay>,
 }
 
 /// The loaded and attached programs, and the map the agent writes.
@@ -130,9 +144,7 @@ impl Datapath {
         }
     }
 
-    pub fn start(
-        options: &DatapathOptions,
-    ) -> Result<(Self, OrigDstTable, BpfCounters), DatapathError> {
+    pub fn start(options: &DatapathOptions) -> Result<(Self, Handles), DatapathError> {
         let cgroup = open_cgroup2(&options.cgroup)?;
         let config = bpf_config(&options.proxy_addrs, options.mark)?;
         let capacities = options.capacities;
@@ -168,6 +180,16 @@ impl Datapath {
         let orig_by_peer = take_map(&mut ebpf, maps::ORIG_BY_PEER)?;
         let counters: PerCpuArray<MapData, u64> = take_map(&mut ebpf, maps::COUNTERS)?;
 
+        // Before the connect programs: a connection is never spliced before
+        // the relay is there or known to be refused.
+        let relay = if options.kernel_relay {
+            start_relay(&mut ebpf)
+        } else {
+            info!(
+                "in-kernel relay off (--kernel-relay false): spliced connections are copied in user space"
+            );
+            None
+        };
         for name in PROGRAMS {
             attach(&mut ebpf, name, &cgroup)?;
         }
@@ -185,11 +207,12 @@ impl Datapath {
             steered_capacity: capacities.steered,
             installed: BTreeMap::new(),
         };
-        Ok((
-            datapath,
-            OrigDstTable::new(orig_by_peer),
-            BpfCounters::new(counters),
-        ))
+        let handles = Handles {
+            orig_dst: OrigDstTable::new(orig_by_peer),
+            counters: BpfCounters::new(counters),
+            relay,
+        };
+        Ok((datapath, handles))
     }
 
     /// Makes `STEERED` hold the snapshot's destinations, touching only the
@@ -326,6 +349,33 @@ fn attach(ebpf: &mut Ebpf, name: &'static str, cgroup: &File) -> Result<(), Data
             .map_err(refused)?;
     }
     Ok(())
+}
+
+/// Loads the relay's verdict program and attaches it to `RELAY`. Fail-open:
+/// a kernel that refuses it gets spliced connections copied in user space.
+fn start_relay(ebpf: &mut Ebpf) -> Option<Relay> {
+    let started = (|| -> Result<Relay, DatapathError> {
+        let map: SockHash<MapData, u64> = take_map(ebpf, maps::RELAY)?;
+        let name = RELAY_PROGRAM;
+        let program = ebpf
+            .program_mut(name)
+            .ok_or(DatapathError::MissingProgram { name })?;
+        let refused = |source| DatapathError::Program { name, source };
+        let program: &mut SkSkb = program.try_into().map_err(refused)?;
+        program.load().map_err(refused)?;
+        program.attach(map.fd()).map_err(refused)?;
+        Ok(Relay::new(map))
+    })();
+    match started {
+        Ok(relay) => {
+            info!(program = RELAY_PROGRAM, "in-kernel relay attached");
+            Some(relay)
+        }
+        Err(error) => {
+            warn!(error = %anyhow::Error::from(error), "in-kernel relay unavailable: spliced connections are copied in user space");
+            None
+        }
+    }
 }
 
 fn start_bpf_logger(ebpf: &mut Ebpf) {

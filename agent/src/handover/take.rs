@@ -114,13 +114,16 @@ async fn exchange(stream: UnixStream) -> Result<Inherited, TakeError> {
 }
 
 impl Inherited {
-    /// The predecessor's listening socket for `addr`, if it had one.
+    /// The predecessor's listening socket for `addr`, if it had one; with
+    /// `TCP_NODELAY` for its accepted sockets to inherit (a predecessor of an
+    /// older version may not have set it).
     pub fn listener(&mut self, addr: SocketAddr) -> Option<std::io::Result<TcpListener>> {
         let at = self.listeners.iter().position(|(a, _)| *a == addr)?;
         let (_, listener) = self.listeners.swap_remove(at);
         Some(
             listener
                 .set_nonblocking(true)
+                .and_then(|()| socket2::SockRef::from(&listener).set_tcp_nodelay(true))
                 .and_then(|()| TcpListener::from_std(listener)),
         )
     }

@@ -58,7 +58,13 @@ pub struct ProxyMetrics {
     request_errors: Family<ReasonLabels, Counter>,
     upstream_errors: Family<ReasonLabels, Counter>,
     h2_errors: Family<ReasonLabels, Counter>,
+    splices: Family<RelayLabels, Counter>,
     no_sandbox: Label,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RelayLabels {
+    relay: &'static str,
 }
 
 impl ProxyMetrics {
@@ -76,6 +82,7 @@ impl ProxyMetrics {
             request_errors: Family::default(),
             upstream_errors: Family::default(),
             h2_errors: Family::default(),
+            splices: Family::default(),
             no_sandbox: Label(Arc::from("")),
         };
         registry.register(
@@ -128,7 +135,19 @@ impl ProxyMetrics {
             "Failures to reach or read the upstream (502, 504 or a closed connection), by reason",
             metrics.upstream_errors.clone(),
         );
+        registry.register(
+            "splices",
+            "Connections spliced to their destination (not routed by request), by where \
+             their bytes are relayed: kernel (the sk_skb relay) or user (the proxy copies \
+             them: the relay is off, or the kernel refused the sockets)",
+            metrics.splices.clone(),
+        );
         metrics
+    }
+
+    /// A connection spliced; `relay` is `kernel` or `user`.
+    pub fn splice(&self, relay: &'static str) {
+        self.splices.get_or_create(&RelayLabels { relay }).inc();
     }
 
     pub fn connection(&self, service: &Arc<str>) {

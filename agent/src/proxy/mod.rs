@@ -11,6 +11,7 @@ mod detect;
 pub mod error;
 pub mod h2;
 pub mod http1;
+mod kernel_relay;
 mod metrics;
 mod prefixed;
 pub mod route;
@@ -29,7 +30,7 @@ use tracing::{Instrument, debug, debug_span, info, warn};
 use self::upstream::Upstream;
 use crate::{
     admin::Observer,
-    datapath::OrigDstTable,
+    datapath::{OrigDstTable, Relay},
     http::routing_key::RoutingKeys,
     routes::{Protocol, RouteSnapshot},
 };
@@ -43,6 +44,9 @@ pub struct ProxyContext {
     pub connection_slots: Arc<tokio::sync::Semaphore>,
     pub observer: Arc<Observer>,
     pub orig_dst: Arc<OrigDstTable>,
+    /// The in-kernel relay for spliced connections; `None`: off, or the
+    /// kernel refused its program (spliced in user space).
+    pub relay: Option<Arc<Relay>>,
     pub routes: Arc<ArcSwap<RouteSnapshot>>,
     pub metrics: ProxyMetrics,
     pub keys: RoutingKeys,
@@ -65,7 +69,9 @@ pub struct Proxy {
 /// it: every dropped SYN costs the client a one-second retransmit.
 pub const LISTEN_BACKLOG: u32 = 4096;
 
-/// Binds a proxy listener with a deep accept queue.
+/// Binds a proxy listener with a deep accept queue. `TCP_NODELAY` is set on
+/// the listener: accepted sockets inherit it, which saves a system call per
+/// connection.
 pub fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
     let socket = if addr.is_ipv4() {
         tokio::net::TcpSocket::new_v4()?
@@ -73,6 +79,7 @@ pub fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
         tokio::net::TcpSocket::new_v6()?
     };
     socket.set_reuseaddr(true)?;
+    socket.set_nodelay(true)?;
     socket.bind(addr)?;
     socket.listen(LISTEN_BACKLOG)
 }
@@ -148,7 +155,7 @@ async fn handle(
             return;
         }
     };
-    let _ = client.set_nodelay(true);
+    // (TCP_NODELAY: inherited from the listener, see `listen`.)
     let dst = record.dst.socket_addr();
     let (service_id, service, protocol) = {
         let snapshot = ctx.routes.load();
@@ -222,11 +229,23 @@ async fn splice(
 ) {
     let dst = conn.original_dst;
     match ctx.upstream.connect(dst).await {
-        Ok(upstream) => upstream::splice(client, buf, upstream).await,
+        Ok(upstream) => upstream::splice(client, buf, upstream, ctx).await,
         Err(error) => {
             ctx.metrics.upstream_error(error.reason());
             let service = &conn.service;
             warn!(%peer, %dst, %service, %error, "upstream connect failed; closing the client");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[tokio::test]
+    async fn accepted_connections_inherit_nodelay_from_the_listener() {
+        let listener = super::listen("127.0.0.1:0".parse().expect("addr")).expect("listen");
+        let addr = listener.local_addr().expect("addr");
+        let _client = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        let (accepted, _) = listener.accept().await.expect("accept");
+        assert!(accepted.nodelay().expect("getsockopt"));
     }
 }

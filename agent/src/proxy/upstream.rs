@@ -10,6 +10,8 @@ use tokio::{
 };
 use tracing::debug;
 
+use super::kernel_relay;
+
 #[derive(Debug, thiserror::Error)]
 pub enum UpstreamError {
     #[error("cannot create a marked socket")]
@@ -74,13 +76,30 @@ async fn connect(
     }
 }
 
-/// Copies bytes both ways until both directions are closed, after sending
+/// Relays bytes both ways until both directions are closed, after sending
 /// `prefix` (bytes already read from the client) upstream. A half-close (EOF
 /// from one side) is passed on as a write shutdown to the other.
-pub async fn splice(mut client: TcpStream, prefix: BytesMut, mut upstream: TcpStream) {
+///
+/// With the in-kernel relay the kernel moves the bytes, and the copy loop
+/// below only wakes for what the relay passes up: the end of each direction
+/// (which it passes on) and, rarely, bytes the relay found no peer for.
+pub async fn splice(
+    mut client: TcpStream,
+    prefix: BytesMut,
+    mut upstream: TcpStream,
+    ctx: &super::ProxyContext,
+) {
     if !prefix.is_empty() && upstream.write_all(&prefix).await.is_err() {
         return;
     }
+    if let Some(relay) = &ctx.relay
+        && let Some(baselines) = kernel_relay::start(relay, &client, &upstream, ctx).await
+    {
+        ctx.metrics.splice("kernel");
+        kernel_relay::run(&client, &upstream, baselines).await;
+        return;
+    }
+    ctx.metrics.splice("user");
     match copy_bidirectional(&mut client, &mut upstream).await {
         Ok((to_upstream, to_client)) => debug!(to_upstream, to_client, "connection closed"),
         Err(error) => debug!(%error, "connection ended with an error"),
@@ -93,9 +112,10 @@ pub async fn splice_after_upgrade(
     from_client: BytesMut,
     upstream: TcpStream,
     from_upstream: BytesMut,
+    ctx: &super::ProxyContext,
 ) {
     if !from_upstream.is_empty() && client.write_all(&from_upstream).await.is_err() {
         return;
     }
-    splice(client, from_client, upstream).await;
+    splice(client, from_client, upstream, ctx).await;
 }

@@ -29,6 +29,9 @@ pub mod maps {
     pub const CONFIG: &str = "CONFIG";
     /// `PERCPU_ARRAY` of `u64`, indexed by the [`counter`](super::counter) constants.
     pub const COUNTERS: &str = "COUNTERS";
+    /// `SOCKHASH` of socket cookie (`u64`) -> socket: each relayed socket
+    /// under its peer's cookie, read by the `sk_skb` stream verdict.
+    pub const RELAY: &str = "RELAY";
 }
 
 /// Default map capacities. They bound kernel memory; the reasons for each
@@ -49,6 +52,10 @@ pub mod capacity {
     /// the proxy is not accepting, of connections still waiting, which the
     /// proxy then closes. An entry is 44 bytes.
     pub const ORIG_BY_PEER: u32 = 64 * 1024;
+    /// Two entries per relayed connection (its client and upstream
+    /// sockets): 64 Ki relays 32 Ki connections at once; beyond that,
+    /// connections are spliced in user space.
+    pub const RELAY: u32 = 64 * 1024;
 }
 
 /// Indexes into the `COUNTERS` per-CPU array.
@@ -72,8 +79,13 @@ pub mod counter {
     /// `ORIG_BY_COOKIE`), or the process connected to the proxy port
     /// directly. The proxy closes that connection.
     pub const RECORD_MISSING: u32 = 6;
+    /// The relay sent a received segment straight out of the peer socket.
+    pub const RELAYED: u32 = 7;
+    /// The relay found no peer for a segment (its connection is ending, or
+    /// the map was full): passed to the proxy, which forwards it itself.
+    pub const RELAY_MISSED: u32 = 8;
     /// Number of counters.
-    pub const COUNT: u32 = 7;
+    pub const COUNT: u32 = 9;
     /// Names, in index order, as used by the agent's metrics and the CLI.
     pub const NAMES: [&str; COUNT as usize] = [
         "redirected",
@@ -83,6 +95,8 @@ pub mod counter {
         "errors",
         "rekeyed",
         "record_missing",
+        "relayed",
+        "relay_missed",
     ];
 }
 

@@ -6,6 +6,8 @@
 //! - `sock_ops`, at `TCP_CONNECT_CB` (source port chosen, SYN not yet sent),
 //!   re-keys that record by the client's source address, which is what the
 //!   proxy sees as the peer of the connection it accepts.
+//! - `sk_skb/stream_verdict` relays the bytes of connections the proxy only
+//!   splices, between the two sockets, in the kernel.
 //!
 //! Every program is fail-open: whatever goes wrong inside, the connect proceeds
 //! unmodified, to the address the application asked for.
@@ -15,6 +17,7 @@
 
 mod connect;
 mod maps;
+mod relay;
 mod sockops;
 
 #[cfg(not(test))]

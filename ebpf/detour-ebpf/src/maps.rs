@@ -3,7 +3,7 @@
 
 use aya_ebpf::{
     macros::map,
-    maps::{Array, HashMap, LruHashMap, PerCpuArray},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, SockHash},
 };
 use detour_common::{Config, OrigDst, SockKey, Steered, capacity, counter};
 
@@ -17,6 +17,9 @@ pub static ORIG_BY_COOKIE: LruHashMap<u64, OrigDst> =
 #[map]
 pub static ORIG_BY_PEER: LruHashMap<SockKey, OrigDst> =
     LruHashMap::with_max_entries(capacity::ORIG_BY_PEER, 0);
+
+#[map]
+pub static RELAY: SockHash<u64> = SockHash::with_max_entries(capacity::RELAY, 0);
 
 #[map]
 pub static CONFIG: Array<Config> = Array::with_max_entries(1, 0);

@@ -40,7 +40,9 @@ fn bpf_maps_and_counters_read_the_pins_even_after_the_agent_is_killed() {
             "own_socket",
             "record_missing",
             "redirected",
-            "rekeyed"
+            "rekeyed",
+            "relay_missed",
+            "relayed"
         ]
     );
     assert_eq!(

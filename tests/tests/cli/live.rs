@@ -156,8 +156,10 @@ fn trace_streams_the_decisions_of_requests_sent_while_it_runs() {
             Some("baggage: detour-routing-key=feature-x"),
         );
     }
+    // The trace has exited: its reader ends at the end of its output, so
+    // every line it printed is in the channel (try_iter could miss the last).
     let events: Vec<Value> = lines
-        .try_iter()
+        .iter()
         .map(|l| serde_json::from_str(&l).unwrap_or_else(|e| panic!("{e}: {l}")))
         .collect();
     assert_eq!(events.len(), 2, "{events:#?}");

@@ -24,6 +24,10 @@
 //!   per stream), on the same stage with every server speaking h2c; its
 //!   load is h2load and a python3-h2 client ([`h2_load`]), with
 //!   [`h2_checks`] and [`h2_report`].
+//! - [`relay`]: bulk transfer over a spliced connection through the
+//!   in-kernel relay, the proxy's user-space splice, haproxy (`mode tcp`)
+//!   and direct: CPU per GiB of the whole machine; its sender is
+//!   [`bulk_client`] (the hidden `bench-bulk-client`).
 //! - [`sandbox`]: from `kubectl apply` of a Sandbox to its first keyed
 //!   request reaching the fork, one at a time and many at once, on the test
 //!   control plane with the sandbox controller.
@@ -33,6 +37,7 @@
 //!   Its traffic is [`soak_client`] (the hidden `bench-soak-client`), its
 //!   routes [`soak_routes`], its tables [`soak_report`].
 
+mod bulk_client;
 mod client;
 mod connect;
 mod daemon;
@@ -47,6 +52,7 @@ mod load;
 mod peer_configs;
 mod peers;
 mod procs;
+mod relay;
 mod report;
 mod results;
 mod sandbox;
@@ -64,6 +70,7 @@ mod workers;
 
 use std::{path::PathBuf, process::Command};
 
+pub use bulk_client::BulkClientArgs;
 use clap::{Args, ValueEnum};
 pub use client::ClientArgs;
 pub use server::ServerArgs;
@@ -77,6 +84,8 @@ pub enum Suite {
     Http,
     /// HTTP/2 (h2c) per-stream header routing: direct, detour, nginx, haproxy, Envoy; h2load.
     H2,
+    /// Bulk transfer over a spliced connection: in-kernel relay, user-space splice, haproxy, direct.
+    Relay,
     /// Minutes of mixed traffic with route churn and an agent restart; memory at scale.
     Soak,
     /// From `kubectl apply` of a Sandbox to its fork answering, on the test control plane.
@@ -130,6 +139,12 @@ pub struct BenchArgs {
     /// http: requests per proxy and mode while its system calls are counted.
     #[arg(long, default_value_t = 20_000)]
     pub syscall_requests: u32,
+    /// relay: MiB sent along each path per round.
+    #[arg(long, default_value_t = 2048)]
+    pub bulk_mib: u64,
+    /// relay: connections sharing each transfer.
+    #[arg(long, default_value_t = 1)]
+    pub streams_bulk: u32,
     /// soak: minutes of traffic (the agent restarts half way).
     #[arg(long, default_value_t = 10)]
     pub minutes: u32,
@@ -163,6 +178,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
         Suite::Connect => connect::run(args),
         Suite::Http => http::run(args),
         Suite::H2 => h2::run(args),
+        Suite::Relay => relay::run(args),
         Suite::Soak => soak::run(args),
         Suite::Sandbox => sandbox::run(args),
     }
@@ -249,6 +265,11 @@ pub fn run_client(args: &ClientArgs) -> anyhow::Result<()> {
 /// `cargo xtask bench-soak-client` (hidden): the traffic of `bench soak`.
 pub fn run_soak_client(args: &SoakClientArgs) -> anyhow::Result<()> {
     soak_client::run(args)
+}
+
+/// `cargo xtask bench-bulk-client` (hidden): the sender of `bench relay`.
+pub fn run_bulk_client(args: &BulkClientArgs) -> anyhow::Result<()> {
+    bulk_client::run(args)
 }
 
 /// `cargo xtask bench-server` (hidden): a listener of `bench connect`.

@@ -149,6 +149,26 @@ backend base
     )
 }
 
+/// haproxy as a plain TCP forwarder (`bench relay`): every connection to
+/// `listen` is copied to `upstream` in user space.
+pub fn haproxy_tcp(listen: SocketAddrV4, upstream: SocketAddrV4) -> String {
+    format!(
+        r"global
+  nbthread 1
+defaults
+  mode tcp
+  timeout connect 5s
+  timeout client 60s
+  timeout server 60s
+frontend bulk
+  bind {listen}
+  default_backend sink
+backend sink
+  server sink {upstream}
+"
+    )
+}
+
 pub fn envoy(proto: Proto, listen: SocketAddrV4, up: Upstreams) -> String {
     let options = "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions";
     let h2_options = match proto {

@@ -114,19 +114,32 @@ pub fn spawn_peer(
     listen: SocketAddr,
     upstream: Option<SocketAddr>,
 ) -> anyhow::Result<Proc> {
+    let upstream = upstream.map(|upstream| upstream.to_string());
+    let extra: Vec<&str> = upstream.iter().flat_map(|u| ["--upstream", u]).collect();
+    spawn_server(&cpus.rest_prefix(), netns, listen, &extra)
+}
+
+/// Starts `bench-server --sink` (reads each connection to its end) in
+/// `netns`, pinned by `pin`, and waits until it listens.
+pub fn spawn_sink(pin: &[String], netns: &Netns, listen: SocketAddr) -> anyhow::Result<Proc> {
+    spawn_server(pin, netns, listen, &["--sink"])
+}
+
+fn spawn_server(
+    pin: &[String],
+    netns: &Netns,
+    listen: SocketAddr,
+    extra: &[&str],
+) -> anyhow::Result<Proc> {
     let exe = std::env::current_exe().context("cannot find the xtask binary")?;
-    let mut command = Command::new("nsenter");
-    command
+    // stdin stays open (held by the Proc) for as long as the server may live.
+    let mut child = Command::new("nsenter")
         .arg(format!("--net={}", netns.path()))
         .arg("--")
-        .args(cpus.rest_prefix())
+        .args(pin)
         .arg(exe)
-        .args(["bench-server", "--listen", &listen.to_string()]);
-    if let Some(upstream) = upstream {
-        command.args(["--upstream", &upstream.to_string()]);
-    }
-    // stdin stays open (held by the Proc) for as long as the server may live.
-    let mut child = command
+        .args(["bench-server", "--listen", &listen.to_string()])
+        .args(extra)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())

@@ -14,7 +14,15 @@ use std::path::Path;
 use anyhow::{Context, bail};
 
 /// Every suite, in the order their blocks appear.
-const SUITES: [&str; 6] = ["connect", "http", "h2", "soak", "soak-upgrade", "sandbox"];
+const SUITES: [&str; 7] = [
+    "connect",
+    "http",
+    "h2",
+    "relay",
+    "soak",
+    "soak-upgrade",
+    "sandbox",
+];
 const README_SECTION: &str = "## Benchmarks";
 const README_PLACEHOLDER: &str = "(table: see the closing section of this file once generated)";
 
@@ -142,7 +150,8 @@ mod tests {
         let again = update_readme(&out, "connect", "c\n")?;
         assert!(again.contains("<!-- connect:begin -->\nc\n<!-- connect:end -->"));
         assert!(again.contains("<!-- http:begin -->\ntable\n<!-- http:end -->\n\n<!-- h2"));
-        assert!(again.contains("<!-- h2:end -->\n\n<!-- soak:begin -->"));
+        assert!(again.contains("<!-- h2:end -->\n\n<!-- relay:begin -->"));
+        assert!(again.contains("<!-- relay:end -->\n\n<!-- soak:begin -->"));
         Ok(())
     }
 }

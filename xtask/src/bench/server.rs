@@ -2,7 +2,8 @@
 //! connect` inside its namespaces): a listener.
 //!
 //! Without `--upstream` it accepts and closes at once: the benchmark's
-//! server. With `--upstream` it is a minimal forwarding proxy, the stand-in
+//! server. With `--sink` (for `bench relay`) it reads each connection to its
+//! end, then closes it. With `--upstream` it is a minimal forwarding proxy, the stand-in
 //! for what an iptables rule sends traffic to: per accepted connection it
 //! connects to the upstream, copies the client's bytes until the client is
 //! gone, then closes both; that is the per-connection work detour's proxy
@@ -36,6 +37,10 @@ pub struct ServerArgs {
     /// without it, accepted connections are closed at once.
     #[arg(long)]
     pub upstream: Option<SocketAddr>,
+    /// Read each accepted connection to its end (one thread each), then
+    /// close it.
+    #[arg(long, conflicts_with = "upstream")]
+    pub sink: bool,
     /// Accepting threads.
     #[arg(long, default_value_t = 2)]
     pub threads: u16,
@@ -47,8 +52,8 @@ pub fn run(args: &ServerArgs) -> anyhow::Result<()> {
         TcpListener::bind(args.listen).with_context(|| format!("cannot bind {}", args.listen))?;
     for _ in 0..args.threads.max(1) {
         let listener = listener.try_clone().context("cannot clone the listener")?;
-        let upstream = args.upstream;
-        std::thread::spawn(move || accept_loop(&listener, upstream));
+        let (upstream, sink) = (args.upstream, args.sink);
+        std::thread::spawn(move || accept_loop(&listener, upstream, sink));
     }
     let mut stdout = std::io::stdout();
     writeln!(stdout, "listening on {}", args.listen)?;
@@ -67,12 +72,14 @@ pub fn run(args: &ServerArgs) -> anyhow::Result<()> {
 }
 
 /// Accepts until the process ends (bounded by `server`'s lifetime).
-fn accept_loop(listener: &TcpListener, upstream: Option<SocketAddr>) {
+fn accept_loop(listener: &TcpListener, upstream: Option<SocketAddr>, sink: bool) {
     loop {
         match listener.accept() {
             Ok((client, _)) => {
                 if let Some(upstream) = upstream {
                     forward(client, upstream);
+                } else if sink {
+                    std::thread::spawn(move || drain(client));
                 }
                 // Without an upstream: dropped, i.e. closed, at once.
             }
@@ -95,4 +102,11 @@ fn forward(mut client: TcpStream, upstream: SocketAddr) {
             break;
         }
     }
+}
+
+/// Reads `client` to its end, then closes it: the receiving end of a bulk
+/// transfer.
+fn drain(mut client: TcpStream) {
+    let mut buf = vec![0u8; 1 << 18];
+    while let Ok(1..) = client.read(&mut buf) {}
 }

@@ -43,8 +43,8 @@ fn pinned_snapshot() -> crate::datapath::pinned::PinnedMaps {
             mark: 0x6474_0000,
             flags: CONFIG_HAS_PROXY4 | CONFIG_HAS_PROXY6,
         },
-        counters: [12, 340, 12, 0, 0, 12, 1],
-        max_entries: [16384, 16384, 65536, 1, 7],
+        counters: [12, 340, 12, 0, 0, 12, 1, 5000, 0],
+        max_entries: [16384, 16384, 65536, 1, 9],
     }
 }
 
@@ -66,7 +66,7 @@ STEERED               2  16384
 ORIG_BY_COOKIE        0  16384
 ORIG_BY_PEER          1  65536
 CONFIG                1      1
-COUNTERS              7      7
+COUNTERS              9      9
 
 CONFIG
 Proxy (IPv4):  10.0.0.5:15001
@@ -101,6 +101,8 @@ no_proxy_family      0  steered, but no proxy address of that family
 errors               0  internal errors (map full...): let through
 rekeyed             12  redirects re-keyed by client address at SYN
 record_missing       1  proxy connects with no record (evicted or direct): closed
+relayed           5000  segments relayed in the kernel between spliced sockets
+relay_missed         0  segments of relayed sockets passed to the proxy (no peer)
 ",
     );
     assert_eq!(
@@ -109,7 +111,8 @@ record_missing       1  proxy connects with no record (evicted or direct): close
             "pin_dir": "/sys/fs/bpf/detour",
             "counters": {
                 "redirected": 12, "not_steered": 340, "own_socket": 12,
-                "no_proxy_family": 0, "errors": 0, "rekeyed": 12, "record_missing": 1
+                "no_proxy_family": 0, "errors": 0, "rekeyed": 12, "record_missing": 1,
+                "relayed": 5000, "relay_missed": 0
             }
         })
     );

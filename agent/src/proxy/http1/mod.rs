@@ -22,7 +22,7 @@ use std::{
 
 use bytes::BytesMut;
 use exchange::Outcome;
-use tokio::{io::AsyncWriteExt, net::TcpStream};
+use tokio::net::TcpStream;
 use tracing::debug;
 
 use super::{
@@ -76,6 +76,7 @@ pub async fn serve(
                     from_client,
                     upstream,
                     from_upstream,
+                    ctx,
                 );
                 Box::pin(splice).await;
                 return;
@@ -168,7 +169,7 @@ async fn requests(
                     .request(&conn.service, sandbox.as_ref(), "http1", started.elapsed());
                 debug!(status, keep_client, "response relayed");
                 if !keep_client || ctx.draining.is_cancelled() {
-                    let _ = client.shutdown().await;
+                    // Closing the socket sends the FIN: no shutdown() first.
                     break Burst::Closed;
                 }
                 if buf.is_empty() {
