@@ -263,6 +263,7 @@ async fn serve(
             keys: config.keys.clone(),
             upstream: config.upstream,
             buffers: proxy::buffers::BufferPool::default(),
+            splice_buffers: proxy::buffers::BufferPool::for_splices(),
             detect_timeout: config.detect_timeout,
         },
         http1: Http1 {

@@ -7,6 +7,9 @@
 //! proxy reuses the same few buffers instead of going to the allocator for
 //! every request. The pool keeps at most [`MAX_FREE`] buffers: what a burst
 //! needed beyond that goes back to the allocator.
+//!
+//! Spliced connections borrow larger buffers ([`BufferPool::for_splices`])
+//! the same way: one per direction, only while bytes flow.
 
 use std::sync::{Mutex, PoisonError};
 
@@ -16,35 +19,63 @@ use bytes::BytesMut;
 pub const BUFFER_SIZE: usize = 16 * 1024;
 /// Free buffers kept (at most 2 MiB).
 pub const MAX_FREE: usize = 128;
+/// Capacity of a splice buffer: one large read, so that a bulk transfer
+/// costs few system calls per byte.
+pub const SPLICE_BUFFER_SIZE: usize = 64 * 1024;
+/// Free splice buffers kept (at most 2 MiB).
+pub const SPLICE_MAX_FREE: usize = 32;
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct BufferPool {
     free: Mutex<Vec<BytesMut>>,
+    size: usize,
+    max_free: usize,
+}
+
+impl Default for BufferPool {
+    /// Read buffers of [`BUFFER_SIZE`], at most [`MAX_FREE`] kept.
+    fn default() -> Self {
+        Self::new(BUFFER_SIZE, MAX_FREE)
+    }
 }
 
 impl BufferPool {
-    /// An empty buffer of at least [`BUFFER_SIZE`] bytes of capacity.
+    fn new(size: usize, max_free: usize) -> Self {
+        Self {
+            free: Mutex::new(Vec::new()),
+            size,
+            max_free,
+        }
+    }
+
+    /// Splice buffers of [`SPLICE_BUFFER_SIZE`], at most
+    /// [`SPLICE_MAX_FREE`] kept.
+    pub fn for_splices() -> Self {
+        Self::new(SPLICE_BUFFER_SIZE, SPLICE_MAX_FREE)
+    }
+
+    /// An empty buffer of at least the pool's size of capacity.
     pub fn take(&self) -> BytesMut {
         let pooled = self
             .free
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .pop();
-        pooled.unwrap_or_else(|| BytesMut::with_capacity(BUFFER_SIZE))
+        pooled.unwrap_or_else(|| BytesMut::with_capacity(self.size))
     }
 
     /// Gives a buffer back; its contents are discarded. A buffer that has
-    /// grown is kept as it is; one that cannot hold [`BUFFER_SIZE`] bytes
+    /// grown is kept as it is; one that cannot hold the pool's size
     /// without allocating (its storage is shared) is dropped.
     pub fn give(&self, mut buf: BytesMut) {
         buf.clear();
         // Reclaims the space before the cursor when the storage is unique;
         // never allocates for an empty buffer that is.
-        if !buf.try_reclaim(BUFFER_SIZE) {
+        if !buf.try_reclaim(self.size) {
             return;
         }
         let mut free = self.free.lock().unwrap_or_else(PoisonError::into_inner);
-        if free.len() < MAX_FREE {
+        if free.len() < self.max_free {
             free.push(buf);
         }
     }

@@ -23,11 +23,11 @@ use std::{io, net::Shutdown, os::fd::AsRawFd, time::Duration};
 use tokio::net::TcpStream;
 use tracing::debug;
 
-use super::ProxyContext;
+use super::{ProxyContext, splice::write_all};
 use crate::datapath::Relay;
 
 /// Reads (and sends on) at most this many times per socket while waiting for
-/// it to have nothing queued (16 MiB in pooled buffers); a socket busier
+/// it to have nothing queued (64 MiB in pooled buffers); a socket busier
 /// than that is spliced in user space.
 const MAX_DRAIN_READS: usize = 1024;
 
@@ -63,10 +63,10 @@ pub async fn start(
     upstream: &TcpStream,
     ctx: &ProxyContext,
 ) -> Option<[Baseline; 2]> {
-    let mut buf = ctx.buffers.take();
+    let mut buf = ctx.splice_buffers.take();
     let drained =
         drain(client, upstream, &mut buf).await && drain(upstream, client, &mut buf).await;
-    ctx.buffers.give(buf);
+    ctx.splice_buffers.give(buf);
     if !drained {
         debug!("a side ended or kept sending while drained; splicing in user space");
         return None;
@@ -149,18 +149,6 @@ async fn direction(from: &TcpStream, to: &TcpStream, baseline: Baseline) -> io::
         pause = (pause * 2).min(Duration::from_millis(50));
     }
     socket2::SockRef::from(to).shutdown(Shutdown::Write)
-}
-
-async fn write_all(to: &TcpStream, mut bytes: &[u8]) -> io::Result<()> {
-    while !bytes.is_empty() {
-        to.writable().await?;
-        match to.try_write(bytes) {
-            Ok(n) => bytes = &bytes[n..],
-            Err(error) if error.kind() == io::ErrorKind::WouldBlock => {}
-            Err(error) => return Err(error),
-        }
-    }
-    Ok(())
 }
 
 /// `TCP_ESTABLISHED` (`include/net/tcp_states.h`).

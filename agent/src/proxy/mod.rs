@@ -15,6 +15,7 @@ mod kernel_relay;
 mod metrics;
 mod prefixed;
 pub mod route;
+pub mod splice;
 pub mod upstream;
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
@@ -53,6 +54,8 @@ pub struct ProxyContext {
     pub upstream: Upstream,
     /// Read buffers, lent per request.
     pub buffers: buffers::BufferPool,
+    /// Splice buffers, lent while a spliced connection's bytes flow.
+    pub splice_buffers: buffers::BufferPool,
     /// Protocol detection on `auto` ports.
     pub detect_timeout: Duration,
 }

@@ -5,7 +5,7 @@ use std::{io, net::SocketAddr, time::Duration};
 
 use bytes::BytesMut;
 use tokio::{
-    io::{AsyncWriteExt, copy_bidirectional},
+    io::AsyncWriteExt,
     net::{TcpSocket, TcpStream},
 };
 use tracing::debug;
@@ -76,15 +76,13 @@ async fn connect(
     }
 }
 
-/// Relays bytes both ways until both directions are closed, after sending
-/// `prefix` (bytes already read from the client) upstream. A half-close (EOF
-/// from one side) is passed on as a write shutdown to the other.
-///
-/// With the in-kernel relay the kernel moves the bytes, and the copy loop
-/// below only wakes for what the relay passes up: the end of each direction
-/// (which it passes on) and, rarely, bytes the relay found no peer for.
+/// Splices `client` and `upstream` until both directions are closed, after
+/// sending `prefix` (bytes already read from the client) upstream: the proxy
+/// copies the bytes ([`super::splice`]), or, with `--kernel-relay true`, the
+/// kernel relays them ([`super::kernel_relay`]). A half-close (EOF from one
+/// side) is passed on as a write shutdown to the other.
 pub async fn splice(
-    mut client: TcpStream,
+    client: TcpStream,
     prefix: BytesMut,
     mut upstream: TcpStream,
     ctx: &super::ProxyContext,
@@ -100,7 +98,7 @@ pub async fn splice(
         return;
     }
     ctx.metrics.splice("user");
-    match copy_bidirectional(&mut client, &mut upstream).await {
+    match super::splice::copy_both_ways(&client, &upstream, &ctx.splice_buffers).await {
         Ok((to_upstream, to_client)) => debug!(to_upstream, to_client, "connection closed"),
         Err(error) => debug!(%error, "connection ended with an error"),
     }
