@@ -19,7 +19,7 @@ use std::{
 
 use arc_swap::ArcSwap;
 pub use explain::explain;
-pub use observer::Observer;
+pub use observer::{FlowGuard, Observer};
 pub use routes::{protocol_name, routes};
 
 use crate::{

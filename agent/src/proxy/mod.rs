@@ -30,7 +30,7 @@ use tracing::{Instrument, debug, debug_span, info, warn};
 
 use self::upstream::Upstream;
 use crate::{
-    admin::Observer,
+    admin::{FlowGuard, Observer},
     datapath::{OrigDstTable, Relay},
     http::routing_key::RoutingKeys,
     routes::{Protocol, RouteSnapshot},
@@ -134,15 +134,62 @@ pub async fn serve(
     info!(listener = ?local, "proxy stopped accepting");
 }
 
-/// Serves one accepted connection; `_slot` is its `--max-connections`
+/// Serves one accepted connection; `slot` is its `--max-connections`
 /// permit, held until it ends.
-async fn handle(
+///
+/// A function returning an `async move` block rather than an `async fn`, and
+/// the set-up in [`prepare`]: this state is what every idle keep-alive
+/// connection holds for as long as it lives (see `http1::idle`). An `async fn`
+/// keeps a second copy of each argument, and a local that was ever borrowed
+/// keeps its bytes until its scope ends, moved or not.
+#[expect(
+    clippy::manual_async_fn,
+    reason = "an async fn would hold each argument twice in every idle connection"
+)]
+fn handle(
     mut client: TcpStream,
     peer: SocketAddr,
     proxy: Arc<Proxy>,
-    _slot: tokio::sync::OwnedSemaphorePermit,
-) {
-    let ctx = &proxy.ctx;
+    slot: tokio::sync::OwnedSemaphorePermit,
+) -> impl Future<Output = ()> {
+    async move {
+        let _permit = &slot;
+        let ctx = &proxy.ctx;
+        let Some(Prepared {
+            conn,
+            detected,
+            buf,
+            _flow,
+        }) = prepare(&mut client, peer, ctx).await
+        else {
+            return;
+        };
+        match detected {
+            Detected::Http1 => http1::serve(client, buf, conn, ctx, &proxy.http1).await,
+            // Boxed, like every large state below: the task's size is that of
+            // its largest state, and a parked HTTP/1 connection must stay small.
+            Detected::H2 => Box::pin(h2::serve(client, buf, conn, Arc::clone(&proxy))).await,
+            Detected::Closed => ctx.buffers.give(buf),
+            Detected::NotHttp | Detected::Timeout => {
+                Box::pin(splice(client, peer, buf, conn, ctx)).await
+            }
+        }
+    }
+}
+
+/// A connection ready to be served: what it is, how it is served, the bytes
+/// read so far, and its entry in `detour flows` (removed when dropped).
+struct Prepared {
+    conn: route::Conn,
+    detected: Detected,
+    buf: BytesMut,
+    _flow: FlowGuard,
+}
+
+/// Takes the connection's original destination, finds its service, and
+/// detects its protocol where the port does not declare one. `None`: the
+/// connection is not served (no record, or the client failed meanwhile).
+async fn prepare(client: &mut TcpStream, peer: SocketAddr, ctx: &ProxyContext) -> Option<Prepared> {
     let (record, foreign) = match ctx.orig_dst.take(peer) {
         Ok(Some(taken)) => (taken.record, taken.foreign),
         Ok(None) => {
@@ -150,12 +197,12 @@ async fn handle(
             // Counted; not a warning each, or a flood of direct connections
             // would flood the log too.
             debug!(%peer, "connection was not redirected by detour; closed");
-            return;
+            return None;
         }
         Err(error) => {
             ctx.metrics.reject("lookup_failed");
             warn!(%peer, %error, "original destination lookup failed; closed");
-            return;
+            return None;
         }
     };
     // (TCP_NODELAY: inherited from the listener, see `listen`.)
@@ -185,11 +232,12 @@ async fn handle(
         Protocol::Http => Detected::Http1,
         Protocol::H2c => Detected::H2,
         Protocol::Tcp => Detected::NotHttp,
-        Protocol::Auto => match detect::detect(&mut client, &mut buf, ctx.detect_timeout).await {
+        Protocol::Auto => match detect::detect(client, &mut buf, ctx.detect_timeout).await {
             Ok(detected) => detected,
             Err(error) => {
                 debug!(%error, "client failed during detection");
-                return;
+                ctx.buffers.give(buf);
+                return None;
             }
         },
     };
@@ -205,20 +253,16 @@ async fn handle(
     flow.flow.set_protocol(served_as);
     let conn = route::Conn {
         service_id,
-        service: Arc::clone(&service),
+        service,
         original_dst: dst,
         flow: Arc::clone(&flow.flow),
     };
-    match detected {
-        Detected::Http1 => http1::serve(client, buf, conn, ctx, &proxy.http1).await,
-        // Boxed, like every large state below: the task's size is that of
-        // its largest state, and a parked HTTP/1 connection must stay small.
-        Detected::H2 => Box::pin(h2::serve(client, buf, conn, Arc::clone(&proxy))).await,
-        Detected::Closed => ctx.buffers.give(buf),
-        Detected::NotHttp | Detected::Timeout => {
-            Box::pin(splice(client, peer, buf, &conn, ctx)).await
-        }
-    }
+    Some(Prepared {
+        conn,
+        detected,
+        buf,
+        _flow: flow,
+    })
 }
 
 /// Splices a connection that is not routed by request to its original
@@ -227,7 +271,7 @@ async fn splice(
     client: TcpStream,
     peer: SocketAddr,
     buf: BytesMut,
-    conn: &route::Conn,
+    conn: route::Conn,
     ctx: &ProxyContext,
 ) {
     let dst = conn.original_dst;

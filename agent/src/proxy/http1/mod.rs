@@ -53,38 +53,48 @@ pub struct Settings {
 
 /// Serves requests on `client` until either side ends the connection. `buf`
 /// holds bytes already read (by protocol detection), in a pooled buffer.
-pub async fn serve(
+///
+/// An `async move` block, not an `async fn`, so that its arguments are held
+/// once: this is the state of a parked connection (see `idle`).
+#[expect(
+    clippy::manual_async_fn,
+    reason = "an async fn would hold each argument twice in every idle connection"
+)]
+pub fn serve<'a>(
     mut client: TcpStream,
     mut buf: BytesMut,
     conn: Conn,
-    ctx: &ProxyContext,
-    h1: &Http1,
-) {
-    loop {
-        // Boxed: an exchange's state is kilobytes, and a connection waiting
-        // for its next request must not carry it (see `idle`).
-        match Box::pin(requests(&mut client, buf, &conn, ctx, h1)).await {
-            Burst::Idle => {}
-            Burst::Closed => return,
-            Burst::Upgraded {
-                from_client,
-                upstream,
-                from_upstream,
-            } => {
-                let splice = super::upstream::splice_after_upgrade(
-                    client,
-                    from_client,
-                    upstream,
-                    from_upstream,
-                    ctx,
-                );
-                Box::pin(splice).await;
-                return;
+    ctx: &'a ProxyContext,
+    h1: &'a Http1,
+) -> impl Future<Output = ()> + 'a {
+    async move {
+        loop {
+            // Boxed: an exchange's state is kilobytes, and a connection
+            // waiting for its next request must not carry it (see `idle`).
+            match Box::pin(requests(&mut client, buf, &conn, ctx, h1)).await {
+                Burst::Idle => {}
+                Burst::Closed => return,
+                Burst::Upgraded(upgraded) => {
+                    let Upgraded {
+                        from_client,
+                        upstream,
+                        from_upstream,
+                    } = *upgraded;
+                    let splice = super::upstream::splice_after_upgrade(
+                        client,
+                        from_client,
+                        upstream,
+                        from_upstream,
+                        ctx,
+                    );
+                    Box::pin(splice).await;
+                    return;
+                }
             }
-        }
-        match idle::next_request(&client, ctx, h1).await {
-            Some(next) => buf = next,
-            None => return,
+            match idle::next_request(&client, ctx, h1).await {
+                Some(next) => buf = next,
+                None => return,
+            }
         }
     }
 }
@@ -96,12 +106,17 @@ enum Burst {
     /// The connection is over: closed by either side, refused, or failed.
     Closed,
     /// The upstream answered 101: splice the two from here, after the bytes
-    /// each side sent early.
-    Upgraded {
-        from_client: BytesMut,
-        upstream: TcpStream,
-        from_upstream: BytesMut,
-    },
+    /// each side sent early. Boxed: rare, and the burst's result is part of
+    /// the connection's state.
+    Upgraded(Box<Upgraded>),
+}
+
+/// What a connection that switched protocols carries into its splice: the
+/// bytes each side sent early, and the upstream connection.
+struct Upgraded {
+    from_client: BytesMut,
+    upstream: TcpStream,
+    from_upstream: BytesMut,
 }
 
 /// Serves requests as long as the client has the next one ready (pipelined,
@@ -183,11 +198,11 @@ async fn requests(
             (Outcome::Upgraded, Some(upstream)) => {
                 ctx.metrics
                     .request(&conn.service, sandbox.as_ref(), "http1", started.elapsed());
-                return Burst::Upgraded {
+                return Burst::Upgraded(Box::new(Upgraded {
                     from_client: buf,
                     upstream,
                     from_upstream: ubuf,
-                };
+                }));
             }
             (Outcome::Refuse(error), _) => {
                 ctx.metrics.proxy_error(error);
