@@ -112,9 +112,9 @@ pub async fn serve(
                     // exists only when someone asked for debug logs. The
                     // few warnings below name the peer themselves.
                     let span = debug_span!("conn", %peer);
-                    // Boxed: spawning moves the future several times; a box
-                    // moves as a pointer.
-                    tracker.spawn(Box::pin(handle(stream, peer, proxy, slot)).instrument(span));
+                    // Not boxed: the connection's state is small (see
+                    // `handle`), so it lives in the task's own allocation.
+                    tracker.spawn(handle(stream, peer, proxy, slot).instrument(span));
                 }
                 Err(_) => {
                     // Over --max-connections: refuse, and drop the record so
