@@ -18,7 +18,7 @@
 
 use std::{
     io,
-    os::fd::{AsRawFd, RawFd},
+    os::fd::{AsFd, AsRawFd, RawFd},
     sync::Mutex,
 };
 
@@ -46,10 +46,13 @@ impl Relay {
     /// Relays `client` and `upstream` in the kernel from now on. On error
     /// nothing is relayed and both sockets are as they were: splice them in
     /// user space.
-    pub fn insert(&self, client: &impl AsRawFd, upstream: &impl AsRawFd) -> Result<(), RelayError> {
-        let (client, upstream) = (client.as_raw_fd(), upstream.as_raw_fd());
+    pub fn insert(&self, client: &impl AsFd, upstream: &impl AsFd) -> Result<(), RelayError> {
+        // `SO_COOKIE`: what `bpf_get_socket_cookie` returns for the socket.
+        let (client, upstream) = (client.as_fd(), upstream.as_fd());
+        let cookie = |socket| socket2::SockRef::from(&socket).cookie();
         let client_cookie = cookie(client).map_err(RelayError::Socket)?;
         let upstream_cookie = cookie(upstream).map_err(RelayError::Socket)?;
+        let (client, upstream) = (client.as_raw_fd(), upstream.as_raw_fd());
         set_rcvlowat(upstream, i32::MAX).map_err(RelayError::Socket)?;
         let inserted = {
             let mut map = self
@@ -66,27 +69,6 @@ impl Relay {
         let kicked = set_rcvlowat(upstream, 1).and_then(|()| set_rcvlowat(client, 1));
         inserted.map_err(RelayError::Insert)?;
         kicked.map_err(RelayError::Socket)
-    }
-}
-
-/// `SO_COOKIE`: the socket's cookie, as `bpf_get_socket_cookie` returns it.
-fn cookie(fd: RawFd) -> io::Result<u64> {
-    let mut cookie = 0u64;
-    let mut len = std::mem::size_of::<u64>() as libc::socklen_t;
-    // SAFETY: `cookie` and `len` are live and sized for the option.
-    let rc = unsafe {
-        libc::getsockopt(
-            fd,
-            libc::SOL_SOCKET,
-            libc::SO_COOKIE,
-            std::ptr::from_mut(&mut cookie).cast(),
-            &mut len,
-        )
-    };
-    if rc == 0 {
-        Ok(cookie)
-    } else {
-        Err(io::Error::last_os_error())
     }
 }
 
