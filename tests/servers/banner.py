@@ -9,6 +9,8 @@ import socket
 import socketserver
 import sys
 
+import dualstack
+
 
 class Handler(socketserver.BaseRequestHandler):
     def handle(self):
@@ -20,21 +22,9 @@ class Handler(socketserver.BaseRequestHandler):
             self.request.sendall(data)
 
 
-class Server(socketserver.ThreadingTCPServer):
-    address_family = socket.AF_INET6
-    daemon_threads = True
-    allow_reuse_address = True
-
-    def server_bind(self):
-        self.socket.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
-        super().server_bind()
-
-
 def main():
-    server = Server(("::", int(sys.argv[1])), Handler)
-    server.name = sys.argv[2] if len(sys.argv) > 2 else socket.gethostname()
-    print("listening", flush=True)
-    server.serve_forever()
+    name = sys.argv[2] if len(sys.argv) > 2 else socket.gethostname()
+    dualstack.serve(int(sys.argv[1]), Handler, name=name)
 
 
 if __name__ == "__main__":

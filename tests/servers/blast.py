@@ -7,10 +7,11 @@ On every connection: sends for 2 seconds, as much as the connection takes
 it managed to LOG (one line) and closes. Prints "listening" once bound.
 """
 import select
-import socket
 import socketserver
 import sys
 import time
+
+import dualstack
 
 SECONDS = 2.0
 
@@ -34,21 +35,8 @@ class Handler(socketserver.BaseRequestHandler):
             log.write(f"{sent}\n")
 
 
-class Server(socketserver.ThreadingTCPServer):
-    address_family = socket.AF_INET6
-    daemon_threads = True
-    allow_reuse_address = True
-
-    def server_bind(self):
-        self.socket.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
-        super().server_bind()
-
-
 def main():
-    server = Server(("::", int(sys.argv[1])), Handler)
-    server.log = sys.argv[3]
-    print("listening", flush=True)
-    server.serve_forever()
+    dualstack.serve(int(sys.argv[1]), Handler, log=sys.argv[3])
 
 
 if __name__ == "__main__":

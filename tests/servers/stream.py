@@ -21,6 +21,8 @@ import socketserver
 import sys
 import time
 
+import dualstack
+
 CHUNK = 1 << 16
 
 
@@ -47,16 +49,6 @@ class Handler(socketserver.BaseRequestHandler):
         self.request.sendall(f"{total} {digest.hexdigest()}\n".encode())
         for chunk in chunks(size, seed + 1):
             self.request.sendall(chunk)
-
-
-class Server(socketserver.ThreadingTCPServer):
-    address_family = socket.AF_INET6
-    daemon_threads = True
-    allow_reuse_address = True
-
-    def server_bind(self):
-        self.socket.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
-        super().server_bind()
 
 
 def client(host, port, size, seed, pause):
@@ -93,9 +85,7 @@ def main():
         pause = float(sys.argv[6]) if len(sys.argv) > 6 else 0
         client(host, int(port), int(size), int(seed), pause)
         return
-    server = Server(("::", int(sys.argv[1])), Handler)
-    print("listening", flush=True)
-    server.serve_forever()
+    dualstack.serve(int(sys.argv[1]), Handler)
 
 
 if __name__ == "__main__":
