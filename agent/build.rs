@@ -12,9 +12,21 @@ use std::{
 };
 
 const TARGET: &str = "bpfel-unknown-none";
+
+/// Links the agent with its relative relocations packed (`DT_RELR`, glibc
+/// 2.36 and later: Debian 12 and the distroless cc-debian12 image). The
+/// loader then reads a few KiB of relocations at start instead of ~480 KiB,
+/// pages that would otherwise stay in the idle agent's RSS.
+fn pack_relative_relocations() {
+    let target = |key: &str| env::var(key).unwrap_or_default();
+    if target("CARGO_CFG_TARGET_OS") == "linux" && target("CARGO_CFG_TARGET_ENV") == "gnu" {
+        println!("cargo:rustc-link-arg-bins=-Wl,-z,pack-relative-relocs");
+    }
+}
 const DEFAULT_BPF_RUSTC: &str = "/usr/bin/rustc";
 
 fn main() {
+    pack_relative_relocations();
     let manifest_dir =
         PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("CARGO_MANIFEST_DIR"));
     let ebpf_dir = manifest_dir.join("../ebpf/detour-ebpf");
