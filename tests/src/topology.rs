@@ -222,9 +222,30 @@ impl Pod {
     /// Starts a command in the pod, as a process of `cgroup`, with its
     /// standard output piped (the caller reads it while it runs).
     pub fn spawn_in(&self, cgroup: &Cgroup, program: &str, args: &[&str]) -> std::process::Child {
+        self.command_in(cgroup, program, args)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {program}: {e}"))
+    }
+
+    /// As [`Pod::spawn_in`], with its standard input piped too (the caller
+    /// drives it while it runs).
+    pub fn spawn_driven_in(
+        &self,
+        cgroup: &Cgroup,
+        program: &str,
+        args: &[&str],
+    ) -> std::process::Child {
+        self.command_in(cgroup, program, args)
+            .stdin(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {program}: {e}"))
+    }
+
+    fn command_in(&self, cgroup: &Cgroup, program: &str, args: &[&str]) -> Command {
         let net = format!("--net={}", self.netns.path());
         let script = cgroup.enter_script();
-        Command::new("nsenter")
+        let mut command = Command::new("nsenter");
+        command
             .args([
                 net.as_str(),
                 "--",
@@ -236,9 +257,8 @@ impl Pod {
             ])
             .args(args)
             .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {program}: {e}"))
+            .stderr(Stdio::piped());
+        command
     }
 
     /// Runs a command in the pod, as a process of `cgroup`, with `input` on

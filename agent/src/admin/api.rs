@@ -150,6 +150,10 @@ pub struct Flow {
     pub live_streams: u64,
     pub age_seconds: f64,
     pub last_decision: Option<Decision>,
+    /// An idle HTTP/1 keep-alive connection, parked: its socket waits for
+    /// the next request outside the proxy's tasks.
+    #[serde(default)]
+    pub parked: bool,
 }
 
 /// Where one request went, and why.

@@ -50,7 +50,11 @@ use crate::{
     proxy::{
         self, Proxy, ProxyContext, ProxyMetrics,
         h2::{self, H2},
-        http1::{self, Http1, pool::Pool},
+        http1::{
+            self, Http1,
+            parking::{self, ParkingLot},
+            pool::Pool,
+        },
         upstream::Upstream,
     },
     reconnect::Sweeper,
@@ -191,7 +195,7 @@ async fn serve(
         kernel_relay: config.kernel_relay,
     })?;
     let (orig_dst, counters) = (handles.orig_dst, handles.counters);
-    crate::limits::release_startup_memory();
+    crate::limits::release_freed_memory();
     let orig_dst = Arc::new(orig_dst);
     if let Some(inherited) = inherited.as_mut() {
         inherited.share_maps(&orig_dst);
@@ -268,6 +272,7 @@ async fn serve(
         },
         http1: Http1 {
             pool: Pool::default(),
+            parking: ParkingLot::when_enabled(config.http1.park_after),
             settings: config.http1,
         },
         h2: H2 {
@@ -296,6 +301,7 @@ async fn serve(
     };
     let stop_accepting = CancellationToken::new();
     let connections = TaskTracker::new();
+    connections.spawn(parking::run(Arc::clone(&proxy), connections.clone()));
     let (accepting_tx, accepting) = watch::channel(false);
     let gate = inherited.is_some().then(|| Arc::clone(&synced));
     let accepting_task = tokio::spawn(lifecycle::accept(

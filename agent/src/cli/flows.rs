@@ -13,7 +13,9 @@ use crate::admin::api;
 /// Show live proxied connections and their last routing decision
 ///
 /// For each: client, original destination, service, requests so far (for
-/// HTTP/2: streams, and how many are open now), age. ROUTE is the sandbox
+/// HTTP/2: streams, and how many are open now; `(parked)`: an idle HTTP/1
+/// keep-alive connection waiting for its next request in the agent's
+/// parking lot, see --park-idle-after), age. ROUTE is the sandbox
 /// the last request or stream went to, `baseline`, `-` before the first
 /// request, or the protocol in brackets for connections that are spliced
 /// rather than routed per request (`(opaque)`).
@@ -65,6 +67,8 @@ fn render_flows(flows: &api::Flows) -> String {
 fn requests(flow: &api::Flow) -> String {
     if flow.protocol == "h2" {
         format!("{} ({} live)", flow.requests, flow.live_streams)
+    } else if flow.parked {
+        format!("{} (parked)", flow.requests)
     } else {
         flow.requests.to_string()
     }

@@ -7,6 +7,7 @@ use prometheus_client::{
     metrics::{
         counter::Counter,
         family::Family,
+        gauge::Gauge,
         histogram::{Histogram, exponential_buckets},
     },
     registry::Registry,
@@ -59,6 +60,7 @@ pub struct ProxyMetrics {
     upstream_errors: Family<ReasonLabels, Counter>,
     h2_errors: Family<ReasonLabels, Counter>,
     splices: Family<RelayLabels, Counter>,
+    parked: Gauge,
     no_sandbox: Label,
 }
 
@@ -83,6 +85,7 @@ impl ProxyMetrics {
             upstream_errors: Family::default(),
             h2_errors: Family::default(),
             splices: Family::default(),
+            parked: Gauge::default(),
             no_sandbox: Label(Arc::from("")),
         };
         registry.register(
@@ -142,7 +145,18 @@ impl ProxyMetrics {
              them: the relay is off, or the kernel refused the sockets)",
             metrics.splices.clone(),
         );
+        registry.register(
+            "parked_connections",
+            "Idle HTTP/1 keep-alive client connections parked now (idle longer than \
+             --park-idle-after: waiting for their next request outside the proxy's tasks)",
+            metrics.parked.clone(),
+        );
         metrics
+    }
+
+    /// Connections parked (positive) or taken out of the parking lot.
+    pub fn parked(&self, change: i64) {
+        self.parked.inc_by(change);
     }
 
     /// A connection spliced; `relay` is `kernel` or `user`.

@@ -135,7 +135,8 @@ pub async fn serve(
 }
 
 /// Serves one accepted connection; `slot` is its `--max-connections`
-/// permit, held until it ends.
+/// permit, held until it ends (or handed over with the connection when it
+/// parks).
 ///
 /// A function returning an `async move` block rather than an `async fn`, and
 /// the set-up in [`prepare`]: this state is what every idle keep-alive
@@ -153,19 +154,21 @@ fn handle(
     slot: tokio::sync::OwnedSemaphorePermit,
 ) -> impl Future<Output = ()> {
     async move {
-        let _permit = &slot;
         let ctx = &proxy.ctx;
         let Some(Prepared {
             conn,
             detected,
             buf,
-            _flow,
+            flow,
         }) = prepare(&mut client, peer, ctx).await
         else {
             return;
         };
         match detected {
-            Detected::Http1 => http1::serve(client, buf, conn, ctx, &proxy.http1).await,
+            Detected::Http1 => {
+                let lease = http1::parking::Lease { flow, permit: slot };
+                http1::serve(client, buf, conn, lease, ctx, &proxy.http1).await
+            }
             // Boxed, like every large state below: the task's size is that of
             // its largest state, and a parked HTTP/1 connection must stay small.
             Detected::H2 => Box::pin(h2::serve(client, buf, conn, Arc::clone(&proxy))).await,
@@ -183,7 +186,7 @@ struct Prepared {
     conn: route::Conn,
     detected: Detected,
     buf: BytesMut,
-    _flow: FlowGuard,
+    flow: FlowGuard,
 }
 
 /// Takes the connection's original destination, finds its service, and
@@ -261,7 +264,7 @@ async fn prepare(client: &mut TcpStream, peer: SocketAddr, ctx: &ProxyContext) -
         conn,
         detected,
         buf,
-        _flow: flow,
+        flow,
     })
 }
 

@@ -209,6 +209,7 @@ fn flows_render_the_route_of_each_connection() {
         live_streams: if protocol == "h2" { 2 } else { 0 },
         age_seconds: age,
         last_decision: last,
+        parked: id == 1,
     };
     let flows = api::Flows {
         bypassing_connections: None,
@@ -255,7 +256,7 @@ fn flows_render_the_route_of_each_connection() {
         &flows::render(&flows),
         "\
 CLIENT             ORIGINAL DST     SERVICE                  REQS    AGE  ROUTE
-10.244.0.12:40312  10.96.0.10:8080  default/reviews             3  3m12s  feature-x
+10.244.0.12:40312  10.96.0.10:8080  default/reviews    3 (parked)  3m12s  feature-x
 10.244.0.12:40318  10.96.0.10:8080  default/reviews             1   0.2s  baseline
 10.244.0.13:51000  10.96.0.10:8080  default/reviews             0   4.0s  -
 [fd00::13]:51002   10.96.0.10:8080  default/reviews             0    12s  (opaque)

@@ -12,6 +12,7 @@
 mod body;
 mod exchange;
 mod idle;
+pub mod parking;
 pub mod pool;
 pub mod respond;
 
@@ -22,6 +23,8 @@ use std::{
 
 use bytes::BytesMut;
 use exchange::Outcome;
+use idle::Next;
+use parking::{Lease, ParkingLot};
 use tokio::net::TcpStream;
 use tracing::debug;
 
@@ -39,6 +42,9 @@ use crate::http::{
 pub struct Http1 {
     /// Idle upstream connections, by upstream address.
     pub pool: pool::Pool,
+    /// Idle client connections, parked outside their tasks; `None`: parking
+    /// is off.
+    pub parking: Option<ParkingLot>,
     pub settings: Settings,
 }
 
@@ -49,10 +55,14 @@ pub struct Settings {
     pub head_timeout: Duration,
     /// A keep-alive connection idle this long between requests is closed.
     pub idle_timeout: Duration,
+    /// A keep-alive connection idle this long between requests is parked
+    /// (see [`parking`]); zero: never.
+    pub park_after: Duration,
 }
 
-/// Serves requests on `client` until either side ends the connection. `buf`
-/// holds bytes already read (by protocol detection), in a pooled buffer.
+/// Serves requests on `client` until either side ends the connection, or
+/// it parks (idle). `buf` holds bytes already read (by protocol detection,
+/// or by the parking lot), in a pooled buffer.
 ///
 /// An `async move` block, not an `async fn`, so that its arguments are held
 /// once: this is the state of a parked connection (see `idle`).
@@ -64,6 +74,7 @@ pub fn serve<'a>(
     mut client: TcpStream,
     mut buf: BytesMut,
     conn: Conn,
+    lease: Lease,
     ctx: &'a ProxyContext,
     h1: &'a Http1,
 ) -> impl Future<Output = ()> + 'a {
@@ -92,8 +103,14 @@ pub fn serve<'a>(
                 }
             }
             match idle::next_request(&client, ctx, h1).await {
-                Some(next) => buf = next,
-                None => return,
+                Next::Request(next) => buf = next,
+                Next::Closed => return,
+                Next::Park { idle_left } => {
+                    if let Some(lot) = &h1.parking {
+                        lot.park(client, conn, lease, ctx, idle_left);
+                    }
+                    return;
+                }
             }
         }
     }

@@ -18,10 +18,15 @@ use std::{
     time::{Instant, SystemTime, UNIX_EPOCH},
 };
 
+use slab::Slab;
 use tokio::sync::broadcast;
 
+use self::parked::ParkedFlow;
+pub use self::parked::ParkedFlowGuard;
 use super::api;
 use crate::routes::Reason;
+
+mod parked;
 
 /// Trace events buffered per reader before the oldest are dropped.
 pub const TRACE_BUFFER: usize = 1024;
@@ -88,6 +93,8 @@ impl FlowState {
 #[derive(Debug)]
 pub struct Observer {
     flows: Mutex<HashMap<u64, Arc<FlowState>>>,
+    /// The flows of parked connections, by value (see [`parked`]).
+    parked: Mutex<Slab<ParkedFlow>>,
     next_id: AtomicU64,
     events: broadcast::Sender<Arc<api::DecisionEvent>>,
 }
@@ -96,6 +103,7 @@ impl Default for Observer {
     fn default() -> Self {
         Self {
             flows: Mutex::new(HashMap::new()),
+            parked: Mutex::new(Slab::new()),
             next_id: AtomicU64::new(1),
             events: broadcast::channel(TRACE_BUFFER).0,
         }
@@ -172,14 +180,22 @@ impl Observer {
         self.events.subscribe()
     }
 
+    /// Live flows, parked ones included.
     pub fn count(&self) -> u64 {
-        self.flows
+        let live = self
+            .flows
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .len() as u64
+            .len();
+        let parked = self
+            .parked
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len();
+        (live + parked) as u64
     }
 
-    /// Every live flow, oldest first.
+    /// Every live flow, parked ones included, oldest first.
     pub fn flows(&self) -> api::Flows {
         let flows: Vec<Arc<FlowState>> = self
             .flows
@@ -206,9 +222,19 @@ impl Observer {
                     .unwrap_or_else(PoisonError::into_inner)
                     .as_ref()
                     .map(Decided::to_api),
+                parked: false,
             })
             .collect();
+        flows.extend(
+            self.parked
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .iter()
+                .map(|(_, parked)| parked.to_api()),
+        );
+        // A flow being parked or resumed is briefly in both: list it once.
         flows.sort_by_key(|flow| flow.id);
+        flows.dedup_by_key(|flow| flow.id);
         api::Flows {
             flows,
             bypassing_connections: None,
