@@ -47,7 +47,8 @@
 //! # Memory
 //! After start-up and before any load: each proxy's idle RSS; then, one
 //! proxy at a time, `--idle-connections` keep-alive connections from the
-//! client pod, one keyed request on each, held idle, and the RSS growth;
+//! client pod, one keyed request on each, held idle for 3 s
+//! ([`super::stage::IDLE_HOLD`]: detour parks them), and the RSS growth;
 //! then the same with ten times as many.
 //!
 //! # System calls

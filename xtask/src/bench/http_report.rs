@@ -180,7 +180,7 @@ impl HttpResults {
             memory_table(
                 &mut out,
                 memory,
-                "idle keep-alive client connections, one keyed request made on each",
+                "idle keep-alive client connections, one keyed request made on each, then idle for 3 s",
             )?;
         }
         writeln!(
@@ -204,6 +204,7 @@ impl HttpResults {
                 verdict(p99 <= 1.0),
             )?;
         }
+        self.memory_targets(&mut out)?;
         writeln!(out, "\nWhat each row's client connects to:")?;
         for peer in Peer::ALL {
             writeln!(out, "- {}: {}", peer.label(), peer.describe(Proto::Http1))?;
@@ -219,6 +220,27 @@ impl HttpResults {
              and non-2xx responses over all rounds."
         )?;
         Ok(out)
+    }
+
+    /// Memory targets: RSS per idle connection no more than nginx's (with
+    /// the most connections held), and the idle agent under 10 MiB.
+    fn memory_targets(&self, out: &mut String) -> anyhow::Result<()> {
+        let rows = self.memory.last().context("no memory table")?;
+        let row = |peer: Peer| rows.iter().find(|row| row.peer == peer);
+        let (Some(detour), Some(nginx)) = (row(Peer::Detour), row(Peer::Nginx)) else {
+            bail!("no detour or nginx memory row");
+        };
+        let (ours, theirs) = (detour.rss_per_1000(), nginx.rss_per_1000());
+        writeln!(
+            out,
+            "- memory: RSS per 1,000 idle connections ({} held) {ours:.0} KiB, nginx {theirs:.0} KiB \
+             (target <= nginx's) -> {}; agent idle RSS {:.1} MiB (target <= 10 MiB) -> {}",
+            detour.connections,
+            verdict(ours <= theirs),
+            detour.idle.rss_kib as f64 / 1024.0,
+            verdict(detour.idle.rss_kib <= 10 * 1024),
+        )?;
+        Ok(())
     }
 
     /// The proxies' CPU per request split into user and system time.

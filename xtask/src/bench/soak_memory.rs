@@ -136,7 +136,7 @@ pub fn idle(
     let held = load
         .hold_idle(addr, connections)
         .context("holding the idle connections")?;
-    std::thread::sleep(Duration::from_secs(2));
+    std::thread::sleep(super::stage::IDLE_HOLD);
     let rss_kib = agent_rss_kib(agent);
     let upstream = BackendStatus::read(fork)?
         .active

@@ -241,8 +241,9 @@ sandboxes:
     }
 
     /// One proxy at a time: `connections` client connections held idle by
-    /// `hold`, and its memory before and while they are held, with the
-    /// upstream connections the fork backend saw open meanwhile.
+    /// `hold`, and its memory before and after they have been idle for
+    /// [`IDLE_HOLD`], with the upstream connections the fork backend saw
+    /// open meanwhile.
     pub fn idle_memory(
         &self,
         connections: u32,
@@ -255,7 +256,7 @@ sandboxes:
             let before = acct.memory()?;
             let upstream_before = BackendStatus::read(fork)?.active;
             let held = hold(addrs[peer as usize], connections)?;
-            std::thread::sleep(Duration::from_secs(1));
+            std::thread::sleep(IDLE_HOLD);
             let during = acct.memory()?;
             let upstream = BackendStatus::read(fork)?.active;
             drop(held);
@@ -272,6 +273,13 @@ sandboxes:
         Ok(memory)
     }
 }
+
+/// How long held connections are idle before the memory is read: longer
+/// than detour's `--park-idle-after` (1 s) plus its once-a-second sweep, so
+/// that its idle HTTP/1 connections are parked, as they are once idle for
+/// more than a second in use. The peers hold an idle connection the same
+/// way from its first idle moment on.
+pub const IDLE_HOLD: Duration = Duration::from_secs(3);
 
 /// A proxy peer's address on the node.
 fn node_addr(peer: Peer) -> SocketAddrV4 {

@@ -44,12 +44,20 @@ pub fn memory_table(out: &mut String, rows: &[MemoryRow], held: &str) -> std::fm
             row.idle.rss_kib,
             row.idle.pss_kib,
             row.held.rss_kib,
-            per_1000(row.held.rss_kib, row.before.rss_kib),
+            row.rss_per_1000(),
             per_1000(row.held.pss_kib, row.before.pss_kib),
             row.upstream,
         )?;
     }
     Ok(())
+}
+
+impl MemoryRow {
+    /// RSS growth per 1,000 held connections, KiB.
+    pub fn rss_per_1000(&self) -> f64 {
+        (self.held.rss_kib as f64 - self.before.rss_kib as f64) * 1000.0
+            / f64::from(self.connections.max(1))
+    }
 }
 
 /// A markdown separator row of `columns` columns: the first (names)
