@@ -212,3 +212,92 @@ impl Drop for ParkedFlowGuard {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_parked_flow_record_fits_in_a_quarter_kilobyte() {
+        assert!(
+            size_of::<ParkedFlow>() <= 256,
+            "{} bytes",
+            size_of::<ParkedFlow>()
+        );
+    }
+
+    #[test]
+    fn a_routing_key_is_kept_inline_whole_when_it_fits() {
+        assert_eq!(InlineKey::new("feature-x").text(), "feature-x");
+        let longest = "k".repeat(InlineKey::CAPACITY);
+        assert_eq!(InlineKey::new(&longest).text(), longest);
+        assert_eq!(InlineKey::new("").text(), "");
+    }
+
+    #[test]
+    fn a_longer_routing_key_keeps_its_first_bytes_and_shows_it_was_cut() {
+        let long = "k".repeat(100);
+        let kept = InlineKey::new(&long).text();
+        assert_eq!(kept, format!("{}…", "k".repeat(InlineKey::CAPACITY)));
+        // Cut at a character boundary, never inside a character.
+        // (62 bytes would end inside the 31st two-byte "é".)
+        let wide = format!("a{}", "é".repeat(40));
+        let kept = InlineKey::new(&wide).text();
+        assert_eq!(kept, format!("a{}…", "é".repeat(30)));
+    }
+
+    #[test]
+    fn a_parked_flow_resumes_with_its_id_counters_and_last_decision() {
+        let observer = Arc::new(Observer::default());
+        let live = observer.open(
+            "10.0.0.2:4000".parse().expect("addr"),
+            "10.96.0.10:8080".parse().expect("addr"),
+            Arc::from("default/reviews"),
+        );
+        live.flow.set_protocol("http1");
+        observer.decided(
+            &live.flow,
+            "GET",
+            Decided {
+                sandbox: Some(Arc::from("feature-x")),
+                endpoint: "10.244.1.5:8080".parse().expect("addr"),
+                routing_key: Some("feature-x".to_owned()),
+                reason: Reason::Fork,
+            },
+        );
+        let id = live.flow.id;
+        let parked = observer.park(live);
+        let listed = observer.flows().flows;
+        assert_eq!(listed.len(), 1);
+        assert!(listed[0].parked);
+        assert_eq!(observer.count(), 1);
+
+        let resumed = parked.resume();
+        assert_eq!(resumed.flow.id, id);
+        let listed = observer.flows().flows;
+        assert_eq!(listed.len(), 1);
+        let flow = &listed[0];
+        assert!(!flow.parked);
+        assert_eq!((flow.id, flow.requests), (id, 1));
+        assert_eq!(flow.protocol, "http1");
+        let last = flow.last_decision.as_ref().expect("last decision");
+        assert_eq!(last.routing_key.as_deref(), Some("feature-x"));
+        assert_eq!(last.sandbox.as_deref(), Some("feature-x"));
+
+        drop(resumed);
+        assert_eq!(observer.count(), 0);
+    }
+
+    #[test]
+    fn a_parked_flow_dropped_while_parked_leaves_no_record() {
+        let observer = Arc::new(Observer::default());
+        let live = observer.open(
+            "10.0.0.2:4000".parse().expect("addr"),
+            "10.96.0.10:8080".parse().expect("addr"),
+            Arc::from("default/reviews"),
+        );
+        drop(observer.park(live));
+        assert_eq!(observer.count(), 0);
+        assert!(observer.flows().flows.is_empty());
+    }
+}

@@ -372,6 +372,13 @@ fn untoken(token: u64) -> (usize, RawFd) {
 mod tests {
     use super::*;
 
+    /// What bench/RESULTS.md states a parked connection costs: this slot
+    /// and its flow record (`admin::observer::parked`), nothing else.
+    #[test]
+    fn a_parked_connection_takes_one_small_slot() {
+        assert!(size_of::<Parked>() <= 64, "{} bytes", size_of::<Parked>());
+    }
+
     #[test]
     fn a_token_names_its_slot_and_socket() {
         assert_eq!(untoken(token(0, 7)), (0, 7));
