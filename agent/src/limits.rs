@@ -62,6 +62,25 @@ pub fn raise_open_files(max_connections: usize) -> u64 {
     soft
 }
 
+/// Fixes the C allocator's mmap and trim thresholds at glibc's defaults
+/// (128 KiB). glibc raises both each time the program frees a large mapped
+/// block, and start-up frees several (the kernel's BTF is 5.5 MB: the trim
+/// threshold becomes 11 MB). From then on a large block (a table of parked
+/// connections that grew) is carved from a thread's heap instead of mapped,
+/// and memory freed at the top of a thread's heap stays resident up to that
+/// size: `malloc_trim` does not release the top of a thread's heap. Fixed,
+/// large blocks are mapped (and grow by `mremap`), and a heap shrinks as its
+/// top is freed. Called first, before anything allocates much.
+pub fn fix_allocator_thresholds() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: mallopt only sets the allocator's parameters.
+    unsafe {
+        const THRESHOLD: i32 = 128 * 1024;
+        libc::mallopt(libc::M_MMAP_THRESHOLD, THRESHOLD);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, THRESHOLD);
+    }
+}
+
 /// Gives freed heap memory back to the OS; the C allocator keeps freed heap
 /// pages mapped otherwise, and they stay in the agent's RSS. Called after
 /// start-up (loading the eBPF programs parses the kernel's BTF: about 15 MiB

@@ -93,6 +93,7 @@ pub struct Config {
 
 /// Runs the agent until SIGTERM or SIGINT.
 pub fn run(config: Config) -> anyhow::Result<()> {
+    crate::limits::fix_allocator_thresholds();
     let (debug, log) = telemetry::init(config.log_format);
     // Before anything is bound or created: a missing privilege is named here.
     Datapath::check_privileges()?;
