@@ -217,6 +217,17 @@ impl Drop for ParkedFlowGuard {
 mod tests {
     use super::*;
 
+    /// An observer with one live flow.
+    fn one_flow() -> (Arc<Observer>, FlowGuard) {
+        let observer = Arc::new(Observer::default());
+        let live = observer.open(
+            "10.0.0.2:4000".parse().expect("addr"),
+            "10.96.0.10:8080".parse().expect("addr"),
+            Arc::from("default/reviews"),
+        );
+        (observer, live)
+    }
+
     #[test]
     fn a_parked_flow_record_fits_in_a_quarter_kilobyte() {
         assert!(
@@ -248,12 +259,7 @@ mod tests {
 
     #[test]
     fn a_parked_flow_resumes_with_its_id_counters_and_last_decision() {
-        let observer = Arc::new(Observer::default());
-        let live = observer.open(
-            "10.0.0.2:4000".parse().expect("addr"),
-            "10.96.0.10:8080".parse().expect("addr"),
-            Arc::from("default/reviews"),
-        );
+        let (observer, live) = one_flow();
         live.flow.set_protocol("http1");
         observer.decided(
             &live.flow,
@@ -290,12 +296,7 @@ mod tests {
 
     #[test]
     fn a_parked_flow_dropped_while_parked_leaves_no_record() {
-        let observer = Arc::new(Observer::default());
-        let live = observer.open(
-            "10.0.0.2:4000".parse().expect("addr"),
-            "10.96.0.10:8080".parse().expect("addr"),
-            Arc::from("default/reviews"),
-        );
+        let (observer, live) = one_flow();
         drop(observer.park(live));
         assert_eq!(observer.count(), 0);
         assert!(observer.flows().flows.is_empty());
