@@ -170,7 +170,7 @@ fn handle(
                 http1::serve(client, buf, conn, lease, ctx, &proxy.http1).await
             }
             // Boxed, like every large state below: the task's size is that of
-            // its largest state, and a parked HTTP/1 connection must stay small.
+            // its largest state, and an idle HTTP/1 connection must stay small.
             Detected::H2 => Box::pin(h2::serve(client, buf, conn, Arc::clone(&proxy))).await,
             Detected::Closed => ctx.buffers.give(buf),
             Detected::NotHttp | Detected::Timeout => {

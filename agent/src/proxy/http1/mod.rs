@@ -65,7 +65,7 @@ pub struct Settings {
 /// or by the parking lot), in a pooled buffer.
 ///
 /// An `async move` block, not an `async fn`, so that its arguments are held
-/// once: this is the state of a parked connection (see `idle`).
+/// once: this is the state of an idle connection (see `idle`).
 #[expect(
     clippy::manual_async_fn,
     reason = "an async fn would hold each argument twice in every idle connection"
@@ -118,7 +118,7 @@ pub fn serve<'a>(
 
 /// How a run of requests on one client connection ended.
 enum Burst {
-    /// Every response is done and the client has sent nothing more: park.
+    /// Every response is done and the client has sent nothing more: go idle.
     Idle,
     /// The connection is over: closed by either side, refused, or failed.
     Closed,
