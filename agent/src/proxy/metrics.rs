@@ -154,9 +154,9 @@ impl ProxyMetrics {
         metrics
     }
 
-    /// Connections parked (positive) or taken out of the parking lot.
-    pub fn parked(&self, change: i64) {
-        self.parked.inc_by(change);
+    /// Connections parked now.
+    pub fn set_parked(&self, parked: usize) {
+        self.parked.set(i64::try_from(parked).unwrap_or(i64::MAX));
     }
 
     /// A connection spliced; `relay` is `kernel` or `user`.

@@ -254,12 +254,7 @@ async fn prepare(client: &mut TcpStream, peer: SocketAddr, ctx: &ProxyContext) -
     };
     ctx.metrics.protocol(served_as);
     flow.flow.set_protocol(served_as);
-    let conn = route::Conn {
-        service_id,
-        service,
-        original_dst: dst,
-        flow: Arc::clone(&flow.flow),
-    };
+    let conn = route::Conn::of(service_id, &flow.flow);
     Some(Prepared {
         conn,
         detected,

@@ -27,6 +27,18 @@ pub struct Conn {
     pub flow: Arc<FlowState>,
 }
 
+impl Conn {
+    /// The connection `flow` records, of service `service_id`.
+    pub fn of(service_id: u32, flow: &Arc<FlowState>) -> Self {
+        Self {
+            service_id,
+            service: Arc::clone(&flow.service),
+            original_dst: flow.original_dst,
+            flow: Arc::clone(flow),
+        }
+    }
+}
+
 /// Where one request goes.
 #[derive(Debug, Clone)]
 pub struct Routed {

@@ -47,6 +47,17 @@ struct ParkedDecision {
     reason: Reason,
 }
 
+impl ParkedDecision {
+    fn decided(&self) -> Decided {
+        Decided {
+            sandbox: self.sandbox.clone(),
+            endpoint: self.endpoint,
+            routing_key: self.routing_key.map(InlineKey::text),
+            reason: self.reason,
+        }
+    }
+}
+
 /// A routing key of at most [`InlineKey::CAPACITY`] bytes; a longer one
 /// keeps its first bytes and is shown with a trailing `…`.
 #[derive(Debug, Clone, Copy)]
@@ -113,12 +124,7 @@ impl ParkedFlow {
             protocol: Mutex::new(self.protocol),
             requests: AtomicU64::new(self.requests),
             live_streams: AtomicU64::new(0),
-            last: Mutex::new(self.last.map(|last| Decided {
-                sandbox: last.sandbox,
-                endpoint: last.endpoint,
-                routing_key: last.routing_key.map(InlineKey::text),
-                reason: last.reason,
-            })),
+            last: Mutex::new(self.last.as_ref().map(ParkedDecision::decided)),
         }
     }
 
@@ -132,15 +138,7 @@ impl ParkedFlow {
             requests: self.requests,
             live_streams: 0,
             age_seconds: self.started.elapsed().as_secs_f64(),
-            last_decision: self.last.as_ref().map(|last| {
-                Decided {
-                    sandbox: last.sandbox.clone(),
-                    endpoint: last.endpoint,
-                    routing_key: last.routing_key.map(InlineKey::text),
-                    reason: last.reason,
-                }
-                .to_api()
-            }),
+            last_decision: self.last.as_ref().map(|last| last.decided().to_api()),
             parked: true,
         }
     }

@@ -78,11 +78,13 @@ struct Lot {
 
 /// One parked connection.
 struct Parked {
+    // Dropped in this order: by the time the client sees its connection
+    // closed, its flow record and its slot are gone.
+    flow: ParkedFlowGuard,
+    permit: OwnedSemaphorePermit,
     socket: std::net::TcpStream,
     service_id: u32,
     idle_deadline: Instant,
-    permit: OwnedSemaphorePermit,
-    flow: ParkedFlowGuard,
 }
 
 /// The epoll set, as tokio's reactor sees it.
@@ -168,17 +170,18 @@ impl ParkingLot {
         }
         entry.insert(parked);
         lot.newly_parked += 1;
-        ctx.metrics.parked(1);
+        ctx.metrics.set_parked(lot.parked.len());
     }
 
     /// Takes out the connection `token` names, if it is still parked.
-    fn take(&self, token: u64) -> Option<Parked> {
+    fn take(&self, token: u64, ctx: &ProxyContext) -> Option<Parked> {
         let (key, fd) = untoken(token);
         let mut lot = self.lot.lock().unwrap_or_else(PoisonError::into_inner);
         if lot.parked.get(key)?.socket.as_raw_fd() != fd {
             return None;
         }
         let parked = lot.parked.remove(key);
+        ctx.metrics.set_parked(lot.parked.len());
         drop(lot);
         // Out of the set before tokio's reactor takes the socket.
         let _ = self.interest.get_ref().0.delete(&parked.socket);
@@ -188,35 +191,24 @@ impl ParkingLot {
     /// Serves the first bytes of a parked connection's next request in a
     /// new task; closes it if it was closed meanwhile.
     fn wake(&self, token: u64, proxy: &Arc<Proxy>, tracker: &TaskTracker) {
-        let Some(parked) = self.take(token) else {
+        let ctx = &proxy.ctx;
+        let Some(parked) = self.take(token, ctx) else {
             return;
         };
-        let ctx = &proxy.ctx;
-        ctx.metrics.parked(-1);
-        let Parked {
-            socket,
-            service_id,
-            idle_deadline,
-            permit,
-            flow,
-        } = parked;
         let mut buf = ctx.buffers.take();
         // Read here, before tokio's reactor takes the socket: a socket it has
         // just registered reads as not ready until its next turn.
-        match receive(&socket, &mut buf) {
+        match receive(&parked.socket, &mut buf) {
             Ok(0) => debug!("parked connection closed by the client"),
-            Ok(_) => match TcpStream::from_std(socket) {
+            Ok(_) => match TcpStream::from_std(parked.socket) {
                 Ok(client) => {
-                    let flow = flow.resume();
-                    let peer = flow.flow.client;
-                    let conn = Conn {
-                        service_id,
-                        service: Arc::clone(&flow.flow.service),
-                        original_dst: flow.flow.original_dst,
-                        flow: Arc::clone(&flow.flow),
+                    let flow = parked.flow.resume();
+                    let span = debug_span!("conn", peer = %flow.flow.client);
+                    let conn = Conn::of(parked.service_id, &flow.flow);
+                    let lease = Lease {
+                        flow,
+                        permit: parked.permit,
                     };
-                    let lease = Lease { flow, permit };
-                    let span = debug_span!("conn", %peer);
                     let task = resume(client, buf, conn, lease, Arc::clone(proxy));
                     tracker.spawn(task.instrument(span));
                     return;
@@ -224,16 +216,7 @@ impl ParkingLot {
                 Err(error) => warn!(%error, "cannot resume a parked connection; closed"),
             },
             // Readiness was stale: back to the lot, as it was.
-            Err(error) if error.kind() == ErrorKind::WouldBlock => {
-                let parked = Parked {
-                    socket,
-                    service_id,
-                    idle_deadline,
-                    permit,
-                    flow,
-                };
-                self.insert(parked, ctx);
-            }
+            Err(error) if error.kind() == ErrorKind::WouldBlock => self.insert(parked, ctx),
             Err(error) => debug!(%error, "parked connection failed"),
         }
         ctx.buffers.give(buf);
@@ -252,6 +235,7 @@ impl ParkingLot {
                 .map(|(key, _)| key)
                 .collect();
             let expired: Vec<Parked> = keys.into_iter().map(|key| lot.parked.remove(key)).collect();
+            ctx.metrics.set_parked(lot.parked.len());
             let trim = lot.newly_parked >= TRIM_AFTER;
             if trim {
                 lot.newly_parked = 0;
@@ -263,7 +247,6 @@ impl ParkingLot {
                 closed = expired.len(),
                 "parked connections idle past the idle timeout"
             );
-            ctx.metrics.parked(-(expired.len() as i64));
         }
         // Closing a socket also takes it out of the epoll set.
         drop(expired);
@@ -277,9 +260,9 @@ impl ParkingLot {
             lot.closed = true;
             std::mem::take(&mut lot.parked)
         };
+        ctx.metrics.set_parked(0);
         if !parked.is_empty() {
             debug!(closed = parked.len(), "parked connections closed: draining");
-            ctx.metrics.parked(-(parked.len() as i64));
         }
     }
 }
