@@ -10,7 +10,6 @@
 use std::{
     io::{BufRead, BufReader},
     process::{Command, Output},
-    time::{Duration, Instant},
 };
 
 use detour_tests::{
@@ -84,18 +83,6 @@ fn problems(agent: &Agent) -> Vec<String> {
         .collect()
 }
 
-fn wait_for_metric(agent: &Agent, sample: &str, value: u64) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while agent.metric(sample) != value {
-        assert!(
-            Instant::now() < deadline,
-            "{sample} never became {value} (is {})",
-            agent.metric(sample)
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 #[test]
 fn a_full_steered_map_steers_what_fits_and_the_rest_goes_direct() {
     if !require_root() {
@@ -145,7 +132,7 @@ fn a_full_steered_map_steers_what_fits_and_the_rest_goes_direct() {
 
     // Down to the two that did not fit: removals go first, so both fit now.
     agent.write_routes(&routes(&ip, &direct));
-    wait_for_metric(&agent, NOT_INSTALLED, 0);
+    agent.wait_for_metric(NOT_INSTALLED, 0);
     assert_eq!(problems(&agent), Vec::<String>::new());
     assert_eq!(agent.metric("detour_route_problems"), 0);
     // Both updates were timed, in both phases, and logged.

@@ -11,11 +11,11 @@
 
 use std::{
     io::{BufRead, BufReader, Write},
-    process::{ChildStdin, ChildStdout, Command},
+    process::{ChildStdin, ChildStdout},
     time::{Duration, Instant},
 };
 
-use detour_tests::{Agent, Cgroup, Topology, cmd::Proc, detour_bin, require_root, unique_name};
+use detour_tests::{Agent, Cgroup, Topology, cmd::Proc, require_root, unique_name};
 use serde_json::Value;
 
 const PORT: u16 = 8080;
@@ -114,26 +114,12 @@ impl Session {
     }
 }
 
-/// `detour flows -o json`'s list.
+/// The flows `detour flows` lists.
 fn flows(agent: &Agent) -> Vec<Value> {
-    let output = Command::new(detour_bin())
-        .arg("--socket")
-        .arg(agent.admin_socket())
-        .args(["flows", "-o", "json"])
-        .output()
-        .expect("run detour flows");
-    assert!(output.status.success(), "detour flows: {output:?}");
-    let flows: Value = serde_json::from_slice(&output.stdout).expect("flows JSON");
-    flows["flows"].as_array().expect("flows list").clone()
-}
-
-/// Polls `check` for up to 5 s.
-fn eventually(what: &str, agent: &Agent, mut check: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while !check() {
-        assert!(Instant::now() < deadline, "{what}\n{}", agent.logs());
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    agent.flows()["flows"]
+        .as_array()
+        .expect("flows list")
+        .clone()
 }
 
 #[test]
@@ -146,9 +132,7 @@ fn a_parked_connection_is_listed_and_its_next_requests_are_routed_by_their_own_k
     let mut session = setup.session();
     assert_eq!(session.send("get feature-x"), "200 reviews-fork");
 
-    eventually("the idle connection parks", &agent, || {
-        agent.metric(PARKED) == 1
-    });
+    agent.wait_for_metric(PARKED, 1);
     let listed = flows(&agent);
     assert_eq!(listed.len(), 1, "{listed:?}");
     let flow = &listed[0];
@@ -162,9 +146,7 @@ fn a_parked_connection_is_listed_and_its_next_requests_are_routed_by_their_own_k
     // Resumed by its next request, which is routed by its own key.
     assert_eq!(session.send("get feature-x"), "200 reviews-fork");
     assert_eq!(session.send("get -"), "200 reviews");
-    eventually("the connection parks again", &agent, || {
-        agent.metric(PARKED) == 1
-    });
+    agent.wait_for_metric(PARKED, 1);
     let flow = &flows(&agent)[0];
     assert_eq!(flow["id"], id, "one connection, one flow: {flow}");
     assert_eq!(flow["requests"], 3, "{flow}");
@@ -184,9 +166,7 @@ fn a_parked_connection_keeps_its_slot_until_its_client_closes_it() {
     let agent = setup.agent(&["--park-idle-after", "200ms", "--max-connections", "1"]);
     let mut parked = setup.session();
     assert_eq!(parked.send("get -"), "200 reviews");
-    eventually("the idle connection parks", &agent, || {
-        agent.metric(PARKED) == 1
-    });
+    agent.wait_for_metric(PARKED, 1);
 
     let mut second = setup.session();
     assert_eq!(
@@ -196,9 +176,11 @@ fn a_parked_connection_keeps_its_slot_until_its_client_closes_it() {
     );
 
     parked.close();
-    eventually("the closed connection leaves the lot", &agent, || {
-        agent.metric(PARKED) == 0 && flows(&agent).is_empty()
-    });
+    agent.wait_for_metric(PARKED, 0);
+    assert!(
+        flows(&agent).is_empty(),
+        "the closed connection left no flow"
+    );
     let mut third = setup.session();
     assert_eq!(third.send("get feature-x"), "200 reviews-fork");
 }
@@ -236,9 +218,7 @@ fn parked_connections_are_closed_at_once_when_the_agent_drains() {
     for session in &mut sessions {
         assert_eq!(session.send("get -"), "200 reviews");
     }
-    eventually("the idle connections park", &agent, || {
-        agent.metric(PARKED) == 3
-    });
+    agent.wait_for_metric(PARKED, 3);
     let started = Instant::now();
     assert!(agent.terminate().success());
     let stopped = started.elapsed();

@@ -89,15 +89,36 @@ impl Agent {
     /// Waits until `/readyz` answers `ready`; panics with the log if the
     /// agent exits or is not ready within 20 s.
     pub fn wait_ready(&mut self) {
+        self.wait_until_ready(|agent| {
+            agent
+                .http_get("/readyz")
+                .is_some_and(|body| body.starts_with("ready"))
+        });
+    }
+
+    /// Waits until the agent's own admin socket says it is ready; panics
+    /// with the log if it exits or is not ready within 20 s. For a successor,
+    /// whose metrics socket is shared with its predecessor until that exits.
+    pub fn wait_admin_ready(&mut self) {
+        self.wait_until_ready(|agent| {
+            Command::new("curl")
+                .args(["-sf", "-m", "2", "--unix-socket"])
+                .arg(&agent.admin_socket)
+                .arg("http://detour/status")
+                .output()
+                .ok()
+                .filter(|o| o.status.success())
+                .is_some_and(|o| String::from_utf8_lossy(&o.stdout).contains("\"ready\":true"))
+        });
+    }
+
+    fn wait_until_ready(&mut self, ready: impl Fn(&Self) -> bool) {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             if let Some(status) = self.proc.try_wait() {
                 panic!("detour agent exited at start ({status}):\n{}", self.logs());
             }
-            if self
-                .http_get("/readyz")
-                .is_some_and(|body| body.starts_with("ready"))
-            {
+            if ready(self) {
                 return;
             }
             assert!(
@@ -109,29 +130,26 @@ impl Agent {
         }
     }
 
-    /// Waits until the agent's own admin socket says it is ready; panics
-    /// with the log if it exits or is not ready within 20 s. For a successor,
-    /// whose metrics socket is shared with its predecessor until that exits.
-    pub fn wait_admin_ready(&mut self) {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Some(status) = self.proc.try_wait() {
-                panic!("detour agent exited at start ({status}):\n{}", self.logs());
-            }
-            let status = Command::new("curl")
-                .args(["-sf", "-m", "2", "--unix-socket"])
-                .arg(&self.admin_socket)
-                .arg("http://detour/status")
-                .output()
-                .ok()
-                .filter(|o| o.status.success())
-                .map(|o| String::from_utf8_lossy(&o.stdout).into_owned());
-            if status.is_some_and(|s| s.contains("\"ready\":true")) {
-                return;
-            }
+    /// `detour flows -o json`, asked of this agent's admin socket.
+    pub fn flows(&self) -> serde_json::Value {
+        let output = Command::new(crate::detour_bin())
+            .arg("--socket")
+            .arg(&self.admin_socket)
+            .args(["flows", "-o", "json"])
+            .output()
+            .expect("run detour flows");
+        assert!(output.status.success(), "detour flows: {output:?}");
+        serde_json::from_slice(&output.stdout).expect("flows JSON")
+    }
+
+    /// Waits up to 10 s for a metric sample to read `value`.
+    pub fn wait_for_metric(&self, sample: &str, value: u64) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self.metric(sample) != value {
             assert!(
                 Instant::now() < deadline,
-                "detour agent not ready after 20s:\n{}",
+                "{sample} never became {value} (is {}):\n{}",
+                self.metric(sample),
                 self.logs()
             );
             std::thread::sleep(Duration::from_millis(50));

@@ -198,13 +198,7 @@ fn trace_and_flows_show_each_stream_with_its_grpc_method() {
         &["--key", "feature-x", "--count", "4", "--hold-ms", "1500"],
     );
     thread::sleep(Duration::from_millis(700));
-    let flows = std::process::Command::new(detour_tests::detour_bin())
-        .arg("--socket")
-        .arg(agent.admin_socket())
-        .args(["flows", "-o", "json"])
-        .output()
-        .expect("detour flows");
-    let flows: Value = serde_json::from_slice(&flows.stdout).expect("flows json");
+    let flows = agent.flows();
     let flow = &flows["flows"][0];
     assert_eq!(flow["protocol"], "h2", "{flows}");
     assert_eq!(flow["live_streams"], 4, "4 calls held open: {flows}");

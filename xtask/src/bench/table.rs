@@ -34,9 +34,6 @@ pub fn memory_table(out: &mut String, rows: &[MemoryRow], held: &str) -> std::fm
     )?;
     writeln!(out, "{}", separator(7))?;
     for row in rows {
-        let per_1000 = |after: u64, before: u64| {
-            (after as f64 - before as f64) * 1000.0 / f64::from(row.connections.max(1))
-        };
         writeln!(
             out,
             "| {} | {} | {} | {} | {:.0} | {:.0} | {} |",
@@ -45,7 +42,7 @@ pub fn memory_table(out: &mut String, rows: &[MemoryRow], held: &str) -> std::fm
             row.idle.pss_kib,
             row.held.rss_kib,
             row.rss_per_1000(),
-            per_1000(row.held.pss_kib, row.before.pss_kib),
+            row.per_1000(|memory| memory.pss_kib),
             row.upstream,
         )?;
     }
@@ -55,7 +52,12 @@ pub fn memory_table(out: &mut String, rows: &[MemoryRow], held: &str) -> std::fm
 impl MemoryRow {
     /// RSS growth per 1,000 held connections, KiB.
     pub fn rss_per_1000(&self) -> f64 {
-        (self.held.rss_kib as f64 - self.before.rss_kib as f64) * 1000.0
+        self.per_1000(|memory| memory.rss_kib)
+    }
+
+    /// Growth of one figure per 1,000 held connections, KiB.
+    fn per_1000(&self, figure: fn(&Memory) -> u64) -> f64 {
+        (figure(&self.held) as f64 - figure(&self.before) as f64) * 1000.0
             / f64::from(self.connections.max(1))
     }
 }
