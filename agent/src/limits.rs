@@ -8,10 +8,14 @@
 //! soft limit up to the hard one without privilege, as Go's runtime does for
 //! every program. Without this, the proxy would hit `EMFILE` at about 500
 //! connections and refuse the rest at accept, whatever `--max-connections`
-//! says. When even the hard limit is too low, the agent still starts (fewer
-//! connections is better than none) and warns, naming the numbers.
+//! says. When even the hard limit is too low, the default connection limit
+//! is fitted to it (many containers get 20,000 files, a little short of the
+//! default 10,000 connections' 20,256); an explicit `--max-connections` is
+//! kept, and the agent warns, naming the numbers.
 
 use tracing::{info, warn};
+
+use crate::defaults;
 
 /// Descriptors the agent needs besides its proxied connections: listeners,
 /// maps, the admin socket, the route source, the runtime.
@@ -25,10 +29,59 @@ pub fn files_needed(max_connections: usize) -> u64 {
         .saturating_add(OWN_FILES)
 }
 
-/// Raises the soft open-file limit to the hard limit, and warns when that
-/// is still short of what `max_connections` needs. Returns the soft limit
-/// in force.
-pub fn raise_open_files(max_connections: usize) -> u64 {
+/// How many connections the proxy takes at once, given the open-file limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Fitted {
+    pub max_connections: usize,
+    /// The limit is short of what an explicit `--max-connections` needs.
+    pub short: bool,
+}
+
+/// The connection limit for a soft open-file limit: an explicit
+/// `--max-connections` as asked (short when the files do not suffice); the
+/// default fitted to the files there are, at most [`defaults::MAX_CONNECTIONS`].
+pub fn fit(requested: Option<usize>, open_files: u64) -> Fitted {
+    let fits = usize::try_from(open_files.saturating_sub(OWN_FILES) / 2).unwrap_or(usize::MAX);
+    match requested {
+        Some(asked) => Fitted {
+            max_connections: asked,
+            short: files_needed(asked) > open_files,
+        },
+        None => Fitted {
+            max_connections: defaults::MAX_CONNECTIONS.min(fits).max(1),
+            short: false,
+        },
+    }
+}
+
+/// Raises the soft open-file limit to the hard limit and fits the connection
+/// limit to it ([`fit`]). Called once the configuration is known to be good,
+/// so that a bad one is the first thing the agent says. Logs the outcome
+/// once: a warning only when an explicit `--max-connections` cannot be met.
+pub fn raise_open_files(requested: Option<usize>) -> usize {
+    let open_files = raise_soft_limit();
+    let fitted = fit(requested, open_files);
+    let needed = files_needed(fitted.max_connections);
+    if fitted.short {
+        warn!(
+            open_files,
+            needed,
+            max_connections = fitted.max_connections,
+            "the open-file limit is below what --max-connections needs; connections beyond it are refused at accept (raise the container's nofile limit, or lower --max-connections)"
+        );
+    } else {
+        info!(
+            open_files,
+            max_connections = fitted.max_connections,
+            fitted = requested.is_none() && fitted.max_connections < defaults::MAX_CONNECTIONS,
+            "open-file limit"
+        );
+    }
+    fitted.max_connections
+}
+
+/// The soft open-file limit, raised to the hard one where it was lower.
+fn raise_soft_limit() -> u64 {
     let mut limit = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,
@@ -47,19 +100,7 @@ pub fn raise_open_files(max_connections: usize) -> u64 {
             limit.rlim_cur = before;
         }
     }
-    let soft = limit.rlim_cur;
-    let needed = files_needed(max_connections);
-    if soft < needed {
-        warn!(
-            open_files = soft,
-            needed,
-            max_connections,
-            "the open-file limit is below what --max-connections needs; connections beyond it are refused at accept (raise the container's nofile limit, or lower --max-connections)"
-        );
-    } else {
-        info!(open_files = soft, raised_from = before, "open-file limit");
-    }
-    soft
+    limit.rlim_cur
 }
 
 /// Fixes the C allocator's mmap and trim thresholds at glibc's defaults
@@ -104,5 +145,27 @@ mod tests {
         assert_eq!(files_needed(0), OWN_FILES);
         assert_eq!(files_needed(10_000), 20_000 + OWN_FILES);
         assert_eq!(files_needed(usize::MAX), u64::MAX);
+    }
+
+    #[test]
+    fn the_default_is_fitted_to_a_short_limit_and_an_explicit_one_is_kept() {
+        // A common container limit, 20 files short of the default's needs.
+        let fitted = fit(None, 20_000);
+        assert_eq!(fitted.max_connections, 9_872);
+        assert!(!fitted.short);
+        assert!(files_needed(fitted.max_connections) <= 20_000);
+        assert_eq!(
+            fit(None, 1 << 20).max_connections,
+            defaults::MAX_CONNECTIONS
+        );
+        assert_eq!(fit(None, 0).max_connections, 1);
+        assert_eq!(
+            fit(Some(5_000), 8_192),
+            Fitted {
+                max_connections: 5_000,
+                short: true
+            }
+        );
+        assert!(!fit(Some(5_000), 10_256).short);
     }
 }

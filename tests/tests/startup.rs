@@ -66,6 +66,16 @@ fn bad_routes_file_stops_the_agent_with_the_field_and_line() {
         line.contains("services[0].addresses[0]") && line.contains("line 3"),
         "{stderr}"
     );
+    assert_eq!(
+        line.matches("services[0].addresses[0]").count(),
+        1,
+        "the cause is said once: {line}"
+    );
+    // The error is the first thing said: nothing about limits before it.
+    assert!(
+        !stderr.contains("WARN") && !stderr.contains("open-file"),
+        "{stderr}"
+    );
 }
 
 #[test]
@@ -455,64 +465,170 @@ fn open_files_limit(pid: u32) -> Option<u64> {
         .ok()
 }
 
+/// An agent started through a wrapper command (`prlimit`, `unshare`) with
+/// a routes file of no services, logging to a file.
+struct Wrapped {
+    agent: Proc,
+    log_path: PathBuf,
+    dir: PathBuf,
+    _cgroup: Cgroup,
+}
+
+impl Wrapped {
+    /// Starts `wrapper... detour agent ... extra...`.
+    fn start(wrapper: &[&str], extra: &[&str]) -> Self {
+        let program = wrapper.first().expect("a wrapper command");
+        assert!(
+            cmd::which(program).is_some(),
+            "this test needs `{program}` (util-linux) in PATH; run `cargo xtask setup`"
+        );
+        let cgroup = Cgroup::new(&unique_name("detour-wrapped-"));
+        let dir = std::env::temp_dir().join(unique_name("detour-wrapped-"));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let routes = dir.join("routes.yaml");
+        std::fs::write(&routes, "services: []\n").expect("write routes");
+        let log_path = dir.join("agent.log");
+        let log = std::fs::File::create(&log_path).expect("agent log");
+        let child = Command::new(program)
+            .args(&wrapper[1..])
+            .arg(detour_bin())
+            .args(["agent", "--routes", &routes.display().to_string()])
+            .args(["--cgroup", &cgroup.path().display().to_string()])
+            .args([
+                "--proxy-addr",
+                "127.0.0.1:0",
+                "--metrics-addr",
+                "127.0.0.1:0",
+            ])
+            .arg("--admin-socket")
+            .arg(dir.join("admin.sock"))
+            .arg("--handover-socket")
+            .arg(dir.join("handover.sock"))
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log fd"))
+            .stderr(log)
+            .spawn()
+            .expect("start detour");
+        Self {
+            agent: Proc::new(child),
+            log_path,
+            dir,
+            _cgroup: cgroup,
+        }
+    }
+
+    /// The log once it holds `text` (or after 10 s).
+    fn log_once(&self, text: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let log = std::fs::read_to_string(&self.log_path).unwrap_or_default();
+            if log.contains(text) || Instant::now() > deadline {
+                return log;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Wrapped {
+    fn drop(&mut self) {
+        self.agent.signal(libc::SIGKILL);
+        let _ = self.agent.wait_timeout(Duration::from_secs(5));
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Starts the agent under `prlimit --nofile=1024:8192` (a container
+/// runtime's usual start: soft 1024, hard higher) with `extra` flags; returns
+/// its soft limit once it has logged the open-file line, and its log.
+fn start_under_a_file_limit(extra: &[&str]) -> (Option<u64>, String) {
+    let mut flags = vec!["--pin-dir", "none"];
+    flags.extend(extra);
+    let wrapped = Wrapped::start(&["prlimit", "--nofile=1024:8192", "--"], &flags);
+    let text = wrapped.log_once("open_files=");
+    (open_files_limit(wrapped.agent.pid()), text)
+}
+
 #[test]
-fn the_agent_raises_its_open_file_limit_and_warns_when_it_is_short() {
+fn the_agent_raises_its_open_file_limit_and_warns_when_an_explicit_limit_is_short() {
     if !require_root() {
         return;
     }
-    assert!(
-        cmd::which("prlimit").is_some(),
-        "this test needs `prlimit` (util-linux) in PATH; run `cargo xtask setup`"
-    );
-    let cgroup = Cgroup::new(&unique_name("detour-nofile-"));
-    let dir = std::env::temp_dir().join(unique_name("detour-nofile-"));
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    let routes = dir.join("routes.yaml");
-    std::fs::write(&routes, "services: []\n").expect("write routes");
-    let log_path = dir.join("agent.log");
-    let log = std::fs::File::create(&log_path).expect("agent log");
-    // A container runtime's usual start: soft 1024, hard higher. 5,000
-    // connections need about 10,256 descriptors: more than even the hard limit.
-    let child = Command::new("prlimit")
-        .args(["--nofile=1024:8192", "--"])
-        .arg(detour_bin())
-        .args(["agent", "--routes", &routes.display().to_string()])
-        .args(["--cgroup", &cgroup.path().display().to_string()])
-        .args([
-            "--proxy-addr",
-            "127.0.0.1:0",
-            "--metrics-addr",
-            "127.0.0.1:0",
-        ])
-        .args(["--max-connections", "5000"])
-        .arg("--admin-socket")
-        .arg(dir.join("admin.sock"))
-        .arg("--pin-dir")
-        .arg(dir.join("pins"))
-        .stdin(Stdio::null())
-        .stdout(log.try_clone().expect("log fd"))
-        .stderr(log)
-        .spawn()
-        .expect("start detour under prlimit");
-    let agent = Proc::new(child);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let text = loop {
-        let text = std::fs::read_to_string(&log_path).unwrap_or_default();
-        if text.contains("--max-connections needs") || Instant::now() > deadline {
-            break text;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    let limit = open_files_limit(agent.pid());
-    drop(agent);
-    let _ = std::fs::remove_dir_all(&dir);
+    // 5,000 connections need about 10,256 descriptors: more than even the
+    // hard limit.
+    let (limit, text) = start_under_a_file_limit(&["--max-connections", "5000"]);
     assert_eq!(
         limit,
         Some(8192),
         "the soft limit is raised to the hard one; log:\n{text}"
     );
     assert!(
-        text.contains("open_files=8192") && text.contains("needed=10256"),
+        text.contains("--max-connections needs")
+            && text.contains("open_files=8192")
+            && text.contains("needed=10256"),
         "the shortfall is named: {text}"
+    );
+}
+
+#[test]
+fn the_default_connection_limit_is_fitted_to_a_short_file_limit_without_a_warning() {
+    if !require_root() {
+        return;
+    }
+    let (limit, text) = start_under_a_file_limit(&[]);
+    assert_eq!(limit, Some(8192), "log:\n{text}");
+    // (8192 - 256 of the agent's own) / 2 per connection.
+    assert!(
+        text.contains("max_connections=3968") && text.contains("fitted=true"),
+        "{text}"
+    );
+    assert!(!text.contains("WARN"), "nothing to warn about: {text}");
+}
+
+#[test]
+fn a_pin_dir_off_bpffs_is_refused_with_what_to_do() {
+    if !require_root() {
+        return;
+    }
+    let cgroup = Cgroup::new(&unique_name("detour-pins-"));
+    // run_agent pins under a temporary directory: not a bpf filesystem.
+    let (ok, stderr) = run_agent("", &cgroup.path().display().to_string());
+    assert!(!ok);
+    let line = last_line(&stderr);
+    assert!(
+        line.contains("is not on a bpf filesystem") && line.contains("--pin-dir none"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn the_nodes_bpffs_is_mounted_when_missing_and_the_maps_are_readable() {
+    if !require_root() {
+        return;
+    }
+    // In a mount namespace of its own: the agent's mount of /sys/fs/bpf goes
+    // with it, and this machine's /sys/fs/bpf is left as it was.
+    let wrapped = Wrapped::start(
+        &["unshare", "--mount", "--propagation", "private"],
+        &["--pin-dir", "/sys/fs/bpf/detour"],
+    );
+    let log = wrapped.log_once("maps pinned");
+    assert!(
+        log.contains("bpf filesystem mounted") && log.contains("maps pinned"),
+        "{log}"
+    );
+    let pid = wrapped.agent.pid().to_string();
+    let output = Command::new("nsenter")
+        .args(["-t", &pid, "-m", "--"])
+        .arg(detour_bin())
+        .args(["bpf", "maps", "-o", "json"])
+        .output()
+        .expect("run detour bpf maps in the agent's mount namespace");
+    let maps = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success() && maps.contains("\"STEERED\""),
+        "detour bpf maps: {maps}{}",
+        String::from_utf8_lossy(&output.stderr)
     );
 }

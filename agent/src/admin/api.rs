@@ -29,6 +29,9 @@ pub struct Status {
     pub uptime_seconds: u64,
     /// The cgroup the programs are attached to.
     pub cgroup: String,
+    /// Why that cgroup: set by `--cgroup`, or how it was detected.
+    #[serde(default)]
+    pub cgroup_reason: String,
     /// Attached programs, by name.
     pub programs: Vec<String>,
     pub proxy_addrs: Vec<SocketAddr>,

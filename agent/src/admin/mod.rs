@@ -31,6 +31,8 @@ use crate::{
 pub struct StartInfo {
     pub started: Instant,
     pub cgroup: PathBuf,
+    /// Why that cgroup: set by flag, or how it was detected.
+    pub cgroup_reason: String,
     pub programs: Vec<String>,
     pub proxy_addrs: Vec<SocketAddr>,
     pub pin_dir: Option<PathBuf>,
@@ -95,6 +97,7 @@ impl AdminContext {
             pid: std::process::id(),
             uptime_seconds: self.info.started.elapsed().as_secs(),
             cgroup: self.info.cgroup.display().to_string(),
+            cgroup_reason: self.info.cgroup_reason.clone(),
             programs: self.info.programs.clone(),
             proxy_addrs: self.info.proxy_addrs.clone(),
             pin_dir: self.info.pin_dir.as_ref().map(|d| d.display().to_string()),

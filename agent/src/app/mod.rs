@@ -43,7 +43,10 @@ use tracing::info;
 
 use crate::{
     admin,
-    datapath::{Capacities, Datapath, DatapathOptions},
+    datapath::{
+        Capacities, Datapath, DatapathOptions,
+        cgroup::{self, ChosenCgroup},
+    },
     handover::{self, Offered, Successor},
     http::routing_key::RoutingKeys,
     k8s, metrics,
@@ -69,13 +72,15 @@ use crate::{
 pub struct Config {
     /// A routes file (standalone), or `None` for the Kubernetes API.
     pub routes: Option<PathBuf>,
-    pub cgroup: PathBuf,
+    /// `None`: the node's kubepods cgroup, detected.
+    pub cgroup: Option<PathBuf>,
     pub proxy_addrs: Vec<SocketAddr>,
     pub metrics_addr: SocketAddr,
     pub admin_socket: PathBuf,
     /// Where a running agent hands its sockets to its successor.
     pub handover_socket: PathBuf,
-    pub pin_dir: PathBuf,
+    /// `None`: no pinned maps (`--pin-dir none`).
+    pub pin_dir: Option<PathBuf>,
     pub keys: RoutingKeys,
     pub upstream: Upstream,
     pub http1: http1::Settings,
@@ -83,7 +88,8 @@ pub struct Config {
     /// How long a busy connection that bypasses the proxy may finish what
     /// it is doing before it is closed anyway (`reconnect`).
     pub reconnect_grace: Duration,
-    pub max_connections: usize,
+    /// `None`: the default, fitted to the open-file limit.
+    pub max_connections: Option<usize>,
     pub capacities: Capacities,
     /// Relay spliced connections in the kernel (`sk_skb`).
     pub kernel_relay: bool,
@@ -97,8 +103,20 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     let (debug, log) = telemetry::init(config.log_format);
     // Before anything is bound or created: a missing privilege is named here.
     Datapath::check_privileges()?;
-    crate::limits::raise_open_files(config.max_connections);
     let source = Source::load(config.routes.as_deref())?;
+    let cgroup = cgroup::choose(config.cgroup.as_deref())?;
+    Datapath::check_cgroup(&cgroup.path)?;
+    info!(cgroup = %cgroup.path.display(), reason = %cgroup.reason, "cgroup chosen");
+    if let Some(dir) = &config.pin_dir
+        && crate::datapath::pinned::prepare(dir)?
+    {
+        info!(
+            bpffs = crate::datapath::pinned::NODE_BPFFS,
+            "bpf filesystem mounted"
+        );
+    }
+    // Once the configuration is known to be good: its errors come first.
+    let max_connections = crate::limits::raise_open_files(config.max_connections);
     let mut runtime = tokio::runtime::Builder::new_multi_thread();
     if let Some(threads) = config.worker_threads {
         runtime.worker_threads(usize::from(threads));
@@ -107,7 +125,23 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    runtime.block_on(serve(config, source, debug, log))
+    runtime.block_on(serve(
+        config,
+        Resolved {
+            source,
+            cgroup,
+            max_connections,
+        },
+        debug,
+        log,
+    ))
+}
+
+/// What start-up made of the configuration before the runtime starts.
+struct Resolved {
+    source: Source,
+    cgroup: ChosenCgroup,
+    max_connections: usize,
 }
 
 /// Where routes come from, validated before the runtime starts.
@@ -154,10 +188,15 @@ impl Source {
 
 async fn serve(
     config: Config,
-    source: Source,
+    resolved: Resolved,
     debug: bool,
     log: Option<LogControl>,
 ) -> anyhow::Result<()> {
+    let Resolved {
+        source,
+        cgroup,
+        max_connections,
+    } = resolved;
     let mut shutdown = Shutdown::install()?;
     // Before binding anything: a running agent hands its sockets over.
     let mut inherited = handover::take_over(&config.handover_socket).await;
@@ -187,11 +226,11 @@ async fn serve(
     };
 
     let (datapath, handles) = Datapath::start(&DatapathOptions {
-        cgroup: config.cgroup.clone(),
+        cgroup: cgroup.path.clone(),
         proxy_addrs: config.proxy_addrs.clone(),
         mark: config.upstream.mark,
         bpf_log: debug,
-        pin_dir: Some(config.pin_dir.clone()),
+        pin_dir: config.pin_dir.clone(),
         capacities: config.capacities,
         kernel_relay: config.kernel_relay,
     })?;
@@ -228,7 +267,7 @@ async fn serve(
     // Before the first routes: the agent's start closes what went direct
     // while no agent ran.
     let sweeper = Arc::new(Sweeper::new(
-        config.cgroup.clone(),
+        cgroup.path.clone(),
         config.upstream.mark,
         config.reconnect_grace,
         &mut registry,
@@ -246,7 +285,8 @@ async fn serve(
     let observer = Arc::new(admin::Observer::default());
     let info = admin::StartInfo {
         started: std::time::Instant::now(),
-        cgroup: config.cgroup.clone(),
+        cgroup: cgroup.path.clone(),
+        cgroup_reason: cgroup.reason.clone(),
         programs: crate::datapath::PROGRAMS
             .iter()
             .map(|p| (*p).to_owned())
@@ -259,7 +299,7 @@ async fn serve(
     let proxy = Arc::new(Proxy {
         ctx: ProxyContext {
             draining: CancellationToken::new(),
-            connection_slots: Arc::new(tokio::sync::Semaphore::new(config.max_connections)),
+            connection_slots: Arc::new(tokio::sync::Semaphore::new(max_connections)),
             observer: Arc::clone(&observer),
             orig_dst: Arc::clone(&orig_dst),
             relay: handles.relay.map(Arc::new),

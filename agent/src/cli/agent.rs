@@ -1,7 +1,11 @@
 //! `detour agent`: the long-running node agent. This verb only parses and
 //! checks flags; the agent's life cycle is `crate::app`.
 
-use std::{net::SocketAddr, path::PathBuf, time::Duration};
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    time::Duration,
+};
 
 use anyhow::bail;
 use clap::Args;
@@ -39,9 +43,12 @@ pub struct AgentArgs {
     #[arg(long, env = "DETOUR_KUBERNETES")]
     kubernetes: bool,
 
-    /// cgroup v2 directory whose processes' connects are steered.
+    /// cgroup v2 directory whose processes' connects are steered. Default:
+    /// the node's kubepods cgroup, detected (the agent's own pod cgroup, else
+    /// the known layouts: kubepods.slice, kubepods, kind's, hybrid ones under
+    /// /sys/fs/cgroup/unified); `detour status` shows the choice and why.
     #[arg(long, env = "DETOUR_CGROUP", value_name = "PATH")]
-    cgroup: PathBuf,
+    cgroup: Option<PathBuf>,
 
     /// Proxy listen address and redirect target; repeat for one IPv4 and one
     /// IPv6 address. Must be reachable from the clients' network namespaces.
@@ -125,8 +132,10 @@ pub struct AgentArgs {
 
     /// Most connections proxied at once; more are closed at accept and
     /// counted in `detour_connections_rejected_total{reason="over_limit"}`.
-    #[arg(long, env = "DETOUR_MAX_CONNECTIONS", default_value_t = defaults::MAX_CONNECTIONS)]
-    max_connections: usize,
+    /// Default: 10000, or fewer when the open-file limit (two files per
+    /// connection) holds fewer.
+    #[arg(long, env = "DETOUR_MAX_CONNECTIONS")]
+    max_connections: Option<usize>,
 
     /// Capacity of the STEERED map: steered destinations (address:port) the
     /// kernel can hold. Beyond it, destinations are not steered (their
@@ -166,7 +175,8 @@ pub struct AgentArgs {
     handover_socket: PathBuf,
 
     /// Where to pin the maps so that `detour bpf` can read them while the
-    /// agent is down (must be on a bpf filesystem).
+    /// agent is down: on a bpf filesystem (the node's /sys/fs/bpf is mounted
+    /// when missing); `none`: no pinned maps.
     #[arg(long, env = "DETOUR_PIN_DIR", default_value = defaults::PIN_DIR)]
     pin_dir: PathBuf,
 
@@ -206,7 +216,7 @@ impl AgentArgs {
             metrics_addr: self.metrics_addr,
             admin_socket: self.admin_socket,
             handover_socket: self.handover_socket,
-            pin_dir: self.pin_dir,
+            pin_dir: (self.pin_dir != Path::new("none")).then_some(self.pin_dir),
             keys,
             upstream: Upstream {
                 mark: self.mark,

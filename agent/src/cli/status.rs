@@ -49,7 +49,7 @@ pub fn render(status: &api::Status) -> String {
     let pin_dir = status
         .pin_dir
         .clone()
-        .unwrap_or_else(|| "not pinned (`detour bpf` cannot read them)".to_owned());
+        .unwrap_or_else(|| "not pinned (--pin-dir none: `detour bpf` cannot read them)".to_owned());
     let mut out = table::fields(&[
         (
             "Agent",
@@ -62,7 +62,7 @@ pub fn render(status: &api::Status) -> String {
         ),
         ("Ready", ready),
         ("Route source", format!("{source} ({synced})")),
-        ("Cgroup", status.cgroup.clone()),
+        ("Cgroup", cgroup(status)),
         ("Programs", table::list(&status.programs)),
         ("Proxy", table::list(&status.proxy_addrs)),
         ("Live flows", status.flows.to_string()),
@@ -94,6 +94,15 @@ pub fn render(status: &api::Status) -> String {
         }
     }
     out
+}
+
+/// The cgroup line of `status`: the path, and why it was chosen.
+fn cgroup(status: &api::Status) -> String {
+    if status.cgroup_reason.is_empty() {
+        status.cgroup.clone()
+    } else {
+        format!("{} ({})", status.cgroup, status.cgroup_reason)
+    }
 }
 
 /// The bypassing-connections line of `status`.

@@ -8,6 +8,7 @@
 
 mod capacities;
 pub mod caps;
+pub mod cgroup;
 mod counters;
 mod orig_dst;
 pub mod pinned;
@@ -85,6 +86,12 @@ pub enum DatapathError {
         #[source]
         source: MapError,
     },
+    #[error("cannot pin map {path} (pass --pin-dir none to run without pinned maps)")]
+    Pin {
+        path: PathBuf,
+        #[source]
+        source: aya::pin::PinError,
+    },
     #[error("more than one proxy address for {family}: {first} and {second}")]
     DuplicateProxyFamily {
         family: &'static str,
@@ -144,6 +151,12 @@ impl Datapath {
         }
     }
 
+    /// Fails, naming the path, unless `path` is a cgroup v2 directory the
+    /// programs can be attached to.
+    pub fn check_cgroup(path: &Path) -> Result<(), DatapathError> {
+        open_cgroup2(path).map(drop)
+    }
+
     pub fn start(options: &DatapathOptions) -> Result<(Self, Handles), DatapathError> {
         let cgroup = open_cgroup2(&options.cgroup)?;
         let config = bpf_config(&options.proxy_addrs, options.mark)?;
@@ -164,10 +177,10 @@ impl Datapath {
         if options.bpf_log {
             start_bpf_logger(&mut ebpf);
         }
-        let pin_dir = options
-            .pin_dir
-            .as_deref()
-            .and_then(|dir| pin_maps(&ebpf, dir));
+        let pin_dir = match options.pin_dir.as_deref() {
+            Some(dir) => Some(pin_maps(&ebpf, dir)?),
+            None => None,
+        };
 
         let mut config_map: Array<MapData, Config> = take_map(&mut ebpf, maps::CONFIG)?;
         config_map
@@ -237,28 +250,18 @@ impl Datapath {
     }
 }
 
-/// Pins every map under `dir`, replacing pins of an earlier run. Pinning is
-/// for inspection only: any failure is logged and the agent runs unpinned.
-fn pin_maps(ebpf: &Ebpf, dir: &Path) -> Option<PathBuf> {
-    if !pinned::on_bpffs(dir) {
-        warn!(dir = %dir.display(), "maps not pinned: not on a bpf filesystem (mount bpffs at /sys/fs/bpf); `detour bpf` needs them");
-        return None;
-    }
-    if let Err(error) = std::fs::create_dir_all(dir) {
-        warn!(dir = %dir.display(), %error, "maps not pinned");
-        return None;
-    }
+/// Pins every map under `dir` (made ready by [`pinned::prepare`] at start),
+/// replacing pins of an earlier run.
+fn pin_maps(ebpf: &Ebpf, dir: &Path) -> Result<PathBuf, DatapathError> {
     for name in pinned::PINNED {
         let path = dir.join(name);
         let _ = std::fs::remove_file(&path);
-        let pinned = ebpf.map(name).map(|map| map.pin(&path));
-        if !matches!(pinned, Some(Ok(()))) {
-            warn!(map = name, path = %path.display(), "map not pinned");
-            return None;
-        }
+        let map = ebpf.map(name).ok_or(DatapathError::MissingMap { name })?;
+        map.pin(&path)
+            .map_err(|source| DatapathError::Pin { path, source })?;
     }
     info!(dir = %dir.display(), "maps pinned");
-    Some(dir.to_owned())
+    Ok(dir.to_owned())
 }
 
 fn open_cgroup2(path: &Path) -> Result<File, DatapathError> {

@@ -38,13 +38,71 @@ pub enum PinnedError {
     },
 }
 
+/// Where a node mounts its bpf filesystem.
+pub const NODE_BPFFS: &str = "/sys/fs/bpf";
+
+/// Why the maps cannot be pinned. The agent refuses to start then: a node
+/// whose maps `detour bpf` cannot read is one that cannot be debugged.
+#[derive(Debug, thiserror::Error)]
+pub enum PinDirError {
+    /// `reason` is part of the message, before the advice: not a `#[source]`.
+    #[error(
+        "cannot pin the maps under {dir}: {NODE_BPFFS} is not a bpf filesystem and mounting one \
+         there failed ({reason}); mount it on the node (`mount -t bpf bpf {NODE_BPFFS}`), or pass \
+         --pin-dir none to run without pinned maps (`detour bpf` then cannot read them)"
+    )]
+    CannotMount { dir: PathBuf, reason: String },
+    #[error(
+        "cannot pin the maps under {dir}: it is not on a bpf filesystem; pass a --pin-dir on one \
+         (usually under {NODE_BPFFS}), or --pin-dir none to run without pinned maps"
+    )]
+    NotBpffs { dir: PathBuf },
+    #[error("cannot pin the maps under {dir}")]
+    Create {
+        dir: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Makes sure maps can be pinned under `dir`: when it lies under the node's
+/// [`NODE_BPFFS`] and that is not mounted, mounts it, as Cilium's agent
+/// does (it stays mounted: pins outlive the agent by design). Returns
+/// whether it mounted. Any other directory must already be on a bpffs.
+pub fn prepare(dir: &Path) -> Result<bool, PinDirError> {
+    let mut mounted = false;
+    if !on_bpffs(dir) {
+        let node = Path::new(NODE_BPFFS);
+        if !dir.starts_with(node) {
+            return Err(PinDirError::NotBpffs {
+                dir: dir.to_owned(),
+            });
+        }
+        nix::mount::mount(
+            Some("bpf"),
+            node,
+            Some("bpf"),
+            nix::mount::MsFlags::empty(),
+            Some("mode=0700"),
+        )
+        .map_err(|errno| PinDirError::CannotMount {
+            dir: dir.to_owned(),
+            reason: errno.desc().to_owned(),
+        })?;
+        mounted = true;
+    }
+    std::fs::create_dir_all(dir).map_err(|source| PinDirError::Create {
+        dir: dir.to_owned(),
+        source,
+    })?;
+    Ok(mounted)
+}
+
 /// Whether `dir` (or the directory it would be created in) is on a bpf
 /// filesystem, where maps can be pinned.
 pub fn on_bpffs(dir: &Path) -> bool {
-    let probe = if dir.exists() {
-        dir
-    } else {
-        dir.parent().unwrap_or(dir)
+    let Some(probe) = dir.ancestors().find(|path| path.exists()) else {
+        return false;
     };
     let Ok(c_path) = std::ffi::CString::new(probe.as_os_str().as_encoded_bytes()) else {
         return false;

@@ -99,8 +99,7 @@ impl RoutesFile {
         let file: RoutesFile = if text.trim().is_empty() {
             RoutesFile::default()
         } else {
-            yaml_serde::from_str(text)
-                .map_err(|source| RoutesError::Parse { path: None, source })?
+            yaml_serde::from_str(text).map_err(|error| RoutesError::Parse { path: None, error })?
         };
         file.validate()?;
         Ok(file)

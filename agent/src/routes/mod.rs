@@ -28,10 +28,12 @@ pub enum RoutesError {
         #[source]
         source: std::io::Error,
     },
-    #[error("routes file{}: {source}", in_path(path))]
+    /// The YAML error is the message, not a `#[source]`: a chain printed
+    /// with its causes would name it twice.
+    #[error("routes file{}: {error}", in_path(path))]
     Parse {
         path: Option<PathBuf>,
-        source: yaml_serde::Error,
+        error: yaml_serde::Error,
     },
     #[error("routes file{}: {field}: {reason}", in_path(path))]
     Invalid {

@@ -12,6 +12,7 @@ fn status_snapshot() -> api::Status {
         pid: 4242,
         uptime_seconds: 192,
         cgroup: "/sys/fs/cgroup/kubepods.slice".into(),
+        cgroup_reason: "detected: the agent's own cgroup /kubepods.slice/x lies under it".into(),
         programs: vec![
             "detour_connect4".into(),
             "detour_connect6".into(),
@@ -52,7 +53,7 @@ fn status_renders_fields_then_maps() {
 Agent:         detour 0.1.0, pid 4242, up 3m12s
 Ready:         yes
 Route source:  file /etc/detour/routes.yaml (synced)
-Cgroup:        /sys/fs/cgroup/kubepods.slice
+Cgroup:        /sys/fs/cgroup/kubepods.slice (detected: the agent's own cgroup /kubepods.slice/x lies under it)
 Programs:      detour_connect4, detour_connect6, detour_sockops
 Proxy:         10.0.0.5:15001, [fd00::5]:15001
 Live flows:    2
@@ -72,6 +73,7 @@ fn status_not_synced_shows_why_and_the_problems() {
     snapshot.ready = false;
     snapshot.maps.clear();
     snapshot.pin_dir = None;
+    snapshot.cgroup_reason = "set by --cgroup/DETOUR_CGROUP".into();
     snapshot.route_source = api::RouteSourceStatus {
         kind: "kubernetes".into(),
         path: None,
@@ -88,12 +90,12 @@ fn status_not_synced_shows_why_and_the_problems() {
 Agent:         detour 0.1.0, pid 4242, up 3m12s
 Ready:         no (waiting for the route source)
 Route source:  kubernetes (not synced)
-Cgroup:        /sys/fs/cgroup/kubepods.slice
+Cgroup:        /sys/fs/cgroup/kubepods.slice (set by --cgroup/DETOUR_CGROUP)
 Programs:      detour_connect4, detour_connect6, detour_sockops
 Proxy:         10.0.0.5:15001, [fd00::5]:15001
 Live flows:    2
 Bypassing:     0 connections to steered destinations bypass the proxy
-Pinned maps:   not pinned (`detour bpf` cannot read them)
+Pinned maps:   not pinned (--pin-dir none: `detour bpf` cannot read them)
 
 Route problems (not applied; everything else is in force):
   - Sandbox team/feature-y: routing key feature-x is already claimed by Sandbox
