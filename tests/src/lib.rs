@@ -16,6 +16,7 @@ pub mod cmd;
 pub mod controlplane;
 pub mod fake_apiserver;
 pub mod netns;
+pub mod node;
 mod servers;
 pub mod topology;
 

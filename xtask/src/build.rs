@@ -15,9 +15,13 @@ pub struct BuildArgs {
 }
 
 /// Builds `detour` (and `detour-controller` beside it) and returns the
-/// agent binary's path.
+/// agent binary's path. A release build goes through `cargo auditable`
+/// (installed by setup): the binaries carry their dependency list.
 pub fn run_build(debug: bool) -> anyhow::Result<PathBuf> {
     let mut command = cargo();
+    if !debug {
+        command.arg("auditable");
+    }
     command.args([
         "build",
         "--locked",

@@ -1,6 +1,7 @@
 //! The real Kubernetes pieces the tests run: etcd, kube-apiserver,
-//! kube-controller-manager, kubectl and helm, each built from its own Go
-//! module at one pinned version, into a cache outside the source tree.
+//! kube-controller-manager, kube-scheduler, kubelet, kube-proxy, kubectl and
+//! helm, each built from its own Go module at one pinned version, into a
+//! cache outside the source tree.
 //!
 //! The wrapper module `tests/k8s-tools/` (go.mod, go.sum, etcd's few lines of
 //! `main`) is committed; its dependencies come only from the Go module proxy.
@@ -36,13 +37,17 @@ pub const GO_VERSION: &str = "1.26";
 /// Environment variable naming the directory of the built binaries.
 pub const TOOLS_ENV: &str = "DETOUR_K8S_TOOLS";
 /// What is built: (binary name, Go package).
-const TOOLS: [(&str, &str); 5] = [
+const TOOLS: [(&str, &str); 8] = [
     ("etcd", "./cmd/etcd"),
     ("kube-apiserver", "k8s.io/kubernetes/cmd/kube-apiserver"),
     (
         "kube-controller-manager",
         "k8s.io/kubernetes/cmd/kube-controller-manager",
     ),
+    ("kube-scheduler", "k8s.io/kubernetes/cmd/kube-scheduler"),
+    // The real node (`cargo xtask cluster`, the node tests).
+    ("kubelet", "k8s.io/kubernetes/cmd/kubelet"),
+    ("kube-proxy", "k8s.io/kubernetes/cmd/kube-proxy"),
     ("kubectl", "k8s.io/kubernetes/cmd/kubectl"),
     ("helm", "helm.sh/helm/v4/cmd/helm"),
 ];
@@ -90,8 +95,8 @@ pub fn ensure() -> anyhow::Result<PathBuf> {
         );
     }
     eprintln!(
-        "setup: building etcd, kube-apiserver, kube-controller-manager, kubectl and helm \
-         (Kubernetes {KUBERNETES}) into {} (several minutes, once)",
+        "setup: building etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kubelet, \
+         kube-proxy, kubectl and helm (Kubernetes {KUBERNETES}) into {} (several minutes, once)",
         dir.display()
     );
     let started = Instant::now();
@@ -129,6 +134,21 @@ fn ldflags() -> String {
         )
     })
     .fold("-s -w".to_owned(), |flags, stamp| flags + &stamp)
+}
+
+/// The source of `k8s.io/kubernetes` at [`KUBERNETES`] in the Go module
+/// cache (downloaded if missing): the pause image's program comes from it.
+pub fn kubernetes_module() -> anyhow::Result<PathBuf> {
+    exec(
+        go().args(["mod", "download"])
+            .arg(format!("k8s.io/kubernetes@{KUBERNETES}")),
+    )?;
+    let cache = go()
+        .args(["env", "GOMODCACHE"])
+        .output()
+        .context("cannot run go env")?;
+    Ok(Path::new(String::from_utf8_lossy(&cache.stdout).trim())
+        .join(format!("k8s.io/kubernetes@{KUBERNETES}")))
 }
 
 /// `go` in the wrapper module, with the module proxy only.

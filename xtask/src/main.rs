@@ -3,9 +3,11 @@
 
 mod bench;
 mod build;
+mod cluster;
 mod crdgen;
 mod demo;
 mod fuzz;
+mod image;
 mod k8s_tools;
 mod lint;
 mod setup;
@@ -42,6 +44,10 @@ enum Task {
     Fmt(lint::FmtArgs),
     /// Write the CRDs generated from the Rust types to deploy/crds/.
     Crdgen,
+    /// Build the detour image (OCI archive under target/image/) without a container engine.
+    Image(image::ImageArgs),
+    /// A real one-node Kubernetes cluster on this machine: up, down, status.
+    Cluster(cluster::ClusterArgs),
     /// Benchmarks that print ratios against peers measured in the same run.
     Bench(bench::BenchArgs),
     /// Build (once; then cached) the real Kubernetes tools the tests run, and print their directory.
@@ -71,6 +77,8 @@ fn main() -> anyhow::Result<()> {
         Task::Clippy => lint::clippy(),
         Task::Fmt(args) => lint::fmt(&args),
         Task::Crdgen => crdgen::run(),
+        Task::Image(args) => image::run(&args),
+        Task::Cluster(args) => cluster::run(&args),
         Task::Bench(args) => bench::run(&args),
         Task::Fuzz(args) => fuzz::run(&args),
         Task::K8sTools(args) => k8s_tools::run(&args),

@@ -9,6 +9,8 @@ use anyhow::{Context, bail};
 use crate::{exec, is_root};
 
 const BPF_LINKER_VERSION: &str = "0.13.0";
+/// Release binaries carry their dependency list (`cargo auditable build`).
+const CARGO_AUDITABLE_VERSION: &str = "0.7.7";
 
 /// (what must exist, apt package that provides it). A path is checked as a
 /// file or directory; a bare name is looked up in PATH.
@@ -38,6 +40,13 @@ const REQUIREMENTS: &[(&str, &str)] = &[
     ("kubectl", "kubernetes-client"),
     // Keys and certificates of the tests' control plane.
     ("openssl", "openssl"),
+    // The real node (`cargo xtask cluster`): the container runtime, its OCI
+    // runtime and the CNI plugins, Debian's builds (kubelet accepts
+    // containerd 1.6 over CRI v1); conntrack for kube-proxy.
+    ("containerd", "containerd"),
+    ("runc", "runc"),
+    ("/usr/lib/cni/bridge", "containernetworking-plugins"),
+    ("conntrack", "conntrack"),
 ];
 
 /// Everything: the build's toolchain and the test tools, including the
@@ -89,7 +98,28 @@ pub fn run() -> anyhow::Result<()> {
                 .env("LLVM_PREFIX", "/usr/lib/llvm-22"),
         )?;
     }
+    let auditable = format!("cargo-auditable v{CARGO_AUDITABLE_VERSION}:");
+    if !tool_version_ok("cargo", &["install", "--list"], &auditable) {
+        eprintln!("setup: building cargo-auditable {CARGO_AUDITABLE_VERSION} (about a minute)");
+        exec(
+            Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into())).args([
+                "install",
+                "--locked",
+                &format!("cargo-auditable@{CARGO_AUDITABLE_VERSION}"),
+            ]),
+        )?;
+    }
     Ok(())
+}
+
+/// Whether `program ARGS` runs and prints `version`.
+fn tool_version_ok(program: &str, args: &[&str], version: &str) -> bool {
+    Command::new(program)
+        .args(args)
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .is_some_and(|o| String::from_utf8_lossy(&o.stdout).contains(version))
 }
 
 /// `apt-get ARGS`, non-interactive, waiting for a concurrent apt's lock.

@@ -4,6 +4,8 @@
 
 use clap::Args;
 
+use detour_tests::node;
+
 use crate::{cargo, exec, is_root};
 
 #[derive(Debug, Args)]
@@ -29,5 +31,15 @@ pub fn run(args: &TestArgs) -> anyhow::Result<()> {
         .args(&args.cargo_args)
         .env("DETOUR_BIN", &binary)
         .env(crate::k8s_tools::TOOLS_ENV, &k8s_tools);
+    // The real node runs the image as users install it: the release build,
+    // packaged (a few minutes more than the debug build alone).
+    if std::env::var_os(node::SKIP_ENV).is_some() {
+        eprintln!(
+            "note: {} is set: the real-node tests are skipped",
+            node::SKIP_ENV
+        );
+    } else {
+        command.env(node::IMAGES_ENV, crate::image::test_images::build()?);
+    }
     exec(&mut command)
 }

@@ -21,7 +21,9 @@ pub struct Certs {
 }
 
 impl Certs {
-    pub fn generate(dir: &Path) -> Self {
+    /// Makes the keys; `extra_sans` (`IP:...`, `DNS:...`) go into the API
+    /// server's certificate beside 127.0.0.1.
+    pub fn generate(dir: &Path, extra_sans: &[String]) -> Self {
         let path = |name: &str| dir.join(name);
         let certs = Self {
             ca_cert: path("ca.crt"),
@@ -54,10 +56,17 @@ impl Certs {
             "-out",
             s(&certs.ca_cert),
         ]);
+        let mut sans = String::from("IP:127.0.0.1,DNS:localhost,DNS:kubernetes.default.svc");
+        for san in extra_sans {
+            sans.push(',');
+            sans.push_str(san);
+        }
         certs.issue(
             "/CN=kube-apiserver",
-            "subjectAltName=IP:127.0.0.1,DNS:localhost,DNS:kubernetes.default.svc\n\
-             extendedKeyUsage=serverAuth\nkeyUsage=critical,digitalSignature,keyEncipherment\n",
+            &format!(
+                "subjectAltName={sans}\nextendedKeyUsage=serverAuth\n\
+                 keyUsage=critical,digitalSignature,keyEncipherment\n"
+            ),
             &certs.serving_key,
             &certs.serving_cert,
         );
@@ -88,7 +97,7 @@ impl Certs {
     }
 
     /// A key and a certificate for `subject`, signed by the CA.
-    fn issue(&self, subject: &str, extensions: &str, key: &Path, cert: &Path) {
+    pub fn issue(&self, subject: &str, extensions: &str, key: &Path, cert: &Path) {
         let csr = key.with_extension("csr");
         let ext = key.with_extension("ext");
         std::fs::write(&ext, extensions).expect("write extensions");

@@ -62,10 +62,28 @@ struct Component {
     pub(super) args: Vec<String>,
 }
 
+/// Where and how a control plane runs.
+#[derive(Debug, Clone)]
+pub struct PlaneSpec {
+    /// `nsenter` options that put a component in the node's namespaces.
+    pub enter: Vec<String>,
+    /// The API server's `--bind-address`.
+    pub bind: String,
+    /// The API server's `--advertise-address` (the `kubernetes` Service's
+    /// endpoint).
+    pub advertise: String,
+    /// Extra `subjectAltName` entries of the API server's certificate.
+    pub extra_sans: Vec<String>,
+    /// A real node's cluster: every default controller, the `kubernetes`
+    /// Service's endpoints kept, kubelets reached by InternalIP with a
+    /// client certificate. Otherwise only what the simulated node needs.
+    pub real_node: bool,
+}
+
 #[derive(Debug)]
 pub struct ControlPlane {
     dir: PathBuf,
-    node: String,
+    spec: PlaneSpec,
     pub certs: Certs,
     /// kubeconfig of a `system:masters` user.
     pub admin_kubeconfig: PathBuf,
@@ -77,9 +95,20 @@ impl ControlPlane {
     /// network namespace; returns once the API server is ready and the
     /// controllers have made the `default` namespace's ServiceAccount.
     pub fn start_in(node: &Netns) -> Self {
+        Self::start(PlaneSpec {
+            enter: vec![format!("--net={}", node.path())],
+            bind: "127.0.0.1".into(),
+            advertise: NODE_IP4.to_string(),
+            extra_sans: Vec::new(),
+            real_node: false,
+        })
+    }
+
+    /// Starts the control plane as `spec` says.
+    pub fn start(spec: PlaneSpec) -> Self {
         let dir = std::env::temp_dir().join(unique_name("detour-k8s-"));
         std::fs::create_dir_all(&dir).expect("control plane dir");
-        let certs = Certs::generate(&dir);
+        let certs = Certs::generate(&dir, &spec.extra_sans);
         let admin_kubeconfig = dir.join("admin.kubeconfig");
         write_kubeconfig(
             &admin_kubeconfig,
@@ -92,7 +121,7 @@ impl ControlPlane {
         );
         let mut plane = Self {
             dir,
-            node: node.path(),
+            spec,
             certs,
             admin_kubeconfig,
             components: Vec::new(),
@@ -131,13 +160,11 @@ impl ControlPlane {
 
     fn apiserver_args(&self) -> Vec<String> {
         let c = &self.certs;
-        vec![
+        let mut args = vec![
             format!("--etcd-servers={ETCD}"),
-            "--bind-address=127.0.0.1".into(),
-            // The node's address (a loopback one is refused); nothing
-            // maintains the `kubernetes` Service's endpoints in a test.
-            format!("--advertise-address={NODE_IP4}"),
-            "--endpoint-reconciler-type=none".into(),
+            format!("--bind-address={}", self.spec.bind),
+            // The node's address (a loopback one is refused).
+            format!("--advertise-address={}", self.spec.advertise),
             "--secure-port=6443".into(),
             format!("--cert-dir={}", self.dir.join("apiserver-certs").display()),
             format!("--tls-cert-file={}", c.serving_cert.display()),
@@ -158,14 +185,34 @@ impl ControlPlane {
             // No kubelets: nothing to reach them for.
             "--enable-priority-and-fairness=false".into(),
             "--v=1".into(),
-        ]
+        ];
+        if self.spec.real_node {
+            // `kubectl logs` and `exec` reach the kubelet at the node IP,
+            // as a client it authorizes (the admin).
+            args.extend([
+                "--kubelet-preferred-address-types=InternalIP".into(),
+                format!("--kubelet-certificate-authority={}", c.ca_cert.display()),
+                format!("--kubelet-client-certificate={}", c.admin_cert.display()),
+                format!("--kubelet-client-key={}", c.admin_key.display()),
+            ]);
+        } else {
+            // Nothing maintains the `kubernetes` Service's endpoints with a
+            // simulated node.
+            args.push("--endpoint-reconciler-type=none".into());
+        }
+        args
     }
 
     fn controller_manager_args(&self) -> Vec<String> {
         let c = &self.certs;
+        let controllers = if self.spec.real_node {
+            "*"
+        } else {
+            CONTROLLERS
+        };
         vec![
             format!("--kubeconfig={}", self.admin_kubeconfig.display()),
-            format!("--controllers={CONTROLLERS}"),
+            format!("--controllers={controllers}"),
             format!(
                 "--service-account-private-key-file={}",
                 c.service_account_key.display()
@@ -178,8 +225,15 @@ impl ControlPlane {
     }
 
     fn spawn(&mut self, name: &'static str, args: Vec<String>) {
+        self.spawn_program(name, &tool(name), args);
+    }
+
+    /// Starts `program` as component `name` in the node's namespaces; it is
+    /// stopped, in reverse order of start, when the control plane is
+    /// dropped (or by [`Self::stop_components`]).
+    pub(crate) fn spawn_program(&mut self, name: &'static str, program: &Path, args: Vec<String>) {
         let log = self.dir.join(format!("{name}.log"));
-        let proc = self.start_process(name, &args, &log);
+        let proc = self.start_program(program, &args, &log);
         self.components.push(Component {
             name,
             proc,
@@ -188,22 +242,45 @@ impl ControlPlane {
         });
     }
 
-    pub(super) fn start_process(&self, name: &str, args: &[String], log: &Path) -> Proc {
+    /// Stops component `name`, if it runs.
+    pub(crate) fn stop_component(&mut self, name: &str) {
+        if let Some(at) = self.components.iter().position(|c| c.name == name) {
+            drop(self.components.remove(at).proc);
+        }
+    }
+
+    /// Stops every component, the last started first.
+    pub(crate) fn stop_components(&mut self) {
+        while let Some(component) = self.components.pop() {
+            drop(component.proc);
+        }
+    }
+
+    /// The directory holding the plane's keys, logs and data.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub(crate) fn start_process(&self, name: &str, args: &[String], log: &Path) -> Proc {
+        self.start_program(&tool(name), args, log)
+    }
+
+    fn start_program(&self, program: &Path, args: &[String], log: &Path) -> Proc {
         let file = File::options()
             .create(true)
             .append(true)
             .open(log)
             .expect("component log");
         let child = Command::new("nsenter")
-            .arg(format!("--net={}", self.node))
+            .args(&self.spec.enter)
             .arg("--")
-            .arg(tool(name))
+            .arg(program)
             .args(args)
             .stdin(Stdio::null())
             .stdout(file.try_clone().expect("log fd"))
             .stderr(file)
             .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", program.display()));
         Proc::new(child)
     }
 
@@ -217,7 +294,7 @@ impl ControlPlane {
 
     /// Polls `ready` until it holds; panics with the logs if `name` exits or
     /// `limit` passes.
-    fn wait_for(&mut self, name: &str, limit: Duration, ready: impl Fn(&Self) -> bool) {
+    pub(crate) fn wait_for(&mut self, name: &str, limit: Duration, ready: impl Fn(&Self) -> bool) {
         let deadline = Instant::now() + limit;
         loop {
             if ready(self) {
@@ -242,9 +319,9 @@ impl ControlPlane {
     }
 
     /// Runs a command in the node namespace.
-    pub(super) fn in_node(&self, program: &str, args: &[&str]) -> Output {
+    pub fn in_node(&self, program: &str, args: &[&str]) -> Output {
         Command::new("nsenter")
-            .arg(format!("--net={}", self.node))
+            .args(&self.spec.enter)
             .arg("--")
             .arg(program)
             .args(args)
@@ -275,7 +352,7 @@ impl ControlPlane {
     pub fn kubectl_as(&self, kubeconfig: &Path, args: &[&str], input: Option<&str>) -> Output {
         use std::io::Write;
         let mut child = Command::new("nsenter")
-            .arg(format!("--net={}", self.node))
+            .args(&self.spec.enter)
             .arg("--")
             .arg(tool("kubectl"))
             .arg(format!("--kubeconfig={}", kubeconfig.display()))
@@ -295,6 +372,21 @@ impl ControlPlane {
         }
         drop(child.stdin.take());
         child.wait_with_output().expect("kubectl output")
+    }
+
+    /// Writes an admin kubeconfig at `path` for the API server at `server`
+    /// (e.g. the node IP, for clients outside the node's namespace).
+    pub fn write_admin_kubeconfig(&self, path: &Path, server: &str) {
+        write_kubeconfig_for(
+            path,
+            server,
+            &self.certs.ca_cert,
+            &format!(
+                "client-certificate: {}\n    client-key: {}",
+                self.certs.admin_cert.display(),
+                self.certs.admin_key.display()
+            ),
+        );
     }
 
     /// A kubeconfig that authenticates as ServiceAccount `namespace/name`
@@ -333,9 +425,7 @@ impl Drop for ControlPlane {
             eprintln!("--- control plane logs ---\n{}", self.logs());
         }
         // The controller manager first, etcd last.
-        while let Some(component) = self.components.pop() {
-            drop(component.proc);
-        }
+        self.stop_components();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
