@@ -4,141 +4,13 @@
 //! the CNI bridge, and pods of the test image (`tests/node-images/`)
 //! calling a ClusterIP Service that a Sandbox forks.
 
-use std::time::{Duration, Instant};
+#[path = "node/cli.rs"]
+mod cli;
+#[path = "node/setup.rs"]
+mod setup;
 
-use detour_tests::node::{KubeNode, require_node};
-
-const DEPLOY: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy");
-const EXAMPLES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples");
-
-/// The baseline `reviews-v1` (HTTP on 8080, gRPC on 9090, answering with
-/// its pod's name), its ClusterIP Service, and a `client` pod to call it
-/// from; all from the test image.
-const APP: &str = r#"
-apiVersion: apps/v1
-kind: Deployment
-metadata: {name: reviews-v1, namespace: default}
-spec:
-  replicas: 1
-  selector: {matchLabels: {app: reviews, version: v1}}
-  template:
-    metadata: {labels: {app: reviews, version: v1}}
-    spec:
-      terminationGracePeriodSeconds: 1
-      containers:
-        - name: reviews
-          image: detour.dev/test-node:1
-          env:
-            - name: POD_NAME
-              valueFrom: {fieldRef: {fieldPath: metadata.name}}
-          ports: [{name: http, containerPort: 8080}, {name: grpc, containerPort: 9090}]
-          readinessProbe: {tcpSocket: {port: 8080}, periodSeconds: 1}
----
-apiVersion: v1
-kind: Service
-metadata: {name: reviews, namespace: default}
-spec:
-  selector: {app: reviews}
-  ports:
-    - {name: http, port: 80, targetPort: http, appProtocol: http}
-    - {name: grpc, port: 9090, targetPort: grpc, appProtocol: grpc}
----
-apiVersion: v1
-kind: Pod
-metadata: {name: client, namespace: default, labels: {app: client}}
-spec:
-  terminationGracePeriodSeconds: 1
-  containers:
-    - name: client
-      image: detour.dev/test-node:1
-      env: [{name: POD_NAME, value: client}]
-"#;
-
-const KEYED: &str = "baggage: detour-routing-key=feature-x";
-
-/// A node with detour installed from `deploy/`, the app, and the example
-/// Sandbox (its fork's image set to the test image's second tag).
-fn installed() -> KubeNode {
-    let node = KubeNode::start();
-    node.kubectl(&["apply", "-k", DEPLOY]);
-    node.kubectl(&[
-        "-n",
-        "detour",
-        "rollout",
-        "status",
-        "daemonset/detour",
-        "deployment/detour-controller",
-        "--timeout=180s",
-    ]);
-    node.plane.apply(APP);
-    node.kubectl(&[
-        "wait",
-        "--for=condition=Ready",
-        "pod/client",
-        "--timeout=120s",
-    ]);
-    node.kubectl(&[
-        "wait",
-        "--for=condition=Ready",
-        "pod",
-        "-l",
-        "app=reviews",
-        "--timeout=120s",
-    ]);
-    let sandbox = std::fs::read_to_string(format!("{EXAMPLES}/sandbox.yaml"))
-        .expect("examples/sandbox.yaml")
-        .replace(
-            "docker.io/istio/examples-bookinfo-reviews-v2:1.20.2",
-            "detour.dev/test-node:2",
-        );
-    node.plane.apply(&sandbox);
-    node.kubectl(&[
-        "wait",
-        "--for=condition=Ready",
-        "sandbox/feature-x",
-        "--timeout=120s",
-    ]);
-    node
-}
-
-/// The `reviews` Service's ClusterIP.
-fn cluster_ip(node: &KubeNode) -> String {
-    node.kubectl(&[
-        "get",
-        "service",
-        "reviews",
-        "-o",
-        "jsonpath={.spec.clusterIP}",
-    ])
-}
-
-/// `curl` in the client pod; the body, or why nothing answered.
-fn curl(node: &KubeNode, url: &str, headers: &[&str]) -> String {
-    let mut args = vec!["exec", "client", "--", "curl", "-sS", "-m", "5"];
-    for header in headers {
-        args.extend(["-H", header]);
-    }
-    args.push(url);
-    let output = node.kubectl_output(&args);
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
-}
-
-/// Polls `check` until it holds (the agent learns of the fork from its own
-/// watches, a moment after the Sandbox is Ready).
-fn eventually(what: &str, mut check: impl FnMut() -> Result<(), String>) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        match check() {
-            Ok(()) => return,
-            Err(last) if Instant::now() > deadline => panic!("{what}: {last}"),
-            Err(_) => std::thread::sleep(Duration::from_millis(500)),
-        }
-    }
-}
+use detour_tests::node::require_node;
+use setup::{BASELINE, FORK, KEYED, cluster_ip, curl, installed, wait_steered};
 
 #[test]
 fn the_installed_daemonset_steers_keyed_requests_from_a_pod_to_the_fork() {
@@ -146,22 +18,14 @@ fn the_installed_daemonset_steers_keyed_requests_from_a_pod_to_the_fork() {
         return;
     }
     let node = installed();
+    wait_steered(&node);
     let url = format!("http://{}/", cluster_ip(&node));
-    eventually("a keyed HTTP/1.1 request reaches the fork", || {
-        let body = curl(&node, &url, &[KEYED]);
-        body.contains("hello from reviews-v1-feature-x-")
-            .then_some(())
-            .ok_or(body)
-    });
     for _ in 0..5 {
         let keyed = curl(&node, &url, &[KEYED]);
-        assert!(
-            keyed.contains("hello from reviews-v1-feature-x-"),
-            "{keyed}"
-        );
+        assert!(keyed.contains(FORK), "{keyed}");
         let unkeyed = curl(&node, &url, &[]);
         assert!(
-            unkeyed.contains("hello from reviews-v1-") && !unkeyed.contains("feature-x"),
+            unkeyed.contains(BASELINE) && !unkeyed.contains("feature-x"),
             "{unkeyed}"
         );
     }

@@ -47,6 +47,10 @@ const REQUIREMENTS: &[(&str, &str)] = &[
     ("runc", "runc"),
     ("/usr/lib/cni/bridge", "containernetworking-plugins"),
     ("conntrack", "conntrack"),
+    // The images (`cargo xtask image`): the pause program is linked
+    // statically, the binaries' debug info is stripped.
+    ("/usr/lib/x86_64-linux-gnu/libc.a", "libc6-dev"),
+    ("strip", "binutils"),
 ];
 
 /// Everything: the build's toolchain and the test tools, including the

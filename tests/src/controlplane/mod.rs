@@ -348,6 +348,19 @@ impl ControlPlane {
         )
     }
 
+    /// A `kubectl` command as the admin, to spawn (a stream, or a command
+    /// running while the test acts).
+    pub fn kubectl_command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new("nsenter");
+        command
+            .args(&self.spec.enter)
+            .arg("--")
+            .arg(tool("kubectl"))
+            .arg(format!("--kubeconfig={}", self.admin_kubeconfig.display()))
+            .args(args);
+        command
+    }
+
     /// `kubectl` with `kubeconfig`, `input` on its stdin.
     pub fn kubectl_as(&self, kubeconfig: &Path, args: &[&str], input: Option<&str>) -> Output {
         use std::io::Write;

@@ -97,8 +97,17 @@ pub fn extract(names: &[String], cache: &Path, rootfs: &Path) -> anyhow::Result<
     std::fs::create_dir_all(rootfs)?;
     let mut packages = Vec::new();
     for name in names {
-        let package = candidate(name)?;
-        let deb = fetch(&package, cache)?;
+        let mut package = candidate(name)?;
+        let deb = match fetch(&package, cache) {
+            Ok(deb) => deb,
+            Err(_) => {
+                // Package lists older than the archive (a security update
+                // replaced that version): refresh them, and ask again.
+                crate::setup::apt(&["update", "-q"])?;
+                package = candidate(name)?;
+                fetch(&package, cache)?
+            }
+        };
         exec(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(rootfs))?;
         packages.push(package);
     }

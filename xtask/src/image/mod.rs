@@ -46,9 +46,17 @@ pub struct ImageArgs {
     /// The image's tag (default: the workspace version).
     #[arg(long)]
     pub tag: Option<String>,
+    /// Also the real-node tests' images (pause, test-node); prints the
+    /// directory holding every archive (what `DETOUR_IMAGES` names).
+    #[arg(long, conflicts_with = "tag")]
+    pub node: bool,
 }
 
 pub fn run(args: &ImageArgs) -> anyhow::Result<()> {
+    if args.node {
+        println!("{}", test_images::build()?.display());
+        return Ok(());
+    }
     let built = build(args.tag.as_deref())?;
     println!("{}", built.archive.display());
     let archive = built.archive.display();

@@ -6,8 +6,9 @@
 //	grpc-probe -H 'baggage: detour-routing-key=feature-x' 10.96.0.20:9090
 //	served-by reviews-feature-x-... status SERVING
 //
-// The same channel can make several calls (-n), as a long-lived gRPC
-// client does; a failed call prints its status and exits non-zero.
+// The same channel can make several calls (-n, -interval apart), as a
+// long-lived gRPC client does; a failed call prints its status and the
+// probe exits non-zero once all are made.
 package main
 
 import (
@@ -34,6 +35,7 @@ func main() {
 	flag.Var(&sent, "H", "metadata to send, 'name: value' (repeatable)")
 	calls := flag.Int("n", 1, "calls on one channel")
 	timeout := flag.Duration("timeout", 5*time.Second, "deadline of each call")
+	interval := flag.Duration("interval", 0, "pause between calls")
 	flag.Parse()
 	if flag.NArg() != 1 {
 		fmt.Fprintln(os.Stderr, "usage: grpc-probe [-H 'name: value'] [-n N] ADDRESS")
@@ -53,6 +55,9 @@ func main() {
 	client := healthpb.NewHealthClient(conn)
 	failed := false
 	for i := 0; i < *calls; i++ {
+		if i > 0 {
+			time.Sleep(*interval)
+		}
 		ctx, cancel := context.WithTimeout(metadata.NewOutgoingContext(context.Background(), metadata.Pairs(pairs...)), *timeout)
 		var header metadata.MD
 		reply, err := client.Check(ctx, &healthpb.HealthCheckRequest{}, grpc.Header(&header))
