@@ -6,6 +6,10 @@
 
 #[path = "node/cli.rs"]
 mod cli;
+#[path = "node/lifecycle.rs"]
+mod lifecycle;
+#[path = "node/load.rs"]
+mod load;
 #[path = "node/setup.rs"]
 mod setup;
 

@@ -1,9 +1,9 @@
 //! The running agent's tasks and its two shutdown orders.
 //!
 //! - **Fail-open** (no successor): not ready; the route updater stops and
-//!   the programs are detached (new connects go direct); the listeners stop
-//!   accepting and connections drain, bounded by `DRAIN_TIMEOUT_SECS`; then
-//!   metrics and the admin socket stop.
+//!   the programs are detached (new connects go direct) and the maps' pins
+//!   removed; the listeners stop accepting and connections drain, bounded
+//!   by `DRAIN_TIMEOUT_SECS`; then metrics and the admin socket stop.
 //! - **Hand over** (a successor took the sockets and is ready, see
 //!   `handover`): not ready; metrics stop (the successor answers probes on
 //!   the shared socket); the listeners stop accepting (the successor accepts
@@ -90,6 +90,9 @@ impl Running {
             // New connects go straight to their destination from here on.
             let mut datapath = self.updates.await.context("route updater failed")?;
             datapath.detach();
+            // Nothing of detour stays on the node (an uninstall, a drain);
+            // a crash leaves its pins for `detour bpf`.
+            datapath.unpin();
             self.stop_accepting.cancel();
             let _ = self.accepting.await;
         }

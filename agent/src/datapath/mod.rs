@@ -128,6 +128,7 @@ pub struct Handles {
 pub struct Datapath {
     /// Where the maps are pinned, if they are.
     pub pin_dir: Option<PathBuf>,
+    own_pins: pinned::OwnPins,
     /// `None` once detached.
     ebpf: Option<Ebpf>,
     cgroup: PathBuf,
@@ -213,6 +214,10 @@ impl Datapath {
             "eBPF programs attached"
         );
         let datapath = Self {
+            own_pins: pin_dir
+                .as_deref()
+                .map(pinned::OwnPins::record)
+                .unwrap_or_default(),
             pin_dir,
             ebpf: Some(ebpf),
             cgroup: options.cgroup.clone(),
@@ -240,6 +245,14 @@ impl Datapath {
     /// The capacity `STEERED` was created with.
     pub fn steered_capacity(&self) -> u32 {
         self.steered_capacity
+    }
+
+    /// Removes the pins of this agent's maps (a stop with no successor).
+    pub fn unpin(&mut self) {
+        let removed = self.own_pins.remove();
+        if removed > 0 {
+            info!(pins = removed, "pinned maps removed");
+        }
     }
 
     /// Detaches every program: from here on connects are untouched.

@@ -116,6 +116,45 @@ pub fn on_bpffs(dir: &Path) -> bool {
     rc == 0 && magic == BPF_FS_MAGIC
 }
 
+/// The pins this agent made, by path and the kernel's id of the map each
+/// holds: a successor pins its own maps at the same paths, so only a pin
+/// still holding this agent's map is this agent's to remove.
+#[derive(Debug, Default)]
+pub struct OwnPins(Vec<(PathBuf, u32)>);
+
+impl OwnPins {
+    /// Records the maps pinned under `dir` now.
+    pub fn record(dir: &Path) -> Self {
+        Self(
+            PINNED
+                .iter()
+                .filter_map(|name| {
+                    let path = dir.join(name);
+                    let id = MapData::from_pin(&path).ok()?.info().ok()?.id();
+                    Some((path, id))
+                })
+                .collect(),
+        )
+    }
+
+    /// Removes the pins that still hold this agent's maps (a graceful stop
+    /// without a successor: nothing of detour is left on the node). Returns
+    /// how many.
+    pub fn remove(&self) -> usize {
+        let mut removed = 0;
+        for (path, id) in &self.0 {
+            let ours = MapData::from_pin(path)
+                .ok()
+                .and_then(|map| map.info().ok())
+                .is_some_and(|info| info.id() == *id);
+            if ours && std::fs::remove_file(path).is_ok() {
+                removed += 1;
+            }
+        }
+        removed
+    }
+}
+
 /// What the pinned maps hold.
 #[derive(Debug, Default)]
 pub struct PinnedMaps {

@@ -183,13 +183,7 @@ impl Sweeper {
                                 .inc();
                         }
                     }
-                    Err(error) if error.raw_os_error() == Some(libc::EOPNOTSUPP) => {
-                        self.set_unavailable(format!(
-                            "connections that predate steering cannot be closed: the kernel lacks \
-                             CONFIG_INET_DIAG_DESTROY ({error}); they stay direct until their clients replace them"
-                        ));
-                        return;
-                    }
+                    Err(error) if self.is_fatal(&error) => return,
                     Err(error) => debug!(%error, "a namespace could not be swept"),
                 }
             }
@@ -217,16 +211,40 @@ impl Sweeper {
         for namespace in scope.namespaces.values() {
             let (destinations, ids, mark) =
                 (Arc::clone(&destinations), Arc::clone(&ids), self.mark);
-            count += scope::in_namespace(namespace, move || {
+            let counted = scope::in_namespace(namespace, move || {
                 let conns = Diag::new()?.established()?;
                 Ok(conns
                     .iter()
                     .filter(|conn| bypasses(conn, &destinations, &ids, mark))
                     .count() as u64)
-            })
-            .ok()?;
+            });
+            match counted {
+                Ok(n) => count += n,
+                Err(error) if self.is_fatal(&error) => return None,
+                // The namespace went meanwhile.
+                Err(_) => {}
+            }
         }
         Some(count)
+    }
+
+    /// Whether `error` means no connection can be closed on this node (and
+    /// if so, says so once, for the log and `detour status`).
+    fn is_fatal(&self, error: &std::io::Error) -> bool {
+        let why = match error.raw_os_error() {
+            Some(libc::EOPNOTSUPP) => format!(
+                "connections that predate steering cannot be closed: the kernel lacks \
+                 CONFIG_INET_DIAG_DESTROY ({error}); they stay direct until their clients replace them"
+            ),
+            Some(libc::EPERM) => format!(
+                "connections that predate steering cannot be closed: entering the pods' network \
+                 namespaces needs CAP_SYS_ADMIN ({error}); they stay direct until their clients \
+                 replace them"
+            ),
+            _ => return false,
+        };
+        self.set_unavailable(why);
+        true
     }
 
     fn is_unavailable(&self) -> bool {

@@ -15,7 +15,7 @@ use crate::{agent_container, deploy_objects, env, env_value, find};
 
 /// What the agent's container is granted (see deploy/README.md,
 /// "Capabilities", and the capability tests in tests/tests/startup.rs).
-const CAPABILITIES: [&str; 3] = ["BPF", "NET_ADMIN", "PERFMON"];
+const CAPABILITIES: [&str; 4] = ["BPF", "NET_ADMIN", "PERFMON", "SYS_ADMIN"];
 
 /// `DETOUR_*` variables the DaemonSet sets that are not `detour agent` flags:
 /// the log filter is read by the telemetry module.
