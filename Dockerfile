@@ -1,39 +1,59 @@
 # syntax=docker/dockerfile:1
 #
-# The detour image: the agent (the same binary is the node CLI) and the
-# sandbox controller (`/usr/local/bin/detour-controller`).
+# The detour image, for a container engine: the agent (the same binary is
+# the node CLI) and the sandbox controller (/usr/local/bin/detour-controller).
 #
-#   docker build -t detour:0.1.0 .
+#   docker build -t detour:0.1.0 \
+#     --build-arg SOURCE_DATE_EPOCH=$(git log -1 --format=%ct) \
+#     --build-arg DETOUR_REVISION=$(git rev-parse HEAD) .
 #
-# The build mirrors `cargo xtask setup` (see ARCHITECTURE.md, "Toolchain"):
-# rustup's stable Rust for the agent, and for the eBPF programs Debian's
-# rustc-web with its prebuilt core for bpfel-unknown-none plus bpf-linker
-# built against Debian's LLVM 22. The development machines have no container
-# engine, so this file is not built by CI: keep it simple.
+# One definition of the image: the build stage runs `cargo xtask image`,
+# which CI runs too (deploy/README.md, "The image"), and the last stage is
+# that image's layers as they are. The run settings below repeat the
+# image's; xtask's tests compare the two (xtask/src/image/dockerfile.rs).
+# The build mirrors `cargo xtask setup`: rustup's stable Rust for the host,
+# Debian's rustc-web with its prebuilt BPF core and bpf-linker against
+# Debian's LLVM 22 for the eBPF programs.
 
 FROM debian:bookworm AS build
 ARG RUST_VERSION=1.95
-ARG BPF_LINKER_VERSION=0.13.0
+ARG SOURCE_DATE_EPOCH=0
+ARG DETOUR_REVISION=unknown
 ENV DEBIAN_FRONTEND=noninteractive \
     CARGO_HOME=/usr/local/cargo \
     RUSTUP_HOME=/usr/local/rustup \
-    PATH=/usr/local/cargo/bin:$PATH
+    PATH=/usr/local/cargo/bin:$PATH \
+    SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH} \
+    DETOUR_REVISION=${DETOUR_REVISION}
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends \
-        build-essential ca-certificates curl \
-        rustc-web libstd-rust-web-dev-bpf llvm-22-dev \
-    && rm -rf /var/lib/apt/lists/*
-RUN curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs \
-        | sh -s -- -y --profile minimal --default-toolchain "${RUST_VERSION}" \
-    && LLVM_PREFIX=/usr/lib/llvm-22 cargo install --locked "bpf-linker@${BPF_LINKER_VERSION}" \
-        --no-default-features --features llvm-22
+    && apt-get install -y --no-install-recommends build-essential ca-certificates curl git \
+    && curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs \
+        | sh -s -- -y --profile minimal --default-toolchain "${RUST_VERSION}"
 WORKDIR /src
 COPY . .
-RUN cargo build --release --locked -p detour -p detour-controller \
-    && install -m 0755 target/release/detour target/release/detour-controller /usr/local/bin/
+# Installs what the build needs (Debian's rustc-web and LLVM, bpf-linker,
+# cargo-auditable), builds the release binaries and writes the image.
+RUN cargo xtask image \
+    && mkdir /rootfs \
+    && cd /rootfs \
+    && tar -xf /src/target/image/detour-*.oci.tar -C /tmp \
+    && for layer in $(grep -o 'blobs/sha256/[0-9a-f]*' /tmp/manifest.json | tail -n +2); do \
+           tar -xpf "/tmp/$layer" -C /rootfs; \
+       done
 
-# glibc and libgcc, nothing else: no shell, no package manager.
-FROM gcr.io/distroless/cc-debian12
-COPY --from=build /usr/local/bin/detour /usr/local/bin/detour-controller /usr/local/bin/
+FROM scratch
+ARG DETOUR_VERSION=0.1.0
+ARG DETOUR_REVISION=unknown
+COPY --from=build /rootfs/ /
+LABEL org.opencontainers.image.title="detour" \
+      org.opencontainers.image.description="detour: per-request traffic steering to sandbox forks (node agent, node CLI and sandbox controller)" \
+      org.opencontainers.image.version="${DETOUR_VERSION}" \
+      org.opencontainers.image.revision="${DETOUR_REVISION}" \
+      org.opencontainers.image.source="https://example.invalid/detour" \
+      org.opencontainers.image.licenses="Apache-2.0" \
+      dev.detour.sbom="usr/share/detour/sbom.spdx.json"
+ENV PATH=/usr/local/bin:/usr/bin:/bin \
+    SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt
+USER 0
 ENTRYPOINT ["/usr/local/bin/detour"]
 CMD ["agent"]

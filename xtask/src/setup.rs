@@ -12,15 +12,24 @@ const BPF_LINKER_VERSION: &str = "0.13.0";
 /// Release binaries carry their dependency list (`cargo auditable build`).
 const CARGO_AUDITABLE_VERSION: &str = "0.7.7";
 
-/// (what must exist, apt package that provides it). A path is checked as a
-/// file or directory; a bare name is looked up in PATH.
-const REQUIREMENTS: &[(&str, &str)] = &[
+/// What the build needs: (what must exist, apt package that provides it).
+/// A path is checked as a file or directory; a bare name is looked up in
+/// PATH.
+const BUILD_REQUIREMENTS: &[(&str, &str)] = &[
     ("/usr/bin/rustc", "rustc-web"),
     (
         "/usr/lib/rustlib/bpfel-unknown-none",
         "libstd-rust-web-dev-bpf",
     ),
     ("/usr/lib/llvm-22/lib", "llvm-22-dev"),
+    // The image (`cargo xtask image`): the binaries' debug info is
+    // stripped; the pause program of the test images is linked statically.
+    ("strip", "binutils"),
+    ("/usr/lib/x86_64-linux-gnu/libc.a", "libc6-dev"),
+];
+
+/// What the tests and the demo run besides: same form.
+const TEST_REQUIREMENTS: &[(&str, &str)] = &[
     ("ip", "iproute2"),
     ("nsenter", "util-linux"),
     ("curl", "curl"),
@@ -47,10 +56,6 @@ const REQUIREMENTS: &[(&str, &str)] = &[
     ("runc", "runc"),
     ("/usr/lib/cni/bridge", "containernetworking-plugins"),
     ("conntrack", "conntrack"),
-    // The images (`cargo xtask image`): the pause program is linked
-    // statically, the binaries' debug info is stripped.
-    ("/usr/lib/x86_64-linux-gnu/libc.a", "libc6-dev"),
-    ("strip", "binutils"),
 ];
 
 /// Everything: the build's toolchain and the test tools, including the
@@ -72,8 +77,17 @@ pub fn all() -> anyhow::Result<std::path::PathBuf> {
 /// The build's toolchain and the system packages the tests and demo use
 /// (apt packages, bpf-linker); a fast no-op when present.
 pub fn run() -> anyhow::Result<()> {
-    let missing: Vec<&str> = REQUIREMENTS
-        .iter()
+    install(BUILD_REQUIREMENTS.iter().chain(TEST_REQUIREMENTS))
+}
+
+/// The build's toolchain only (what `cargo xtask image` needs, also inside
+/// the Dockerfile's build stage).
+pub fn build_tools() -> anyhow::Result<()> {
+    install(BUILD_REQUIREMENTS.iter())
+}
+
+fn install<'a>(requirements: impl Iterator<Item = &'a (&'a str, &'a str)>) -> anyhow::Result<()> {
+    let missing: Vec<&str> = requirements
         .filter(|(what, _)| !present(what))
         .map(|(_, package)| *package)
         .collect();

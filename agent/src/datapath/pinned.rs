@@ -137,9 +137,9 @@ impl OwnPins {
         )
     }
 
-    /// Removes the pins that still hold this agent's maps (a graceful stop
-    /// without a successor: nothing of detour is left on the node). Returns
-    /// how many.
+    /// Removes the pins that still hold this agent's maps, and their
+    /// directory once empty (a graceful stop without a successor: nothing
+    /// of detour is left on the node). Returns how many.
     pub fn remove(&self) -> usize {
         let mut removed = 0;
         for (path, id) in &self.0 {
@@ -150,6 +150,10 @@ impl OwnPins {
             if ours && std::fs::remove_file(path).is_ok() {
                 removed += 1;
             }
+        }
+        if let Some(dir) = self.0.first().and_then(|(path, _)| path.parent()) {
+            // Fails, as it should, while a successor's pins are in it.
+            let _ = std::fs::remove_dir(dir);
         }
         removed
     }

@@ -48,7 +48,7 @@ pub fn cni(dir: &Path) -> String {
     format!(
         r#"{{
   "cniVersion": "0.4.0",
-  "name": "detour-node",
+  "name": "node-bridge",
   "plugins": [
     {{
       "type": "bridge",

@@ -10,7 +10,7 @@ use detour_tests::node::{KubeNode, NODE_IP, require_node};
 
 use super::{
     load::Load,
-    setup::{BASELINE, FORK, KEYED, installed, wait_steered},
+    setup::{BASELINE, DEPLOY, FORK, KEYED, cluster_ip, curl, installed, wait_steered},
 };
 
 const CLOSE: &str = "Connection: close";
@@ -197,4 +197,53 @@ fn the_agent_deleted_or_killed_fails_open_and_the_next_one_steers_again() {
         },
         2,
     );
+}
+
+#[test]
+fn uninstalling_leaves_nothing_of_detour_and_traffic_flows_as_before() {
+    if !require_node() {
+        return;
+    }
+    let node = installed();
+    wait_steered(&node);
+    // As deploy/README.md says: the Sandboxes first, while the controller
+    // runs to delete their forks (each holds its finalizer until then),
+    // then everything `deploy/` made.
+    node.kubectl(&[
+        "delete",
+        "sandboxes,routegroups",
+        "--all",
+        "-A",
+        "--timeout=60s",
+    ]);
+    node.kubectl(&["delete", "-k", DEPLOY, "--timeout=120s"]);
+    let kubepods = "/sys/fs/cgroup/unified/kubepods";
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let tree = node.on_node("bpftool", &["cgroup", "tree", kubepods]);
+        let tree = String::from_utf8_lossy(&tree.stdout).into_owned();
+        let pins = node.on_node("ls", &["/sys/fs/bpf"]);
+        let pins = String::from_utf8_lossy(&pins.stdout).into_owned();
+        let forks = node.kubectl(&["get", "deployments", "-A", "-o", "name"]);
+        if !tree.contains("detour") && !pins.contains("detour") && !forks.contains("feature-x") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "left behind: programs {tree:?}, pins {pins:?}, deployments {forks:?}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let rules = node.on_node("iptables-save", &[]);
+    let rules = String::from_utf8_lossy(&rules.stdout).into_owned();
+    let ours: Vec<&str> = rules.lines().filter(|l| l.contains("detour")).collect();
+    assert!(ours.is_empty(), "no iptables rule of detour's: {ours:?}");
+    let url = format!("http://{}/", cluster_ip(&node));
+    for headers in [&[KEYED][..], &[][..]] {
+        let body = curl(&node, &url, headers);
+        assert!(
+            body.starts_with(BASELINE) && !body.starts_with(FORK),
+            "as without detour: {body}"
+        );
+    }
 }

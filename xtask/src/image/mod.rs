@@ -19,6 +19,7 @@
 //! builds the same files from the same lists (deploy/README.md).
 
 pub mod debian;
+mod dockerfile;
 pub mod oci;
 mod sbom;
 pub mod test_images;
@@ -40,6 +41,14 @@ pub const IMAGE_DIR: &str = "image";
 pub const REPOSITORY: &str = "detour";
 /// Where the image holds its SBOM.
 pub const SBOM_IN_IMAGE: &str = "usr/share/detour/sbom.spdx.json";
+/// How the image runs (the Dockerfile says the same; a test compares).
+pub const ENTRYPOINT: &str = "/usr/local/bin/detour";
+pub const CMD: &str = "agent";
+pub const USER: &str = "0";
+pub const ENV: [&str; 2] = [
+    "PATH=/usr/local/bin:/usr/bin:/bin",
+    "SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt",
+];
 
 #[derive(Debug, Args)]
 pub struct ImageArgs {
@@ -87,7 +96,7 @@ pub fn version() -> &'static str {
 
 /// Builds the release binaries and the image; returns where it is.
 pub fn build(tag: Option<&str>) -> anyhow::Result<Built> {
-    crate::setup::run()?;
+    crate::setup::build_tools()?;
     crate::build::run_build(false)?;
     let tag = tag.unwrap_or(version());
     let epoch = source_date_epoch()?;
@@ -126,14 +135,11 @@ pub fn build(tag: Option<&str>) -> anyhow::Result<Built> {
         names: vec![name.clone()],
         layers: vec![base.tar(epoch)?, app.tar(epoch)?],
         run: oci::RunConfig {
-            entrypoint: vec!["/usr/local/bin/detour".to_owned()],
-            cmd: vec!["agent".to_owned()],
-            env: vec![
-                "PATH=/usr/local/bin:/usr/bin:/bin".to_owned(),
-                "SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt".to_owned(),
-            ],
-            user: "0".to_owned(),
-            labels: labels(tag)?,
+            entrypoint: vec![ENTRYPOINT.to_owned()],
+            cmd: vec![CMD.to_owned()],
+            env: ENV.map(str::to_owned).to_vec(),
+            user: USER.to_owned(),
+            labels: labels(tag),
         },
         epoch,
     };
@@ -164,9 +170,13 @@ pub fn base_layer(out: &Path) -> anyhow::Result<(oci::Layer, Vec<debian::Package
 }
 
 /// OCI labels (and manifest annotations): what platform teams check.
-fn labels(tag: &str) -> anyhow::Result<BTreeMap<String, String>> {
-    let revision = git(&["rev-parse", "HEAD"]).unwrap_or_else(|_| "unknown".to_owned());
-    Ok([
+fn labels(tag: &str) -> BTreeMap<String, String> {
+    // `DETOUR_REVISION` where there is no git checkout (an engine's build).
+    let revision = std::env::var("DETOUR_REVISION")
+        .ok()
+        .or_else(|| git(&["rev-parse", "HEAD"]).ok())
+        .unwrap_or_else(|| "unknown".to_owned());
+    [
         ("org.opencontainers.image.title", "detour"),
         (
             "org.opencontainers.image.description",
@@ -183,10 +193,10 @@ fn labels(tag: &str) -> anyhow::Result<BTreeMap<String, String>> {
     ]
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v.to_owned()))
-    .collect())
+    .collect()
 }
 
-/// `SOURCE_DATE_EPOCH`, else the commit's time.
+/// `SOURCE_DATE_EPOCH`, else the commit's time, else 0 (no git checkout).
 pub fn source_date_epoch() -> anyhow::Result<u64> {
     if let Some(epoch) = std::env::var_os("SOURCE_DATE_EPOCH") {
         return epoch
@@ -194,9 +204,10 @@ pub fn source_date_epoch() -> anyhow::Result<u64> {
             .parse()
             .context("SOURCE_DATE_EPOCH is not a number");
     }
-    git(&["log", "-1", "--format=%ct"])?
-        .parse()
-        .context("git log printed no commit time")
+    Ok(git(&["log", "-1", "--format=%ct"])
+        .ok()
+        .and_then(|time| time.parse().ok())
+        .unwrap_or(0))
 }
 
 fn git(args: &[&str]) -> anyhow::Result<String> {
