@@ -147,6 +147,35 @@ fn fetch(package: &Package, cache: &Path) -> anyhow::Result<PathBuf> {
     Ok(file)
 }
 
+/// The CA bundle `update-ca-certificates` would write at install (the
+/// package ships the certificates, its maintainer script the bundle): every
+/// certificate of `usr/share/ca-certificates`, in name order.
+pub fn ca_bundle(rootfs: &Path) -> anyhow::Result<Vec<u8>> {
+    let mut certificates = Vec::new();
+    let mut pending = vec![rootfs.join("usr/share/ca-certificates")];
+    while let Some(dir) = pending.pop() {
+        for entry in std::fs::read_dir(&dir).with_context(|| format!("{}", dir.display()))? {
+            let path = entry?.path();
+            if path.is_dir() {
+                pending.push(path);
+            } else if path.extension().is_some_and(|ext| ext == "crt") {
+                certificates.push(path);
+            }
+        }
+    }
+    certificates.sort();
+    anyhow::ensure!(!certificates.is_empty(), "no CA certificates in the base");
+    let mut bundle = Vec::new();
+    for path in certificates {
+        let mut pem = std::fs::read(&path)?;
+        if !pem.ends_with(b"\n") {
+            pem.push(b'\n');
+        }
+        bundle.extend(pem);
+    }
+    Ok(bundle)
+}
+
 /// Drops what an image without a shell or man reader never uses.
 pub fn prune(layer: &mut super::oci::Layer) {
     for path in [

@@ -162,6 +162,11 @@ pub fn base_layer(out: &Path) -> anyhow::Result<(oci::Layer, Vec<debian::Package
     layer.add_tree(&rootfs)?;
     debian::prune(&mut layer);
     layer.add_tree(&root().join("deploy/image/rootfs"))?;
+    layer.bytes(
+        "etc/ssl/certs/ca-certificates.crt",
+        debian::ca_bundle(&rootfs)?,
+        0o644,
+    );
     layer.dir("tmp", 0o1777, 0);
     layer.dir("home", 0o755, 0);
     layer.dir("home/nonroot", 0o700, 65_532);

@@ -33,9 +33,10 @@ pub fn build() -> anyhow::Result<PathBuf> {
     std::fs::create_dir_all(&out)?;
     pause(&out, epoch)?;
     test_node(&out, epoch)?;
-    let copy = out.join(detour.archive.file_name().context("an archive name")?);
-    std::fs::copy(&detour.archive, &copy)
-        .with_context(|| format!("cannot copy {}", detour.archive.display()))?;
+    for file in [&detour.archive, &detour.sbom] {
+        let copy = out.join(file.file_name().context("a file name")?);
+        std::fs::copy(file, &copy).with_context(|| format!("cannot copy {}", file.display()))?;
+    }
     Ok(out)
 }
 
