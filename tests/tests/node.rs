@@ -6,6 +6,10 @@
 
 #[path = "node/cli.rs"]
 mod cli;
+#[path = "node/controller.rs"]
+mod controller;
+#[path = "node/helm.rs"]
+mod helm;
 #[path = "node/lifecycle.rs"]
 mod lifecycle;
 #[path = "node/load.rs"]

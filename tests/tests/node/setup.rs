@@ -86,13 +86,7 @@ pub fn installed() -> KubeNode {
         "app=reviews",
         "--timeout=120s",
     ]);
-    let sandbox = std::fs::read_to_string(format!("{EXAMPLES}/sandbox.yaml"))
-        .expect("examples/sandbox.yaml")
-        .replace(
-            "docker.io/istio/examples-bookinfo-reviews-v2:1.20.2",
-            "detour.dev/test-node:2",
-        );
-    node.plane.apply(&sandbox);
+    node.plane.apply(&sandbox_example());
     node.kubectl(&[
         "wait",
         "--for=condition=Ready",
@@ -100,6 +94,17 @@ pub fn installed() -> KubeNode {
         "--timeout=120s",
     ]);
     node
+}
+
+/// `examples/sandbox.yaml` as a user applies it, its fork's image set to
+/// the test image's second tag (the example names an image from a registry).
+pub fn sandbox_example() -> String {
+    std::fs::read_to_string(format!("{EXAMPLES}/sandbox.yaml"))
+        .expect("examples/sandbox.yaml")
+        .replace(
+            "docker.io/istio/examples-bookinfo-reviews-v2:1.20.2",
+            "detour.dev/test-node:2",
+        )
 }
 
 /// The `reviews` Service's ClusterIP.
