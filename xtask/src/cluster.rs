@@ -204,7 +204,7 @@ fn leftovers() {
             eprintln!("cluster: restored {changed}");
         }
     }
-    for cgroup in host::kubepods_cgroups() {
+    for cgroup in host::node_cgroups() {
         eprintln!("cluster: removing {}", cgroup.display());
         host::remove_cgroup_tree(&cgroup);
     }

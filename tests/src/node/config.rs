@@ -73,6 +73,7 @@ pub fn cni(dir: &Path) -> String {
 
 /// The kubelet, as this machine kind needs it.
 pub fn kubelet(ca: &Path, cert: &Path, key: &Path) -> String {
+    let root = super::host::CGROUP_ROOT;
     format!(
         r#"apiVersion: kubelet.config.k8s.io/v1beta1
 kind: KubeletConfiguration
@@ -91,6 +92,10 @@ containerRuntimeEndpoint: "unix://{CONTAINERD_SOCKET}"
 # /sys/fs/cgroup/unified) is deprecated: run anyway.
 cgroupDriver: cgroupfs
 failCgroupV1: false
+# Pods under a cgroup of the node's own (as kind's /kubelet): kubepods is
+# /sys/fs/cgroup/unified/{root}/kubepods, and the cgroup above it is one a
+# test may attach to (never a hierarchy's root).
+cgroupRoot: /{root}
 failSwapOn: false
 # Images here cannot be pulled again: never collect them.
 imageGCHighThresholdPercent: 100

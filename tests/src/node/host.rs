@@ -1,7 +1,8 @@
 //! What a real node changes on the machine itself, kept and put back: the
-//! global sysctls the kubelet writes, and the kubepods cgroups the kubelet
-//! and runc make in every cgroup hierarchy. And the lock that keeps two
-//! real nodes (a test and `cargo xtask cluster up`) from sharing them.
+//! global sysctls the kubelet writes, and the cgroups of its pods, in every
+//! cgroup hierarchy, all under the kubelet's cgroup root ([`CGROUP_ROOT`]),
+//! which the node makes and removes. And the lock that keeps two real nodes
+//! (a test and `cargo xtask cluster up`) from sharing them.
 
 use std::{
     fs::File,
@@ -74,10 +75,18 @@ fn sysctl_path(name: &str) -> PathBuf {
     Path::new("/proc/sys").join(name)
 }
 
-/// `kubepods` directly under each cgroup hierarchy mounted under
-/// `/sys/fs/cgroup` (v1 controllers, the unified hierarchy, or the v2 root).
-pub fn kubepods_cgroups() -> Vec<PathBuf> {
-    let mut roots = vec![PathBuf::from("/sys/fs/cgroup")];
+/// The kubelet's `cgroupRoot` (as kind's `/kubelet`): a child of each
+/// hierarchy's root that the node makes, under which the kubelet and runc
+/// put `kubepods` and every pod. Never a hierarchy's root itself.
+pub const CGROUP_ROOT: &str = "detour-node";
+
+/// Each cgroup hierarchy mounted under `/sys/fs/cgroup` (v1 controllers,
+/// the unified hierarchy, or the v2 root).
+fn hierarchies() -> Vec<PathBuf> {
+    let mut roots = Vec::new();
+    if Path::new("/sys/fs/cgroup/cgroup.procs").exists() {
+        roots.push(PathBuf::from("/sys/fs/cgroup"));
+    }
     if let Ok(entries) = std::fs::read_dir("/sys/fs/cgroup") {
         for entry in entries.flatten() {
             let path = entry.path();
@@ -87,10 +96,36 @@ pub fn kubepods_cgroups() -> Vec<PathBuf> {
         }
     }
     roots
+}
+
+/// The node's cgroup root in each hierarchy, where it exists.
+pub fn node_cgroups() -> Vec<PathBuf> {
+    hierarchies()
         .into_iter()
-        .map(|root| root.join("kubepods"))
+        .map(|root| root.join(CGROUP_ROOT))
         .filter(|path| path.is_dir())
         .collect()
+}
+
+/// Makes the node's cgroup root in every hierarchy (the kubelet requires it
+/// to exist), with a v1 cpuset's CPUs and memory nodes copied from its
+/// parent (an empty cpuset takes no process). Returns the cgroup v2 one.
+pub fn make_node_cgroups() -> PathBuf {
+    let mut unified = None;
+    for root in hierarchies() {
+        let dir = root.join(CGROUP_ROOT);
+        std::fs::create_dir_all(&dir)
+            .unwrap_or_else(|e| panic!("cannot make {}: {e}", dir.display()));
+        for setting in ["cpuset.cpus", "cpuset.mems"] {
+            if let Ok(value) = std::fs::read_to_string(root.join(setting)) {
+                let _ = std::fs::write(dir.join(setting), value.trim());
+            }
+        }
+        if root.join("cgroup.controllers").exists() {
+            unified = Some(dir);
+        }
+    }
+    unified.expect("a cgroup v2 hierarchy (unified or hybrid)")
 }
 
 /// Kills every process in `cgroup` and below (cgroup v2's `cgroup.kill`,

@@ -8,7 +8,7 @@
 //!
 //! The guard undoes everything on drop, also when a test fails: it stops
 //! the kubelet, kills the pods (their cgroups) and every process left in
-//! the node's mount namespace (containerd's shims), removes the kubepods
+//! the node's mount namespace (containerd's shims), removes the node's
 //! cgroups, lets the namespaces go (mounts, iptables rules, bridge, veth),
 //! puts back the machine-wide sysctls the kubelet changed, and deletes the
 //! node's directory. One real node runs at a time ([`host::NodeLock`]).
@@ -74,6 +74,8 @@ pub struct KubeNode {
     pub plane: ControlPlane,
     anchor: Anchor,
     dir: PathBuf,
+    /// The kubelet's cgroup root in the cgroup v2 hierarchy.
+    cgroup: PathBuf,
     sysctls: SavedSysctls,
     _lock: NodeLock,
 }
@@ -83,13 +85,14 @@ impl KubeNode {
     /// Node is Ready and kube-proxy has programmed its first rules.
     pub fn start() -> Self {
         let lock = NodeLock::acquire();
-        let left = host::kubepods_cgroups();
+        let left = host::node_cgroups();
         assert!(
             left.is_empty(),
-            "kubepods cgroups exist ({left:?}): a kubelet runs on this machine, or a real node \
-             was left behind (`cargo xtask cluster down` removes it)"
+            "the real node's cgroups exist ({left:?}): a real node was left behind (`cargo \
+             xtask cluster down` removes it)"
         );
         let sysctls = SavedSysctls::save();
+        let cgroup = host::make_node_cgroups();
         let anchor = Anchor::start();
         let plane = ControlPlane::start(PlaneSpec {
             enter: anchor.enter(),
@@ -107,6 +110,7 @@ impl KubeNode {
             plane,
             anchor,
             dir,
+            cgroup,
             sysctls,
             _lock: lock,
         };
@@ -253,6 +257,17 @@ impl KubeNode {
     pub fn anchor(&self) -> &Anchor {
         &self.anchor
     }
+
+    /// The kubelet's cgroup root in the cgroup v2 hierarchy: the cgroup above
+    /// `kubepods` (what a node-wide eBPF dataplane attaches to).
+    pub fn cgroup_root(&self) -> &Path {
+        &self.cgroup
+    }
+
+    /// The cgroup v2 directory holding every pod: what the agent attaches to.
+    pub fn kubepods(&self) -> PathBuf {
+        self.cgroup.join("kubepods")
+    }
 }
 
 impl Drop for KubeNode {
@@ -263,13 +278,12 @@ impl Drop for KubeNode {
         // No kubelet to start pods again, then no pods, then nothing of the
         // node's left running.
         self.plane.stop_component("kubelet");
-        let created = host::kubepods_cgroups();
-        for cgroup in &created {
-            host::remove_cgroup_tree(cgroup);
+        for cgroup in host::node_cgroups() {
+            host::remove_cgroup_tree(&cgroup);
         }
         self.anchor.kill_everything_inside();
         self.plane.stop_components();
-        for cgroup in host::kubepods_cgroups() {
+        for cgroup in host::node_cgroups() {
             host::remove_cgroup_tree(&cgroup);
         }
         for changed in self.sysctls.restore() {

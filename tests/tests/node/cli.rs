@@ -25,9 +25,11 @@ fn status_routes_flows_explain_trace_and_bpf_work_through_kubectl_exec() {
     let status = detour_json(&node, &["status"]);
     assert_eq!(status["ready"], true, "{status}");
     assert_eq!(status["route_source"]["kind"], "kubernetes", "{status}");
-    // This machine's hybrid layout, found by the agent itself.
+    // This machine's hybrid layout under the kubelet's cgroup root, found by
+    // the agent itself from its own cgroup.
     assert_eq!(
-        status["cgroup"], "/sys/fs/cgroup/unified/kubepods",
+        status["cgroup"],
+        node.kubepods().display().to_string(),
         "{status}"
     );
     assert!(

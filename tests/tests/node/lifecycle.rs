@@ -217,10 +217,10 @@ fn uninstalling_leaves_nothing_of_detour_and_traffic_flows_as_before() {
         "--timeout=60s",
     ]);
     node.kubectl(&["delete", "-k", DEPLOY, "--timeout=120s"]);
-    let kubepods = "/sys/fs/cgroup/unified/kubepods";
+    let kubepods = node.kubepods().display().to_string();
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let tree = node.on_node("bpftool", &["cgroup", "tree", kubepods]);
+        let tree = node.on_node("bpftool", &["cgroup", "tree", &kubepods]);
         let tree = String::from_utf8_lossy(&tree.stdout).into_owned();
         let pins = node.on_node("ls", &["/sys/fs/bpf"]);
         let pins = String::from_utf8_lossy(&pins.stdout).into_owned();
