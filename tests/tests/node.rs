@@ -6,6 +6,8 @@
 
 #[path = "node/cli.rs"]
 mod cli;
+#[path = "node/coexistence.rs"]
+mod coexistence;
 #[path = "node/controller.rs"]
 mod controller;
 #[path = "node/helm.rs"]

@@ -16,6 +16,7 @@
 pub mod anchor;
 pub mod config;
 pub mod host;
+pub mod socket_lb;
 
 use std::{
     path::{Path, PathBuf},
@@ -84,6 +85,17 @@ impl KubeNode {
     /// Starts the node with the images in `$DETOUR_IMAGES`; returns once the
     /// Node is Ready and kube-proxy has programmed its first rules.
     pub fn start() -> Self {
+        Self::start_with(true)
+    }
+
+    /// The node without kube-proxy: Service addresses are translated by
+    /// nothing until a test attaches its own translation (as a cluster with
+    /// Cilium's kube-proxy replacement has none but Cilium's).
+    pub fn without_kube_proxy() -> Self {
+        Self::start_with(false)
+    }
+
+    fn start_with(kube_proxy: bool) -> Self {
         let lock = NodeLock::acquire();
         let left = host::node_cgroups();
         assert!(
@@ -126,7 +138,9 @@ impl KubeNode {
             ],
         );
         node.start_kubelet();
-        node.start_kube_proxy();
+        if kube_proxy {
+            node.start_kube_proxy();
+        }
         node
     }
 
