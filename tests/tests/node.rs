@@ -28,11 +28,40 @@ fn the_installed_daemonset_steers_keyed_requests_from_a_pod_to_the_fork() {
         return;
     }
     let node = installed();
+    // Two controller replicas Ready, one of them leading.
+    let replicas = node.kubectl(&[
+        "-n",
+        "detour",
+        "get",
+        "deployment/detour-controller",
+        "-o",
+        "jsonpath={.status.readyReplicas}",
+    ]);
+    assert_eq!(replicas, "2");
+    let pods = node.kubectl(&[
+        "-n",
+        "detour",
+        "get",
+        "pods",
+        "-l",
+        "app.kubernetes.io/component=controller",
+        "-o",
+        "jsonpath={.items[*].metadata.name}",
+    ]);
+    let leader = controller::leader(&node);
+    assert!(
+        pods.split_whitespace().any(|pod| pod == leader),
+        "the Lease is held by a replica: {leader} of {pods}"
+    );
     wait_steered(&node);
     let url = format!("http://{}/", cluster_ip(&node));
     for _ in 0..5 {
         let keyed = curl(&node, &url, &[KEYED]);
-        assert!(keyed.contains(FORK), "{keyed}");
+        assert!(
+            keyed.starts_with(FORK),
+            "{keyed}\n{}",
+            setup::diagnose(&node)
+        );
         let unkeyed = curl(&node, &url, &[]);
         assert!(
             unkeyed.contains(BASELINE) && !unkeyed.contains("feature-x"),

@@ -22,7 +22,7 @@ use detour_tests::node::{
 };
 
 use super::setup::{
-    APP, BASELINE, DEPLOY, FORK, KEYED, cluster_ip, curl, detour_json, sandbox_example,
+    APP, BASELINE, DEPLOY, FORK, KEYED, cluster_ip, curl, detour_json, diagnose, sandbox_example,
     wait_steered,
 };
 
@@ -88,7 +88,8 @@ fn with_a_socket_load_balancer_above_the_pods_detour_sees_the_cluster_ip_and_ste
     ]);
     wait_steered(&node);
     for _ in 0..3 {
-        assert!(curl(&node, &url, &[KEYED]).starts_with(FORK));
+        let keyed = curl(&node, &url, &[KEYED]);
+        assert!(keyed.starts_with(FORK), "{keyed}\n{}", diagnose(&node));
         let unkeyed = curl(&node, &url, &[]);
         assert!(
             unkeyed.starts_with(BASELINE) && !unkeyed.starts_with(FORK),

@@ -27,7 +27,7 @@ spec:
 }
 
 /// The pod holding the controller's Lease.
-fn leader(node: &KubeNode) -> String {
+pub fn leader(node: &KubeNode) -> String {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let holder = node.kubectl(&[

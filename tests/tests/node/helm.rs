@@ -7,7 +7,9 @@ use detour_tests::{
     node::{KubeNode, require_node},
 };
 
-use super::setup::{APP, BASELINE, FORK, KEYED, cluster_ip, curl, sandbox_example, wait_steered};
+use super::setup::{
+    APP, BASELINE, FORK, KEYED, cluster_ip, curl, diagnose, sandbox_example, wait_steered,
+};
 
 const CHART: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/helm/detour");
 
@@ -46,6 +48,14 @@ fn helm_install_of_the_chart_steers_as_the_manifests_do() {
         "pod/client",
         "--timeout=120s",
     ]);
+    node.kubectl(&[
+        "wait",
+        "--for=condition=Ready",
+        "pod",
+        "-l",
+        "app=reviews",
+        "--timeout=120s",
+    ]);
     node.plane.apply(&sandbox_example());
     node.kubectl(&[
         "wait",
@@ -55,7 +65,8 @@ fn helm_install_of_the_chart_steers_as_the_manifests_do() {
     ]);
     wait_steered(&node);
     let url = format!("http://{}/", cluster_ip(&node));
-    assert!(curl(&node, &url, &[KEYED]).starts_with(FORK));
+    let keyed = curl(&node, &url, &[KEYED]);
+    assert!(keyed.starts_with(FORK), "{keyed}\n{}", diagnose(&node));
     let unkeyed = curl(&node, &url, &[]);
     assert!(
         unkeyed.starts_with(BASELINE) && !unkeyed.starts_with(FORK),

@@ -146,6 +146,25 @@ pub fn eventually(what: &str, mut check: impl FnMut() -> Result<(), String>) {
     }
 }
 
+/// What an operator would look at when a request went astray: the pods,
+/// the Sandboxes, the agent's routes and the end of its log.
+pub fn diagnose(node: &KubeNode) -> String {
+    let text = |output: Output| {
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        )
+    };
+    [
+        text(node.kubectl_output(&["get", "pods", "-A", "-o", "wide"])),
+        text(node.kubectl_output(&["get", "sandboxes", "-A", "-o", "yaml"])),
+        text(detour(node, &["routes"])),
+        text(node.kubectl_output(&["logs", "-n", "detour", "ds/detour", "--tail=40"])),
+    ]
+    .join("\n")
+}
+
 /// `detour ARGS` in the agent's pod, as an operator runs it.
 pub fn detour(node: &KubeNode, args: &[&str]) -> Output {
     let mut full = vec!["exec", "-n", "detour", "ds/detour", "--", "detour"];
@@ -175,7 +194,9 @@ pub fn wait_steered(node: &KubeNode) {
     let url = format!("http://{}/", cluster_ip(node));
     eventually("a keyed HTTP/1.1 request reaches the fork", || {
         let body = curl(node, &url, &[KEYED]);
-        body.contains(FORK).then_some(()).ok_or(body)
+        body.contains(FORK)
+            .then_some(())
+            .ok_or_else(|| format!("{body}\n{}", diagnose(node)))
     });
 }
 
