@@ -20,7 +20,7 @@ mod load;
 mod setup;
 
 use detour_tests::node::require_node;
-use setup::{BASELINE, FORK, KEYED, cluster_ip, curl, installed, wait_steered};
+use setup::{KEYED, assert_steers, cluster_ip, installed};
 
 #[test]
 fn the_installed_daemonset_steers_keyed_requests_from_a_pod_to_the_fork() {
@@ -53,21 +53,7 @@ fn the_installed_daemonset_steers_keyed_requests_from_a_pod_to_the_fork() {
         pods.split_whitespace().any(|pod| pod == leader),
         "the Lease is held by a replica: {leader} of {pods}"
     );
-    wait_steered(&node);
-    let url = format!("http://{}/", cluster_ip(&node));
-    for _ in 0..5 {
-        let keyed = curl(&node, &url, &[KEYED]);
-        assert!(
-            keyed.starts_with(FORK),
-            "{keyed}\n{}",
-            setup::diagnose(&node)
-        );
-        let unkeyed = curl(&node, &url, &[]);
-        assert!(
-            unkeyed.contains(BASELINE) && !unkeyed.contains("feature-x"),
-            "{unkeyed}"
-        );
-    }
+    assert_steers(&node, 5);
     let grpc = format!("{}:9090", cluster_ip(&node));
     let output = node.kubectl(&[
         "exec",

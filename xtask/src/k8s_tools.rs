@@ -139,6 +139,12 @@ fn ldflags() -> String {
 /// The source of `k8s.io/kubernetes` at [`KUBERNETES`] in the Go module
 /// cache (downloaded if missing): the pause image's program comes from it.
 pub fn kubernetes_module() -> anyhow::Result<PathBuf> {
+    Ok(module_cache()?.join(format!("k8s.io/kubernetes@{KUBERNETES}")))
+}
+
+/// The Go module cache, holding `k8s.io/kubernetes` at [`KUBERNETES`]
+/// (downloaded if missing).
+fn module_cache() -> anyhow::Result<PathBuf> {
     exec(
         go().args(["mod", "download"])
             .arg(format!("k8s.io/kubernetes@{KUBERNETES}")),
@@ -147,8 +153,7 @@ pub fn kubernetes_module() -> anyhow::Result<PathBuf> {
         .args(["env", "GOMODCACHE"])
         .output()
         .context("cannot run go env")?;
-    Ok(Path::new(String::from_utf8_lossy(&cache.stdout).trim())
-        .join(format!("k8s.io/kubernetes@{KUBERNETES}")))
+    Ok(PathBuf::from(String::from_utf8_lossy(&cache.stdout).trim()))
 }
 
 /// `go` in the wrapper module, with the module proxy only.
@@ -189,15 +194,7 @@ fn fnv1a<'a>(bytes: impl Iterator<Item = &'a u8>) -> u64 {
 /// The replace block for [`KUBERNETES`], from its own go.mod: every
 /// `k8s.io/<module> v0.0.0` it requires, at [`STAGING`].
 fn replaces() -> anyhow::Result<String> {
-    exec(
-        go().args(["mod", "download"])
-            .arg(format!("k8s.io/kubernetes@{KUBERNETES}")),
-    )?;
-    let cache = go()
-        .args(["env", "GOMODCACHE"])
-        .output()
-        .context("cannot run go env")?;
-    let go_mod_path = Path::new(String::from_utf8_lossy(&cache.stdout).trim()).join(format!(
+    let go_mod_path = module_cache()?.join(format!(
         "cache/download/k8s.io/kubernetes/@v/{KUBERNETES}.mod"
     ));
     let upstream = std::fs::read_to_string(&go_mod_path)

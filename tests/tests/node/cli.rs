@@ -12,7 +12,9 @@ use std::{
 use detour_tests::node::require_node;
 use serde_json::Value;
 
-use super::setup::{KEYED, cluster_ip, curl, detour, detour_json, installed, wait_steered};
+use super::setup::{
+    KEYED, cluster_ip, curl, detour, detour_json, installed, live_grpc_flow, wait_steered,
+};
 
 #[test]
 fn status_routes_flows_explain_trace_and_bpf_work_through_kubectl_exec() {
@@ -53,40 +55,8 @@ fn status_routes_flows_explain_trace_and_bpf_work_through_kubectl_exec() {
     );
 
     // A long-lived gRPC channel, while `flows` looks.
-    let grpc = format!("{}:9090", cluster_ip(&node));
-    let mut channel = node
-        .plane
-        .kubectl_command(&[
-            "exec",
-            "client",
-            "--",
-            "grpc-probe",
-            "-n",
-            "30",
-            "-interval",
-            "200ms",
-            "-H",
-            KEYED,
-            &grpc,
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("grpc-probe");
-    let deadline = Instant::now() + Duration::from_secs(15);
-    let flows = loop {
-        let flows = detour_json(&node, &["flows"]);
-        if flows.to_string().contains("default/reviews") || Instant::now() > deadline {
-            break flows;
-        }
-        std::thread::sleep(Duration::from_millis(300));
-    };
-    let _ = channel.kill();
-    let _ = channel.wait();
-    assert!(
-        flows.to_string().contains("default/reviews"),
-        "the client's channel is a live flow: {flows}"
-    );
+    let flow = live_grpc_flow(&node, &format!("{}:9090", cluster_ip(&node)));
+    assert_eq!(flow["service"], "default/reviews", "{flow}");
 
     let explained = detour_json(
         &node,

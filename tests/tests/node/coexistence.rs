@@ -11,19 +11,15 @@
 //! proxy's own upstream connection (marked, so detour lets it pass) is the
 //! one the balancer translates for baseline requests.
 
-use std::{
-    net::SocketAddrV4,
-    process::Stdio,
-    time::{Duration, Instant},
-};
+use std::net::SocketAddrV4;
 
 use detour_tests::node::{
     KUBERNETES_SERVICE_IP, KubeNode, NODE_IP, require_node, socket_lb::SocketLb,
 };
 
 use super::setup::{
-    APP, BASELINE, DEPLOY, FORK, KEYED, cluster_ip, curl, detour_json, diagnose, sandbox_example,
-    wait_steered,
+    BASELINE, KEYED, apply_app, apply_sandbox, assert_steers, cluster_ip, curl, install_deploy,
+    live_grpc_flow,
 };
 
 fn addr(ip: &str, port: u16) -> SocketAddrV4 {
@@ -38,12 +34,7 @@ fn with_a_socket_load_balancer_above_the_pods_detour_sees_the_cluster_ip_and_ste
         return;
     }
     let node = KubeNode::without_kube_proxy();
-    node.plane.apply(APP);
-    for pod in ["pod/client", "pod -l app=reviews"] {
-        let mut args = vec!["wait", "--for=condition=Ready", "--timeout=120s"];
-        args.extend(pod.split(' '));
-        node.kubectl(&args);
-    }
+    apply_app(&node);
     let vip = cluster_ip(&node);
     let backend = node.kubectl(&[
         "get",
@@ -62,78 +53,17 @@ fn with_a_socket_load_balancer_above_the_pods_detour_sees_the_cluster_ip_and_ste
         ],
     )
     .expect("the socket load balancer loads and attaches");
-    let url = format!("http://{vip}/");
-    let before = curl(&node, &url, &[KEYED]);
+    let before = curl(&node, &format!("http://{vip}/"), &[KEYED]);
     assert!(
         before.starts_with(BASELINE),
         "the balancer alone serves the Service: {before}"
     );
 
-    node.kubectl(&["apply", "-k", DEPLOY]);
-    node.kubectl(&[
-        "-n",
-        "detour",
-        "rollout",
-        "status",
-        "daemonset/detour",
-        "deployment/detour-controller",
-        "--timeout=180s",
-    ]);
-    node.plane.apply(&sandbox_example());
-    node.kubectl(&[
-        "wait",
-        "--for=condition=Ready",
-        "sandbox/feature-x",
-        "--timeout=120s",
-    ]);
-    wait_steered(&node);
-    for _ in 0..3 {
-        let keyed = curl(&node, &url, &[KEYED]);
-        assert!(keyed.starts_with(FORK), "{keyed}\n{}", diagnose(&node));
-        let unkeyed = curl(&node, &url, &[]);
-        assert!(
-            unkeyed.starts_with(BASELINE) && !unkeyed.starts_with(FORK),
-            "{unkeyed}"
-        );
-    }
-
+    install_deploy(&node);
+    apply_sandbox(&node);
+    assert_steers(&node, 3);
     // What detour saw: the ClusterIP the client dialled, not the backend.
     let grpc = format!("{vip}:9090");
-    let mut channel = node
-        .plane
-        .kubectl_command(&[
-            "exec",
-            "client",
-            "--",
-            "grpc-probe",
-            "-n",
-            "30",
-            "-interval",
-            "200ms",
-            "-H",
-            KEYED,
-            &grpc,
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("grpc-probe");
-    let deadline = Instant::now() + Duration::from_secs(15);
-    let flow = loop {
-        let flows = detour_json(&node, &["flows"]);
-        let found = flows["flows"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .find(|f| f["service"] == "default/reviews")
-            .cloned();
-        if let Some(flow) = found {
-            break flow;
-        }
-        assert!(Instant::now() < deadline, "no flow of the channel: {flows}");
-        std::thread::sleep(Duration::from_millis(300));
-    };
-    let _ = channel.kill();
-    let _ = channel.wait();
+    let flow = live_grpc_flow(&node, &grpc);
     assert_eq!(flow["original_dst"], grpc.as_str(), "{flow}");
 }

@@ -7,9 +7,7 @@ use detour_tests::{
     node::{KubeNode, require_node},
 };
 
-use super::setup::{
-    APP, BASELINE, FORK, KEYED, cluster_ip, curl, diagnose, sandbox_example, wait_steered,
-};
+use super::setup::{apply_app, apply_sandbox, assert_steers};
 
 const CHART: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/helm/detour");
 
@@ -41,35 +39,7 @@ fn helm_install_of_the_chart_steers_as_the_manifests_do() {
         String::from_utf8_lossy(&installed.stdout),
         String::from_utf8_lossy(&installed.stderr)
     );
-    node.plane.apply(APP);
-    node.kubectl(&[
-        "wait",
-        "--for=condition=Ready",
-        "pod/client",
-        "--timeout=120s",
-    ]);
-    node.kubectl(&[
-        "wait",
-        "--for=condition=Ready",
-        "pod",
-        "-l",
-        "app=reviews",
-        "--timeout=120s",
-    ]);
-    node.plane.apply(&sandbox_example());
-    node.kubectl(&[
-        "wait",
-        "--for=condition=Ready",
-        "sandbox/feature-x",
-        "--timeout=120s",
-    ]);
-    wait_steered(&node);
-    let url = format!("http://{}/", cluster_ip(&node));
-    let keyed = curl(&node, &url, &[KEYED]);
-    assert!(keyed.starts_with(FORK), "{keyed}\n{}", diagnose(&node));
-    let unkeyed = curl(&node, &url, &[]);
-    assert!(
-        unkeyed.starts_with(BASELINE) && !unkeyed.starts_with(FORK),
-        "{unkeyed}"
-    );
+    apply_app(&node);
+    apply_sandbox(&node);
+    assert_steers(&node, 1);
 }

@@ -26,23 +26,29 @@ fn agent_ready(node: &KubeNode) {
         "--timeout=120s",
     ]);
     let deadline = Instant::now() + Duration::from_secs(60);
-    while node
-        .kubectl_output(&[
-            "-n",
-            "detour",
-            "get",
-            "pods",
-            "-l",
-            "app.kubernetes.io/component=agent",
-            "-o",
-            "jsonpath={.items[*].status.conditions[?(@.type==\"Ready\")].status}",
-        ])
-        .stdout
-        != b"True"
+    while agent_pods(
+        node,
+        "{.items[*].status.conditions[?(@.type==\"Ready\")].status}",
+    ) != "True"
     {
         assert!(Instant::now() < deadline, "no Ready agent pod");
         std::thread::sleep(Duration::from_millis(500));
     }
+}
+
+/// `jsonpath` of the agent's pods (all of them, one line).
+fn agent_pods(node: &KubeNode, jsonpath: &str) -> String {
+    let output = node.kubectl_output(&[
+        "-n",
+        "detour",
+        "get",
+        "pods",
+        "-l",
+        "app.kubernetes.io/component=agent",
+        "-o",
+        &format!("jsonpath={jsonpath}"),
+    ]);
+    String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
 /// The agent's metric `name` (summed over its label sets).
@@ -92,16 +98,7 @@ fn a_rolling_update_to_a_new_tag_fails_nothing_and_sends_no_keyed_request_to_bas
             seen.not_from(FORK)
         );
     }
-    let image = node.kubectl(&[
-        "-n",
-        "detour",
-        "get",
-        "pods",
-        "-l",
-        "app.kubernetes.io/component=agent",
-        "-o",
-        "jsonpath={.items[*].spec.containers[0].image}",
-    ]);
+    let image = agent_pods(&node, "{.items[*].spec.containers[0].image}");
     assert_eq!(image, "detour:rollout", "one agent, of the new tag");
 }
 

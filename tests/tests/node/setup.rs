@@ -61,6 +61,15 @@ pub const KEYED: &str = "baggage: detour-routing-key=feature-x";
 /// Sandbox (its fork's image set to the test image's second tag).
 pub fn installed() -> KubeNode {
     let node = KubeNode::start();
+    install_deploy(&node);
+    apply_app(&node);
+    apply_sandbox(&node);
+    node
+}
+
+/// `kubectl apply -k deploy/`, until the agent and the controller are
+/// rolled out.
+pub fn install_deploy(node: &KubeNode) {
     node.kubectl(&["apply", "-k", DEPLOY]);
     node.kubectl(&[
         "-n",
@@ -71,21 +80,20 @@ pub fn installed() -> KubeNode {
         "deployment/detour-controller",
         "--timeout=180s",
     ]);
+}
+
+/// The app ([`APP`]), until its pods are Ready.
+pub fn apply_app(node: &KubeNode) {
     node.plane.apply(APP);
-    node.kubectl(&[
-        "wait",
-        "--for=condition=Ready",
-        "pod/client",
-        "--timeout=120s",
-    ]);
-    node.kubectl(&[
-        "wait",
-        "--for=condition=Ready",
-        "pod",
-        "-l",
-        "app=reviews",
-        "--timeout=120s",
-    ]);
+    for selector in [&["pod/client"][..], &["pod", "-l", "app=reviews"][..]] {
+        let mut args = vec!["wait", "--for=condition=Ready", "--timeout=120s"];
+        args.extend(selector);
+        node.kubectl(&args);
+    }
+}
+
+/// The example Sandbox, until it is Ready.
+pub fn apply_sandbox(node: &KubeNode) {
     node.plane.apply(&sandbox_example());
     node.kubectl(&[
         "wait",
@@ -93,7 +101,6 @@ pub fn installed() -> KubeNode {
         "sandbox/feature-x",
         "--timeout=120s",
     ]);
-    node
 }
 
 /// `examples/sandbox.yaml` as a user applies it, its fork's image set to
@@ -198,6 +205,65 @@ pub fn wait_steered(node: &KubeNode) {
             .then_some(())
             .ok_or_else(|| format!("{body}\n{}", diagnose(node)))
     });
+}
+
+/// Once steered: keyed requests reach the fork and unkeyed ones baseline,
+/// `times` each.
+pub fn assert_steers(node: &KubeNode, times: usize) {
+    wait_steered(node);
+    let url = format!("http://{}/", cluster_ip(node));
+    for _ in 0..times {
+        let keyed = curl(node, &url, &[KEYED]);
+        assert!(keyed.starts_with(FORK), "{keyed}\n{}", diagnose(node));
+        let unkeyed = curl(node, &url, &[]);
+        assert!(
+            unkeyed.starts_with(BASELINE) && !unkeyed.starts_with(FORK),
+            "{unkeyed}\n{}",
+            diagnose(node)
+        );
+    }
+}
+
+/// The flow of a long-lived keyed gRPC channel from the client to `grpc`
+/// (`ClusterIP:9090`), as `detour flows -o json` lists it while it lives.
+pub fn live_grpc_flow(node: &KubeNode, grpc: &str) -> serde_json::Value {
+    let mut channel = node
+        .plane
+        .kubectl_command(&[
+            "exec",
+            "client",
+            "--",
+            "grpc-probe",
+            "-n",
+            "30",
+            "-interval",
+            "200ms",
+            "-H",
+            KEYED,
+            grpc,
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("grpc-probe");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let flow = loop {
+        let flows = detour_json(node, &["flows"]);
+        let found = flows["flows"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|f| f["service"] == "default/reviews")
+            .cloned();
+        if let Some(flow) = found {
+            break flow;
+        }
+        assert!(Instant::now() < deadline, "no flow of the channel: {flows}");
+        std::thread::sleep(Duration::from_millis(300));
+    };
+    let _ = channel.kill();
+    let _ = channel.wait();
+    flow
 }
 
 /// What a fork pod's answers start with (`hello from <pod>`).
