@@ -132,12 +132,23 @@ pub fn curl(node: &KubeNode, url: &str, headers: &[&str]) -> String {
         args.extend(["-H", header]);
     }
     args.push(url);
-    let output = node.kubectl_output(&args);
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
+    let mut attempts = 0;
+    loop {
+        let output = node.kubectl_output(&args);
+        let (stdout, stderr) = (
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr),
+        );
+        // `kubectl exec` itself failed (the API server or the kubelet's
+        // streaming, under load), not curl: curl did not run, so there is
+        // nothing of detour to see yet; run it again.
+        let exec_failed = stdout.is_empty() && !stderr.contains("curl:");
+        attempts += 1;
+        if !exec_failed || attempts == 3 {
+            return format!("{stdout}{stderr}");
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    }
 }
 
 /// Polls `check` until it holds (the agent learns of the fork from its own
