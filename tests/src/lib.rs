@@ -6,8 +6,10 @@
 //! `python3`, `bpftool`): the point is to exercise detour exactly as a node
 //! would, in the real kernel. Kubernetes is real too ([`ControlPlane`]:
 //! etcd, kube-apiserver, kube-controller-manager, and a node simulator in
-//! place of the kubelet); the older Kubernetes tests still use an in-process
-//! stand-in ([`FakeApiServer`]) that speaks the real list/watch protocol.
+//! place of the kubelet; and [`node::KubeNode`], a real node with the
+//! kubelet, containerd, the CNI bridge and kube-proxy running the built
+//! image); the older Kubernetes tests still use an in-process stand-in
+//! ([`FakeApiServer`]) that speaks the real list/watch protocol.
 
 pub mod agent;
 pub mod cgroup;
