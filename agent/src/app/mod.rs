@@ -23,6 +23,7 @@
 //! detach first (fail-open).
 
 mod lifecycle;
+mod source;
 
 use std::{
     net::SocketAddr,
@@ -37,6 +38,7 @@ use std::{
 use anyhow::{Context, bail};
 use lifecycle::Shutdown;
 use prometheus_client::registry::Registry;
+use source::Source;
 use tokio::{net::TcpListener, sync::watch};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tracing::info;
@@ -61,7 +63,7 @@ use crate::{
         upstream::Upstream,
     },
     reconnect::Sweeper,
-    routes::{self, RoutesError, RoutesFile},
+    routes,
     socket_file::{self, Live},
     telemetry::{self, LogControl, LogFormat},
     updater::{RouteMetrics, RouteUpdater},
@@ -142,48 +144,6 @@ struct Resolved {
     source: Source,
     cgroup: ChosenCgroup,
     max_connections: usize,
-}
-
-/// Where routes come from, validated before the runtime starts.
-enum Source {
-    File {
-        path: PathBuf,
-        text: String,
-        file: RoutesFile,
-    },
-    Kubernetes,
-}
-
-impl Source {
-    fn load(routes: Option<&std::path::Path>) -> anyhow::Result<Self> {
-        let Some(path) = routes else {
-            return Ok(Self::Kubernetes);
-        };
-        let text = std::fs::read_to_string(path).map_err(|source| RoutesError::Read {
-            path: path.to_owned(),
-            source,
-        })?;
-        let file = RoutesFile::parse(&text).map_err(|error| error.in_file(path))?;
-        Ok(Self::File {
-            path: path.to_owned(),
-            text,
-            file,
-        })
-    }
-
-    fn kind(&self) -> &'static str {
-        match self {
-            Self::File { .. } => "file",
-            Self::Kubernetes => "kubernetes",
-        }
-    }
-
-    fn path(&self) -> Option<PathBuf> {
-        match self {
-            Self::File { path, .. } => Some(path.clone()),
-            Self::Kubernetes => None,
-        }
-    }
 }
 
 async fn serve(
