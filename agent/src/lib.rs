@@ -12,6 +12,7 @@ pub mod http;
 pub mod k8s;
 pub mod limits;
 pub mod metrics;
+pub mod netns;
 pub mod proxy;
 pub mod reconnect;
 pub mod routes;

@@ -8,7 +8,7 @@ namespace. Serves the generic service `detour.test.Echo`; messages are raw
 bytes (no protobuf), JSON where a method reads or writes structure. Every RPC
 sends initial metadata `x-served-by: NAME` (except a trailers-only `Fail`,
 which carries it in its trailers), so a client can always tell who served it.
-When LOG is given, every RPC appends `METHOD served_by=NAME key=BAGGAGE` to it
+When LOG is given, every RPC appends `METHOD served_by=NAME key=BAGGAGE peer=PEER` to it
 as it starts (BAGGAGE: the `baggage` metadata as received, `-` without one),
 and a cancelled streaming or slow RPC appends `cancelled METHOD`.
 
@@ -91,7 +91,7 @@ class Echo:
     def start(self, method, context, initial=True):
         baggage = [v for k, v in context.invocation_metadata() if k == "baggage"]
         key = ",".join(baggage) if baggage else "-"
-        self.log.write(f"{method} served_by={self.name} key={key}")
+        self.log.write(f"{method} served_by={self.name} key={key} peer={context.peer()}")
         if initial:
             context.send_initial_metadata((("x-served-by", self.name),))
 

@@ -62,7 +62,8 @@ impl Pod {
 
     /// Starts `tests/servers/grpc_server.py` (service `detour.test.Echo`) on
     /// `port`, logging each call it receives (`METHOD served_by=NAME
-    /// key=...`) and each cancellation it sees (`cancelled METHOD`).
+    /// key=... peer=ipv4:HOST:PORT`, the address the server saw) and each
+    /// cancellation it sees (`cancelled METHOD`).
     pub fn grpc_server(&self, port: u16) -> (Proc, RequestLog) {
         self.grpc_server_with(port, &[])
     }

@@ -97,6 +97,10 @@ fn a_full_steered_map_steers_what_fits_and_the_rest_goes_direct() {
         .routes(&routes(&ip, &PORTS))
         .arg("--steered-capacity")
         .arg("2")
+        // The node's address marks a connection that went through the
+        // proxy: servers see clients' own addresses by default.
+        .arg("--client-address")
+        .arg("node")
         .spawn();
 
     // Every destination answers; two through the proxy, two directly.
@@ -207,6 +211,10 @@ fn records_evicted_before_accept_close_their_connections_and_are_counted() {
         .arg("--orig-dst-capacity")
         .arg("4")
         .log_filter("info")
+        // The node's address marks a connection that went through the
+        // proxy: servers see clients' own addresses by default.
+        .arg("--client-address")
+        .arg("node")
         .spawn();
     let events = |agent: &Agent| {
         ["redirected", "rekeyed", "errors", "record_missing"].map(|e| agent.bpf_event(e))
@@ -306,6 +314,10 @@ fn a_connect_to_the_proxy_without_a_record_is_counted_by_sock_ops() {
     let ip = server.ip4.to_string();
     let agent = Agent::builder(&net, &cgroup)
         .routes(&routes(&ip, &PORTS[..1]))
+        // The node's address marks a connection that went through the
+        // proxy: servers see clients' own addresses by default.
+        .arg("--client-address")
+        .arg("node")
         .spawn();
 
     // A redirected connect has its record: nothing missing.

@@ -46,6 +46,12 @@ fn status_version_and_log_level_describe_the_running_agent() {
     assert_eq!(status["route_source"]["synced"], true);
     assert_eq!(status["route_source"]["problems"], Value::Array(vec![]));
     assert_eq!(status["flows"], 0);
+    assert!(
+        status["client_address"]
+            .as_str()
+            .is_some_and(|s| s.starts_with("kept:")),
+        "{status}"
+    );
     let steered = status["maps"]
         .as_array()
         .and_then(|maps| maps.iter().find(|m| m["name"] == "STEERED"))
@@ -53,7 +59,11 @@ fn status_version_and_log_level_describe_the_running_agent() {
     assert_eq!(steered["entries"], 2, "reviews and ratings, one port each");
     assert_eq!(steered["max_entries"], 16384);
     let table = ok(&detour(&agent, &["status"]));
-    assert!(table.contains("Ready:         yes"), "{table}");
+    assert!(table.contains("Ready:           yes"), "{table}");
+    assert!(
+        table.contains("Client address:  kept: upstream connections leave from the client pod's"),
+        "{table}"
+    );
     assert!(table.contains("(synced)"), "{table}");
 
     let level = json(&detour(

@@ -7,9 +7,7 @@
 use std::process::Output;
 
 use detour_tests::{
-    Agent, Cgroup, Pod, Topology, cmd, require_root,
-    topology::{NODE_IP4, NODE_IP6},
-    unique_name,
+    Agent, Cgroup, Pod, Topology, cmd, require_root, topology::NODE_IP4, unique_name,
 };
 
 const PORT: u16 = 8080;
@@ -177,8 +175,8 @@ fn steered_ipv4_destination_is_proxied_with_its_bytes_intact() {
     );
     assert_eq!(
         host_of(&peer),
-        NODE_IP4.to_string(),
-        "the server sees the agent as its client"
+        net.pod("client").ip4.to_string(),
+        "the server sees the client pod, not the node"
     );
     assert_eq!(agent.bpf_event("redirected"), 1);
     assert_eq!(agent.bpf_event("rekeyed"), 1);
@@ -210,8 +208,8 @@ fn steered_ipv6_destination_is_proxied_with_its_bytes_intact() {
     );
     assert_eq!(
         host_of(&peer),
-        NODE_IP6.to_string(),
-        "the server sees the agent as its client"
+        net.pod("client").ip6.to_string(),
+        "the server sees the client pod, not the node"
     );
     assert_eq!(agent.bpf_event("redirected"), 1);
     assert_eq!(
@@ -233,7 +231,7 @@ fn steered_service_vip_is_proxied_to_the_vip() {
         .spawn();
 
     let peer = get_in(net.pod("client"), &cgroup, "10.96.0.10", PORT);
-    assert_eq!(host_of(&peer), NODE_IP4.to_string());
+    assert_eq!(host_of(&peer), net.pod("client").ip4.to_string());
     assert_eq!(agent.bpf_event("redirected"), 1);
 }
 
@@ -344,8 +342,12 @@ fn after_kill_9_connections_go_direct_and_nothing_stays_attached() {
     let client = net.pod("client");
     let _echo = server.echo_server(PORT);
     let cgroup = Cgroup::new(&unique_name("detour-test-"));
+    // The node's address marks a connection that went through the proxy:
+    // servers see clients' own addresses by default.
     let mut agent = Agent::builder(&net, &cgroup)
         .routes(&routes_for(&server.ip4.to_string(), PORT))
+        .arg("--client-address")
+        .arg("node")
         .spawn();
     assert_eq!(
         host_of(&get_in(client, &cgroup, &server.ip4.to_string(), PORT)),
@@ -410,7 +412,7 @@ fn agent_upstream_is_not_redirected_even_to_a_steered_destination() {
         .spawn();
 
     let peer = get_in(net.pod("client"), &cgroup, &server.ip4.to_string(), PORT);
-    assert_eq!(host_of(&peer), NODE_IP4.to_string());
+    assert_eq!(host_of(&peer), net.pod("client").ip4.to_string());
     assert_eq!(
         agent.bpf_event("redirected"),
         1,
@@ -468,8 +470,8 @@ fn dual_stack_socket_to_ipv4_mapped_destination_is_steered() {
     let peer = peer_seen(&output);
     assert_eq!(
         host_of(&peer),
-        NODE_IP4.to_string(),
-        "the server sees the agent as its client"
+        net.pod("client").ip4.to_string(),
+        "the server sees the client pod, not the node"
     );
     assert_eq!(agent.bpf_event("redirected"), 1);
     assert_eq!(agent.bpf_event("rekeyed"), 1);

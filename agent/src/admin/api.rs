@@ -42,6 +42,9 @@ pub struct Status {
     pub ready: bool,
     /// Live proxied connections.
     pub flows: u64,
+    /// The source address servers see on proxied connections, and why.
+    #[serde(default)]
+    pub client_address: String,
     /// Established connections from the cgroup to steered destinations that
     /// bypass the proxy right now (opened before steering, or while no agent
     /// ran; being closed); `None` when they cannot be found on this kernel.

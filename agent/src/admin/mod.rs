@@ -58,6 +58,8 @@ pub struct AdminContext {
     pub reconnect_unavailable: Arc<Mutex<Option<String>>>,
     /// Finds connections that bypass the proxy (`None` in tests).
     pub bypass: Option<Arc<crate::reconnect::Sweeper>>,
+    /// Where upstream connections leave from.
+    pub origins: Arc<crate::proxy::origin::Origins>,
 }
 
 impl AdminContext {
@@ -125,6 +127,7 @@ impl AdminContext {
             },
             ready: self.ready.iter().all(|r| r.load(Ordering::Acquire)),
             flows: self.observer.count(),
+            client_address: self.origins.describe(),
             bypassing_connections: bypassing,
             warnings: self
                 .reconnect_unavailable

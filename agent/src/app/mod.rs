@@ -95,6 +95,9 @@ pub struct Config {
     pub capacities: Capacities,
     /// Relay spliced connections in the kernel (`sk_skb`).
     pub kernel_relay: bool,
+    /// Upstream connections leave from the client's namespace
+    /// (`--client-address client`).
+    pub keep_client_address: bool,
     pub worker_threads: Option<u16>,
     pub log_format: LogFormat,
 }
@@ -256,6 +259,7 @@ async fn serve(
         source_kind: source.kind(),
         source_path: source.path(),
     };
+    let origins = Arc::new(proxy::origin::Origins::new(config.keep_client_address));
     let proxy = Arc::new(Proxy {
         ctx: ProxyContext {
             draining: CancellationToken::new(),
@@ -267,6 +271,7 @@ async fn serve(
             metrics: proxy_metrics,
             keys: config.keys.clone(),
             upstream: config.upstream,
+            origins: Arc::clone(&origins),
             buffers: proxy::buffers::BufferPool::default(),
             splice_buffers: proxy::buffers::BufferPool::for_splices(),
             detect_timeout: config.detect_timeout,
@@ -287,6 +292,7 @@ async fn serve(
     });
 
     let stop_updates = CancellationToken::new();
+    tokio::spawn(Arc::clone(&origins).follow(stop_updates.clone()));
     let watch_failures = k8s::source::WatchFailures::new();
     let updates = match (source, watch, client) {
         (Source::File { path, text, .. }, Some(watch), _) => {
@@ -332,6 +338,7 @@ async fn serve(
         watch_failures: watch_failures.clone(),
         reconnect_unavailable,
         bypass: Some(sweeper),
+        origins,
     });
     let admin_task = tokio::spawn({
         let (path, stop, accepting, successor) = (

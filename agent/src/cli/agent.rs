@@ -160,6 +160,13 @@ pub struct AgentArgs {
     #[arg(long, env = "DETOUR_KERNEL_RELAY", value_name = "BOOL", default_value_t = false, action = clap::ArgAction::Set)]
     kernel_relay: bool,
 
+    /// The source address of the proxy's upstream connections: `client`
+    /// (each made in the client pod's network namespace, so servers and
+    /// NetworkPolicies see the pod, as without detour), or `node` (the
+    /// node's address, for every client).
+    #[arg(long, env = "DETOUR_CLIENT_ADDRESS", value_name = "FROM", default_value = "client", value_parser = ["client", "node"])]
+    client_address: String,
+
     /// Proxy worker threads (default: one per CPU).
     #[arg(long, env = "DETOUR_WORKER_THREADS", value_parser = clap::value_parser!(u16).range(1..))]
     worker_threads: Option<u16>,
@@ -210,6 +217,7 @@ impl AgentArgs {
         Ok(Config {
             capacities: self.capacities(),
             kernel_relay: self.kernel_relay,
+            keep_client_address: self.client_address == "client",
             routes: self.routes,
             cgroup: self.cgroup,
             proxy_addrs: self.proxy_addrs,

@@ -66,6 +66,7 @@ pub fn render(status: &api::Status) -> String {
         ("Programs", table::list(&status.programs)),
         ("Proxy", table::list(&status.proxy_addrs)),
         ("Live flows", status.flows.to_string()),
+        ("Client address", status.client_address.clone()),
         ("Bypassing", bypassing(status.bypassing_connections)),
         ("Pinned maps", pin_dir),
     ]);

@@ -60,6 +60,7 @@ pub struct ProxyMetrics {
     upstream_errors: Family<ReasonLabels, Counter>,
     h2_errors: Family<ReasonLabels, Counter>,
     splices: Family<RelayLabels, Counter>,
+    origins: Family<ReasonLabels, Counter>,
     parked: Gauge,
     no_sandbox: Label,
 }
@@ -85,6 +86,7 @@ impl ProxyMetrics {
             upstream_errors: Family::default(),
             h2_errors: Family::default(),
             splices: Family::default(),
+            origins: Family::default(),
             parked: Gauge::default(),
             no_sandbox: Label(Arc::from("")),
         };
@@ -146,6 +148,15 @@ impl ProxyMetrics {
             metrics.splices.clone(),
         );
         registry.register(
+            "client_address",
+            "Redirected connections by the source address their upstream connections carry: \
+             client_namespace (the client pod's: made in its network namespace), node_client \
+             (the client is the node or a hostNetwork pod: the node's, as without detour), \
+             unnamed_namespace (the client's namespace is not named under /run/netns: the \
+             node's), off (the node's: see detour status)",
+            metrics.origins.clone(),
+        );
+        registry.register(
             "parked_connections",
             "Idle HTTP/1 keep-alive client connections parked now (idle longer than \
              --park-idle-after: waiting for their next request outside the proxy's tasks)",
@@ -157,6 +168,15 @@ impl ProxyMetrics {
     /// Connections parked now.
     pub fn set_parked(&self, parked: usize) {
         self.parked.set(i64::try_from(parked).unwrap_or(i64::MAX));
+    }
+
+    /// A connection's upstream origin resolved.
+    pub fn origin(&self, resolved: super::origin::Resolved) {
+        self.origins
+            .get_or_create(&ReasonLabels {
+                reason: resolved.label(),
+            })
+            .inc();
     }
 
     /// A connection spliced; `relay` is `kernel` or `user`.

@@ -13,6 +13,7 @@ pub mod h2;
 pub mod http1;
 mod kernel_relay;
 mod metrics;
+pub mod origin;
 mod prefixed;
 pub mod route;
 pub mod splice;
@@ -52,6 +53,8 @@ pub struct ProxyContext {
     pub metrics: ProxyMetrics,
     pub keys: RoutingKeys,
     pub upstream: Upstream,
+    /// Client namespaces, where upstream connections leave from.
+    pub origins: Arc<origin::Origins>,
     /// Read buffers, lent per request.
     pub buffers: buffers::BufferPool,
     /// Splice buffers, lent while a spliced connection's bytes flow.
@@ -228,6 +231,8 @@ async fn prepare(client: &mut TcpStream, peer: SocketAddr, ctx: &ProxyContext) -
         (service_id, service, protocol)
     };
     ctx.metrics.connection(&service);
+    let (origin, resolved) = ctx.origins.resolve(record.netns).await;
+    ctx.metrics.origin(resolved);
     let flow = ctx.observer.open(peer, dst, Arc::clone(&service));
 
     let mut buf = ctx.buffers.take();
@@ -254,7 +259,7 @@ async fn prepare(client: &mut TcpStream, peer: SocketAddr, ctx: &ProxyContext) -
     };
     ctx.metrics.protocol(served_as);
     flow.flow.set_protocol(served_as);
-    let conn = route::Conn::of(service_id, &flow.flow);
+    let conn = route::Conn::of(service_id, &flow.flow, origin);
     Some(Prepared {
         conn,
         detected,
@@ -273,7 +278,7 @@ async fn splice(
     ctx: &ProxyContext,
 ) {
     let dst = conn.original_dst;
-    match ctx.upstream.connect(dst).await {
+    match ctx.upstream.connect(&conn.origin, dst).await {
         Ok(upstream) => upstream::splice(client, buf, upstream, ctx).await,
         Err(error) => {
             ctx.metrics.upstream_error(error.reason());

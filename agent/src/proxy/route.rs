@@ -11,7 +11,7 @@ use std::{net::SocketAddr, sync::Arc};
 
 use tracing::debug;
 
-use super::ProxyContext;
+use super::{ProxyContext, origin::Origin};
 use crate::{
     admin::observer::{Decided, FlowState},
     routes::Decision,
@@ -25,16 +25,20 @@ pub struct Conn {
     pub original_dst: SocketAddr,
     /// The connection as `detour flows` shows it.
     pub flow: Arc<FlowState>,
+    /// Where its upstream connections leave from: the client's namespace.
+    pub origin: Origin,
 }
 
 impl Conn {
-    /// The connection `flow` records, of service `service_id`.
-    pub fn of(service_id: u32, flow: &Arc<FlowState>) -> Self {
+    /// The connection `flow` records, of service `service_id`, from a
+    /// client whose upstream connections leave from `origin`.
+    pub fn of(service_id: u32, flow: &Arc<FlowState>, origin: Origin) -> Self {
         Self {
             service_id,
             service: Arc::clone(&flow.service),
             original_dst: flow.original_dst,
             flow: Arc::clone(flow),
+            origin,
         }
     }
 }

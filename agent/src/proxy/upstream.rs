@@ -1,5 +1,7 @@
-//! Upstream connections: marked so the connect programs leave them alone (no
-//! redirect loops), and spliced to the client in both directions.
+//! Upstream connections: made in the client's network namespace (so they
+//! carry its address, see [`super::origin`]), marked so the connect
+//! programs leave them alone (no redirect loops), and spliced to the client
+//! in both directions.
 
 use std::{io, net::SocketAddr, time::Duration};
 
@@ -10,7 +12,7 @@ use tokio::{
 };
 use tracing::debug;
 
-use super::kernel_relay;
+use super::{kernel_relay, origin::Origin};
 
 #[derive(Debug, thiserror::Error)]
 pub enum UpstreamError {
@@ -46,33 +48,27 @@ pub struct Upstream {
 }
 
 impl Upstream {
-    /// Connects to `dst` from a marked socket: the one upstream connect of
-    /// every protocol.
-    pub async fn connect(&self, dst: SocketAddr) -> Result<TcpStream, UpstreamError> {
-        connect(dst, self.mark, self.connect_timeout).await
-    }
-}
-
-/// Connects to `dst` from a socket carrying `mark`.
-async fn connect(
-    dst: SocketAddr,
-    mark: u32,
-    timeout: Duration,
-) -> Result<TcpStream, UpstreamError> {
-    let socket = if dst.is_ipv4() {
-        TcpSocket::new_v4()
-    } else {
-        TcpSocket::new_v6()
-    }
-    .map_err(UpstreamError::Socket)?;
-    socket2::SockRef::from(&socket)
-        .set_mark(mark)
-        .map_err(UpstreamError::Socket)?;
-    socket.set_nodelay(true).map_err(UpstreamError::Socket)?;
-    match tokio::time::timeout(timeout, socket.connect(dst)).await {
-        Ok(Ok(stream)) => Ok(stream),
-        Ok(Err(error)) => Err(UpstreamError::Connect(error)),
-        Err(_) => Err(UpstreamError::Timeout(timeout)),
+    /// Connects to `dst` from a marked socket made in `origin` (the client's
+    /// namespace, or the agent's): the one upstream connect of every
+    /// protocol.
+    pub async fn connect(
+        &self,
+        origin: &Origin,
+        dst: SocketAddr,
+    ) -> Result<TcpStream, UpstreamError> {
+        let socket = origin
+            .socket(dst.is_ipv6())
+            .map_err(UpstreamError::Socket)?;
+        socket.set_mark(self.mark).map_err(UpstreamError::Socket)?;
+        socket
+            .set_tcp_nodelay(true)
+            .map_err(UpstreamError::Socket)?;
+        let socket = TcpSocket::from_std_stream(socket.into());
+        match tokio::time::timeout(self.connect_timeout, socket.connect(dst)).await {
+            Ok(Ok(stream)) => Ok(stream),
+            Ok(Err(error)) => Err(UpstreamError::Connect(error)),
+            Err(_) => Err(UpstreamError::Timeout(self.connect_timeout)),
+        }
     }
 }
 

@@ -22,6 +22,8 @@ use std::{
     path::Path,
 };
 
+use crate::netns::NETNS_DIR;
+
 /// The cgroup tree under the attached cgroup, and its processes' network
 /// namespaces.
 #[derive(Debug, Default)]
@@ -31,10 +33,6 @@ pub struct Scope {
     /// One open `/proc/PID/ns/net` per namespace, by namespace inode.
     pub namespaces: BTreeMap<u64, File>,
 }
-
-/// Where container runtimes (and `ip netns`) bind named network
-/// namespaces.
-pub const NETNS_DIR: &str = "/run/netns";
 
 impl Scope {
     /// Walks `cgroup` and its descendants, and [`NETNS_DIR`].

@@ -50,7 +50,7 @@ pub mod capacity {
     /// concurrent connects on one node. Beyond it the LRU evicts the oldest
     /// records: those of connections that never reached the proxy, or, if
     /// the proxy is not accepting, of connections still waiting, which the
-    /// proxy then closes. An entry is 44 bytes.
+    /// proxy then closes. An entry is 60 bytes.
     pub const ORIG_BY_PEER: u32 = 64 * 1024;
     /// Two entries per relayed connection (its client and upstream
     /// sockets): 64 Ki relays 32 Ki connections at once; beyond that,
@@ -174,8 +174,14 @@ pub struct OrigDst {
     pub family: u16,
     /// Explicit padding.
     pub _pad: u16,
+    /// Explicit padding, so that `netns` is 8-byte aligned.
+    pub _pad2: u32,
+    /// The network namespace cookie of the client socket
+    /// (`bpf_get_netns_cookie`): the proxy opens the upstream connection in
+    /// that namespace, so that it leaves with the client's address.
+    pub netns: u64,
 }
-const _: () = assert!(core::mem::size_of::<OrigDst>() == 28);
+const _: () = assert!(core::mem::size_of::<OrigDst>() == 40);
 
 /// [`Config::flags`] bit: `proxy_ip4`/`proxy_port4` are set.
 pub const CONFIG_HAS_PROXY4: u32 = 1 << 0;

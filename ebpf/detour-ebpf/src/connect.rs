@@ -4,7 +4,7 @@
 use aya_ebpf::{
     EbpfContext,
     bindings::{bpf_sock, bpf_sock_addr},
-    helpers::bpf_get_socket_cookie,
+    helpers::{bpf_get_netns_cookie, bpf_get_socket_cookie},
     macros::cgroup_sock_addr,
     programs::SockAddrContext,
 };
@@ -92,11 +92,15 @@ fn try_connect(ctx: &SockAddrContext, family: Family) -> Result<(), Failure> {
 
     // SAFETY: the helper only reads the context's socket.
     let cookie = unsafe { bpf_get_socket_cookie(ctx.as_ptr()) };
+    // SAFETY: the helper only reads the context's socket's namespace.
+    let netns = unsafe { bpf_get_netns_cookie(ctx.as_ptr()) };
     let record = OrigDst {
         dst,
         service_id,
         family: socket_family,
         _pad: 0,
+        _pad2: 0,
+        netns,
     };
     ORIG_BY_COOKIE
         .insert(cookie, record, 0)

@@ -40,6 +40,9 @@ fn status_snapshot() -> api::Status {
         },
         ready: true,
         flows: 2,
+        client_address:
+            "kept: upstream connections leave from the client pod's network namespace (12 known)"
+                .into(),
         bypassing_connections: Some(0),
         warnings: Vec::new(),
     }
@@ -50,15 +53,16 @@ fn status_renders_fields_then_maps() {
     assert_text(
         &status::render(&status_snapshot()),
         "\
-Agent:         detour 0.1.0, pid 4242, up 3m12s
-Ready:         yes
-Route source:  file /etc/detour/routes.yaml (synced)
-Cgroup:        /sys/fs/cgroup/kubepods.slice (detected: the agent's own cgroup /kubepods.slice/x lies under it)
-Programs:      detour_connect4, detour_connect6, detour_sockops
-Proxy:         10.0.0.5:15001, [fd00::5]:15001
-Live flows:    2
-Bypassing:     0 connections to steered destinations bypass the proxy
-Pinned maps:   /sys/fs/bpf/detour
+Agent:           detour 0.1.0, pid 4242, up 3m12s
+Ready:           yes
+Route source:    file /etc/detour/routes.yaml (synced)
+Cgroup:          /sys/fs/cgroup/kubepods.slice (detected: the agent's own cgroup /kubepods.slice/x lies under it)
+Programs:        detour_connect4, detour_connect6, detour_sockops
+Proxy:           10.0.0.5:15001, [fd00::5]:15001
+Live flows:      2
+Client address:  kept: upstream connections leave from the client pod's network namespace (12 known)
+Bypassing:       0 connections to steered destinations bypass the proxy
+Pinned maps:     /sys/fs/bpf/detour
 
 MAP      ENTRIES    MAX
 STEERED        3  16384
@@ -87,15 +91,16 @@ fn status_not_synced_shows_why_and_the_problems() {
     assert_text(
         &status::render(&snapshot),
         "\
-Agent:         detour 0.1.0, pid 4242, up 3m12s
-Ready:         no (waiting for the route source)
-Route source:  kubernetes (not synced)
-Cgroup:        /sys/fs/cgroup/kubepods.slice (set by --cgroup/DETOUR_CGROUP)
-Programs:      detour_connect4, detour_connect6, detour_sockops
-Proxy:         10.0.0.5:15001, [fd00::5]:15001
-Live flows:    2
-Bypassing:     0 connections to steered destinations bypass the proxy
-Pinned maps:   not pinned (--pin-dir none: `detour bpf` cannot read them)
+Agent:           detour 0.1.0, pid 4242, up 3m12s
+Ready:           no (waiting for the route source)
+Route source:    kubernetes (not synced)
+Cgroup:          /sys/fs/cgroup/kubepods.slice (set by --cgroup/DETOUR_CGROUP)
+Programs:        detour_connect4, detour_connect6, detour_sockops
+Proxy:           10.0.0.5:15001, [fd00::5]:15001
+Live flows:      2
+Client address:  kept: upstream connections leave from the client pod's network namespace (12 known)
+Bypassing:       0 connections to steered destinations bypass the proxy
+Pinned maps:     not pinned (--pin-dir none: `detour bpf` cannot read them)
 
 Route problems (not applied; everything else is in force):
   - Sandbox team/feature-y: routing key feature-x is already claimed by Sandbox

@@ -1,7 +1,12 @@
-//! Upstream HTTP/2 connections, pooled by endpoint address and multiplexed.
+//! Upstream HTTP/2 connections, pooled by origin and endpoint address, and
+//! multiplexed.
 //!
 //! Keyed by the address the proxy connects to, never by authority: a fork
-//! and its baseline are reached with the same `:authority`. Each connection
+//! and its baseline are reached with the same `:authority`. And by origin,
+//! the client namespace the connection leaves from (see `proxy::origin`):
+//! streams of one client pod never ride another's connection, which would
+//! carry them with the other pod's address. Clients in the node's
+//! namespace share one origin. Each connection
 //! counts the streams it carries against the peer's
 //! `SETTINGS_MAX_CONCURRENT_STREAMS`; at the limit a new connection is
 //! opened rather than queuing the stream behind others. A connection whose
@@ -36,7 +41,7 @@ use bytes::Bytes;
 use h2::client::SendRequest;
 use tracing::debug;
 
-use crate::proxy::{error::ProxyError, upstream::Upstream};
+use crate::proxy::{error::ProxyError, origin::Origin, upstream::Upstream};
 
 /// An upstream connection with no stream for this long is closed.
 pub const IDLE_AFTER: Duration = Duration::from_secs(60);
@@ -48,11 +53,14 @@ const INITIAL_MAX_STREAMS: usize = 100;
 /// names, values and 32 bytes per field); larger go alone.
 pub const SHARED_HEADER_LIST_MAX: usize = 8 * 1024;
 
-/// Upstream HTTP/2 connections by endpoint address.
+/// Upstream HTTP/2 connections by origin and endpoint address.
 #[derive(Debug, Default)]
 pub struct Pool {
-    conns: Mutex<HashMap<SocketAddr, Endpoint>>,
+    conns: Mutex<HashMap<Key, Endpoint>>,
 }
+
+/// A pool's key: the origin's key (`Origin::key`) and the endpoint.
+type Key = (u64, SocketAddr);
 
 /// The connections to one address, and the turn to open a new one.
 #[derive(Debug, Default)]
@@ -107,25 +115,27 @@ impl Drop for Slot {
 }
 
 impl Pool {
-    /// A stream slot on a connection to `addr`: an existing one below its
-    /// peer's limit, else a new connection.
+    /// A stream slot on a connection from `origin` to `addr`: an existing
+    /// one below its peer's limit, else a new connection.
     pub async fn checkout(
         self: &Arc<Self>,
+        origin: &Origin,
         addr: SocketAddr,
         upstream: &Upstream,
     ) -> Result<Slot, ProxyError> {
-        if let Some(slot) = self.existing(addr) {
+        let key = (origin.key(), addr);
+        if let Some(slot) = self.existing(key) {
             return Ok(slot);
         }
-        let opening = Arc::clone(&self.lock().entry(addr).or_default().opening);
+        let opening = Arc::clone(&self.lock().entry(key).or_default().opening);
         let _turn = opening.lock().await;
         // Whoever opened before us may have room for this stream.
-        if let Some(slot) = self.existing(addr) {
+        if let Some(slot) = self.existing(key) {
             return Ok(slot);
         }
-        let conn = Box::pin(self.open(addr, upstream)).await?;
+        let conn = Box::pin(self.open(origin, addr, upstream)).await?;
         let slot = take(&conn);
-        self.lock().entry(addr).or_default().conns.push(conn);
+        self.lock().entry(key).or_default().conns.push(conn);
         Ok(slot)
     }
 
@@ -133,10 +143,11 @@ impl Pool {
     /// when the stream is done.
     pub async fn checkout_alone(
         self: &Arc<Self>,
+        origin: &Origin,
         addr: SocketAddr,
         upstream: &Upstream,
     ) -> Result<Slot, ProxyError> {
-        let conn = Box::pin(self.open(addr, upstream)).await?;
+        let conn = Box::pin(self.open(origin, addr, upstream)).await?;
         Ok(take(&conn))
     }
 
@@ -148,9 +159,9 @@ impl Pool {
             .sum()
     }
 
-    fn existing(&self, addr: SocketAddr) -> Option<Slot> {
+    fn existing(&self, key: Key) -> Option<Slot> {
         let mut conns = self.lock();
-        let list = &mut conns.get_mut(&addr)?.conns;
+        let list = &mut conns.get_mut(&key)?.conns;
         list.retain(|conn| {
             let idle = conn.streams.load(Ordering::Acquire) == 0
                 && conn
@@ -167,10 +178,12 @@ impl Pool {
 
     async fn open(
         self: &Arc<Self>,
+        origin: &Origin,
         addr: SocketAddr,
         upstream: &Upstream,
     ) -> Result<Arc<Conn>, ProxyError> {
-        let stream = upstream.connect(addr).await?;
+        let key = (origin.key(), addr);
+        let stream = upstream.connect(origin, addr).await?;
         let handshake = h2::client::Builder::new()
             .initial_max_send_streams(INITIAL_MAX_STREAMS)
             .handshake::<_, Bytes>(stream);
@@ -199,7 +212,7 @@ impl Pool {
             if let Some(conn) = watched.upgrade() {
                 conn.retired.store(true, Ordering::Release);
                 if let Some(pool) = pool.upgrade() {
-                    pool.remove(addr, &conn);
+                    pool.remove(key, &conn);
                 }
             }
         });
@@ -220,17 +233,17 @@ impl Pool {
         Ok(conn)
     }
 
-    fn remove(&self, addr: SocketAddr, conn: &Arc<Conn>) {
+    fn remove(&self, key: Key, conn: &Arc<Conn>) {
         let mut conns = self.lock();
-        if let Some(endpoint) = conns.get_mut(&addr) {
+        if let Some(endpoint) = conns.get_mut(&key) {
             endpoint.conns.retain(|c| !Arc::ptr_eq(c, conn));
             if endpoint.conns.is_empty() && Arc::strong_count(&endpoint.opening) == 1 {
-                conns.remove(&addr);
+                conns.remove(&key);
             }
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<SocketAddr, Endpoint>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Key, Endpoint>> {
         self.conns.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }

@@ -37,6 +37,7 @@ use super::{pipe, pool};
 use crate::proxy::{
     ProxyContext,
     error::ProxyError,
+    origin::Origin,
     route::{self, Conn, Routed},
 };
 
@@ -104,7 +105,7 @@ pub async fn serve(
                 debug!(reason = ?pipe::reason_of(reset), "client reset the stream before it went upstream");
                 return;
             }
-            slot = checkout(&h2.pool, upstream, &ctx.upstream, alone) => match slot {
+            slot = checkout(&h2.pool, (&conn.origin, upstream), &ctx.upstream, alone) => match slot {
                 Ok(slot) => slot,
                 Err(error) => return answer(ctx, &mut respond, error, grpc),
             },
@@ -230,14 +231,14 @@ enum Next {
 /// A slot on a shared upstream connection, or on one of its own.
 async fn checkout(
     pool: &Arc<pool::Pool>,
-    upstream: std::net::SocketAddr,
+    (origin, upstream): (&Origin, std::net::SocketAddr),
     via: &crate::proxy::upstream::Upstream,
     alone: bool,
 ) -> Result<pool::Slot, ProxyError> {
     if alone {
-        pool.checkout_alone(upstream, via).await
+        pool.checkout_alone(origin, upstream, via).await
     } else {
-        pool.checkout(upstream, via).await
+        pool.checkout(origin, upstream, via).await
     }
 }
 

@@ -31,6 +31,7 @@ use tracing::debug;
 use super::{
     ProxyContext,
     error::ProxyError,
+    origin::Origin,
     route::{self, Conn, Routed},
 };
 use crate::http::{
@@ -183,7 +184,7 @@ async fn requests(
             &mut ubuf,
             &mut current,
             &head,
-            target,
+            (&conn.origin, target),
             ctx,
             h1,
         )
@@ -231,7 +232,7 @@ async fn requests(
     };
     // The upstream connection can serve other clients meanwhile.
     if let Some(held) = current {
-        h1.pool.checkin(held.target, held.stream);
+        h1.pool.checkin(&conn.origin, held.target, held.stream);
     }
     ctx.buffers.give(buf);
     ctx.buffers.give(ubuf);
@@ -259,7 +260,7 @@ async fn exchange_with_retry(
     ubuf: &mut BytesMut,
     current: &mut Option<Current>,
     head: &RequestHead,
-    target: SocketAddr,
+    (origin, target): (&Origin, SocketAddr),
     ctx: &ProxyContext,
     h1: &Http1,
 ) -> (Outcome, Option<TcpStream>) {
@@ -272,18 +273,18 @@ async fn exchange_with_retry(
         {
             Some(held.stream)
         }
-        Some(held) if held.target == target => h1.pool.checkout(target),
+        Some(held) if held.target == target => h1.pool.checkout(origin, target),
         Some(held) => {
-            h1.pool.checkin(held.target, held.stream);
-            h1.pool.checkout(target)
+            h1.pool.checkin(origin, held.target, held.stream);
+            h1.pool.checkout(origin, target)
         }
-        None => h1.pool.checkout(target),
+        None => h1.pool.checkout(origin, target),
     };
     loop {
         let reused = reusable.is_some();
         let mut upstream = match reusable.take() {
             Some(stream) => stream,
-            None => match ctx.upstream.connect(target).await {
+            None => match ctx.upstream.connect(origin, target).await {
                 Ok(stream) => stream,
                 Err(error) => return (Outcome::Refuse(error.into()), None),
             },

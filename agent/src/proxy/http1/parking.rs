@@ -43,7 +43,7 @@ use tracing::{Instrument, debug, debug_span, warn};
 
 use crate::{
     admin::{FlowGuard, observer::ParkedFlowGuard},
-    proxy::{Proxy, ProxyContext, route::Conn},
+    proxy::{Proxy, ProxyContext, origin::Origin, route::Conn},
 };
 
 /// How often parked connections are checked against their idle timeout.
@@ -84,6 +84,8 @@ struct Parked {
     permit: OwnedSemaphorePermit,
     socket: std::net::TcpStream,
     service_id: u32,
+    /// Where its upstream connections leave from.
+    origin: Origin,
     idle_deadline: Instant,
 }
 
@@ -143,11 +145,12 @@ impl ParkingLot {
             Err(error) => return debug!(%error, "cannot park an idle connection; closed"),
         };
         // The flow's shared record is given up before it is parked by value.
-        let service_id = conn.service_id;
+        let (service_id, origin) = (conn.service_id, conn.origin.clone());
         drop(conn);
         let parked = Parked {
             socket,
             service_id,
+            origin,
             idle_deadline: Instant::now() + idle_left,
             permit: lease.permit,
             flow: ctx.observer.park(lease.flow),
@@ -204,7 +207,7 @@ impl ParkingLot {
                 Ok(client) => {
                     let flow = parked.flow.resume();
                     let span = debug_span!("conn", peer = %flow.flow.client);
-                    let conn = Conn::of(parked.service_id, &flow.flow);
+                    let conn = Conn::of(parked.service_id, &flow.flow, parked.origin);
                     let lease = Lease {
                         flow,
                         permit: parked.permit,

@@ -1,5 +1,7 @@
-//! Idle upstream connections, per destination, for reuse across requests and
-//! client connections.
+//! Idle upstream connections, per origin and destination, for reuse across
+//! requests and client connections. A connection serves only clients of the
+//! namespace it was made in (see `proxy::origin`): one client pod's
+//! connections never carry another's requests, or its address.
 //!
 //! Bounded: at most [`MAX_IDLE_PER_DESTINATION`] idle connections per
 //! destination, each dropped after [`IDLE_TIMEOUT`]. A connection is checked
@@ -15,6 +17,8 @@ use std::{
 
 use tokio::net::TcpStream;
 
+use crate::proxy::origin::Origin;
+
 pub const MAX_IDLE_PER_DESTINATION: usize = 64;
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -27,7 +31,7 @@ struct Idle {
 /// (warm, least likely closed by the server), the oldest expire.
 #[derive(Default)]
 pub struct Pool {
-    idle: Mutex<HashMap<SocketAddr, VecDeque<Idle>>>,
+    idle: Mutex<HashMap<(u64, SocketAddr), VecDeque<Idle>>>,
 }
 
 impl std::fmt::Debug for Pool {
@@ -37,23 +41,31 @@ impl std::fmt::Debug for Pool {
 }
 
 impl Pool {
-    /// An idle connection to `dst` that still looks alive, if any.
-    pub fn checkout(&self, dst: SocketAddr) -> Option<TcpStream> {
+    /// An idle connection from `origin` to `dst` that still looks alive,
+    /// if any.
+    pub fn checkout(&self, origin: &Origin, dst: SocketAddr) -> Option<TcpStream> {
         let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
-        let conns = idle.get_mut(&dst)?;
+        let key = (origin.key(), dst);
+        let conns = idle.get_mut(&key)?;
         let now = Instant::now();
+        let mut found = None;
         while let Some(conn) = conns.pop_back() {
             if now.duration_since(conn.since) < IDLE_TIMEOUT && looks_alive(&conn.stream) {
-                return Some(conn.stream);
+                found = Some(conn.stream);
+                break;
             }
         }
-        None
+        // No entry is left empty: client pods come and go.
+        if conns.is_empty() {
+            idle.remove(&key);
+        }
+        found
     }
 
     /// Returns a connection after a complete exchange.
-    pub fn checkin(&self, dst: SocketAddr, stream: TcpStream) {
+    pub fn checkin(&self, origin: &Origin, dst: SocketAddr, stream: TcpStream) {
         let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
-        let conns = idle.entry(dst).or_default();
+        let conns = idle.entry((origin.key(), dst)).or_default();
         let now = Instant::now();
         while conns
             .front()
