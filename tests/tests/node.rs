@@ -16,6 +16,8 @@ mod helm;
 mod lifecycle;
 #[path = "node/load.rs"]
 mod load;
+#[path = "node/network_policy.rs"]
+mod network_policy;
 #[path = "node/setup.rs"]
 mod setup;
 

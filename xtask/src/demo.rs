@@ -170,15 +170,15 @@ pub fn run() -> anyhow::Result<()> {
     });
     println!();
 
-    println!("2. A request without a routing key goes to baseline:");
+    println!(
+        "2. A request without a routing key goes to baseline (through detour's proxy; the server still sees the client pod's own address):"
+    );
     show_curl(client, &cgroup, REVIEWS_VIP, None)?;
     println!();
     println!("3. The same request carrying the sandbox's key goes to the fork:");
     show_curl(client, &cgroup, REVIEWS_VIP, Some(KEY_HEADER))?;
     println!();
-    println!(
-        "4. A service without a fork is not even redirected (the server sees the client itself):"
-    );
+    println!("4. A service without a fork is not even redirected:");
     show_curl(client, &cgroup, RATINGS_VIP, Some(KEY_HEADER))?;
     println!();
     println!("   metrics:");

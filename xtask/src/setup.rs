@@ -56,6 +56,8 @@ const TEST_REQUIREMENTS: &[(&str, &str)] = &[
     ("runc", "runc"),
     ("/usr/lib/cni/bridge", "containernetworking-plugins"),
     ("conntrack", "conntrack"),
+    // The real node's NetworkPolicy enforcer (kube-router) manages ipsets.
+    ("ipset", "ipset"),
 ];
 
 /// Everything: the build's toolchain and the test tools, including the

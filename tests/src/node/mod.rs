@@ -16,6 +16,7 @@
 pub mod anchor;
 pub mod config;
 pub mod host;
+pub mod network_policy;
 pub mod socket_lb;
 
 use std::{

@@ -127,7 +127,12 @@ pub fn cluster_ip(node: &KubeNode) -> String {
 
 /// `curl` in the client pod; the body, or why nothing answered.
 pub fn curl(node: &KubeNode, url: &str, headers: &[&str]) -> String {
-    let mut args = vec!["exec", "client", "--", "curl", "-sS", "-m", "5"];
+    curl_from(node, "client", url, headers)
+}
+
+/// `curl` in `pod`; the body, or why nothing answered.
+pub fn curl_from(node: &KubeNode, pod: &str, url: &str, headers: &[&str]) -> String {
+    let mut args = vec!["exec", pod, "--", "curl", "-sS", "-m", "5"];
     for header in headers {
         args.extend(["-H", header]);
     }
