@@ -36,6 +36,9 @@
 //!   table at scale and thousands of idle connections ([`soak_memory`]).
 //!   Its traffic is [`soak_client`] (the hidden `bench-soak-client`), its
 //!   routes [`soak_routes`], its tables [`soak_report`].
+//! - [`origins`]: what keeping the client's address costs (upstream
+//!   connections pooled per client pod, made in its network namespace),
+//!   against `--client-address node`.
 
 mod bulk_client;
 mod client;
@@ -49,6 +52,7 @@ mod http;
 mod http_checks;
 mod http_report;
 mod load;
+mod origins;
 mod peer_configs;
 mod peers;
 mod procs;
@@ -90,6 +94,8 @@ pub enum Suite {
     Soak,
     /// From `kubectl apply` of a Sandbox to its fork answering, on the test control plane.
     Sandbox,
+    /// What keeping the client's address costs: memory of per-pod pools, CPU per upstream connection.
+    Origins,
 }
 
 #[derive(Debug, Args)]
@@ -103,7 +109,8 @@ pub struct BenchArgs {
     /// The median over rounds is reported.
     #[arg(long)]
     pub rounds: Option<u32>,
-    /// connect: timed connect+close operations per mode per round.
+    /// connect: timed connect+close operations per mode per round; origins:
+    /// spliced connections per client pod per round.
     #[arg(long, default_value_t = 250)]
     pub iterations: u32,
     /// connect: operations of one mode before switching to the next mode.
@@ -162,6 +169,9 @@ pub struct BenchArgs {
     /// a new agent).
     #[arg(long)]
     pub upgrade: bool,
+    /// origins: client pods, each holding its own connections.
+    #[arg(long, default_value_t = 16)]
+    pub client_pods: u32,
     /// soak: requests per second of each of the 6 client workers.
     #[arg(long, default_value_t = 50)]
     pub rate: u32,
@@ -181,6 +191,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
         Suite::Relay => relay::run(args),
         Suite::Soak => soak::run(args),
         Suite::Sandbox => sandbox::run(args),
+        Suite::Origins => origins::run(args),
     }
 }
 

@@ -14,7 +14,7 @@ use std::path::Path;
 use anyhow::{Context, bail};
 
 /// Every suite, in the order their blocks appear.
-const SUITES: [&str; 7] = [
+const SUITES: [&str; 8] = [
     "connect",
     "http",
     "h2",
@@ -22,6 +22,7 @@ const SUITES: [&str; 7] = [
     "soak",
     "soak-upgrade",
     "sandbox",
+    "origins",
 ];
 const README_SECTION: &str = "## Benchmarks";
 const README_PLACEHOLDER: &str = "(table: see the closing section of this file once generated)";
