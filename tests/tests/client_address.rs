@@ -3,7 +3,8 @@
 //! for HTTP/1 (keep-alive and new connections), HTTP/2 (gRPC, one channel
 //! per client) and spliced TCP, over IPv4 and IPv6; two client pods through
 //! one agent are told apart even where the proxy pools upstream
-//! connections. A client in the node's own namespace is seen as the node,
+//! connections, and a server a routed hop away (as on another node) sees
+//! the pod too. A client in the node's own namespace is seen as the node,
 //! as without detour; one whose namespace has no name under `/run/netns`
 //! gets the node's address, counted.
 //!
@@ -12,11 +13,16 @@
 
 use std::{
     io::{BufRead, BufReader, Write},
+    net::{Ipv4Addr, Ipv6Addr},
     process::{Command, Stdio},
 };
 
 use detour_tests::{
-    Agent, Cgroup, Topology, cmd::Proc, require_root, topology::NODE_IP4, topology::RequestLog,
+    Agent, Cgroup, Pod, Topology,
+    cmd::Proc,
+    netns::Netns,
+    require_root,
+    topology::{NODE_IP4, RequestLog},
     unique_name,
 };
 
@@ -386,5 +392,72 @@ fn a_client_whose_namespace_has_no_name_gets_the_nodes_address_counted() {
             .agent
             .metric("detour_client_address_total{reason=\"unnamed_namespace\"}"),
         1
+    );
+}
+
+#[test]
+fn a_server_a_routed_hop_away_sees_the_client_pod_as_from_another_node() {
+    if !require_root() {
+        return;
+    }
+    // The client's node routes to a server on another network, as a node
+    // forwards a pod's traffic to a pod on another node: no translation on
+    // the way, so the server sees whatever source the connection left with.
+    let net = Topology::builder("dx").pod("client").build();
+    let remote = Pod {
+        name: "remote".into(),
+        netns: Netns::new(&unique_name("dx-remote-")),
+        ip4: Ipv4Addr::new(10, 249, 0, 2),
+        ip6: Ipv6Addr::new(0xfd00, 0x249, 0, 0, 0, 0, 0, 2),
+    };
+    // The node's end lives in the test's own node namespace: a fixed name.
+    let node = net.node();
+    node.ip(&[
+        "link",
+        "add",
+        "vremote",
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "eth0",
+        "netns",
+        remote.netns.name(),
+    ]);
+    node.ip(&["addr", "add", "10.249.0.1/24", "dev", "vremote"]);
+    node.ip(&["link", "set", "vremote", "up"]);
+    remote
+        .netns
+        .ip(&["addr", "add", "10.249.0.2/24", "dev", "eth0"]);
+    remote.netns.ip(&["link", "set", "eth0", "up"]);
+    remote
+        .netns
+        .ip(&["route", "add", "default", "via", "10.249.0.1"]);
+    let _server = remote.echo_server(HTTP);
+    let cgroup = Cgroup::new(&unique_name("detour-addr-"));
+    let agent = Agent::builder(&net, &cgroup)
+        .routes(&format!(
+            "services:
+  - name: remote
+    addresses: [{}]
+    ports: [{{port: {HTTP}, protocol: http}}]
+",
+            remote.ip4
+        ))
+        .spawn();
+    let output = net.pod("client").exec_in(
+        &cgroup,
+        "curl",
+        &transfer(&format!("http://{}:{HTTP}/", remote.ip4), false),
+    );
+    assert!(output.status.success(), "{output:?}");
+    assert_eq!(
+        transfers(&String::from_utf8_lossy(&output.stdout)),
+        [seen("remote", &net.pod("client").ip4.to_string(), 1)]
+    );
+    assert_eq!(
+        agent.metric("detour_requests_total{service=\"default/remote\",destination=\"baseline\",sandbox=\"\",protocol=\"http1\"}"),
+        1,
+        "through the proxy"
     );
 }
