@@ -1,6 +1,6 @@
 //! detour's agent and CLI as a library: the `detour` binary is a thin
-//! `main` over [`cli::Cli`]. A library also lets fuzz targets and benchmarks
-//! reach the parsers in [`http`].
+//! `main` over [`cli::Cli`]. A library also lets the fuzz targets reach the
+//! parsers in [`http`].
 
 pub mod admin;
 pub mod app;

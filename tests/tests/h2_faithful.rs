@@ -247,7 +247,7 @@ fn keyed_and_unkeyed_requests_and_their_responses_cross_field_for_field() {
 #[test]
 #[ignore = "known limitation: h2 0.4's HPACK decoder drops the never-indexed flag, so only \
             authorization, cookie, proxy-authorization and set-cookie are sent never-indexed \
-            (README, HTTP/2 behaviour)"]
+            (docs/routing.md, HTTP/2 behaviour)"]
 fn a_field_sent_never_indexed_stays_never_indexed_both_ways() {
     if !require_root() {
         return;

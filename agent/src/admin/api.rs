@@ -1,6 +1,6 @@
 //! The admin API's wire types: JSON bodies of the agent's admin socket, as
 //! the CLI reads them and `-o json` prints them. Field names are stable
-//! (documented in the README, "CLI"); add fields, never rename them.
+//! (documented in `docs/cli.md`); add fields, never rename them.
 //!
 //! Endpoints (HTTP/1.1 on the Unix socket, default `/run/detour/admin.sock`):
 //!

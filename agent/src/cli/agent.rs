@@ -28,7 +28,7 @@ use crate::{
 #[derive(Debug, Args)]
 #[command(verbatim_doc_comment)]
 pub struct AgentArgs {
-    /// Routes file (standalone mode); see the README for the format.
+    /// Routes file (standalone mode); see docs/standalone.md for the format.
     #[arg(
         long,
         env = "DETOUR_ROUTES",

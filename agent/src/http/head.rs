@@ -1,5 +1,5 @@
 //! Request and response heads: parsing with `httparse` and the strict RFC 9112
-//! framing rules of the README ("HTTP/1.1 behaviour").
+//! framing rules of `docs/routing.md` ("HTTP/1.1 behaviour").
 //!
 //! The proxy forwards every head byte for byte (but for one narrow case,
 //! `Connection: close` left out of an HTTP/1.1 request: see [`hop`]), so the

@@ -1,4 +1,4 @@
-//! Routing-key extraction (README, "How a request is routed"): which
+//! Routing-key extraction (`docs/routing.md`): which
 //! sandbox, if any, a request is for.
 //!
 //! Extraction reads header fields as `(name, value)` byte pairs ([`Field`]),

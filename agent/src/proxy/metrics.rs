@@ -1,4 +1,4 @@
-//! The proxy's Prometheus metrics (catalogue in the README).
+//! The proxy's Prometheus metrics (catalogue in `docs/metrics.md`).
 
 use std::{sync::Arc, time::Duration};
 

@@ -1,7 +1,7 @@
 //! The routes file (`detour agent --routes FILE`): its YAML model and the
 //! checks that make a file either wholly valid or rejected.
 //!
-//! The format is the one in the README ("Routes file"). Unknown fields are errors, so a typo
+//! The format is the one in `docs/standalone.md` ("Routes file"). Unknown fields are errors, so a typo
 //! never silently drops a route. Parse errors carry the YAML line and column
 //! from `yaml_serde`; semantic errors name the field path.
 

@@ -1,6 +1,6 @@
 //! `cargo xtask bench`: benchmarks that print ratios against peers measured
-//! in the same run, and publish their table to `bench/RESULTS.md` and the
-//! README ([`results`]), each suite in its own block.
+//! in the same run, and publish their table to `bench/RESULTS.md`
+//! ([`results`]), each suite in its own block.
 //!
 //! - [`connect`]: connect()+close() cost with no agent, with the agent
 //!   attached but the destination not steered, steered, and through iptables

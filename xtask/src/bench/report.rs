@@ -1,6 +1,6 @@
 //! What `bench connect` prints: the per-round samples the timed client
-//! reports, reduced per mode, a markdown table that can be pasted into the
-//! README, and the targets, stated as met or missed without rounding in
+//! reports, reduced per mode, a markdown table (published to
+//! `bench/RESULTS.md`), and the targets, stated as met or missed without rounding in
 //! detour's favour.
 //!
 //! Reduction: a round contributes each mode's median single operation
