@@ -16,13 +16,27 @@ use hyper::{
     Request, Response, StatusCode, body::Bytes, header, server::conn::http1, service::service_fn,
 };
 use hyper_util::rt::TokioIo;
-use prometheus_client::registry::Registry;
+use prometheus_client::{
+    encoding::{EncodeLabelValue, LabelValueEncoder},
+    registry::Registry,
+};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 /// The prefix of every metric name.
 pub const PREFIX: &str = "detour";
+
+/// A shared string as a label value (a service, a sandbox), so that labels
+/// cost no allocation per request. Every subsystem's metrics use it.
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
+pub struct Label(pub Arc<str>);
+
+impl EncodeLabelValue for Label {
+    fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> Result<(), std::fmt::Error> {
+        EncodeLabelValue::encode(&self.0.as_ref(), encoder)
+    }
+}
 
 pub struct Endpoint {
     registry: Registry,

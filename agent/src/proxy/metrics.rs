@@ -3,7 +3,7 @@
 use std::{sync::Arc, time::Duration};
 
 use prometheus_client::{
-    encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder},
+    encoding::EncodeLabelSet,
     metrics::{
         counter::Counter,
         family::Family,
@@ -14,16 +14,7 @@ use prometheus_client::{
 };
 
 use super::error::ProxyError;
-
-/// A shared string as a label value, so labels cost no allocation per request.
-#[derive(Clone, Debug, Hash, PartialEq, Eq)]
-pub struct Label(pub Arc<str>);
-
-impl EncodeLabelValue for Label {
-    fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> Result<(), std::fmt::Error> {
-        EncodeLabelValue::encode(&self.0.as_ref(), encoder)
-    }
-}
+use crate::metrics::Label;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ServiceLabels {

@@ -24,7 +24,7 @@ use std::{net::SocketAddr, sync::Arc, time::Duration};
 use arc_swap::ArcSwap;
 use bytes::BytesMut;
 pub use detect::Detected;
-pub use metrics::{Label, ProxyMetrics};
+pub use metrics::ProxyMetrics;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tracing::{Instrument, debug, debug_span, info, warn};

@@ -42,7 +42,7 @@ use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
 use self::{diag::Diag, scope::Scope};
-use crate::proxy::Label;
+use crate::metrics::Label;
 
 /// How often a busy connection is looked at again.
 pub const RECHECK: Duration = Duration::from_millis(200);
