@@ -128,7 +128,7 @@ sandboxes:
     let mut memory = Vec::new();
     for mode in MODES {
         eprintln!("bench origins: memory, --client-address {mode}, {pods} client pods");
-        let (agent, acct) = start(&net, &attached, &routes, mode)?;
+        let (acct, agent) = start(&net, &attached, &routes, mode)?;
         memory.push(hold_memory(&clients, &attached, base, fork, &acct)?);
         drop(agent);
     }
@@ -140,7 +140,7 @@ sandboxes:
         for index in order {
             let mode = MODES[index];
             eprintln!("bench origins: round {round}, --client-address {mode}");
-            let (agent, acct) = start(&net, &attached, &routes, mode)?;
+            let (acct, agent) = start(&net, &attached, &routes, mode)?;
             per_mode[index] = cpu_per_connection(&clients, &attached, base, connections, &acct)?;
             drop(agent);
         }
@@ -151,12 +151,15 @@ sandboxes:
     super::results::publish("origins", &block)
 }
 
+/// The agent in `mode`, in an accounting cgroup of its own. In that order:
+/// bound as `(acct, agent)`, the agent is dropped (stopped) first, also on
+/// an early return, and its cgroup is then empty for removal.
 fn start(
     net: &Topology,
     attached: &Cgroup,
     routes: &str,
     mode: &str,
-) -> anyhow::Result<(Agent, Accounting)> {
+) -> anyhow::Result<(Accounting, Agent)> {
     let agent = Agent::builder(net, attached)
         .routes(routes)
         .log_filter("info")
@@ -166,7 +169,7 @@ fn start(
     let acct = Accounting::new("origins");
     acct.adopt(agent.pid())?;
     std::thread::sleep(Duration::from_millis(500));
-    Ok((agent, acct))
+    Ok((acct, agent))
 }
 
 /// Every pod holds its connections; the agent's RSS growth and the
