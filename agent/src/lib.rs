@@ -7,6 +7,7 @@ pub mod app;
 pub mod cli;
 pub mod datapath;
 pub mod defaults;
+pub mod flows;
 pub mod handover;
 pub mod http;
 pub mod k8s;

@@ -21,7 +21,7 @@ fn main() -> ExitCode {
             } else {
                 eprintln!("detour: {first}");
             }
-            ExitCode::from(detour::cli::output::exit_code(&error))
+            ExitCode::from(detour::cli::exit_code(&error))
         }
     }
 }

@@ -11,4 +11,5 @@ pub mod leader;
 pub mod metrics;
 pub mod reconcile;
 pub mod run;
+pub mod sandbox;
 pub mod status;

@@ -27,6 +27,7 @@ use tracing::{info, warn};
 use crate::{
     fork::{self, ForkOf},
     metrics::Metrics,
+    sandbox::{ReconcileError, label},
     status,
 };
 
@@ -64,14 +65,6 @@ impl Context {
             warn!(sandbox = %label(sandbox), %error, "event not recorded");
         }
     }
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum ReconcileError {
-    #[error("Kubernetes API: {0}")]
-    Api(#[from] kube::Error),
-    #[error("finalizer: {0}")]
-    Finalizer(String),
 }
 
 /// Reconciles one Sandbox (the `Controller`'s reconciler).
@@ -281,12 +274,4 @@ fn expiry(sandbox: &Sandbox) -> Option<Timestamp> {
 
 fn humantime_duration(text: &str) -> Option<Duration> {
     humantime::parse_duration(text).ok()
-}
-
-pub fn label(sandbox: &Sandbox) -> String {
-    format!(
-        "{}/{}",
-        sandbox.namespace().unwrap_or_default(),
-        sandbox.name_any()
-    )
 }

@@ -17,7 +17,10 @@ use kube::{
     api::{ListParams, Patch, PatchParams},
 };
 
-use crate::{metrics::Metrics, reconcile::ReconcileError};
+use crate::{
+    metrics::Metrics,
+    sandbox::{ReconcileError, label},
+};
 
 /// How long the forks must have been ready before the Sandbox is Ready: the
 /// agents' watch, settle and map update take about 200 ms; five times that.
@@ -118,7 +121,7 @@ impl<'a> Report<'a> {
         let key = &self.sandbox.spec.routing_key;
         let mine = claim_order(
             self.sandbox.creation_timestamp().map(|t| t.0),
-            &crate::reconcile::label(self.sandbox),
+            &label(self.sandbox),
         );
         let sandboxes = Api::<Sandbox>::all(client.clone())
             .list(&ListParams::default())
@@ -131,11 +134,8 @@ impl<'a> Report<'a> {
             .filter(|s| &s.spec.routing_key == key)
             .map(|s| {
                 (
-                    claim_order(
-                        s.creation_timestamp().map(|t| t.0),
-                        &crate::reconcile::label(s),
-                    ),
-                    format!("Sandbox {}", crate::reconcile::label(s)),
+                    claim_order(s.creation_timestamp().map(|t| t.0), &label(s)),
+                    format!("Sandbox {}", label(s)),
                 )
             })
             .chain(

@@ -9,7 +9,7 @@
 //! | `GET /status` | | [`Status`] |
 //! | `GET /routes?key=K&service=NS/NAME` | | [`Routes`] (filtered) |
 //! | `GET /flows` | | [`Flows`] |
-//! | `GET /trace?key=K&service=NS/NAME` | | a stream of [`DecisionEvent`], one JSON object per line |
+//! | `GET /trace?key=K&service=NS/NAME` | | a stream of [`TraceEvent`], one JSON object per line |
 //! | `POST /explain` | [`ExplainRequest`] | [`Explanation`] |
 //! | `PUT /log-level` | [`LogLevel`] | [`LogLevel`] (the filter now in force) |
 //!
@@ -155,16 +155,16 @@ pub struct Flow {
     #[serde(default)]
     pub live_streams: u64,
     pub age_seconds: f64,
-    pub last_decision: Option<Decision>,
+    pub last_decision: Option<Routing>,
     /// An idle HTTP/1 keep-alive connection, parked: its socket waits for
     /// the next request outside the proxy's tasks.
     #[serde(default)]
     pub parked: bool,
 }
 
-/// Where one request went, and why.
+/// How one request was routed: where it went, and why.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Decision {
+pub struct Routing {
     /// `baseline` or `sandbox`.
     pub destination: String,
     pub sandbox: Option<String>,
@@ -177,7 +177,7 @@ pub struct Decision {
 
 /// One line of `GET /trace`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct DecisionEvent {
+pub struct TraceEvent {
     /// Unix time, seconds with fraction.
     pub time: f64,
     pub flow: u64,
@@ -185,7 +185,7 @@ pub struct DecisionEvent {
     pub service: String,
     pub method: String,
     #[serde(flatten)]
-    pub decision: Decision,
+    pub routing: Routing,
 }
 
 /// `POST /explain`.

@@ -3,7 +3,7 @@
 
 pub mod api;
 mod explain;
-pub mod observer;
+mod flows;
 mod routes;
 pub mod server;
 
@@ -19,11 +19,11 @@ use std::{
 
 use arc_swap::ArcSwap;
 pub use explain::explain;
-pub use observer::{FlowGuard, Observer};
 pub use routes::{protocol_name, routes};
 
 use crate::{
-    datapath::pinned, http::routing_key::RoutingKeys, routes::RouteSnapshot, telemetry::LogControl,
+    datapath::pinned, flows::FlowTable, http::routing_key::RoutingKeys, routes::RouteSnapshot,
+    telemetry::LogControl,
 };
 
 /// Facts fixed at start.
@@ -44,7 +44,7 @@ pub struct StartInfo {
 /// Everything the admin endpoints read.
 pub struct AdminContext {
     pub info: StartInfo,
-    pub observer: Arc<Observer>,
+    pub flows: Arc<FlowTable>,
     pub routes: Arc<ArcSwap<RouteSnapshot>>,
     pub keys: RoutingKeys,
     pub log: Option<LogControl>,
@@ -126,7 +126,7 @@ impl AdminContext {
                     .collect(),
             },
             ready: self.ready.iter().all(|r| r.load(Ordering::Acquire)),
-            flows: self.observer.count(),
+            flows: self.flows.count(),
             client_address: self.origins.describe(),
             bypassing_connections: bypassing,
             warnings: self

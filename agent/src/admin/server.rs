@@ -22,7 +22,7 @@ use tokio::{
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use super::{AdminContext, api, explain, routes};
+use super::{AdminContext, api, explain, flows, routes};
 use crate::{
     handover::Successor,
     socket_file::{self, SocketFile},
@@ -110,7 +110,7 @@ async fn handle(
             )
         }
         (Method::GET, "/flows") => {
-            let mut flows = ctx.observer.flows();
+            let mut flows = flows::flows(&ctx.flows);
             flows.bypassing_connections = ctx.bypassing(all_steered).await;
             json(StatusCode::OK, &flows)
         }
@@ -200,7 +200,7 @@ fn trace(
     service: Option<String>,
     stop: CancellationToken,
 ) -> Response<Body> {
-    let receiver = ctx.observer.subscribe();
+    let receiver = ctx.flows.subscribe();
     let lines = futures::stream::unfold((receiver, stop), move |(mut receiver, stop)| {
         let key = key.clone();
         let service = service.clone();
@@ -212,14 +212,10 @@ fn trace(
                 };
                 let line = match next {
                     Ok(event) => {
-                        let wanted = key
-                            .as_deref()
-                            .is_none_or(|k| event.decision.routing_key.as_deref() == Some(k))
-                            && service.as_deref().is_none_or(|s| event.service == s);
-                        if !wanted {
+                        if !flows::wanted(&event, key.as_deref(), service.as_deref()) {
                             continue;
                         }
-                        serde_json::to_vec(event.as_ref()).unwrap_or_default()
+                        serde_json::to_vec(&flows::trace_event(&event)).unwrap_or_default()
                     }
                     Err(RecvError::Lagged(lost)) => format!("{{\"lost\":{lost}}}").into_bytes(),
                     Err(RecvError::Closed) => return None,

@@ -49,6 +49,7 @@ use crate::{
         Capacities, Datapath, DatapathOptions,
         cgroup::{self, ChosenCgroup},
     },
+    flows::FlowTable,
     handover::{self, Offered, Successor},
     http::routing_key::RoutingKeys,
     k8s, metrics,
@@ -245,7 +246,7 @@ async fn serve(
     let proxy_metrics = ProxyMetrics::new(&mut registry);
     registry.register_collector(Box::new(counters));
     let ready = Arc::new(AtomicBool::new(false));
-    let observer = Arc::new(admin::Observer::default());
+    let flows = Arc::new(FlowTable::default());
     let info = admin::StartInfo {
         started: std::time::Instant::now(),
         cgroup: cgroup.path.clone(),
@@ -264,7 +265,7 @@ async fn serve(
         ctx: ProxyContext {
             draining: CancellationToken::new(),
             connection_slots: Arc::new(tokio::sync::Semaphore::new(max_connections)),
-            observer: Arc::clone(&observer),
+            flows: Arc::clone(&flows),
             orig_dst: Arc::clone(&orig_dst),
             relay: handles.relay.map(Arc::new),
             routes: updater.store(),
@@ -324,7 +325,7 @@ async fn serve(
     let stop_admin = CancellationToken::new();
     let admin_ctx = Arc::new(admin::AdminContext {
         info,
-        observer,
+        flows,
         routes: Arc::clone(&proxy.ctx.routes),
         keys: config.keys.clone(),
         log,

@@ -16,7 +16,7 @@ use hyper_util::rt::TokioIo;
 use serde::{Serialize, de::DeserializeOwned};
 use tokio::net::UnixStream;
 
-use super::output::exit;
+use super::exit;
 use crate::admin::api;
 
 /// How long a request (not a trace stream) may take.

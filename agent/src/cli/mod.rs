@@ -6,13 +6,14 @@
 //! that those work while it is down. Every verb prints a table for people or
 //! `-o json` for scripts ([`output`], [`table`]), and fails with one line
 //! that names the cause and the next step, and a documented exit code
-//! ([`output::exit_code`]).
+//! ([`exit_code`]).
 
 pub mod agent;
 pub mod bpf;
 pub mod client;
 pub mod completions;
 pub mod crdgen;
+pub mod exit;
 pub mod explain;
 pub mod flows;
 pub mod log_level;
@@ -28,6 +29,8 @@ pub mod version;
 mod tests;
 
 use clap::{Parser, Subcommand};
+
+use crate::datapath::pinned::PinnedError;
 
 /// detour steers individual requests to sandbox forks of services, with eBPF
 /// at the socket layer and a node-local proxy. No sidecars, no iptables.
@@ -86,4 +89,25 @@ impl Cli {
             Command::Crdgen { out } => crdgen::run(out.as_deref()),
         }
     }
+}
+
+/// The exit code for an error: the first error in its chain that has one
+/// ([`exit`]).
+pub fn exit_code(error: &anyhow::Error) -> u8 {
+    for cause in error.chain() {
+        if let Some(client) = cause.downcast_ref::<client::ClientError>() {
+            return client.exit_code();
+        }
+        if let Some(failure) = cause.downcast_ref::<output::Failure>() {
+            return failure.code;
+        }
+        if let Some(pinned) = cause.downcast_ref::<PinnedError>() {
+            return match pinned {
+                PinnedError::Missing { .. } => exit::NOT_FOUND,
+                PinnedError::Permission { .. } => exit::PERMISSION,
+                PinnedError::Map { .. } => exit::FAILURE,
+            };
+        }
+    }
+    exit::FAILURE
 }

@@ -1,17 +1,7 @@
 //! What every inspection verb shares: the global `-o table|json` and
 //! `--socket` flags, printing to stdout (a closed pipe ends output quietly,
-//! as `detour trace | head` expects), and the documented exit codes.
-//!
-//! Exit codes (stable; scripts may rely on them):
-//!
-//! | code | meaning |
-//! |---|---|
-//! | 0 | success |
-//! | 1 | any other failure (the agent answered with an error, I/O, a bad answer) |
-//! | 2 | usage: a bad flag or argument (clap), or a request the agent refused as invalid |
-//! | 3 | the agent is not running or not reachable (no socket, stale socket, not a socket, no answer) |
-//! | 4 | permission denied (the admin socket or the pinned maps need root) |
-//! | 5 | not found: no pinned maps, or an unknown service or routing key |
+//! as `detour trace | head` expects), and failures that carry an exit code
+//! ([`super::exit`]).
 //!
 //! JSON output is the admin API's wire types ([`crate::admin::api`]) for the
 //! verbs that ask the agent, and the types in `bpf.rs`/`version.rs` for the
@@ -26,17 +16,8 @@ use anyhow::Context;
 use clap::{Args, ValueEnum};
 use serde::Serialize;
 
-use super::client::ClientError;
-use crate::{datapath::pinned::PinnedError, defaults};
-
-/// Exit codes, as documented above.
-pub mod exit {
-    pub const FAILURE: u8 = 1;
-    pub const USAGE: u8 = 2;
-    pub const UNREACHABLE: u8 = 3;
-    pub const PERMISSION: u8 = 4;
-    pub const NOT_FOUND: u8 = 5;
-}
+use super::exit;
+use crate::defaults;
 
 /// How results are printed.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum)]
@@ -89,26 +70,6 @@ impl Failure {
             message: message.into(),
         })
     }
-}
-
-/// The exit code for an error: the first error in its chain that has one.
-pub fn exit_code(error: &anyhow::Error) -> u8 {
-    for cause in error.chain() {
-        if let Some(client) = cause.downcast_ref::<ClientError>() {
-            return client.exit_code();
-        }
-        if let Some(failure) = cause.downcast_ref::<Failure>() {
-            return failure.code;
-        }
-        if let Some(pinned) = cause.downcast_ref::<PinnedError>() {
-            return match pinned {
-                PinnedError::Missing { .. } => exit::NOT_FOUND,
-                PinnedError::Permission { .. } => exit::PERMISSION,
-                PinnedError::Map { .. } => exit::FAILURE,
-            };
-        }
-    }
-    exit::FAILURE
 }
 
 /// Writes `text` to stdout. `Ok(false)` when stdout is closed (the reader

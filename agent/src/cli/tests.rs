@@ -22,13 +22,13 @@ pub fn assert_text(actual: &str, expected: &str) {
     );
 }
 
-pub fn decision(
+pub fn routing(
     sandbox: Option<&str>,
     endpoint: &str,
     key: Option<&str>,
     reason: &str,
-) -> api::Decision {
-    api::Decision {
+) -> api::Routing {
+    api::Routing {
         destination: if sandbox.is_some() {
             "sandbox"
         } else {

@@ -11,7 +11,8 @@ use serde::{Deserialize, Serialize};
 
 use super::{
     client::{self, Client},
-    output::{self, Failure, Format, Global, exit},
+    exit,
+    output::{self, Failure, Format, Global},
     table,
 };
 use crate::admin::api;
@@ -55,7 +56,7 @@ pub struct TraceArgs {
 #[serde(untagged)]
 pub enum TraceLine {
     Lost { lost: u64 },
-    Event(Box<api::DecisionEvent>),
+    Event(Box<api::TraceEvent>),
 }
 
 /// Column widths of the streamed table: it cannot be measured in advance.
@@ -76,13 +77,13 @@ pub fn render(line: &TraceLine) -> String {
     match line {
         TraceLine::Lost { lost } => format!("... {lost} decisions lost: this trace fell behind\n"),
         TraceLine::Event(event) => {
-            let decision = &event.decision;
-            let outcome = decision.reason.route(decision.sandbox.as_deref());
+            let routing = &event.routing;
+            let outcome = routing.reason.route(routing.sandbox.as_deref());
             row([
                 &table::clock(event.time),
                 &event.service,
-                decision.routing_key.as_deref().unwrap_or("-"),
-                &decision.endpoint.to_string(),
+                routing.routing_key.as_deref().unwrap_or("-"),
+                &routing.endpoint.to_string(),
                 &outcome,
                 &event.method,
             ])

@@ -1,301 +1,36 @@
-//! The node-local proxy: accepts redirected connections, recovers each one's
-//! original destination from the kernel, and serves it by protocol: HTTP/1.x
-//! requests are routed one by one by routing key ([`http1`]); anything else
-//! is spliced to the original destination.
+//! The node-local proxy, one stage per module, in the order a connection
+//! meets them:
 //!
-//! A connection that detour did not redirect has no record and is closed at
-//! once: the proxy is not an open relay.
+//! - [`accept`]: listeners, the accept loop, each connection's original
+//!   destination, service, origin and flow, and its protocol;
+//! - [`context`]: what every stage shares;
+//! - `detect`: HTTP/1, the HTTP/2 preface, or neither, on `auto` ports;
+//! - [`route`]: a request's routing key in, its upstream out (one stage for
+//!   every protocol);
+//! - [`upstream`]: the one upstream connect, from the client's namespace
+//!   ([`origin`]);
+//! - [`opaque`]: bytes spliced to the original destination (copied, or
+//!   relayed in the kernel);
+//! - [`http1`] and [`h2`]: each protocol's own serving, pools and state.
+//!
+//! Beside them: read and splice buffers lent per use ([`buffers`]), the
+//! errors the proxy answers with ([`error`]), and its metrics.
 
+pub mod accept;
 pub mod buffers;
+pub mod context;
 mod detect;
 pub mod error;
 pub mod h2;
 pub mod http1;
-mod kernel_relay;
 mod metrics;
+pub mod opaque;
 pub mod origin;
 mod prefixed;
 pub mod route;
-pub mod splice;
 pub mod upstream;
 
-use std::{net::SocketAddr, sync::Arc, time::Duration};
-
-use arc_swap::ArcSwap;
-use bytes::BytesMut;
+pub use accept::{LISTEN_BACKLOG, listen, serve};
+pub use context::{Proxy, ProxyContext};
 pub use detect::Detected;
 pub use metrics::ProxyMetrics;
-use tokio::net::{TcpListener, TcpStream};
-use tokio_util::{sync::CancellationToken, task::TaskTracker};
-use tracing::{Instrument, debug, debug_span, info, warn};
-
-use self::upstream::Upstream;
-use crate::{
-    admin::{FlowGuard, Observer},
-    datapath::{OrigDstTable, Relay},
-    http::routing_key::RoutingKeys,
-    routes::{Protocol, RouteSnapshot},
-};
-
-/// What every connection task shares, whatever its protocol.
-pub struct ProxyContext {
-    /// Cancelled at shutdown: keep-alive connections close after their
-    /// current request instead of waiting for the next.
-    pub draining: CancellationToken,
-    /// One permit per proxied connection (`--max-connections`).
-    pub connection_slots: Arc<tokio::sync::Semaphore>,
-    pub observer: Arc<Observer>,
-    pub orig_dst: Arc<OrigDstTable>,
-    /// The in-kernel relay for spliced connections; `None`: off, or the
-    /// kernel refused its program (spliced in user space).
-    pub relay: Option<Arc<Relay>>,
-    pub routes: Arc<ArcSwap<RouteSnapshot>>,
-    pub metrics: ProxyMetrics,
-    pub keys: RoutingKeys,
-    pub upstream: Upstream,
-    /// Client namespaces, where upstream connections leave from.
-    pub origins: Arc<origin::Origins>,
-    /// Read buffers, lent per request.
-    pub buffers: buffers::BufferPool,
-    /// Splice buffers, lent while a spliced connection's bytes flow.
-    pub splice_buffers: buffers::BufferPool,
-    /// Protocol detection on `auto` ports.
-    pub detect_timeout: Duration,
-}
-
-/// The proxy: the shared context, and each protocol's own state.
-pub struct Proxy {
-    pub ctx: ProxyContext,
-    pub http1: http1::Http1,
-    pub h2: h2::H2,
-}
-
-/// Accept queue length for the proxy listeners (the kernel caps it at
-/// `net.core.somaxconn`). A burst of redirected connects must not overflow
-/// it: every dropped SYN costs the client a one-second retransmit.
-pub const LISTEN_BACKLOG: u32 = 4096;
-
-/// Binds a proxy listener with a deep accept queue. `TCP_NODELAY` is set on
-/// the listener: accepted sockets inherit it, which saves a system call per
-/// connection.
-pub fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
-    let socket = if addr.is_ipv4() {
-        tokio::net::TcpSocket::new_v4()?
-    } else {
-        tokio::net::TcpSocket::new_v6()?
-    };
-    socket.set_reuseaddr(true)?;
-    socket.set_nodelay(true)?;
-    socket.bind(addr)?;
-    socket.listen(LISTEN_BACKLOG)
-}
-
-/// Accepts on `listener` until `stop` is cancelled; connection tasks are
-/// spawned on `tracker` so that shutdown can wait for them.
-pub async fn serve(
-    listener: TcpListener,
-    proxy: Arc<Proxy>,
-    tracker: TaskTracker,
-    stop: CancellationToken,
-) {
-    let ctx = &proxy.ctx;
-    let local = listener.local_addr().ok();
-    loop {
-        let accepted = tokio::select! {
-            biased;
-            () = stop.cancelled() => break,
-            accepted = listener.accept() => accepted,
-        };
-        match accepted {
-            Ok((stream, peer)) => match Arc::clone(&ctx.connection_slots).try_acquire_owned() {
-                Ok(slot) => {
-                    let proxy = Arc::clone(&proxy);
-                    // Debug level: an enabled span costs a formatted field
-                    // per connection and a subscriber call per poll, so it
-                    // exists only when someone asked for debug logs. The
-                    // few warnings below name the peer themselves.
-                    let span = debug_span!("conn", %peer);
-                    // Not boxed: the connection's state is small (see
-                    // `handle`), so it lives in the task's own allocation.
-                    tracker.spawn(handle(stream, peer, proxy, slot).instrument(span));
-                }
-                Err(_) => {
-                    // Over --max-connections: refuse, and drop the record so
-                    // it cannot be claimed by a later connection.
-                    let _ = ctx.orig_dst.take(peer);
-                    ctx.metrics.reject("over_limit");
-                    debug!(%peer, "connection refused: --max-connections reached");
-                }
-            },
-            Err(error) => {
-                // Typically EMFILE: back off briefly instead of spinning.
-                warn!(%error, "accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        }
-    }
-    info!(listener = ?local, "proxy stopped accepting");
-}
-
-/// Serves one accepted connection; `slot` is its `--max-connections`
-/// permit, held until it ends (or handed over with the connection when it
-/// parks).
-///
-/// A function returning an `async move` block rather than an `async fn`, and
-/// the set-up in [`prepare`]: this state is what every idle keep-alive
-/// connection holds for as long as it lives (see `http1::idle`). An `async fn`
-/// keeps a second copy of each argument, and a local that was ever borrowed
-/// keeps its bytes until its scope ends, moved or not.
-#[expect(
-    clippy::manual_async_fn,
-    reason = "an async fn would hold each argument twice in every idle connection"
-)]
-fn handle(
-    mut client: TcpStream,
-    peer: SocketAddr,
-    proxy: Arc<Proxy>,
-    slot: tokio::sync::OwnedSemaphorePermit,
-) -> impl Future<Output = ()> {
-    async move {
-        let ctx = &proxy.ctx;
-        let Some(Prepared {
-            conn,
-            detected,
-            buf,
-            flow,
-        }) = prepare(&mut client, peer, ctx).await
-        else {
-            return;
-        };
-        match detected {
-            Detected::Http1 => {
-                let lease = http1::parking::Lease { flow, permit: slot };
-                http1::serve(client, buf, conn, lease, ctx, &proxy.http1).await
-            }
-            // Boxed, like every large state below: the task's size is that of
-            // its largest state, and an idle HTTP/1 connection must stay small.
-            Detected::H2 => Box::pin(h2::serve(client, buf, conn, Arc::clone(&proxy))).await,
-            Detected::Closed => ctx.buffers.give(buf),
-            Detected::NotHttp | Detected::Timeout => {
-                Box::pin(splice(client, peer, buf, conn, ctx)).await
-            }
-        }
-    }
-}
-
-/// A connection ready to be served: what it is, how it is served, the bytes
-/// read so far, and its entry in `detour flows` (removed when dropped).
-struct Prepared {
-    conn: route::Conn,
-    detected: Detected,
-    buf: BytesMut,
-    flow: FlowGuard,
-}
-
-/// Takes the connection's original destination, finds its service, and
-/// detects its protocol where the port does not declare one. `None`: the
-/// connection is not served (no record, or the client failed meanwhile).
-async fn prepare(client: &mut TcpStream, peer: SocketAddr, ctx: &ProxyContext) -> Option<Prepared> {
-    let (record, foreign) = match ctx.orig_dst.take(peer) {
-        Ok(Some(taken)) => (taken.record, taken.foreign),
-        Ok(None) => {
-            ctx.metrics.reject("no_original_destination");
-            // Counted; not a warning each, or a flood of direct connections
-            // would flood the log too.
-            debug!(%peer, "connection was not redirected by detour; closed");
-            return None;
-        }
-        Err(error) => {
-            ctx.metrics.reject("lookup_failed");
-            warn!(%peer, %error, "original destination lookup failed; closed");
-            return None;
-        }
-    };
-    // (TCP_NODELAY: inherited from the listener, see `listen`.)
-    let dst = record.dst.socket_addr();
-    let (service_id, service, protocol) = {
-        let snapshot = ctx.routes.load();
-        let destination = snapshot.destinations.get(&dst);
-        // Another agent's record (a hitless upgrade): its service id is its
-        // own; this agent's is found by the destination.
-        let service_id = if foreign {
-            destination.map_or(0, |d| d.service_id)
-        } else {
-            record.service_id
-        };
-        let service = snapshot.service(service_id).map_or_else(
-            || Arc::from(format!("unknown/{service_id}")),
-            |s| Arc::clone(&s.label),
-        );
-        let protocol = destination.map_or(Protocol::Tcp, |d| d.protocol);
-        (service_id, service, protocol)
-    };
-    ctx.metrics.connection(&service);
-    let (origin, resolved) = ctx.origins.resolve(record.netns).await;
-    ctx.metrics.origin(resolved);
-    let flow = ctx.observer.open(peer, dst, Arc::clone(&service));
-
-    let mut buf = ctx.buffers.take();
-    let detected = match protocol {
-        Protocol::Http => Detected::Http1,
-        Protocol::H2c => Detected::H2,
-        Protocol::Tcp => Detected::NotHttp,
-        Protocol::Auto => match detect::detect(client, &mut buf, ctx.detect_timeout).await {
-            Ok(detected) => detected,
-            Err(error) => {
-                debug!(%error, "client failed during detection");
-                ctx.buffers.give(buf);
-                return None;
-            }
-        },
-    };
-    debug!(%dst, %service, ?protocol, ?detected, "serving");
-    let served_as = match detected {
-        Detected::Http1 => "http1",
-        Detected::H2 => "h2",
-        Detected::NotHttp => "opaque",
-        Detected::Timeout => "timeout",
-        Detected::Closed => "closed",
-    };
-    ctx.metrics.protocol(served_as);
-    flow.flow.set_protocol(served_as);
-    let conn = route::Conn::of(service_id, &flow.flow, origin);
-    Some(Prepared {
-        conn,
-        detected,
-        buf,
-        flow,
-    })
-}
-
-/// Splices a connection that is not routed by request to its original
-/// destination.
-async fn splice(
-    client: TcpStream,
-    peer: SocketAddr,
-    buf: BytesMut,
-    conn: route::Conn,
-    ctx: &ProxyContext,
-) {
-    let dst = conn.original_dst;
-    match ctx.upstream.connect(&conn.origin, dst).await {
-        Ok(upstream) => upstream::splice(client, buf, upstream, ctx).await,
-        Err(error) => {
-            ctx.metrics.upstream_error(error.reason());
-            let service = &conn.service;
-            warn!(%peer, %dst, %service, %error, "upstream connect failed; closing the client");
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    #[tokio::test]
-    async fn accepted_connections_inherit_nodelay_from_the_listener() {
-        let listener = super::listen("127.0.0.1:0".parse().expect("addr")).expect("listen");
-        let addr = listener.local_addr().expect("addr");
-        let _client = tokio::net::TcpStream::connect(addr).await.expect("connect");
-        let (accepted, _) = listener.accept().await.expect("accept");
-        assert!(accepted.nodelay().expect("getsockopt"));
-    }
-}

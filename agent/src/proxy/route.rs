@@ -13,8 +13,8 @@ use tracing::debug;
 
 use super::{ProxyContext, origin::Origin};
 use crate::{
-    admin::observer::{Decided, FlowState},
-    routes::Decision,
+    flows::{Flow, Routing},
+    routes::Route,
 };
 
 /// What the proxy knows about a client connection before its first request.
@@ -24,7 +24,7 @@ pub struct Conn {
     pub service: Arc<str>,
     pub original_dst: SocketAddr,
     /// The connection as `detour flows` shows it.
-    pub flow: Arc<FlowState>,
+    pub flow: Arc<Flow>,
     /// Where its upstream connections leave from: the client's namespace.
     pub origin: Origin,
 }
@@ -32,7 +32,7 @@ pub struct Conn {
 impl Conn {
     /// The connection `flow` records, of service `service_id`, from a
     /// client whose upstream connections leave from `origin`.
-    pub fn of(service_id: u32, flow: &Arc<FlowState>, origin: Origin) -> Self {
+    pub fn of(service_id: u32, flow: &Arc<Flow>, origin: Origin) -> Self {
         Self {
             service_id,
             service: Arc::clone(&flow.service),
@@ -43,18 +43,9 @@ impl Conn {
     }
 }
 
-/// Where one request goes.
-#[derive(Debug, Clone)]
-pub struct Routed {
-    /// The fork endpoint, or the original destination.
-    pub upstream: SocketAddr,
-    /// The sandbox whose fork serves the request (`None`: baseline).
-    pub sandbox: Option<Arc<str>>,
-}
-
 /// Decides one request on `conn` carrying `key`; `method` names it for
 /// `detour trace` (an HTTP method, or a gRPC method's path).
-pub fn route(ctx: &ProxyContext, conn: &Conn, key: Option<String>, method: &str) -> Routed {
+pub fn route(ctx: &ProxyContext, conn: &Conn, key: Option<String>, method: &str) -> Route {
     let decision =
         ctx.routes
             .load()
@@ -72,20 +63,16 @@ pub fn route(ctx: &ProxyContext, conn: &Conn, key: Option<String>, method: &str)
         %upstream,
         "routed"
     );
-    let sandbox = match decision {
-        Decision::Fork { sandbox, .. } => Some(sandbox),
-        Decision::Baseline { .. } | Decision::ForkNotReady { .. } => None,
-    };
-    ctx.observer.decided(
+    let route = decision.into_route(conn.original_dst);
+    ctx.flows.routed(
         &conn.flow,
         method,
-        Decided {
-            sandbox: sandbox.clone(),
-            endpoint: upstream,
+        Routing {
+            route: route.clone(),
             // The key is not needed past this point: move it, no copy.
             routing_key: key,
             reason,
         },
     );
-    Routed { upstream, sandbox }
+    route
 }

@@ -1,18 +1,13 @@
 //! Upstream connections: made in the client's network namespace (so they
-//! carry its address, see [`super::origin`]), marked so the connect
-//! programs leave them alone (no redirect loops), and spliced to the client
-//! in both directions.
+//! carry its address, see [`super::origin`]), and marked so the connect
+//! programs leave them alone (no redirect loops). The one upstream connect
+//! of every protocol.
 
 use std::{io, net::SocketAddr, time::Duration};
 
-use bytes::BytesMut;
-use tokio::{
-    io::AsyncWriteExt,
-    net::{TcpSocket, TcpStream},
-};
-use tracing::debug;
+use tokio::net::{TcpSocket, TcpStream};
 
-use super::{kernel_relay, origin::Origin};
+use super::origin::Origin;
 
 #[derive(Debug, thiserror::Error)]
 pub enum UpstreamError {
@@ -70,46 +65,4 @@ impl Upstream {
             Err(_) => Err(UpstreamError::Timeout(self.connect_timeout)),
         }
     }
-}
-
-/// Splices `client` and `upstream` until both directions are closed, after
-/// sending `prefix` (bytes already read from the client) upstream: the proxy
-/// copies the bytes ([`super::splice`]), or, with `--kernel-relay true`, the
-/// kernel relays them ([`super::kernel_relay`]). A half-close (EOF from one
-/// side) is passed on as a write shutdown to the other.
-pub async fn splice(
-    client: TcpStream,
-    prefix: BytesMut,
-    mut upstream: TcpStream,
-    ctx: &super::ProxyContext,
-) {
-    if !prefix.is_empty() && upstream.write_all(&prefix).await.is_err() {
-        return;
-    }
-    if let Some(relay) = &ctx.relay
-        && let Some(baselines) = kernel_relay::start(relay, &client, &upstream, ctx).await
-    {
-        ctx.metrics.splice("kernel");
-        kernel_relay::run(&client, &upstream, baselines).await;
-        return;
-    }
-    ctx.metrics.splice("user");
-    match super::splice::copy_both_ways(&client, &upstream, &ctx.splice_buffers).await {
-        Ok((to_upstream, to_client)) => debug!(to_upstream, to_client, "connection closed"),
-        Err(error) => debug!(%error, "connection ended with an error"),
-    }
-}
-
-/// After a 101 response: flush what each side sent early, then splice.
-pub async fn splice_after_upgrade(
-    mut client: TcpStream,
-    from_client: BytesMut,
-    upstream: TcpStream,
-    from_upstream: BytesMut,
-    ctx: &super::ProxyContext,
-) {
-    if !from_upstream.is_empty() && client.write_all(&from_upstream).await.is_err() {
-        return;
-    }
-    splice(client, from_client, upstream, ctx).await;
 }

@@ -126,6 +126,27 @@ impl Decision {
     }
 }
 
+/// The route a decided request takes: the upstream endpoint, and the
+/// sandbox whose fork serves it (`None`: baseline).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Route {
+    pub endpoint: SocketAddr,
+    pub sandbox: Option<Arc<str>>,
+}
+
+impl Decision {
+    /// The route the request takes: to a fork endpoint, or to
+    /// `original_dst`.
+    pub fn into_route(self, original_dst: SocketAddr) -> Route {
+        let endpoint = self.endpoint(original_dst);
+        let sandbox = match self {
+            Self::Fork { sandbox, .. } => Some(sandbox),
+            Self::Baseline { .. } | Self::ForkNotReady { .. } => None,
+        };
+        Route { endpoint, sandbox }
+    }
+}
+
 /// Whether deciding moves a fork's round-robin cursor.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Pick {

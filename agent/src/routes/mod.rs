@@ -15,7 +15,7 @@ pub mod watch;
 
 use std::path::{Path, PathBuf};
 
-pub use decision::{Decision, Pick, Reason};
+pub use decision::{Decision, Pick, Reason, Route};
 pub use file::{Protocol, RoutesFile};
 pub use input::{ForkInput, GroupInput, RouteInput, SandboxInput, ServiceInput};
 pub use snapshot::{Destination, ForkTarget, RouteSnapshot, Service, ServiceIds};

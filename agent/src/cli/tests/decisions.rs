@@ -1,6 +1,6 @@
 //! `trace` lines and `explain` reasoning.
 
-use super::{addr, assert_text, decision};
+use super::{addr, assert_text, routing};
 use crate::{
     admin::api,
     cli::{explain, trace},
@@ -8,20 +8,20 @@ use crate::{
 
 #[test]
 fn trace_lines_have_fixed_columns() {
-    let event = |time, decision| {
-        trace::TraceLine::Event(Box::new(api::DecisionEvent {
+    let event = |time, routing| {
+        trace::TraceLine::Event(Box::new(api::TraceEvent {
             time,
             flow: 7,
             client: addr("10.244.0.12:40312"),
             service: "default/reviews".into(),
             method: "GET".into(),
-            decision,
+            routing,
         }))
     };
     let lines = [
         event(
             1_764_428_531.093_4,
-            decision(
+            routing(
                 Some("feature-x"),
                 "10.244.1.5:8080",
                 Some("feature-x"),
@@ -30,11 +30,11 @@ fn trace_lines_have_fixed_columns() {
         ),
         event(
             1_764_428_532.5,
-            decision(None, "10.96.0.10:8080", None, "no-key"),
+            routing(None, "10.96.0.10:8080", None, "no-key"),
         ),
         event(
             1_764_428_533.0,
-            decision(
+            routing(
                 None,
                 "10.96.0.10:8080",
                 Some("nobody-home"),
@@ -43,7 +43,7 @@ fn trace_lines_have_fixed_columns() {
         ),
         event(
             1_764_428_533.25,
-            decision(None, "10.96.0.10:8080", Some("unknown"), "no-route-for-key"),
+            routing(None, "10.96.0.10:8080", Some("unknown"), "no-route-for-key"),
         ),
         trace::TraceLine::Lost { lost: 12 },
     ];

@@ -1,6 +1,6 @@
 //! `status`, `routes`, `flows`, `version` and `log-level` tables.
 
-use super::{addr, assert_text, decision};
+use super::{addr, assert_text, routing};
 use crate::{
     admin::api,
     cli::{flows, log_level, routes, status, version},
@@ -227,7 +227,7 @@ fn flows_render_the_route_of_each_connection() {
                 3,
                 192.4,
                 "http1",
-                Some(decision(
+                Some(routing(
                     Some("feature-x"),
                     "10.244.1.5:8080",
                     Some("feature-x"),
@@ -240,7 +240,7 @@ fn flows_render_the_route_of_each_connection() {
                 1,
                 0.25,
                 "http1",
-                Some(decision(None, "10.96.0.10:8080", None, "no-key")),
+                Some(routing(None, "10.96.0.10:8080", None, "no-key")),
             ),
             flow(3, "10.244.0.13:51000", 0, 4.0, "detecting", None),
             flow(4, "[fd00::13]:51002", 0, 12.0, "opaque", None),
@@ -250,7 +250,7 @@ fn flows_render_the_route_of_each_connection() {
                 120,
                 60.0,
                 "h2",
-                Some(decision(
+                Some(routing(
                     Some("feature-x"),
                     "10.244.1.5:8080",
                     Some("feature-x"),

@@ -34,11 +34,14 @@ use tokio::task::JoinHandle;
 use tracing::debug;
 
 use super::{pipe, pool};
-use crate::proxy::{
-    ProxyContext,
-    error::ProxyError,
-    origin::Origin,
-    route::{self, Conn, Routed},
+use crate::{
+    proxy::{
+        ProxyContext,
+        error::ProxyError,
+        origin::Origin,
+        route::{self, Conn},
+    },
+    routes::Route,
 };
 
 /// Serves one stream until both directions are done.
@@ -71,7 +74,10 @@ pub async fn serve(
     if client_reset(&mut respond).await {
         return;
     }
-    let Routed { upstream, sandbox } = route::route(ctx, &conn, key, label);
+    let Route {
+        endpoint: upstream,
+        sandbox,
+    } = route::route(ctx, &conn, key, label);
     conn.flow.stream_opened();
     let _open = StreamGuard(&conn);
 

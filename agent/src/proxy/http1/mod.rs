@@ -32,11 +32,14 @@ use super::{
     ProxyContext,
     error::ProxyError,
     origin::Origin,
-    route::{self, Conn, Routed},
+    route::{self, Conn},
 };
-use crate::http::{
-    chunked::ChunkedDecoder,
-    head::{self, FieldLines, Framing, HeadError, Method, RequestHead},
+use crate::{
+    http::{
+        chunked::ChunkedDecoder,
+        head::{self, FieldLines, Framing, HeadError, Method, RequestHead},
+    },
+    routes::Route,
 };
 
 /// HTTP/1's own state, shared by its connections.
@@ -92,7 +95,7 @@ pub fn serve<'a>(
                         upstream,
                         from_upstream,
                     } = *upgraded;
-                    let splice = super::upstream::splice_after_upgrade(
+                    let splice = super::opaque::splice_after_upgrade(
                         client,
                         from_client,
                         upstream,
@@ -174,8 +177,8 @@ async fn requests(
         if !head.stripped.is_empty() {
             debug!("Connection: close left out (hop-by-hop)");
         }
-        let Routed {
-            upstream: target,
+        let Route {
+            endpoint: target,
             sandbox,
         } = route::route(ctx, conn, routing_key, method_name(head.method));
         let outcome = exchange_with_retry(

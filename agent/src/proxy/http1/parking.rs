@@ -7,7 +7,7 @@
 //! `--park-idle-after`, it parks instead: its task ends, its socket leaves
 //! tokio's reactor for the lot's own epoll set, and what it needs to resume
 //! (service, permit, idle deadline) and its flow record (by value, see
-//! `admin::observer::parked`) take one slot each in two slabs. A parked
+//! `flows::parked`) take one slot each in two slabs. A parked
 //! connection costs about 300 bytes, and nothing of it is left on the heap
 //! on its own, so the memory its task used can go back to the OS.
 //!
@@ -42,7 +42,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{Instrument, debug, debug_span, warn};
 
 use crate::{
-    admin::{FlowGuard, observer::ParkedFlowGuard},
+    flows::{FlowGuard, ParkedFlowGuard},
     proxy::{Proxy, ProxyContext, origin::Origin, route::Conn},
 };
 
@@ -153,7 +153,7 @@ impl ParkingLot {
             origin,
             idle_deadline: Instant::now() + idle_left,
             permit: lease.permit,
-            flow: ctx.observer.park(lease.flow),
+            flow: ctx.flows.park(lease.flow),
         };
         self.insert(parked, ctx);
     }
@@ -359,7 +359,7 @@ mod tests {
     use super::*;
 
     /// What bench/RESULTS.md states a parked connection costs: this slot
-    /// and its flow record (`admin::observer::parked`), nothing else.
+    /// and its flow record (`flows::parked`), nothing else.
     #[test]
     fn a_parked_connection_takes_one_small_slot() {
         assert!(size_of::<Parked>() <= 64, "{} bytes", size_of::<Parked>());

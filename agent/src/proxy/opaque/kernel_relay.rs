@@ -23,8 +23,9 @@ use std::{io, net::Shutdown, os::fd::AsRawFd, time::Duration};
 use tokio::net::TcpStream;
 use tracing::debug;
 
-use super::{ProxyContext, splice::write_all};
+use super::copy::write_all;
 use crate::datapath::Relay;
+use crate::proxy::ProxyContext;
 
 /// Reads (and sends on) at most this many times per socket while waiting for
 /// it to have nothing queued (64 MiB in pooled buffers); a socket busier

@@ -13,7 +13,7 @@ use std::{io, net::Shutdown};
 
 use tokio::net::TcpStream;
 
-use super::buffers::BufferPool;
+use crate::proxy::buffers::BufferPool;
 
 /// Copies both ways until both directions have ended; the bytes copied to
 /// the upstream and to the client.
