@@ -9,6 +9,7 @@ pub mod datapath;
 pub mod defaults;
 pub mod flows;
 pub mod handover;
+pub mod health;
 pub mod http;
 pub mod k8s;
 pub mod limits;

@@ -1,15 +1,9 @@
 //! The agent's HTTP endpoint: Prometheus text at `/metrics`, liveness at
-//! `/healthz`, readiness at `/readyz` (ready once programs are attached and
-//! routes applied).
+//! `/healthz`, readiness at `/readyz` (ready when every condition in the
+//! health registry holds: programs attached and running, routes synced,
+//! Kubernetes watches permitted).
 
-use std::{
-    convert::Infallible,
-    net::SocketAddr,
-    sync::{
-        Arc,
-        atomic::{AtomicBool, Ordering},
-    },
-};
+use std::{convert::Infallible, net::SocketAddr, sync::Arc};
 
 use http_body_util::Full;
 use hyper::{
@@ -23,6 +17,8 @@ use prometheus_client::{
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
+
+use crate::health::Health;
 
 /// The prefix of every metric name.
 pub const PREFIX: &str = "detour";
@@ -40,19 +36,12 @@ impl EncodeLabelValue for Label {
 
 pub struct Endpoint {
     registry: Registry,
-    /// Ready when every condition holds (programs attached, routes synced).
-    ready: Vec<Arc<AtomicBool>>,
+    health: Health,
 }
 
 impl Endpoint {
-    pub fn new(registry: Registry, ready: Vec<Arc<AtomicBool>>) -> Self {
-        Self { registry, ready }
-    }
-
-    fn is_ready(&self) -> bool {
-        self.ready
-            .iter()
-            .all(|condition| condition.load(Ordering::Acquire))
+    pub fn new(registry: Registry, health: Health) -> Self {
+        Self { registry, health }
     }
 
     fn respond(&self, path: &str) -> Response<Full<Bytes>> {
@@ -73,7 +62,9 @@ impl Endpoint {
                 }
             }
             "/healthz" => reply(StatusCode::OK, "text/plain", "ok\n".into()),
-            "/readyz" if self.is_ready() => reply(StatusCode::OK, "text/plain", "ready\n".into()),
+            "/readyz" if self.health.is_ready() => {
+                reply(StatusCode::OK, "text/plain", "ready\n".into())
+            }
             "/readyz" => reply(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "text/plain",

@@ -1,6 +1,9 @@
 //! The single writer of route state. It turns a route source's output into a
 //! [`RouteSnapshot`], publishes it to the proxy (an `ArcSwap`, read without
-//! locks) and reconciles the kernel's `STEERED` map from it.
+//! locks) and reconciles the kernel's `STEERED` map from it. Sources (the
+//! routes file, `routes::watch`; the Kubernetes API, `k8s::source`) only
+//! send it their input, over a feed ([`RouteUpdater::run`]): it alone owns
+//! the snapshot, the data path and the reconnect sweep.
 //!
 //! Order on change: the snapshot is published first, then the map is
 //! reconciled, so a destination is never redirected before the proxy knows
@@ -10,17 +13,16 @@
 //! Route problems shown by `detour status` come from two places: the source
 //! (objects it ignored) and the data path (destinations `STEERED` could not
 //! hold). Each is replaced only by its own next report, so neither hides the
-//! other. Every update is timed, in two phases: building the snapshot and
+//! other; both go to the agent's health registry as the updater's report.
+//! The routes are synced, a condition of readiness, once the first input
+//! has been applied. Every update is timed, in two phases: building the snapshot and
 //! applying it to the kernel.
 
 use std::{
     collections::HashSet,
     net::SocketAddr,
     path::PathBuf,
-    sync::{
-        Arc, Mutex, PoisonError,
-        atomic::{AtomicBool, Ordering},
-    },
+    sync::Arc,
     time::{Duration, Instant},
 };
 
@@ -36,16 +38,17 @@ use prometheus_client::{
     registry::Registry,
 };
 use tokio_util::sync::CancellationToken;
-use tracing::{error, info, instrument, warn};
+use tracing::{error, info, instrument};
 
 use crate::{
     datapath::{Applied, Datapath},
+    health::{Area, Condition, Health, Reporter},
     reconnect::SweepHandle,
-    routes::{RouteInput, RouteSnapshot, RoutesFile, ServiceIds, watch::FileWatch},
+    routes::{
+        RouteInput, RouteSnapshot, RoutesFile, ServiceIds,
+        feed::{RouteUpdates, SourceUpdate},
+    },
 };
-
-/// How long to let a burst of file events settle before re-reading.
-const SETTLE: Duration = Duration::from_millis(50);
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct KindLabels {
@@ -158,6 +161,9 @@ impl RouteMetrics {
     }
 }
 
+/// The condition of readiness the updater registers.
+pub const SYNCED: &str = "routes synced";
+
 /// Route problems from each origin; `detour status` shows both.
 #[derive(Debug, Default)]
 struct Problems {
@@ -176,10 +182,10 @@ pub struct RouteUpdater {
     store: Arc<ArcSwap<RouteSnapshot>>,
     ids: ServiceIds,
     metrics: RouteMetrics,
-    synced: Arc<AtomicBool>,
+    synced: Condition,
     problems: Problems,
-    /// What `detour status` shows: `problems`, both kinds.
-    published_problems: Arc<Mutex<Vec<String>>>,
+    /// Where `problems` are shown, both kinds.
+    reporter: Reporter,
     /// Destinations steered by the last snapshot, and where newly steered
     /// ones are sent to close the connections that bypass the proxy.
     steered: HashSet<SocketAddr>,
@@ -187,15 +193,17 @@ pub struct RouteUpdater {
 }
 
 impl RouteUpdater {
-    pub fn new(datapath: Datapath, metrics: RouteMetrics) -> Self {
+    /// An updater of `datapath` that registers its condition (routes
+    /// synced) and its problems with `health`.
+    pub fn new(datapath: Datapath, metrics: RouteMetrics, health: &Health) -> Self {
         Self {
             datapath,
             store: Arc::new(ArcSwap::from_pointee(RouteSnapshot::default())),
             ids: ServiceIds::default(),
             metrics,
-            synced: Arc::new(AtomicBool::new(false)),
+            synced: health.condition(SYNCED),
             problems: Problems::default(),
-            published_problems: Arc::new(Mutex::new(Vec::new())),
+            reporter: health.reporter("route updater", Area::Routes),
             steered: HashSet::new(),
             sweep: None,
         }
@@ -206,22 +214,17 @@ impl RouteUpdater {
         self.sweep = Some(sweep);
     }
 
-    /// True once a complete, valid configuration has been applied: part of
-    /// the agent's readiness.
-    pub fn synced(&self) -> Arc<AtomicBool> {
-        Arc::clone(&self.synced)
+    /// Whether a complete, valid configuration has been applied (the
+    /// condition of readiness this updater registered).
+    pub fn synced(&self) -> Condition {
+        self.synced.clone()
     }
 
     /// Records the problems the source reported in its objects, replacing
     /// its earlier ones (the data path's stay).
-    pub fn set_problems(&mut self, problems: Vec<String>) {
+    fn set_problems(&mut self, problems: Vec<String>) {
         self.problems.source = problems;
         self.publish_problems();
-    }
-
-    /// The problems in force, for `detour status`.
-    pub fn problems(&self) -> Arc<Mutex<Vec<String>>> {
-        Arc::clone(&self.published_problems)
     }
 
     fn publish_problems(&self) {
@@ -229,20 +232,49 @@ impl RouteUpdater {
         self.metrics
             .problems
             .set(i64::try_from(all.len()).unwrap_or(i64::MAX));
-        *self
-            .published_problems
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner) = all;
+        self.reporter.report(all);
+    }
+
+    /// Applies what the sources send on `updates` until `stop`; returns the
+    /// data path so that the caller can detach it. Sources that stop early
+    /// (a failed first sync) leave the routes in force until `stop`.
+    #[instrument(skip_all)]
+    pub async fn run(mut self, mut updates: RouteUpdates, stop: CancellationToken) -> Datapath {
+        loop {
+            let update = tokio::select! {
+                () = stop.cancelled() => break,
+                update = updates.next() => update,
+            };
+            match update {
+                Some(SourceUpdate::Reloaded(input)) => {
+                    self.apply_input(&input);
+                    self.metrics
+                        .reloads
+                        .get_or_create(&ResultLabels { result: "ok" })
+                        .inc();
+                }
+                Some(SourceUpdate::Rejected) => {
+                    self.metrics
+                        .reloads
+                        .get_or_create(&ResultLabels { result: "error" })
+                        .inc();
+                }
+                Some(SourceUpdate::Translated { input, problems }) => {
+                    self.set_problems(problems);
+                    self.apply_input(&input);
+                }
+                None => {
+                    stop.cancelled().await;
+                    break;
+                }
+            }
+        }
+        self.datapath
     }
 
     /// Where the data path pinned its maps.
     pub fn pin_dir(&self) -> Option<PathBuf> {
         self.datapath.pin_dir.clone()
-    }
-
-    /// Hands the data path back (at shutdown, to detach it).
-    pub fn into_datapath(self) -> Datapath {
-        self.datapath
     }
 
     /// The store the proxy reads.
@@ -256,7 +288,7 @@ impl RouteUpdater {
     }
 
     /// Publishes a route source's output and reconciles the kernel map.
-    pub fn apply_input(&mut self, input: &RouteInput) {
+    fn apply_input(&mut self, input: &RouteInput) {
         let started = Instant::now();
         let snapshot = Arc::new(RouteSnapshot::build(input, &mut self.ids));
         let build = started.elapsed();
@@ -292,7 +324,7 @@ impl RouteUpdater {
         self.publish_problems();
         self.sweep_newly_steered(&snapshot);
         self.metrics.synced.set(1);
-        self.synced.store(true, Ordering::Release);
+        self.synced.set(true);
     }
 
     /// Sends the destinations this snapshot steers and the last did not (all
@@ -310,56 +342,6 @@ impl RouteUpdater {
             sweep.sweep(batch);
         }
         self.steered = now;
-    }
-
-    /// Re-reads `path` on every change hint until `stop`; returns the data
-    /// path so that the caller can detach it.
-    #[instrument(skip_all, fields(path = %path.display()))]
-    pub async fn follow_file(
-        mut self,
-        path: PathBuf,
-        mut last_text: String,
-        mut watch: FileWatch,
-        stop: CancellationToken,
-    ) -> Datapath {
-        loop {
-            tokio::select! {
-                () = stop.cancelled() => break,
-                hint = watch.changes.recv() => if hint.is_none() { break },
-            }
-            tokio::time::sleep(SETTLE).await;
-            while watch.changes.try_recv().is_ok() {}
-            let text = match std::fs::read_to_string(&path) {
-                Ok(text) => text,
-                Err(error) => {
-                    // Mid-replace, or deleted: keep the routes in force.
-                    warn!(%error, "routes file unreadable; keeping the last good routes");
-                    continue;
-                }
-            };
-            if text == last_text {
-                continue;
-            }
-            match RoutesFile::parse(&text) {
-                Ok(file) => {
-                    self.apply(&file);
-                    self.metrics
-                        .reloads
-                        .get_or_create(&ResultLabels { result: "ok" })
-                        .inc();
-                    info!("routes reloaded");
-                }
-                Err(error) => {
-                    self.metrics
-                        .reloads
-                        .get_or_create(&ResultLabels { result: "error" })
-                        .inc();
-                    error!(%error, "routes file rejected; keeping the last good routes");
-                }
-            }
-            last_text = text;
-        }
-        self.datapath
     }
 }
 

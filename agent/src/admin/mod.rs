@@ -7,22 +7,18 @@ mod flows;
 mod routes;
 pub mod server;
 
-use std::{
-    net::SocketAddr,
-    path::PathBuf,
-    sync::{
-        Arc, Mutex, PoisonError,
-        atomic::{AtomicBool, Ordering},
-    },
-    time::Instant,
-};
+use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Instant};
 
 use arc_swap::ArcSwap;
 pub use explain::explain;
 pub use routes::{protocol_name, routes};
 
 use crate::{
-    datapath::pinned, flows::FlowTable, http::routing_key::RoutingKeys, routes::RouteSnapshot,
+    datapath::pinned,
+    flows::FlowTable,
+    health::{Area, Condition, Health},
+    http::routing_key::RoutingKeys,
+    routes::RouteSnapshot,
     telemetry::LogControl,
 };
 
@@ -48,14 +44,10 @@ pub struct AdminContext {
     pub routes: Arc<ArcSwap<RouteSnapshot>>,
     pub keys: RoutingKeys,
     pub log: Option<LogControl>,
-    pub ready: Vec<Arc<AtomicBool>>,
-    pub synced: Arc<AtomicBool>,
-    pub problems: Arc<Mutex<Vec<String>>>,
-    /// The route source's failing watches, by kind (e.g. a permission the
-    /// agent lacks): shown with the problems until the watch recovers.
-    pub watch_failures: crate::k8s::source::WatchFailures,
-    /// Set when connections that predate steering cannot be closed.
-    pub reconnect_unavailable: Arc<Mutex<Option<String>>>,
+    /// Readiness, route problems and warnings, as the subsystems report them.
+    pub health: Health,
+    /// Whether the routes are synced (one of the conditions in `health`).
+    pub synced: Condition,
     /// Finds connections that bypass the proxy (`None` in tests).
     pub bypass: Option<Arc<crate::reconnect::Sweeper>>,
     /// Where upstream connections leave from.
@@ -111,31 +103,14 @@ impl AdminContext {
                     .source_path
                     .as_ref()
                     .map(|p| p.display().to_string()),
-                synced: self.synced.load(Ordering::Acquire),
-                problems: self
-                    .watch_failures
-                    .messages()
-                    .into_iter()
-                    .chain(
-                        self.problems
-                            .lock()
-                            .unwrap_or_else(PoisonError::into_inner)
-                            .iter()
-                            .cloned(),
-                    )
-                    .collect(),
+                synced: self.synced.holds(),
+                problems: self.health.problems(Area::Routes),
             },
-            ready: self.ready.iter().all(|r| r.load(Ordering::Acquire)),
+            ready: self.health.is_ready(),
             flows: self.flows.count(),
             client_address: self.origins.describe(),
             bypassing_connections: bypassing,
-            warnings: self
-                .reconnect_unavailable
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .iter()
-                .cloned()
-                .collect(),
+            warnings: self.health.problems(Area::Agent),
         }
     }
 }

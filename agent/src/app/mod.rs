@@ -18,56 +18,32 @@
 //!    over), the admin and handover sockets (then, too) and the metrics
 //!    endpoint start, and the agent reports ready once the routes are synced.
 //!
-//! Shutdown, in one of two orders ([`lifecycle`]): with a ready successor,
-//! stop accepting before detaching (no connect goes direct); without one,
-//! detach first (fail-open).
+//! [`build`] makes all of it (steps 1 to 5 but following the source), then
+//! [`lifecycle`] runs it (step 6) and stops it, in one of two orders: with a
+//! ready successor, stop accepting before detaching (no connect goes
+//! direct); without one, detach first (fail-open).
 
+mod build;
 mod lifecycle;
 mod source;
+mod stage;
 
-use std::{
-    net::SocketAddr,
-    path::PathBuf,
-    sync::{
-        Arc,
-        atomic::{AtomicBool, Ordering},
-    },
-    time::Duration,
-};
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
-use anyhow::{Context, bail};
+use anyhow::Context;
+use build::Agent;
 use lifecycle::Shutdown;
-use prometheus_client::registry::Registry;
 use source::Source;
-use tokio::{net::TcpListener, sync::watch};
-use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tracing::info;
 
 use crate::{
-    admin,
     datapath::{
-        Capacities, Datapath, DatapathOptions,
+        Capacities, Datapath,
         cgroup::{self, ChosenCgroup},
     },
-    flows::FlowTable,
-    handover::{self, Offered, Successor},
     http::routing_key::RoutingKeys,
-    k8s, metrics,
-    proxy::{
-        self, Proxy, ProxyContext, ProxyMetrics,
-        h2::{self, H2},
-        http1::{
-            self, Http1,
-            parking::{self, ParkingLot},
-            pool::Pool,
-        },
-        upstream::Upstream,
-    },
-    reconnect::Sweeper,
-    routes,
-    socket_file::{self, Live},
+    proxy::{http1, upstream::Upstream},
     telemetry::{self, LogControl, LogFormat},
-    updater::{RouteMetrics, RouteUpdater},
 };
 
 /// Everything the agent is built from (the `detour agent` flags).
@@ -156,264 +132,12 @@ async fn serve(
     debug: bool,
     log: Option<LogControl>,
 ) -> anyhow::Result<()> {
-    let Resolved {
-        source,
-        cgroup,
-        max_connections,
-    } = resolved;
     let mut shutdown = Shutdown::install()?;
-    // Before binding anything: a running agent hands its sockets over.
-    let mut inherited = handover::take_over(&config.handover_socket).await;
-    let mut listeners = Vec::new();
-    for addr in &config.proxy_addrs {
-        let listener = match inherited.as_mut().and_then(|i| i.listener(*addr)) {
-            Some(listener) => listener,
-            None => proxy::listen(*addr),
-        };
-        listeners.push(listener.with_context(|| format!("cannot listen on proxy address {addr}"))?);
-    }
-    let metrics_listener = match inherited
-        .as_mut()
-        .and_then(|i| i.listener(config.metrics_addr))
-    {
-        Some(listener) => listener,
-        None => TcpListener::bind(config.metrics_addr).await,
-    }
-    .with_context(|| format!("cannot listen on metrics address {}", config.metrics_addr))?;
-    let watch = match &source {
-        Source::File { path, .. } => Some(routes::watch::watch(path)?),
-        Source::Kubernetes => None,
-    };
-    let client = match &source {
-        Source::Kubernetes => Some(k8s::source::client().await?),
-        Source::File { .. } => None,
-    };
-
-    let (datapath, handles) = Datapath::start(&DatapathOptions {
-        cgroup: cgroup.path.clone(),
-        proxy_addrs: config.proxy_addrs.clone(),
-        mark: config.upstream.mark,
-        bpf_log: debug,
-        pin_dir: config.pin_dir.clone(),
-        capacities: config.capacities,
-        kernel_relay: config.kernel_relay,
-    })?;
-    let (orig_dst, counters) = (handles.orig_dst, handles.counters);
-    crate::limits::release_freed_memory();
-    let orig_dst = Arc::new(orig_dst);
-    if let Some(inherited) = inherited.as_mut() {
-        inherited.share_maps(&orig_dst);
-    }
-    let offered = Arc::new(
-        Offered::new(
-            &listeners
-                .iter()
-                .chain(std::iter::once(&metrics_listener))
-                .collect::<Vec<_>>(),
-            Arc::clone(&orig_dst),
-        )
-        .context("cannot keep the listening sockets for a successor")?,
-    );
-    // A successor takes the node's socket paths over once it is ready; a
-    // first agent refuses to replace a live one.
-    let (admin_listener, admin_file) = match &inherited {
-        Some(_) => None,
-        None => Some(socket_file::bind(&config.admin_socket, Live::Refuse)?),
-    }
-    .unzip();
-    let (handover_listener, handover_file) = match &inherited {
-        Some(_) => None,
-        None => Some(socket_file::bind(&config.handover_socket, Live::Refuse)?),
-    }
-    .unzip();
-    let mut registry = Registry::with_prefix(metrics::PREFIX);
-    let mut updater = RouteUpdater::new(datapath, RouteMetrics::new(&mut registry));
-    // Before the first routes: the agent's start closes what went direct
-    // while no agent ran.
-    let sweeper = Arc::new(Sweeper::new(
-        cgroup.path.clone(),
-        config.upstream.mark,
-        config.reconnect_grace,
-        &mut registry,
-    ));
-    let reconnect_unavailable = sweeper.unavailable();
-    updater.set_sweeper(Arc::clone(&sweeper).spawn());
-    if let Source::File { file, .. } = &source {
-        updater.apply(file);
-    }
-    let synced = updater.synced();
-    let problems = updater.problems();
-    let proxy_metrics = ProxyMetrics::new(&mut registry);
-    registry.register_collector(Box::new(counters));
-    let ready = Arc::new(AtomicBool::new(false));
-    let flows = Arc::new(FlowTable::default());
-    let info = admin::StartInfo {
-        started: std::time::Instant::now(),
-        cgroup: cgroup.path.clone(),
-        cgroup_reason: cgroup.reason.clone(),
-        programs: crate::datapath::PROGRAMS
-            .iter()
-            .map(|p| (*p).to_owned())
-            .collect(),
-        proxy_addrs: config.proxy_addrs.clone(),
-        pin_dir: updater.pin_dir(),
-        source_kind: source.kind(),
-        source_path: source.path(),
-    };
-    let origins = Arc::new(proxy::origin::Origins::new(config.keep_client_address));
-    let proxy = Arc::new(Proxy {
-        ctx: ProxyContext {
-            draining: CancellationToken::new(),
-            connection_slots: Arc::new(tokio::sync::Semaphore::new(max_connections)),
-            flows: Arc::clone(&flows),
-            orig_dst: Arc::clone(&orig_dst),
-            relay: handles.relay.map(Arc::new),
-            routes: updater.store(),
-            metrics: proxy_metrics,
-            keys: config.keys.clone(),
-            upstream: config.upstream,
-            origins: Arc::clone(&origins),
-            buffers: proxy::buffers::BufferPool::default(),
-            splice_buffers: proxy::buffers::BufferPool::for_splices(),
-            detect_timeout: config.detect_timeout,
-        },
-        http1: Http1 {
-            pool: Pool::default(),
-            parking: ParkingLot::when_enabled(config.http1.park_after),
-            settings: config.http1,
-        },
-        h2: H2 {
-            pool: Arc::default(),
-            settings: h2::Settings {
-                handshake_timeout: config.http1.head_timeout,
-                idle_timeout: config.http1.idle_timeout,
-                ..h2::Settings::default()
-            },
-        },
-    });
-
-    let stop_updates = CancellationToken::new();
-    tokio::spawn(Arc::clone(&origins).follow(stop_updates.clone()));
-    let watch_failures = k8s::source::WatchFailures::new();
-    let updates = match (source, watch, client) {
-        (Source::File { path, text, .. }, Some(watch), _) => {
-            tokio::spawn(updater.follow_file(path, text, watch, stop_updates.clone()))
-        }
-        (_, _, Some(client)) => tokio::spawn(k8s::source::follow(
-            client,
-            updater,
-            watch_failures.clone(),
-            stop_updates.clone(),
-        )),
-        _ => bail!("route source without its watch"),
-    };
-    let stop_accepting = CancellationToken::new();
-    let connections = TaskTracker::new();
-    connections.spawn(parking::run(Arc::clone(&proxy), connections.clone()));
-    let (accepting_tx, accepting) = watch::channel(false);
-    let gate = inherited.is_some().then(|| Arc::clone(&synced));
-    let accepting_task = tokio::spawn(lifecycle::accept(
-        listeners,
-        Arc::clone(&proxy),
-        connections.clone(),
-        stop_accepting.clone(),
-        gate,
-        accepting_tx,
-    ));
-    let handover_accepting = accepting.clone();
-    let (successor_tx, successor) = watch::channel(Successor::None);
-    let stop_admin = CancellationToken::new();
-    let admin_ctx = Arc::new(admin::AdminContext {
-        info,
-        flows,
-        routes: Arc::clone(&proxy.ctx.routes),
-        keys: config.keys.clone(),
-        log,
-        ready: vec![
-            Arc::clone(&ready),
-            Arc::clone(&synced),
-            Arc::clone(&watch_failures.permitted),
-        ],
-        synced: Arc::clone(&synced),
-        problems,
-        watch_failures: watch_failures.clone(),
-        reconnect_unavailable,
-        bypass: Some(sweeper),
-        origins,
-    });
-    let admin_task = tokio::spawn({
-        let (path, stop, accepting, successor) = (
-            config.admin_socket.clone(),
-            stop_admin.clone(),
-            accepting.clone(),
-            successor.clone(),
-        );
-        async move {
-            let bound = admin_listener.zip(admin_file);
-            if let Some((listener, file)) =
-                lifecycle::bind_when_accepting(bound, &path, accepting, &stop).await
-            {
-                admin::server::serve(listener, file, admin_ctx, successor, stop).await;
-            }
-        }
-    });
-    let stop_handover = CancellationToken::new();
-    let handover_task = tokio::spawn({
-        let (path, stop, offered) = (
-            config.handover_socket.clone(),
-            stop_handover.clone(),
-            Arc::clone(&offered),
-        );
-        async move {
-            let bound = handover_listener.zip(handover_file);
-            if let Some((listener, file)) =
-                lifecycle::bind_when_accepting(bound, &path, accepting, &stop).await
-            {
-                handover::serve(listener, file, offered, successor_tx, stop).await;
-            }
-        }
-    });
-    if let Some(inherited) = inherited {
-        let (orig_dst, mut accepting) = (Arc::clone(&orig_dst), handover_accepting);
-        tokio::spawn(async move {
-            if accepting.wait_for(|a| *a).await.is_ok() {
-                inherited.ready_then_follow(&orig_dst).await;
-            }
-        });
-    }
-    let stop_metrics = CancellationToken::new();
-    let metrics_task = tokio::spawn(metrics::serve(
-        metrics_listener,
-        Arc::new(metrics::Endpoint::new(
-            registry,
-            vec![Arc::clone(&ready), synced, watch_failures.permitted],
-        )),
-        stop_metrics.clone(),
-    ));
-    ready.store(true, Ordering::Release);
+    let running = Agent::build(config, resolved, debug, log).await?.start();
     info!(
         version = env!("CARGO_PKG_VERSION"),
         "detour agent started; ready once routes are synced"
     );
-
     shutdown.wait().await;
-    lifecycle::Running {
-        ready,
-        proxy,
-        connections,
-        accepting: accepting_task,
-        stop_accepting,
-        updates,
-        stop_updates,
-        offered,
-        successor,
-        stop_handover,
-        handover_task,
-        metrics_task,
-        stop_metrics,
-        admin_task,
-        stop_admin,
-    }
-    .shutdown()
-    .await
+    running.shutdown().await
 }

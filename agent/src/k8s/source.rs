@@ -1,11 +1,18 @@
 //! The Kubernetes route source: one reflector per watched kind (see
 //! [`WATCHED`](super::WATCHED)), and a loop that re-translates the stores
-//! into routes after changes (debounced) and when a Sandbox's TTL runs out.
+//! into routes after changes (debounced) and when a Sandbox's TTL runs out,
+//! and sends each translation to the route updater.
 //!
 //! Nothing is applied before every store has finished its initial list: the
 //! agent is not ready until then, and never routes on half a picture.
 
-use std::{collections::BTreeSet, fmt::Debug, future::Future, sync::Arc, time::Duration};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    fmt::Debug,
+    future::Future,
+    sync::{Arc, Mutex, PoisonError},
+    time::Duration,
+};
 
 use futures::StreamExt;
 use k8s_openapi::{
@@ -32,7 +39,10 @@ use super::{
     crd::{FORK_LABEL, RouteGroup, Sandbox},
     translate::{ClusterState, translate},
 };
-use crate::{datapath::Datapath, updater::RouteUpdater};
+use crate::{
+    health::{Area, Condition, Health, Reporter},
+    routes::feed::{RouteFeed, SourceUpdate},
+};
 
 /// How long to let a burst of changes settle before re-translating.
 const SETTLE: Duration = Duration::from_millis(100);
@@ -82,34 +92,31 @@ pub async fn client() -> Result<Client, SourceError> {
     Client::try_default().await.map_err(SourceError::Client)
 }
 
-/// The watches that fail right now, by kind, with why (`detour status`),
-/// and whether any of them is refused for lack of permission: an agent
-/// whose ServiceAccount cannot read what it must is not ready.
-#[derive(Debug, Clone, Default)]
+/// The watches that fail right now, by kind, with why: route problems in
+/// `detour status`. And a condition of readiness, that none is refused for
+/// lack of permission: an agent whose ServiceAccount cannot read what it
+/// must is not ready.
+#[derive(Debug, Clone)]
 pub struct WatchFailures {
-    failures: Arc<std::sync::Mutex<std::collections::BTreeMap<String, (String, bool)>>>,
-    pub permitted: Arc<std::sync::atomic::AtomicBool>,
+    failures: Arc<Mutex<BTreeMap<String, (String, bool)>>>,
+    reporter: Reporter,
+    permitted: Condition,
 }
 
 impl WatchFailures {
-    pub fn new() -> Self {
-        let failures = Self::default();
-        failures
-            .permitted
-            .store(true, std::sync::atomic::Ordering::Release);
-        failures
-    }
-
-    /// The failures, worded for `detour status`.
-    pub fn messages(&self) -> Vec<String> {
-        lock(&self.failures)
-            .values()
-            .map(|(m, _)| m.clone())
-            .collect()
+    /// Registers the watches' problems and condition with `health`.
+    pub fn register(health: &Health) -> Self {
+        let permitted = health.condition("kubernetes watches permitted");
+        permitted.set(true);
+        Self {
+            failures: Arc::default(),
+            reporter: health.reporter("kubernetes watches", Area::Routes),
+            permitted,
+        }
     }
 
     fn set(&self, kind: &str, failure: Option<&watcher::Error>) {
-        let mut failures = lock(&self.failures);
+        let mut failures = self.failures.lock().unwrap_or_else(PoisonError::into_inner);
         match failure {
             Some(error) => {
                 failures.insert(
@@ -125,8 +132,9 @@ impl WatchFailures {
             }
         }
         let permitted = !failures.values().any(|(_, forbidden)| *forbidden);
-        self.permitted
-            .store(permitted, std::sync::atomic::Ordering::Release);
+        self.permitted.set(permitted);
+        self.reporter
+            .report(failures.values().map(|(m, _)| m.clone()).collect());
     }
 }
 
@@ -181,20 +189,16 @@ where
     store
 }
 
-fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
-/// Follows the cluster until `stop`; returns the data path to detach.
+/// Follows the cluster until `stop` (or until the updater stops), sending
+/// each translation to `feed`. Nothing is sent before every store has
+/// finished its initial list.
 #[instrument(skip_all)]
 pub async fn follow(
     client: Client,
-    mut updater: RouteUpdater,
+    feed: RouteFeed,
     failures: WatchFailures,
     stop: CancellationToken,
-) -> Datapath {
+) {
     let changed = Arc::new(Notify::new());
     let any = watcher::Config::default();
     let stores = Stores {
@@ -235,9 +239,9 @@ pub async fn follow(
         ),
     };
     tokio::select! {
-        () = stop.cancelled() => return updater.into_datapath(),
+        () = stop.cancelled() => return,
         ready = stores.wait_until_ready() => if !ready {
-            return updater.into_datapath();
+            return;
         },
     }
     info!("Kubernetes stores synced");
@@ -251,12 +255,16 @@ pub async fn follow(
             }
         }
         reported = translation.problems.iter().cloned().collect();
-        updater.set_problems(translation.problems.clone());
-        updater.apply_input(&translation.input);
-
         let expiry = sleep_until(translation.next_expiry);
+        let update = SourceUpdate::Translated {
+            input: translation.input,
+            problems: translation.problems,
+        };
+        if !feed.send(update).await {
+            return;
+        }
         tokio::select! {
-            () = stop.cancelled() => return updater.into_datapath(),
+            () = stop.cancelled() => return,
             () = changed.notified() => tokio::time::sleep(SETTLE).await,
             () = expiry => info!("a Sandbox's TTL ran out"),
         }

@@ -42,7 +42,10 @@ use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
 use self::{diag::Diag, scope::Scope};
-use crate::metrics::Label;
+use crate::{
+    health::{Area, Health, Reporter},
+    metrics::Label,
+};
 
 /// How often a busy connection is looked at again.
 pub const RECHECK: Duration = Duration::from_millis(200);
@@ -74,12 +77,20 @@ pub struct Sweeper {
     pub mark: u32,
     pub grace: Duration,
     closed: Family<ServiceLabels, Counter>,
-    /// Why closing is unavailable, once known (for `detour status`).
-    unavailable: Arc<Mutex<Option<String>>>,
+    /// Why closing is unavailable, once known.
+    unavailable: Mutex<Option<String>>,
+    /// Where that is shown: a warning in `detour status`.
+    reporter: Reporter,
 }
 
 impl Sweeper {
-    pub fn new(cgroup: PathBuf, mark: u32, grace: Duration, registry: &mut Registry) -> Self {
+    pub fn new(
+        cgroup: PathBuf,
+        mark: u32,
+        grace: Duration,
+        registry: &mut Registry,
+        health: &Health,
+    ) -> Self {
         let closed = Family::default();
         registry.register(
             "stale_connections_closed",
@@ -92,13 +103,9 @@ impl Sweeper {
             mark,
             grace,
             closed,
-            unavailable: Arc::new(Mutex::new(None)),
+            unavailable: Mutex::new(None),
+            reporter: health.reporter("reconnect", Area::Agent),
         }
-    }
-
-    /// Why connections that predate steering cannot be closed here, if so.
-    pub fn unavailable(&self) -> Arc<Mutex<Option<String>>> {
-        Arc::clone(&self.unavailable)
     }
 
     /// Starts sweeping what the returned handle is sent.
@@ -256,6 +263,7 @@ impl Sweeper {
 
     fn set_unavailable(&self, why: String) {
         warn!("{why}");
+        self.reporter.report(vec![why.clone()]);
         *self
             .unavailable
             .lock()

@@ -1,11 +1,13 @@
 //! Route state: what is steered, and where each routing key goes.
 //!
-//! [`RouteSnapshot`] is plain data built in one place from a route source (the
-//! routes file, [`watch`]; later the Kubernetes API). The agent swaps a new
-//! snapshot in whole; readers on the request path load it without locks and
-//! look routes up in O(1).
+//! [`RouteSnapshot`] is plain data built in one place (the route updater)
+//! from a route source's [`RouteInput`]: the routes file ([`watch`]) or the
+//! Kubernetes API (`k8s`), each sending its input on the [`feed`]. The agent
+//! swaps a new snapshot in whole; readers on the request path load it
+//! without locks and look routes up in O(1).
 
 mod decision;
+pub mod feed;
 mod file;
 mod input;
 mod snapshot;
