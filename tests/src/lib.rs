@@ -16,6 +16,7 @@ pub mod cgroup;
 pub mod cluster;
 pub mod cmd;
 pub mod controlplane;
+#[cfg(feature = "fake-apiserver")]
 pub mod fake_apiserver;
 pub mod netns;
 pub mod node;
@@ -26,6 +27,7 @@ pub use agent::{Agent, AgentBuilder};
 pub use cgroup::Cgroup;
 pub use cluster::Cluster;
 pub use controlplane::ControlPlane;
+#[cfg(feature = "fake-apiserver")]
 pub use fake_apiserver::FakeApiServer;
 pub use topology::{Pod, Topology};
 

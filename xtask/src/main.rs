@@ -48,24 +48,12 @@ enum Task {
     Image(image::ImageArgs),
     /// A real one-node Kubernetes cluster on this machine: up, down, status.
     Cluster(cluster::ClusterArgs),
-    /// Benchmarks that print ratios against peers measured in the same run.
+    /// Benchmarks that print ratios against peers measured in the same run (the bench/ crate), or `micro`.
     Bench(bench::BenchArgs),
     /// Build (once; then cached) the real Kubernetes tools the tests run, and print their directory.
     K8sTools(k8s_tools::K8sToolsArgs),
     /// Run the libFuzzer targets in fuzz/ for a bounded time (not part of CI).
     Fuzz(fuzz::FuzzArgs),
-    /// Internal: the timed client of `bench connect` (runs inside its namespaces).
-    #[command(hide = true)]
-    BenchClient(bench::ClientArgs),
-    /// Internal: the traffic of `bench soak` (runs inside its namespaces).
-    #[command(hide = true)]
-    BenchSoakClient(bench::SoakClientArgs),
-    /// Internal: the bulk sender of `bench relay` (runs inside its namespaces).
-    #[command(hide = true)]
-    BenchBulkClient(bench::BulkClientArgs),
-    /// Internal: a listener or forwarder of `bench connect`.
-    #[command(hide = true)]
-    BenchServer(bench::ServerArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -82,10 +70,6 @@ fn main() -> anyhow::Result<()> {
         Task::Bench(args) => bench::run(&args),
         Task::Fuzz(args) => fuzz::run(&args),
         Task::K8sTools(args) => k8s_tools::run(&args),
-        Task::BenchClient(args) => bench::run_client(&args),
-        Task::BenchServer(args) => bench::run_server(&args),
-        Task::BenchBulkClient(args) => bench::run_bulk_client(&args),
-        Task::BenchSoakClient(args) => bench::run_soak_client(&args),
     }
 }
 
