@@ -18,6 +18,7 @@ pub mod cmd;
 pub mod controlplane;
 #[cfg(feature = "fake-apiserver")]
 pub mod fake_apiserver;
+pub mod fixture;
 pub mod netns;
 pub mod node;
 mod servers;
@@ -29,6 +30,7 @@ pub use cluster::Cluster;
 pub use controlplane::ControlPlane;
 #[cfg(feature = "fake-apiserver")]
 pub use fake_apiserver::FakeApiServer;
+pub use fixture::{Forked, Servers};
 pub use topology::{Pod, Topology};
 
 /// Environment variable that skips root-only tests (they fail otherwise).

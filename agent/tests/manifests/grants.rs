@@ -14,7 +14,7 @@ use super::{helm::render_chart, objects::Object};
 use crate::{agent_container, deploy_objects, env, env_value, find};
 
 /// What the agent's container is granted (see deploy/README.md,
-/// "Capabilities", and the capability tests in tests/tests/startup.rs).
+/// "Capabilities", and the capability tests in tests/tests/integration/agent/startup.rs).
 const CAPABILITIES: [&str; 4] = ["BPF", "NET_ADMIN", "PERFMON", "SYS_ADMIN"];
 
 /// `DETOUR_*` variables the DaemonSet sets that are not `detour agent` flags:

@@ -6,40 +6,37 @@
 //! `DETOUR_SKIP_ROOT_TESTS=1` is set.
 
 use std::{
+    ops::Deref,
     process::Output,
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
-use detour_tests::{Agent, Cgroup, Topology, cmd, cmd::Proc, require_root, unique_name};
+use detour_tests::{Agent, Forked, Servers, cmd, require_root};
 
 const PORT: u16 = 8080;
 const RAW: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/clients/raw.py");
 const LOOP: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/clients/loop.py");
 const KEY: &str = "detour-routing-key=feature-x";
 
-struct Setup {
-    net: Topology,
-    cgroup: Cgroup,
-    _servers: Vec<Proc>,
+/// `reviews` and its fork, each a server that answers, hangs or resets on
+/// demand, and a client.
+struct Setup(Forked);
+
+impl Deref for Setup {
+    type Target = Forked;
+
+    fn deref(&self) -> &Forked {
+        &self.0
+    }
 }
 
 impl Setup {
     fn new() -> Self {
-        let net = Topology::builder("df")
-            .pod("client")
-            .pod("reviews")
-            .pod("reviews-fork")
-            .build();
-        let servers = vec![
-            net.pod("reviews").faulty_server(PORT),
-            net.pod("reviews-fork").faulty_server(PORT),
-        ];
-        let cgroup = Cgroup::new(&unique_name("detour-faults-"));
-        Self {
-            net,
-            cgroup,
-            _servers: servers,
-        }
+        Self(
+            Forked::service("reviews", PORT)
+                .servers(Servers::Faulty)
+                .build("df"),
+        )
     }
 
     fn ip(&self, pod: &str) -> String {
@@ -66,8 +63,8 @@ impl Setup {
     }
 
     fn agent(&self) -> Agent {
-        Agent::builder(&self.net, &self.cgroup)
-            .routes(&self.routes(true, true))
+        self.0
+            .agent()
             .arg("--upstream-timeout")
             .arg("1s")
             .log_filter("info")

@@ -5,46 +5,40 @@
 //! These need root. Without it each test fails and says so, unless
 //! `DETOUR_SKIP_ROOT_TESTS=1` is set.
 
-use std::time::{Duration, Instant};
-
-use detour_tests::{
-    Agent, Cgroup, Topology, cmd::Proc, require_root, topology::RequestLog, unique_name,
+use std::{
+    ops::Deref,
+    time::{Duration, Instant},
 };
+
+use detour_tests::{Agent, Forked, Servers, require_root};
 
 const PORT: u16 = 8080;
 const RAW: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/clients/raw.py");
 const IDLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/clients/idle.py");
-const CORPUS: &str = include_str!("../corpus/smuggling.txt");
+const CORPUS: &str = include_str!("../../../corpus/smuggling.txt");
 
-struct Setup {
-    net: Topology,
-    cgroup: Cgroup,
-    _server: Proc,
-    log: RequestLog,
+/// `reviews` (logging each request) with its fork and a client.
+struct Setup(Forked);
+
+impl Deref for Setup {
+    type Target = Forked;
+
+    fn deref(&self) -> &Forked {
+        &self.0
+    }
 }
 
 impl Setup {
     fn new() -> Self {
-        let net = Topology::builder("dx").pod("client").pod("reviews").build();
-        let (server, log) = net.pod("reviews").logged_echo_server(PORT);
-        let cgroup = Cgroup::new(&unique_name("detour-hostile-"));
-        Self {
-            net,
-            cgroup,
-            _server: server,
-            log,
-        }
+        Self(
+            Forked::service("reviews", PORT)
+                .servers(Servers::LoggedEcho)
+                .build("dx"),
+        )
     }
 
     fn agent(&self, extra: &[&str]) -> Agent {
-        let routes = format!(
-            "services:\n  - name: reviews\n    addresses: [{}]\n    ports: [{{port: {PORT}, protocol: http}}]\n",
-            self.net.pod("reviews").ip4
-        );
-        let mut builder = Agent::builder(&self.net, &self.cgroup)
-            .routes(&routes)
-            .arg("--head-timeout")
-            .arg("1s");
+        let mut builder = self.0.agent().arg("--head-timeout").arg("1s");
         for arg in extra {
             builder = builder.arg(arg);
         }
@@ -135,7 +129,7 @@ fn the_smuggling_corpus_is_refused_and_reaches_no_upstream() {
         assert!(response.contains("detour-error: "), "{name}: {response:?}");
     }
     assert_eq!(
-        setup.log.lines(),
+        setup.baseline_log().lines(),
         Vec::<String>::new(),
         "nothing reached the upstream"
     );
@@ -268,7 +262,7 @@ fn a_deep_pipeline_is_answered_in_order() {
         300,
         "every request answered"
     );
-    let served: Vec<String> = setup.log.lines();
+    let served: Vec<String> = setup.baseline_log().lines();
     let expected: Vec<String> = (0..300).map(|i| format!("GET /?n={i}")).collect();
     assert_eq!(served, expected, "forwarded one by one, in order");
 }

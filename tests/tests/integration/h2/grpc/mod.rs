@@ -12,7 +12,6 @@ use detour_tests::{
 };
 use serde_json::Value;
 
-#[path = "grpc/lifecycle.rs"]
 mod lifecycle;
 
 const PORT: u16 = 50051;

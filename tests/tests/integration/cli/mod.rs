@@ -7,13 +7,9 @@
 //!
 //! These need root, except the error-path and generated-docs tests.
 
-#[path = "cli/bpf.rs"]
 mod bpf;
-#[path = "cli/errors.rs"]
 mod errors;
-#[path = "cli/live.rs"]
 mod live;
-#[path = "cli/setup.rs"]
 mod setup;
 
 use detour_tests::require_root;

@@ -5,7 +5,7 @@
 //! while answering the others, which a real API server does not do on
 //! demand: readiness must wait for every list. Everything else about
 //! Kubernetes is tested against the real control plane
-//! (`tests/tests/kubernetes*.rs`, `rbac.rs`, `control_plane.rs`).
+//! (`tests/tests/integration/k8s/`, `rbac.rs`, `control_plane.rs`).
 //!
 //! These need root. Without it each test fails and says so, unless
 //! `DETOUR_SKIP_ROOT_TESTS=1` is set.

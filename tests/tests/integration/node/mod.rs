@@ -4,21 +4,13 @@
 //! the CNI bridge, and pods of the test image (`tests/node-images/`)
 //! calling a ClusterIP Service that a Sandbox forks.
 
-#[path = "node/cli.rs"]
 mod cli;
-#[path = "node/coexistence.rs"]
 mod coexistence;
-#[path = "node/controller.rs"]
 mod controller;
-#[path = "node/helm.rs"]
 mod helm;
-#[path = "node/lifecycle.rs"]
 mod lifecycle;
-#[path = "node/load.rs"]
 mod load;
-#[path = "node/network_policy.rs"]
 mod network_policy;
-#[path = "node/setup.rs"]
 mod setup;
 
 use detour_tests::node::require_node;

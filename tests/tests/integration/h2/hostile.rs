@@ -15,11 +15,9 @@
 //! These need root. Without it each test fails and says so, unless
 //! `DETOUR_SKIP_ROOT_TESTS=1` is set.
 
-use std::{io::Read, thread, time::Duration};
+use std::{io::Read, ops::Deref, thread, time::Duration};
 
-use detour_tests::{
-    Agent, Cgroup, Topology, cmd::Proc, require_root, topology::RequestLog, unique_name,
-};
+use detour_tests::{Agent, Forked, Servers, cmd::Proc, require_root, topology::RequestLog};
 use serde_json::Value;
 
 const PORT: u16 = 50051;
@@ -36,53 +34,30 @@ const LATER_CALLS: usize = 4;
 /// A client pod in the attached cgroup, a baseline `greeter` pod and its fork
 /// `greeter-fork`, both running the gRPC test server; `greeter` is `h2c`.
 /// Key `unreachable` forks `greeter` to an address nobody answers.
-struct Setup {
-    net: Topology,
-    cgroup: Cgroup,
-    _servers: Vec<Proc>,
-    base_log: RequestLog,
-    fork_log: RequestLog,
+struct Setup(Forked);
+
+impl Deref for Setup {
+    type Target = Forked;
+
+    fn deref(&self) -> &Forked {
+        &self.0
+    }
 }
 
 impl Setup {
     fn new() -> Self {
-        let net = Topology::builder("dh")
-            .pod("client")
-            .pod("greeter")
-            .pod("greeter-fork")
-            .build();
-        let (base, base_log) = net.pod("greeter").grpc_server(PORT);
-        let (fork, fork_log) = net.pod("greeter-fork").grpc_server(PORT);
-        let cgroup = Cgroup::new(&unique_name("detour-h2-hostile-"));
-        let _servers = vec![base, fork];
-        Self {
-            net,
-            cgroup,
-            _servers,
-            base_log,
-            fork_log,
-        }
+        Self(
+            Forked::service("greeter", PORT)
+                .protocol("h2c")
+                .servers(Servers::Grpc)
+                .sandbox("unreachable", &format!("{UNREACHABLE}:{PORT}"))
+                .build("dh"),
+        )
     }
 
     fn agent(&self) -> Agent {
-        let (base, fork) = (
-            self.net.pod("greeter").ip4,
-            self.net.pod("greeter-fork").ip4,
-        );
-        let sandbox = |name: &str, endpoint: String| {
-            format!(
-                "  - name: {name}\n    routingKey: {name}\n    forks:\n      \
-                 - service: default/greeter\n        endpoints: [\"{endpoint}\"]\n"
-            )
-        };
-        let routes = format!(
-            "services:\n  - name: greeter\n    addresses: [{base}]\n    \
-             ports: [{{port: {PORT}, protocol: h2c}}]\nsandboxes:\n{}{}",
-            sandbox("feature-x", format!("{fork}:{PORT}")),
-            sandbox("unreachable", format!("{UNREACHABLE}:{PORT}")),
-        );
-        Agent::builder(&self.net, &self.cgroup)
-            .routes(&routes)
+        self.0
+            .agent()
             .log_filter("info,detour::proxy=debug")
             .spawn()
     }
@@ -131,12 +106,12 @@ impl Setup {
         let held = self.start_calls("concurrent", HELD_CALLS, &["--hold-ms", "3000"]);
         let arrived = |log: &RequestLog| log.lines().len() == HELD_CALLS / 2;
         for _ in 0..100 {
-            if arrived(&self.fork_log) && arrived(&self.base_log) {
+            if arrived(self.fork_log()) && arrived(self.baseline_log()) {
                 return held;
             }
             thread::sleep(Duration::from_millis(100));
         }
-        let (fork, base) = (self.fork_log.lines(), self.base_log.lines());
+        let (fork, base) = (self.fork_log().lines(), self.baseline_log().lines());
         panic!("held calls not all arrived in 10 s: fork {fork:?}, baseline {base:?}");
     }
 

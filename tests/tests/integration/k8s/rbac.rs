@@ -1,5 +1,5 @@
 //! The shipped ClusterRole is exactly enough, against a real API server's
-//! RBAC: with it the agent syncs (`tests/tests/kubernetes.rs`); with any one
+//! RBAC: with it the agent syncs (`tests/tests/integration/k8s/steering.rs`); with any one
 //! permission taken away (one verb on one resource) it is not ready, and
 //! both its log and `detour status` name what it was refused.
 //!
