@@ -49,7 +49,6 @@ LABEL org.opencontainers.image.title="detour" \
       org.opencontainers.image.description="detour: per-request traffic steering to sandbox forks (node agent, node CLI and sandbox controller)" \
       org.opencontainers.image.version="${DETOUR_VERSION}" \
       org.opencontainers.image.revision="${DETOUR_REVISION}" \
-      org.opencontainers.image.source="https://example.invalid/detour" \
       org.opencontainers.image.licenses="Apache-2.0" \
       dev.detour.sbom="usr/share/detour/sbom.spdx.json"
 ENV PATH=/usr/local/bin:/usr/bin:/bin \

@@ -41,6 +41,8 @@ pub enum Servers {
     Grpc,
     /// Answers then hangs or resets, on demand (`tests/servers/`).
     Faulty,
+    /// HTTP/2 (h2c), answering with what it received, field by field.
+    H2Inspect,
     /// None: the test starts its own.
     None,
 }
@@ -193,6 +195,7 @@ impl ForkedBuilder {
                     logs.push(log);
                 }
                 Servers::Faulty => servers.push(pod.faulty_server(self.port)),
+                Servers::H2Inspect => servers.push(pod.h2_inspect_server(self.port)),
                 Servers::None => {}
             }
         }

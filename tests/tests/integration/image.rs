@@ -83,7 +83,7 @@ fn the_image_holds_the_binaries_an_sbom_and_no_shell_and_runs_the_agent() {
     assert_eq!(config["config"]["Cmd"][0], "agent");
     assert_eq!(config["config"]["User"], "0");
     let labels = &config["config"]["Labels"];
-    for label in ["version", "revision", "source"] {
+    for label in ["version", "revision"] {
         let value = labels[format!("org.opencontainers.image.{label}")].as_str();
         assert!(
             value.is_some_and(|v| !v.is_empty()),

@@ -189,10 +189,6 @@ fn labels(tag: &str) -> BTreeMap<String, String> {
         ),
         ("org.opencontainers.image.version", tag),
         ("org.opencontainers.image.revision", revision.as_str()),
-        (
-            "org.opencontainers.image.source",
-            env!("CARGO_PKG_REPOSITORY"),
-        ),
         ("org.opencontainers.image.licenses", "Apache-2.0"),
         ("dev.detour.sbom", SBOM_IN_IMAGE),
     ]

@@ -10,56 +10,29 @@
 //! These need root. Without it each test fails and says so, unless
 //! `DETOUR_SKIP_ROOT_TESTS=1` is set.
 
-use std::{process::Child, time::Duration};
+use std::{ops::Deref, process::Child, time::Duration};
 
-use detour_tests::{Agent, Cgroup, Topology, cmd::Proc, require_root, unique_name};
+use detour_tests::{Agent, Forked, require_root};
 
 const PORT: u16 = 8080;
 const KEEPALIVE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/clients/keepalive.py");
 const FRESH: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/clients/fresh.py");
 const KEY: [&str; 2] = ["baggage", "detour-routing-key=feature-x"];
 
-struct Setup {
-    net: Topology,
-    cgroup: Cgroup,
-    _servers: Vec<Proc>,
+/// `reviews` forked by `feature-x`, and a client.
+struct Setup(Forked);
+
+impl Deref for Setup {
+    type Target = Forked;
+
+    fn deref(&self) -> &Forked {
+        &self.0
+    }
 }
 
 impl Setup {
     fn new() -> Self {
-        let net = Topology::builder("du")
-            .pod("client")
-            .pod("reviews")
-            .pod("reviews-fork")
-            .build();
-        let servers = ["reviews", "reviews-fork"]
-            .iter()
-            .map(|pod| net.pod(pod).echo_server(PORT))
-            .collect();
-        let cgroup = Cgroup::new(&unique_name("detour-upgrade-"));
-        Self {
-            net,
-            cgroup,
-            _servers: servers,
-        }
-    }
-
-    fn routes(&self) -> String {
-        format!(
-            "services:
-  - name: reviews
-    addresses: [{reviews}]
-    ports: [{{port: {PORT}, protocol: http}}]
-sandboxes:
-  - name: feature-x
-    routingKey: feature-x
-    forks:
-      - service: default/reviews
-        endpoints: [\"{fork}:{PORT}\"]
-",
-            reviews = self.net.pod("reviews").ip4,
-            fork = self.net.pod("reviews-fork").ip4,
-        )
+        Self(Forked::service("reviews", PORT).build("du"))
     }
 
     fn agent(&self) -> Agent {

@@ -3,41 +3,39 @@
 
 use std::{
     io::{BufRead, BufReader},
+    ops::Deref,
     path::Path,
     process::{Command, Output, Stdio},
     sync::mpsc,
     time::{Duration, Instant},
 };
 
-use detour_tests::{Agent, Cgroup, Topology, cmd::Proc, detour_bin, unique_name};
+use detour_tests::{Agent, Forked, cmd::Proc, detour_bin, unique_name};
 use serde_json::Value;
 
 pub const PORT: u16 = 8080;
 
 /// A client, a baseline `reviews` pod, its fork, and an unforked `ratings`.
 pub struct Setup {
-    pub net: Topology,
-    pub cgroup: Cgroup,
-    _servers: Vec<Proc>,
+    forked: Forked,
+    _ratings: Proc,
+}
+
+impl Deref for Setup {
+    type Target = Forked;
+
+    fn deref(&self) -> &Forked {
+        &self.forked
+    }
 }
 
 impl Setup {
     pub fn new() -> Self {
-        let net = Topology::builder("dc")
-            .pod("client")
-            .pod("reviews")
-            .pod("reviews-fork")
-            .pod("ratings")
-            .build();
-        let servers = ["reviews", "reviews-fork", "ratings"]
-            .iter()
-            .map(|pod| net.pod(pod).echo_server(PORT))
-            .collect();
-        let cgroup = Cgroup::new(&unique_name("detour-cli-"));
+        let forked = Forked::service("reviews", PORT).pod("ratings").build("dc");
+        let ratings = forked.net.pod("ratings").echo_server(PORT);
         Self {
-            net,
-            cgroup,
-            _servers: servers,
+            forked,
+            _ratings: ratings,
         }
     }
 

@@ -14,11 +14,12 @@
 use std::{
     io::{BufRead, BufReader, Write},
     net::{Ipv4Addr, Ipv6Addr},
+    ops::Deref,
     process::{Command, Stdio},
 };
 
 use detour_tests::{
-    Agent, Cgroup, Pod, Topology,
+    Agent, Cgroup, Forked, Pod, Servers, Topology,
     cmd::Proc,
     netns::Netns,
     require_root,
@@ -35,12 +36,19 @@ const KEY: &str = "baggage: detour-routing-key=feature-x";
 /// Two clients, a server (HTTP on `HTTP`, bytes on `TCP`, gRPC on `GRPC`)
 /// and its fork, and the agent steering all three ports.
 struct Setup {
-    net: Topology,
-    cgroup: Cgroup,
+    forked: Forked,
     _servers: Vec<Proc>,
     grpc_base: RequestLog,
     grpc_fork: RequestLog,
     agent: Agent,
+}
+
+impl Deref for Setup {
+    type Target = Forked;
+
+    fn deref(&self) -> &Forked {
+        &self.forked
+    }
 }
 
 impl Setup {
@@ -51,14 +59,12 @@ impl Setup {
     /// The setup, with `before_agent` run once the pods are up and before
     /// the agent starts. A fifth pod, `unnamed`, is there for it.
     fn with(before_agent: impl FnOnce(&Topology, &Cgroup)) -> Self {
-        let net = Topology::builder("da")
-            .pod("client")
+        let forked = Forked::service("server", HTTP)
+            .servers(Servers::None)
             .pod("client2")
-            .pod("server")
-            .pod("server-fork")
             .pod("unnamed")
-            .build();
-        let (server, fork) = (net.pod("server"), net.pod("server-fork"));
+            .build("da");
+        let (server, fork) = (forked.baseline(), forked.fork());
         let (grpc, grpc_base) = server.grpc_server(GRPC);
         let (grpc_forked, grpc_fork) = fork.grpc_server(GRPC);
         let servers = vec![
@@ -89,12 +95,12 @@ sandboxes:
             s6 = server.ip6,
             f4 = fork.ip4,
         );
-        let cgroup = Cgroup::new(&unique_name("detour-addr-"));
-        before_agent(&net, &cgroup);
-        let agent = Agent::builder(&net, &cgroup).routes(&routes).spawn();
+        before_agent(&forked.net, &forked.cgroup);
+        let agent = Agent::builder(&forked.net, &forked.cgroup)
+            .routes(&routes)
+            .spawn();
         Self {
-            net,
-            cgroup,
+            forked,
             _servers: servers,
             grpc_base,
             grpc_fork,

@@ -15,16 +15,15 @@
 //! These need root. Without it each test fails and says so, unless
 //! `DETOUR_SKIP_ROOT_TESTS=1` is set.
 
-use std::{collections::BTreeSet, net::SocketAddr, process::Output};
+use std::{collections::BTreeSet, net::SocketAddr, ops::Deref, process::Output};
 
 use detour_tests::{
-    Agent, Cgroup, Topology,
+    Agent, Cgroup, Forked,
     agent::PROXY_PORT,
-    cmd::{self, Proc},
+    cmd,
     netns::Netns,
     require_root,
     topology::{NODE_IP4, NODE_IP6},
-    unique_name,
 };
 use serde_json::Value;
 
@@ -43,30 +42,21 @@ const SANDBOX: &str = "checkout-preview";
 
 /// A client pod (in the cgroup), another pod (never in it), and `reviews`,
 /// forked by the sandbox `checkout-preview` to `reviews-fork`.
-struct Setup {
-    net: Topology,
-    cgroup: Cgroup,
-    _servers: Vec<Proc>,
+/// `reviews` (with its fork), a client in the attached cgroup, and an
+/// `other` pod outside it.
+struct Setup(Forked);
+
+impl Deref for Setup {
+    type Target = Forked;
+
+    fn deref(&self) -> &Forked {
+        &self.0
+    }
 }
 
 impl Setup {
     fn new() -> Self {
-        let net = Topology::builder("dr")
-            .pod("client")
-            .pod("other")
-            .pod("reviews")
-            .pod("reviews-fork")
-            .build();
-        let servers = vec![
-            net.pod("reviews").echo_server(PORT),
-            net.pod("reviews-fork").echo_server(PORT),
-        ];
-        let cgroup = Cgroup::new(&unique_name("detour-relay-"));
-        Self {
-            net,
-            cgroup,
-            _servers: servers,
-        }
+        Self(Forked::service("reviews", PORT).pod("other").build("dr"))
     }
 
     fn ip(&self, pod: &str) -> String {

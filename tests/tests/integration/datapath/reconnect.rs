@@ -10,39 +10,38 @@
 //! `DETOUR_SKIP_ROOT_TESTS=1` is set.
 
 use std::{
+    ops::Deref,
     process::{Child, Command, Stdio},
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
-use detour_tests::{Agent, Cgroup, Topology, cmd::Proc, require_root, unique_name};
+use detour_tests::{Agent, Forked, cmd::Proc, require_root};
 
 const PORT: u16 = 8080;
 const CLIENT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/clients/keepalive.py");
 const KEY: [&str; 2] = ["baggage", "detour-routing-key=feature-x"];
 
+/// `reviews` forked by `feature-x`, an unsteered `details`, and a client.
 struct Setup {
-    net: Topology,
-    cgroup: Cgroup,
-    _servers: Vec<Proc>,
+    forked: Forked,
+    _details: Proc,
+}
+
+impl Deref for Setup {
+    type Target = Forked;
+
+    fn deref(&self) -> &Forked {
+        &self.forked
+    }
 }
 
 impl Setup {
     fn new() -> Self {
-        let net = Topology::builder("dr")
-            .pod("client")
-            .pod("reviews")
-            .pod("reviews-fork")
-            .pod("details")
-            .build();
-        let servers = ["reviews", "reviews-fork", "details"]
-            .iter()
-            .map(|pod| net.pod(pod).echo_server(PORT))
-            .collect();
-        let cgroup = Cgroup::new(&unique_name("detour-reconnect-"));
+        let forked = Forked::service("reviews", PORT).pod("details").build("dr");
+        let details = forked.net.pod("details").echo_server(PORT);
         Self {
-            net,
-            cgroup,
-            _servers: servers,
+            forked,
+            _details: details,
         }
     }
 
@@ -53,25 +52,12 @@ impl Setup {
     /// Routes with `reviews` forked by `feature-x`, or with nothing steered
     /// but a decoy service.
     fn routes(&self, steer_reviews: bool) -> String {
-        if !steer_reviews {
-            return "services:\n  - name: decoy\n    addresses: [10.248.0.250]\n    ports: [{port: 9}]\n"
-                .to_owned();
+        if steer_reviews {
+            self.forked.routes()
+        } else {
+            "services:\n  - name: decoy\n    addresses: [10.248.0.250]\n    ports: [{port: 9}]\n"
+                .to_owned()
         }
-        format!(
-            "services:
-  - name: reviews
-    addresses: [{reviews}]
-    ports: [{{port: {PORT}, protocol: http}}]
-sandboxes:
-  - name: feature-x
-    routingKey: feature-x
-    forks:
-      - service: default/reviews
-        endpoints: [\"{fork}:{PORT}\"]
-",
-            reviews = self.ip("reviews"),
-            fork = self.ip("reviews-fork"),
-        )
     }
 
     fn agent(&self, steer_reviews: bool) -> Agent {

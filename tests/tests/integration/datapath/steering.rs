@@ -7,24 +7,57 @@
 use std::process::Output;
 
 use detour_tests::{
-    Agent, Cgroup, Pod, Topology, cmd, require_root, topology::NODE_IP4, unique_name,
+    Agent, AgentBuilder, Cgroup, Pod, Topology, cmd, cmd::Proc, require_root, topology::NODE_IP4,
+    unique_name,
 };
 
 const PORT: u16 = 8080;
 const OTHER_PORT: u16 = 8081;
 
-fn routes_for(address: &str, port: u16) -> String {
-    format!(
-        "services:\n  - name: echo\n    namespace: default\n    addresses: [\"{address}\"]\n    ports:\n      - port: {port}\n        protocol: tcp\n"
-    )
+/// A client pod and a server pod (also reachable at the VIP
+/// `10.96.0.10`), the attached cgroup, and routes steering one destination
+/// on [`PORT`] as `tcp`. What most tests here start from.
+struct Steered {
+    net: Topology,
+    cgroup: Cgroup,
+    destination: String,
+    _echo: Option<Proc>,
 }
 
-fn two_pods() -> Topology {
-    Topology::builder("dt")
-        .pod("client")
-        .pod("server")
-        .vip("server", "10.96.0.10")
-        .build()
+impl Steered {
+    /// The pods with an echo server on [`PORT`]; `destination` picks the
+    /// steered address from the server pod.
+    fn to(destination: impl FnOnce(&Pod) -> String) -> Self {
+        let mut steered = Self::with_nothing_listening(destination);
+        steered._echo = Some(steered.net.pod("server").echo_server(PORT));
+        steered
+    }
+
+    /// The same, with nothing listening on the server.
+    fn with_nothing_listening(destination: impl FnOnce(&Pod) -> String) -> Self {
+        let net = Topology::builder("dt")
+            .pod("client")
+            .pod("server")
+            .vip("server", "10.96.0.10")
+            .build();
+        let destination = destination(net.pod("server"));
+        Self {
+            cgroup: Cgroup::new(&unique_name("detour-test-")),
+            net,
+            destination,
+            _echo: None,
+        }
+    }
+
+    /// An agent steering the destination.
+    fn agent(&self) -> AgentBuilder<'_> {
+        let routes = format!(
+            "services:\n  - name: echo\n    namespace: default\n    addresses: [\"{}\"]\n    \
+             ports:\n      - port: {PORT}\n        protocol: tcp\n",
+            self.destination
+        );
+        Agent::builder(&self.net, &self.cgroup).routes(&routes)
+    }
 }
 
 fn url(ip: &str, port: u16) -> String {
@@ -158,17 +191,14 @@ fn steered_ipv4_destination_is_proxied_with_its_bytes_intact() {
     if !require_root() {
         return;
     }
-    let net = two_pods();
+    let steered = Steered::to(|server| server.ip4.to_string());
+    let (net, cgroup) = (&steered.net, &steered.cgroup);
     let server = net.pod("server");
-    let _echo = server.echo_server(PORT);
-    let cgroup = Cgroup::new(&unique_name("detour-test-"));
-    let agent = Agent::builder(&net, &cgroup)
-        .routes(&routes_for(&server.ip4.to_string(), PORT))
-        .spawn();
+    let agent = steered.agent().spawn();
 
     let peer = echo_bytes(
         net.pod("client"),
-        &cgroup,
+        cgroup,
         &server.ip4.to_string(),
         PORT,
         4 << 20,
@@ -191,17 +221,14 @@ fn steered_ipv6_destination_is_proxied_with_its_bytes_intact() {
     if !require_root() {
         return;
     }
-    let net = two_pods();
+    let steered = Steered::to(|server| server.ip6.to_string());
+    let (net, cgroup) = (&steered.net, &steered.cgroup);
     let server = net.pod("server");
-    let _echo = server.echo_server(PORT);
-    let cgroup = Cgroup::new(&unique_name("detour-test-"));
-    let agent = Agent::builder(&net, &cgroup)
-        .routes(&routes_for(&server.ip6.to_string(), PORT))
-        .spawn();
+    let agent = steered.agent().spawn();
 
     let peer = echo_bytes(
         net.pod("client"),
-        &cgroup,
+        cgroup,
         &server.ip6.to_string(),
         PORT,
         4 << 20,
@@ -223,14 +250,11 @@ fn steered_service_vip_is_proxied_to_the_vip() {
     if !require_root() {
         return;
     }
-    let net = two_pods();
-    let _echo = net.pod("server").echo_server(PORT);
-    let cgroup = Cgroup::new(&unique_name("detour-test-"));
-    let agent = Agent::builder(&net, &cgroup)
-        .routes(&routes_for("10.96.0.10", PORT))
-        .spawn();
+    let steered = Steered::to(|_| "10.96.0.10".to_owned());
+    let (net, cgroup) = (&steered.net, &steered.cgroup);
+    let agent = steered.agent().spawn();
 
-    let peer = get_in(net.pod("client"), &cgroup, "10.96.0.10", PORT);
+    let peer = get_in(net.pod("client"), cgroup, "10.96.0.10", PORT);
     assert_eq!(host_of(&peer), net.pod("client").ip4.to_string());
     assert_eq!(agent.bpf_event("redirected"), 1);
 }
@@ -240,23 +264,20 @@ fn destination_not_steered_is_untouched() {
     if !require_root() {
         return;
     }
-    let net = two_pods();
+    let steered = Steered::to(|server| server.ip4.to_string());
+    let (net, cgroup) = (&steered.net, &steered.cgroup);
     let server = net.pod("server");
     let client = net.pod("client");
-    let _echo = server.echo_server(PORT);
     let _other = server.echo_server(OTHER_PORT);
-    let cgroup = Cgroup::new(&unique_name("detour-test-"));
-    let agent = Agent::builder(&net, &cgroup)
-        .routes(&routes_for(&server.ip4.to_string(), PORT))
-        .spawn();
+    let agent = steered.agent().spawn();
 
-    let peer = get_in(client, &cgroup, &server.ip4.to_string(), OTHER_PORT);
+    let peer = get_in(client, cgroup, &server.ip4.to_string(), OTHER_PORT);
     assert_eq!(
         host_of(&peer),
         client.ip4.to_string(),
         "the server sees the client itself"
     );
-    let peer6 = get_in(client, &cgroup, &server.ip6.to_string(), PORT);
+    let peer6 = get_in(client, cgroup, &server.ip6.to_string(), PORT);
     assert_eq!(
         host_of(&peer6),
         client.ip6.to_string(),
@@ -278,14 +299,11 @@ fn process_outside_the_cgroup_is_untouched() {
     if !require_root() {
         return;
     }
-    let net = two_pods();
+    let steered = Steered::to(|server| server.ip4.to_string());
+    let net = &steered.net;
     let server = net.pod("server");
     let client = net.pod("client");
-    let _echo = server.echo_server(PORT);
-    let cgroup = Cgroup::new(&unique_name("detour-test-"));
-    let agent = Agent::builder(&net, &cgroup)
-        .routes(&routes_for(&server.ip4.to_string(), PORT))
-        .spawn();
+    let agent = steered.agent().spawn();
 
     let peer = get_outside(client, &server.ip4.to_string(), PORT);
     assert_eq!(host_of(&peer), client.ip4.to_string());
@@ -302,13 +320,9 @@ fn direct_connection_to_the_proxy_is_closed_and_counted() {
     if !require_root() {
         return;
     }
-    let net = two_pods();
-    let server = net.pod("server");
-    let _echo = server.echo_server(PORT);
-    let cgroup = Cgroup::new(&unique_name("detour-test-"));
-    let agent = Agent::builder(&net, &cgroup)
-        .routes(&routes_for(&server.ip4.to_string(), PORT))
-        .spawn();
+    let steered = Steered::to(|server| server.ip4.to_string());
+    let net = &steered.net;
+    let agent = steered.agent().spawn();
 
     let proxy = url(&NODE_IP4.to_string(), detour_tests::agent::PROXY_PORT);
     let output = net
@@ -337,34 +351,29 @@ fn after_kill_9_connections_go_direct_and_nothing_stays_attached() {
     if !require_root() {
         return;
     }
-    let net = two_pods();
+    let steered = Steered::to(|server| server.ip4.to_string());
+    let (net, cgroup) = (&steered.net, &steered.cgroup);
     let server = net.pod("server");
     let client = net.pod("client");
-    let _echo = server.echo_server(PORT);
-    let cgroup = Cgroup::new(&unique_name("detour-test-"));
     // The node's address marks a connection that went through the proxy:
     // servers see clients' own addresses by default.
-    let mut agent = Agent::builder(&net, &cgroup)
-        .routes(&routes_for(&server.ip4.to_string(), PORT))
-        .arg("--client-address")
-        .arg("node")
-        .spawn();
+    let mut agent = steered.agent().arg("--client-address").arg("node").spawn();
     assert_eq!(
-        host_of(&get_in(client, &cgroup, &server.ip4.to_string(), PORT)),
+        host_of(&get_in(client, cgroup, &server.ip4.to_string(), PORT)),
         NODE_IP4.to_string()
     );
     assert_eq!(
-        attached_programs(&cgroup),
+        attached_programs(cgroup),
         ["detour_connect4", "detour_connect6", "detour_sockops"]
     );
 
     agent.kill9();
     assert_eq!(
-        attached_programs(&cgroup),
+        attached_programs(cgroup),
         NO_PROGRAMS,
         "the kernel detached every program"
     );
-    let peer = get_in(client, &cgroup, &server.ip4.to_string(), PORT);
+    let peer = get_in(client, cgroup, &server.ip4.to_string(), PORT);
     assert_eq!(
         host_of(&peer),
         client.ip4.to_string(),
@@ -377,20 +386,17 @@ fn sigterm_detaches_and_exits_cleanly() {
     if !require_root() {
         return;
     }
-    let net = two_pods();
+    let steered = Steered::to(|server| server.ip4.to_string());
+    let (net, cgroup) = (&steered.net, &steered.cgroup);
     let server = net.pod("server");
     let client = net.pod("client");
-    let _echo = server.echo_server(PORT);
-    let cgroup = Cgroup::new(&unique_name("detour-test-"));
-    let mut agent = Agent::builder(&net, &cgroup)
-        .routes(&routes_for(&server.ip4.to_string(), PORT))
-        .spawn();
+    let mut agent = steered.agent().spawn();
 
     let status = agent.terminate();
     assert!(status.success(), "exit status {status}:\n{}", agent.logs());
-    assert_eq!(attached_programs(&cgroup), NO_PROGRAMS);
+    assert_eq!(attached_programs(cgroup), NO_PROGRAMS);
     assert_eq!(
-        host_of(&get_in(client, &cgroup, &server.ip4.to_string(), PORT)),
+        host_of(&get_in(client, cgroup, &server.ip4.to_string(), PORT)),
         client.ip4.to_string()
     );
 }
@@ -400,18 +406,14 @@ fn agent_upstream_is_not_redirected_even_to_a_steered_destination() {
     if !require_root() {
         return;
     }
-    let net = two_pods();
+    let steered = Steered::to(|server| server.ip4.to_string());
+    let (net, cgroup) = (&steered.net, &steered.cgroup);
     let server = net.pod("server");
-    let _echo = server.echo_server(PORT);
-    let cgroup = Cgroup::new(&unique_name("detour-test-"));
     // The agent runs inside the attached cgroup, as an agent pod does, so its
     // own upstream connect to the steered destination meets the programs.
-    let agent = Agent::builder(&net, &cgroup)
-        .routes(&routes_for(&server.ip4.to_string(), PORT))
-        .inside_cgroup()
-        .spawn();
+    let agent = steered.agent().inside_cgroup().spawn();
 
-    let peer = get_in(net.pod("client"), &cgroup, &server.ip4.to_string(), PORT);
+    let peer = get_in(net.pod("client"), cgroup, &server.ip4.to_string(), PORT);
     assert_eq!(host_of(&peer), net.pod("client").ip4.to_string());
     assert_eq!(
         agent.bpf_event("redirected"),
@@ -437,13 +439,10 @@ fn dual_stack_socket_to_ipv4_mapped_destination_is_steered() {
     if !require_root() {
         return;
     }
-    let net = two_pods();
+    let steered = Steered::to(|server| server.ip4.to_string());
+    let (net, cgroup) = (&steered.net, &steered.cgroup);
     let server = net.pod("server");
-    let _echo = server.echo_server(PORT);
-    let cgroup = Cgroup::new(&unique_name("detour-test-"));
-    let agent = Agent::builder(&net, &cgroup)
-        .routes(&routes_for(&server.ip4.to_string(), PORT))
-        .spawn();
+    let agent = steered.agent().spawn();
 
     let script = format!(
         "import socket\n\
@@ -461,7 +460,7 @@ fn dual_stack_socket_to_ipv4_mapped_destination_is_steered() {
     );
     let output = net
         .pod("client")
-        .exec_in(&cgroup, "python3", &["-c", &script]);
+        .exec_in(cgroup, "python3", &["-c", &script]);
     assert!(
         output.status.success(),
         "client failed: {}",
@@ -486,16 +485,14 @@ fn dead_upstream_closes_the_client_and_is_counted() {
     if !require_root() {
         return;
     }
-    let net = two_pods();
+    let steered = Steered::with_nothing_listening(|server| server.ip4.to_string());
+    let (net, cgroup) = (&steered.net, &steered.cgroup);
     let server = net.pod("server");
-    let cgroup = Cgroup::new(&unique_name("detour-test-"));
     // Steered, but nothing listens there: the server refuses the agent.
-    let agent = Agent::builder(&net, &cgroup)
-        .routes(&routes_for(&server.ip4.to_string(), PORT))
-        .spawn();
+    let agent = steered.agent().spawn();
 
     let output = net.pod("client").exec_in(
-        &cgroup,
+        cgroup,
         "curl",
         &[
             "-sS",

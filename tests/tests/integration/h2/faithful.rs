@@ -17,9 +17,9 @@
 //! These need root. Without it each test fails and says so, unless
 //! `DETOUR_SKIP_ROOT_TESTS=1` is set.
 
-use std::collections::BTreeMap;
+use std::{collections::BTreeMap, ops::Deref};
 
-use detour_tests::{Agent, Cgroup, Topology, cmd::Proc, require_root, unique_name};
+use detour_tests::{Agent, Forked, Servers, require_root};
 use serde_json::Value;
 
 const PORT: u16 = 8443;
@@ -51,49 +51,28 @@ type Field = (String, String, bool);
 
 /// A client pod in the cgroup; `web` and its fork `web-fork` both run
 /// `h2_inspect.py`; `web` is declared `h2c`.
-struct Setup {
-    net: Topology,
-    cgroup: Cgroup,
-    _servers: Vec<Proc>,
+struct Setup(Forked);
+
+impl Deref for Setup {
+    type Target = Forked;
+
+    fn deref(&self) -> &Forked {
+        &self.0
+    }
 }
 
 impl Setup {
     fn new() -> Self {
-        let net = Topology::builder("df")
-            .pod("client")
-            .pod("web")
-            .pod("web-fork")
-            .build();
-        let servers = ["web", "web-fork"]
-            .map(|pod| net.pod(pod).h2_inspect_server(PORT))
-            .into();
-        let cgroup = Cgroup::new(&unique_name("detour-h2-faithful-"));
-        Self {
-            net,
-            cgroup,
-            _servers: servers,
-        }
+        Self(
+            Forked::service("web", PORT)
+                .protocol("h2c")
+                .servers(Servers::H2Inspect)
+                .build("df"),
+        )
     }
 
     fn agent(&self) -> Agent {
-        let routes = format!(
-            "services:
-  - name: web
-    addresses: [{web}]
-    ports: [{{port: {PORT}, protocol: h2c}}]
-sandboxes:
-  - name: feature-x
-    routingKey: feature-x
-    forks:
-      - service: default/web
-        endpoints: [\"{fork}:{PORT}\"]
-",
-            web = self.net.pod("web").ip4,
-            fork = self.net.pod("web-fork").ip4,
-        );
-        Agent::builder(&self.net, &self.cgroup)
-            .routes(&routes)
-            .spawn()
+        self.0.agent().spawn()
     }
 
     /// One `h2raw.py request` to `web` from the client pod, steered (in the

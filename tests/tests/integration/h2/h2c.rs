@@ -6,9 +6,9 @@
 //! These need root. Without it each test fails and says so, unless
 //! `DETOUR_SKIP_ROOT_TESTS=1` is set.
 
-use detour_tests::{
-    Agent, Cgroup, Topology, cmd::Proc, require_root, topology::TempDir, unique_name,
-};
+use std::ops::Deref;
+
+use detour_tests::{Agent, Forked, Servers, cmd::Proc, require_root, topology::TempDir};
 
 /// nghttpd (h2c) in each pod.
 const H2C_PORT: u16 = 8443;
@@ -17,30 +17,32 @@ const HTTP_PORT: u16 = 8080;
 /// Nothing listens here.
 const DEAD_PORT: u16 = 8099;
 
+/// `web` and its fork, each serving h2c (nghttpd) and HTTP/1 (echo), and
+/// a client.
 struct Setup {
-    net: Topology,
-    cgroup: Cgroup,
+    forked: Forked,
     _servers: Vec<(Proc, TempDir)>,
     _echo: Vec<Proc>,
 }
 
+impl Deref for Setup {
+    type Target = Forked;
+
+    fn deref(&self) -> &Forked {
+        &self.forked
+    }
+}
+
 impl Setup {
     fn new() -> Self {
-        let net = Topology::builder("dc")
-            .pod("client")
-            .pod("web")
-            .pod("web-fork")
-            .build();
-        let servers = ["web", "web-fork"]
-            .map(|pod| net.pod(pod).h2c_file_server(H2C_PORT))
-            .into();
-        let echo = ["web", "web-fork"]
-            .map(|pod| net.pod(pod).echo_server(HTTP_PORT))
-            .into();
-        let cgroup = Cgroup::new(&unique_name("detour-h2c-"));
+        let forked = Forked::service("web", H2C_PORT)
+            .servers(Servers::None)
+            .build("dc");
+        let pods = [forked.baseline(), forked.fork()];
+        let servers = pods.map(|pod| pod.h2c_file_server(H2C_PORT)).into();
+        let echo = pods.map(|pod| pod.echo_server(HTTP_PORT)).into();
         Self {
-            net,
-            cgroup,
+            forked,
             _servers: servers,
             _echo: echo,
         }

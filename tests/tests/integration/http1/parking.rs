@@ -11,11 +11,12 @@
 
 use std::{
     io::{BufRead, BufReader, Write},
+    ops::Deref,
     process::{ChildStdin, ChildStdout},
     time::{Duration, Instant},
 };
 
-use detour_tests::{Agent, Cgroup, Topology, cmd::Proc, require_root, unique_name};
+use detour_tests::{Agent, Forked, cmd::Proc, require_root};
 use serde_json::Value;
 
 const PORT: u16 = 8080;
@@ -23,48 +24,23 @@ const SESSION: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/clients/session.py")
 const PARKED: &str = "detour_parked_connections";
 
 /// A client, `reviews` and its fork in sandbox `feature-x`.
-struct Setup {
-    net: Topology,
-    cgroup: Cgroup,
-    _servers: [Proc; 2],
+struct Setup(Forked);
+
+impl Deref for Setup {
+    type Target = Forked;
+
+    fn deref(&self) -> &Forked {
+        &self.0
+    }
 }
 
 impl Setup {
     fn new() -> Self {
-        let net = Topology::builder("dp")
-            .pod("client")
-            .pod("reviews")
-            .pod("reviews-fork")
-            .build();
-        let servers = [
-            net.pod("reviews").echo_server(PORT),
-            net.pod("reviews-fork").echo_server(PORT),
-        ];
-        let cgroup = Cgroup::new(&unique_name("detour-parking-"));
-        Self {
-            net,
-            cgroup,
-            _servers: servers,
-        }
+        Self(Forked::service("reviews", PORT).build("dp"))
     }
 
     fn agent(&self, extra: &[&str]) -> Agent {
-        let routes = format!(
-            "services:
-  - name: reviews
-    addresses: [{reviews}]
-    ports: [{{port: {PORT}, protocol: http}}]
-sandboxes:
-  - name: feature-x
-    routingKey: feature-x
-    forks:
-      - service: default/reviews
-        endpoints: [\"{fork}:{PORT}\"]
-",
-            reviews = self.net.pod("reviews").ip4,
-            fork = self.net.pod("reviews-fork").ip4,
-        );
-        let mut builder = Agent::builder(&self.net, &self.cgroup).routes(&routes);
+        let mut builder = self.0.agent();
         for arg in extra {
             builder = builder.arg(arg);
         }

@@ -5,11 +5,9 @@
 //! These need root. Without it each test fails and says so, unless
 //! `DETOUR_SKIP_ROOT_TESTS=1` is set.
 
-use std::process::Output;
+use std::{ops::Deref, process::Output};
 
-use detour_tests::{
-    Agent, Cgroup, Pod, Topology, cmd::Proc, require_root, topology::RequestLog, unique_name,
-};
+use detour_tests::{Agent, Forked, Pod, Servers, cmd::Proc, require_root, unique_name};
 
 const PORT: u16 = 8080;
 const BANNER_PORT: u16 = 2525;
@@ -45,36 +43,34 @@ for _ in range(count):
 /// A client, a baseline `reviews` pod, its fork, a second fork pod and an
 /// unforked `ratings` pod, each running the echo server.
 struct Setup {
-    net: Topology,
-    cgroup: Cgroup,
+    forked: Forked,
     _servers: Vec<Proc>,
     ratings: Option<Proc>,
-    baseline_log: RequestLog,
-    fork_log: RequestLog,
+}
+
+impl Deref for Setup {
+    type Target = Forked;
+
+    fn deref(&self) -> &Forked {
+        &self.forked
+    }
 }
 
 impl Setup {
     fn new() -> Self {
-        let net = Topology::builder("dh")
-            .pod("client")
-            .pod("reviews")
-            .pod("reviews-fork")
+        let forked = Forked::service("reviews", PORT)
+            .servers(Servers::LoggedEcho)
             .pod("reviews-fork2")
             .pod("ratings")
-            .build();
-        let (baseline, baseline_log) = net.pod("reviews").logged_echo_server(PORT);
-        let (fork, fork_log) = net.pod("reviews-fork").logged_echo_server(PORT);
+            .build("dh");
+        let net = &forked.net;
         let fork2 = net.pod("reviews-fork2").echo_server(PORT);
         let ratings = Some(net.pod("ratings").echo_server(PORT));
         let banner = net.pod("ratings").banner_server(BANNER_PORT);
-        let cgroup = Cgroup::new(&unique_name("detour-http-"));
         Self {
-            net,
-            cgroup,
-            _servers: vec![baseline, fork, fork2, banner],
+            forked,
+            _servers: vec![fork2, banner],
             ratings,
-            baseline_log,
-            fork_log,
         }
     }
 
@@ -456,12 +452,12 @@ fn smuggling_attempts_get_400_and_reach_no_upstream() {
         );
     }
     assert_eq!(
-        setup.baseline_log.lines(),
+        setup.baseline_log().lines(),
         Vec::<String>::new(),
         "nothing reached baseline"
     );
     assert_eq!(
-        setup.fork_log.lines(),
+        setup.fork_log().lines(),
         Vec::<String>::new(),
         "nothing reached the fork"
     );
@@ -849,7 +845,7 @@ fn connection_close_is_not_forwarded_and_the_upstream_connection_is_reused() {
         peers.iter().all(|p| *p == peers[0]),
         "one upstream connection served every request: {peers:?}"
     );
-    assert_eq!(setup.fork_log.lines(), vec!["GET /headers"; 5]);
+    assert_eq!(setup.fork_log().lines(), vec!["GET /headers"; 5]);
 }
 
 /// Outside the narrow rule (a `Connection` field with other options, an

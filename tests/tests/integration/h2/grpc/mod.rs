@@ -5,11 +5,9 @@
 //! These need root. Without it each test fails and says so, unless
 //! `DETOUR_SKIP_ROOT_TESTS=1` is set.
 
-use std::{thread, time::Duration};
+use std::{ops::Deref, thread, time::Duration};
 
-use detour_tests::{
-    Agent, Cgroup, Topology, cmd::Proc, require_root, topology::RequestLog, unique_name,
-};
+use detour_tests::{Agent, Forked, Servers, cmd::Proc, require_root, topology::RequestLog};
 use serde_json::Value;
 
 mod lifecycle;
@@ -21,13 +19,22 @@ const CLIENT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/clients/grpc_client.p
 
 /// A client, a baseline `greeter` pod and its fork, each running the gRPC
 /// test server; `greeter` is declared `h2c` (as appProtocol `grpc` would).
+/// The servers are the test's own: the fork's may be stopped and restarted,
+/// and started with settings of its own.
 struct Setup {
-    net: Topology,
-    cgroup: Cgroup,
+    forked: Forked,
     _base: Proc,
     fork: Option<Proc>,
     base_log: RequestLog,
     fork_log: RequestLog,
+}
+
+impl Deref for Setup {
+    type Target = Forked;
+
+    fn deref(&self) -> &Forked {
+        &self.forked
+    }
 }
 
 impl Setup {
@@ -36,18 +43,15 @@ impl Setup {
     }
 
     fn with_fork_env(env: &[(&str, &str)]) -> Self {
-        let net = Topology::builder("dg")
-            .pod("client")
-            .pod("greeter")
-            .pod("greeter-fork")
+        let forked = Forked::service("greeter", PORT)
+            .protocol("h2c")
+            .servers(Servers::None)
             .pod("greeter-fork2")
-            .build();
-        let (base, base_log) = net.pod("greeter").grpc_server(PORT);
-        let (fork, fork_log) = net.pod("greeter-fork").grpc_server_with(PORT, env);
-        let cgroup = Cgroup::new(&unique_name("detour-grpc-"));
+            .build("dg");
+        let (base, base_log) = forked.baseline().grpc_server(PORT);
+        let (fork, fork_log) = forked.fork().grpc_server_with(PORT, env);
         Self {
-            net,
-            cgroup,
+            forked,
             _base: base,
             fork: Some(fork),
             base_log,
