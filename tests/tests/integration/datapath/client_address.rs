@@ -12,7 +12,7 @@
 //! `DETOUR_SKIP_ROOT_TESTS=1` is set.
 
 use std::{
-    io::{BufRead, BufReader, Write},
+    io::{BufRead, BufReader, Read, Write},
     net::{Ipv4Addr, Ipv6Addr},
     ops::Deref,
     process::{Command, Stdio},
@@ -360,11 +360,11 @@ fn a_client_whose_namespace_has_no_name_gets_the_nodes_address_counted() {
         let pod = net.pod("unnamed");
         let url = format!("http://{}:{HTTP}/", net.pod("server").ip4);
         let script = format!(
-            "echo $$ > {}/cgroup.procs; read line; \
+            "echo $$ > {}/cgroup.procs; echo ready; read line; \
              exec curl -sS -m 10 -w 'connects=%{{num_connects}}\\n' {url}",
             cgroup.path().display()
         );
-        let client = Command::new("nsenter")
+        let mut client = Command::new("nsenter")
             .args([
                 &format!("--net={}", pod.netns.path()),
                 "--",
@@ -376,6 +376,16 @@ fn a_client_whose_namespace_has_no_name_gets_the_nodes_address_counted() {
             .stdout(Stdio::piped())
             .spawn()
             .expect("nsenter");
+        // Only once the client is in the namespace (nsenter opens it by
+        // name) and in the cgroup: unbuffered, the rest stays in the pipe.
+        let mut ready = [0; 6];
+        client
+            .stdout
+            .as_mut()
+            .expect("stdout")
+            .read_exact(&mut ready)
+            .expect("the client starts");
+        assert_eq!(&ready, b"ready\n");
         // The name goes; the namespace stays, held by the waiting client.
         detour_tests::cmd::run("umount", &[&pod.netns.path()]);
         std::fs::remove_file(pod.netns.path()).expect("remove the name");
