@@ -15,7 +15,7 @@
 
 use std::{
     net::SocketAddr,
-    sync::{Arc, Mutex, atomic::AtomicU64},
+    sync::{Arc, Mutex, PoisonError, atomic::AtomicU64},
     time::Instant,
 };
 
@@ -106,7 +106,13 @@ impl ParkedFlow {
             started: flow.started,
             protocol: flow.protocol(),
             requests: flow.requests(),
-            last: flow.last().as_ref().map(ParkedRouting::of),
+            // Read in place: the key goes inline, never through a copy.
+            last: flow
+                .last
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .as_ref()
+                .map(ParkedRouting::of),
         }
     }
 

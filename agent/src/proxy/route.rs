@@ -51,7 +51,6 @@ pub fn route(ctx: &ProxyContext, conn: &Conn, key: Option<String>, method: &str)
             .load()
             .decide(conn.service_id, conn.original_dst.port(), key.as_deref());
     let reason = decision.reason();
-    let upstream = decision.endpoint(conn.original_dst);
     if let Some(label) = reason.fallback() {
         ctx.metrics.fallback(label);
     }
@@ -60,7 +59,7 @@ pub fn route(ctx: &ProxyContext, conn: &Conn, key: Option<String>, method: &str)
         key = key.as_deref().unwrap_or(""),
         sandbox = decision.matched_sandbox().map_or("", |s| &**s),
         %reason,
-        %upstream,
+        upstream = %decision.endpoint(conn.original_dst),
         "routed"
     );
     let route = decision.into_route(conn.original_dst);

@@ -29,7 +29,10 @@ use std::{
     collections::{HashMap, HashSet},
     net::SocketAddr,
     path::PathBuf,
-    sync::{Arc, Mutex, PoisonError},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
     time::{Duration, Instant},
 };
 
@@ -77,9 +80,9 @@ pub struct Sweeper {
     pub mark: u32,
     pub grace: Duration,
     closed: Family<ServiceLabels, Counter>,
-    /// Why closing is unavailable, once known.
-    unavailable: Mutex<Option<String>>,
-    /// Where that is shown: a warning in `detour status`.
+    /// Set once closing is known to be unavailable on this node.
+    unavailable: AtomicBool,
+    /// Why, as a warning in `detour status`.
     reporter: Reporter,
 }
 
@@ -103,7 +106,7 @@ impl Sweeper {
             mark,
             grace,
             closed,
-            unavailable: Mutex::new(None),
+            unavailable: AtomicBool::new(false),
             reporter: health.reporter("reconnect", Area::Agent),
         }
     }
@@ -255,19 +258,13 @@ impl Sweeper {
     }
 
     fn is_unavailable(&self) -> bool {
-        self.unavailable
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .is_some()
+        self.unavailable.load(Ordering::Acquire)
     }
 
     fn set_unavailable(&self, why: String) {
         warn!("{why}");
-        self.reporter.report(vec![why.clone()]);
-        *self
-            .unavailable
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner) = Some(why);
+        self.reporter.report(vec![why]);
+        self.unavailable.store(true, Ordering::Release);
     }
 }
 

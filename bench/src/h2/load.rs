@@ -17,14 +17,13 @@
 //! - [`H2Load::mixed`]: one connection carrying keyed and unkeyed streams at
 //!   once; each must be answered by its own backend (per-stream routing).
 
-use std::{io::Read, net::SocketAddr, path::Path, process::Stdio, time::Duration};
+use std::{net::SocketAddr, path::Path, process::Stdio};
 
 use anyhow::{Context, bail};
-use detour_tests::cmd::Proc;
 
 use crate::{
     daemon::TempDir,
-    http::load::{ClientPod, Held},
+    http::load::{ClientPod, Held, run_load},
     stage::peers::BAGGAGE,
     table::quantile,
 };
@@ -143,23 +142,8 @@ impl<'a> H2Load<'a> {
             .args(["-t1", &format!("-c{clients}"), &format!("-m{streams}")])
             .args([&format!("-D{seconds}"), "-H", BAGGAGE])
             .arg(format!("--log-file={}", self.log.display()))
-            .arg(format!("http://{addr}/"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let mut proc = Proc::new(command.spawn().context("cannot start h2load")?);
-        let limit = Duration::from_secs(u64::from(seconds) + 15);
-        let Some(status) = proc.wait_timeout(limit) else {
-            bail!("h2load against {addr} did not finish within {limit:?}");
-        };
-        let mut out = String::new();
-        if let Some(mut stdout) = proc.child().stdout.take() {
-            stdout.read_to_string(&mut out)?;
-        }
-        let mut err = String::new();
-        if let Some(mut stderr) = proc.child().stderr.take() {
-            stderr.read_to_string(&mut err)?;
-        }
+            .arg(format!("http://{addr}/"));
+        let (status, out, err) = run_load(&mut command, "h2load", addr, seconds)?;
         let log = std::fs::read_to_string(&self.log).unwrap_or_default();
         parse_h2load(&out, &log)
             .with_context(|| format!("h2load against {addr} ({status}):\n{out}{err}"))

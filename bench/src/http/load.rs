@@ -234,24 +234,8 @@ impl<'a> Load<'a> {
         if mode == ConnMode::Close {
             command.args(["-H", "Connection: close"]);
         }
-        command
-            .arg(format!("http://{addr}/"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let mut proc = Proc::new(command.spawn().context("cannot start wrk")?);
-        let limit = Duration::from_secs(u64::from(seconds) + 15);
-        let Some(status) = proc.wait_timeout(limit) else {
-            bail!("wrk against {addr} did not finish within {limit:?}");
-        };
-        let mut out = String::new();
-        if let Some(mut stdout) = proc.child().stdout.take() {
-            stdout.read_to_string(&mut out)?;
-        }
-        let mut err = String::new();
-        if let Some(mut stderr) = proc.child().stderr.take() {
-            stderr.read_to_string(&mut err)?;
-        }
+        command.arg(format!("http://{addr}/"));
+        let (status, out, err) = run_load(&mut command, "wrk", addr, seconds)?;
         let line = out
             .lines()
             .find_map(|l| l.strip_prefix("bench: "))
@@ -304,4 +288,36 @@ fn parse_wrk(line: &str) -> anyhow::Result<WrkResult> {
         socket_errors: count("connect")? + count("read")? + count("write")? + count("timeout")?,
         status_errors: count("status")?,
     })
+}
+
+/// Runs a load generator (`tool`, against `addr` for `seconds`) to its end,
+/// with a margin; its exit status and what it printed on stdout and stderr.
+pub fn run_load(
+    command: &mut Command,
+    tool: &str,
+    addr: SocketAddr,
+    seconds: u32,
+) -> anyhow::Result<(std::process::ExitStatus, String, String)> {
+    command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut proc = Proc::new(
+        command
+            .spawn()
+            .with_context(|| format!("cannot start {tool}"))?,
+    );
+    let limit = Duration::from_secs(u64::from(seconds) + 15);
+    let Some(status) = proc.wait_timeout(limit) else {
+        bail!("{tool} against {addr} did not finish within {limit:?}");
+    };
+    let mut out = String::new();
+    if let Some(mut stdout) = proc.child().stdout.take() {
+        stdout.read_to_string(&mut out)?;
+    }
+    let mut err = String::new();
+    if let Some(mut stderr) = proc.child().stderr.take() {
+        stderr.read_to_string(&mut err)?;
+    }
+    Ok((status, out, err))
 }
