@@ -1,5 +1,6 @@
 //! Builds the eBPF programs (`ebpf/detour-ebpf`) for `bpfel-unknown-none` and
-//! leaves the object in `OUT_DIR`, where `src/datapath` embeds it.
+//! leaves the objects (the node's, and the per-sandbox fork object) in
+//! `OUT_DIR`, where `src/datapath` embeds them.
 //!
 //! The programs need a compiler with a prebuilt `core` for the BPF target and
 //! bpf-linker (see ARCHITECTURE.md, "Toolchain"); `cargo xtask setup` installs
@@ -90,10 +91,16 @@ fn main() {
         ));
     }
 
-    let object = ebpf_dir.join("target").join(TARGET).join("release/detour");
-    let out = PathBuf::from(env::var_os("OUT_DIR").expect("OUT_DIR")).join("detour.bpf.o");
-    std::fs::copy(&object, &out)
-        .unwrap_or_else(|e| fail(&format!("cannot copy {}: {e}", object.display())));
+    let out_dir = PathBuf::from(env::var_os("OUT_DIR").expect("OUT_DIR"));
+    for (bin, object_name) in [("detour", "detour.bpf.o"), ("detour-fork", "fork.bpf.o")] {
+        let object = ebpf_dir
+            .join("target")
+            .join(TARGET)
+            .join("release")
+            .join(bin);
+        std::fs::copy(&object, out_dir.join(object_name))
+            .unwrap_or_else(|e| fail(&format!("cannot copy {}: {e}", object.display())));
+    }
 }
 
 fn bpf_linker() -> Option<PathBuf> {

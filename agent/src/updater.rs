@@ -314,10 +314,19 @@ impl RouteUpdater {
             not_installed = applied.not_installed,
             "routes applied"
         );
-        let problems = applied.problems(self.datapath.steered_capacity());
+        let forks = self.datapath.apply_forks(&snapshot);
+        if !snapshot.fork_pods.is_empty() {
+            info!(
+                pods = forks.pods,
+                dependencies = forks.dependencies,
+                "fork pods applied"
+            );
+        }
+        let mut problems = applied.problems(self.datapath.steered_capacity());
+        problems.extend(forks.problems);
         for problem in &problems {
             if !self.problems.datapath.contains(problem) {
-                error!(%problem, "steered destinations not fully applied");
+                error!(%problem, "routes not fully applied to the kernel");
             }
         }
         self.problems.datapath = problems;

@@ -30,6 +30,15 @@ impl Cgroup {
         Self { path }
     }
 
+    /// A cgroup inside this one (a pod's, under the node's), removed on
+    /// drop; drop it before its parent.
+    pub fn child(&self, name: &str) -> Self {
+        let path = self.path.join(name);
+        std::fs::create_dir_all(&path)
+            .unwrap_or_else(|e| panic!("cannot create cgroup {}: {e}", path.display()));
+        Self { path }
+    }
+
     pub fn path(&self) -> &Path {
         &self.path
     }

@@ -16,6 +16,7 @@ pub mod cgroup;
 pub mod cluster;
 pub mod cmd;
 pub mod controlplane;
+mod databases;
 #[cfg(feature = "fake-apiserver")]
 pub mod fake_apiserver;
 pub mod fixture;
@@ -28,6 +29,7 @@ pub use agent::{Agent, AgentBuilder};
 pub use cgroup::Cgroup;
 pub use cluster::Cluster;
 pub use controlplane::ControlPlane;
+pub use databases::Postgres;
 #[cfg(feature = "fake-apiserver")]
 pub use fake_apiserver::FakeApiServer;
 pub use fixture::{Forked, Servers};

@@ -101,7 +101,7 @@ impl Pod {
     }
 
     /// Waits (up to 5 s) until something listens on TCP `port` in the pod.
-    fn wait_listening(&self, port: u16) {
+    pub(crate) fn wait_listening(&self, port: u16) {
         let filter = format!("( sport = :{port} )");
         for _ in 0..100 {
             let output = self.netns.exec("ss", &["-Htln", &filter]);

@@ -58,6 +58,10 @@ const TEST_REQUIREMENTS: &[(&str, &str)] = &[
     ("conntrack", "conntrack"),
     // The real node's NetworkPolicy enforcer (kube-router) manages ipsets.
     ("ipset", "ipset"),
+    // Forked databases and caches (the sandbox tests): real servers and
+    // their clients (psql, pg_isready; redis-cli).
+    ("/usr/lib/postgresql", "postgresql"),
+    ("redis-server", "redis-server"),
 ];
 
 /// Everything: the build's toolchain and the test tools, including the

@@ -10,6 +10,7 @@ mod capacities;
 pub mod caps;
 pub mod cgroup;
 mod counters;
+mod forks;
 mod orig_dst;
 pub mod pinned;
 mod relay;
@@ -33,6 +34,8 @@ pub use counters::BpfCounters;
 use detour_common::{
     CONFIG_HAS_PROXY4, CONFIG_HAS_PROXY6, Config, SockKey, Steered, ip6_words, maps,
 };
+use forks::Forks;
+pub use forks::{FORK_PROGRAMS, ForksApplied};
 pub use orig_dst::OrigDstTable;
 pub use relay::{Relay, RelayError};
 pub use steered::Applied;
@@ -136,6 +139,8 @@ pub struct Datapath {
     steered_capacity: u32,
     /// What `STEERED` holds: only writes the kernel accepted are recorded.
     installed: BTreeMap<SockKey, Steered>,
+    /// Fork pods' own programs (keyless forked destinations).
+    forks: Forks,
 }
 
 impl Datapath {
@@ -224,6 +229,7 @@ impl Datapath {
             steered,
             steered_capacity: capacities.steered,
             installed: BTreeMap::new(),
+            forks: Forks::new(options.pin_dir.as_deref()),
         };
         let handles = Handles {
             orig_dst: OrigDstTable::new(orig_by_peer),
@@ -240,6 +246,12 @@ impl Datapath {
     pub fn apply(&mut self, snapshot: &RouteSnapshot) -> Applied {
         let desired = snapshot.steered_entries();
         steered::reconcile(&mut self.steered, &mut self.installed, &desired)
+    }
+
+    /// Makes the fork programs serve the snapshot's fork pods (see
+    /// [`forks`]); what fails is reported and retried on the next call.
+    pub fn apply_forks(&mut self, snapshot: &RouteSnapshot) -> ForksApplied {
+        self.forks.apply(&snapshot.fork_pods)
     }
 
     /// The capacity `STEERED` was created with.

@@ -12,7 +12,7 @@
 use std::collections::BTreeMap;
 
 use aya::maps::{HashMap, MapData, MapError};
-use detour_common::{SockKey, Steered};
+use detour_common::SockKey;
 
 /// The writes that turn `installed` into `desired`.
 #[derive(Debug, PartialEq, Eq)]
@@ -168,8 +168,8 @@ where
     applied
 }
 
-impl MapWrites<SockKey, Steered> for HashMap<MapData, SockKey, Steered> {
-    fn insert(&mut self, key: &SockKey, value: &Steered) -> Result<(), WriteError> {
+impl<V: aya::Pod> MapWrites<SockKey, V> for HashMap<MapData, SockKey, V> {
+    fn insert(&mut self, key: &SockKey, value: &V) -> Result<(), WriteError> {
         Self::insert(self, key, value, 0).map_err(write_error)
     }
 

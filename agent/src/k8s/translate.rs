@@ -177,6 +177,9 @@ pub fn translate(state: &ClusterState, now: Timestamp) -> Translation {
             name: label_of(*sandbox),
             routing_key: sandbox.spec.routing_key.clone(),
             forks,
+            // Fork pods are known to the data path in standalone mode only,
+            // for now (docs/sandboxes.md).
+            pod_cgroups: Vec::new(),
         });
     }
     // Always-steered Services, forked or not.

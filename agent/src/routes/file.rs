@@ -5,7 +5,11 @@
 //! never silently drops a route. Parse errors carry the YAML line and column
 //! from `yaml_serde`; semantic errors name the field path.
 
-use std::{collections::BTreeSet, net::IpAddr, net::SocketAddr, path::Path};
+use std::{
+    collections::BTreeSet,
+    net::{IpAddr, SocketAddr},
+    path::{Path, PathBuf},
+};
 
 use serde::Deserialize;
 
@@ -61,6 +65,11 @@ pub struct SandboxSpec {
     pub routing_key: String,
     #[serde(default)]
     pub forks: Vec<ForkSpec>,
+    /// The cgroup v2 directories of the sandbox's fork pods on this node:
+    /// their connects to the keyless services the sandbox forks go to the
+    /// forks (see docs/sandboxes.md).
+    #[serde(default)]
+    pub pod_cgroups: Vec<PathBuf>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -172,6 +181,18 @@ impl RoutesFile {
                 ));
             }
             check_key(&sandbox.routing_key, &field("routingKey"), &mut keys)?;
+            for (j, cgroup) in sandbox.pod_cgroups.iter().enumerate() {
+                if !cgroup.is_absolute() {
+                    return Err(invalid(
+                        field(&format!("podCgroups[{j}]")),
+                        format!(
+                            "{} is not an absolute path (write the cgroup v2 directory, e.g. \
+                             /sys/fs/cgroup/...)",
+                            cgroup.display()
+                        ),
+                    ));
+                }
+            }
             let mut forked = BTreeSet::new();
             for (j, fork) in sandbox.forks.iter().enumerate() {
                 if !names.contains(&fork.service) {

@@ -2,9 +2,9 @@
 //! and the Kubernetes source both produce a [`RouteInput`], and the snapshot
 //! is built from it in one place.
 
-use std::{collections::BTreeMap, net::SocketAddr};
+use std::{collections::BTreeMap, net::SocketAddr, path::PathBuf};
 
-use super::{Protocol, RoutesFile};
+use super::{Protocol, RoutesFile, file::ForkSpec};
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RouteInput {
@@ -35,6 +35,8 @@ pub struct SandboxInput {
     pub name: String,
     pub routing_key: String,
     pub forks: Vec<ForkInput>,
+    /// The cgroup v2 directories of the sandbox's fork pods on this node.
+    pub pod_cgroups: Vec<PathBuf>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -87,9 +89,10 @@ impl From<&RoutesFile> for RouteInput {
                     .map(|fork| ForkInput {
                         service: fork.service.clone(),
                         endpoints: fork.endpoints.clone(),
-                        by_port: BTreeMap::new(),
+                        by_port: same_port_endpoints(file, fork),
                     })
                     .collect(),
+                pod_cgroups: sandbox.pod_cgroups.clone(),
             })
             .collect();
         let groups = file
@@ -107,4 +110,21 @@ impl From<&RoutesFile> for RouteInput {
             groups,
         }
     }
+}
+
+/// A fork's endpoints listed with one of its service's ports serve that
+/// port only (a fork of a service with a database port and a cache port
+/// lists one endpoint for each); the others serve every port.
+fn same_port_endpoints(file: &RoutesFile, fork: &ForkSpec) -> BTreeMap<u16, Vec<SocketAddr>> {
+    let service = file
+        .services
+        .iter()
+        .find(|s| format!("{}/{}", s.namespace, s.name) == fork.service);
+    let mut by_port: BTreeMap<u16, Vec<SocketAddr>> = BTreeMap::new();
+    for port in service.into_iter().flat_map(|s| &s.ports) {
+        for endpoint in fork.endpoints.iter().filter(|e| e.port() == port.port) {
+            by_port.entry(port.port).or_default().push(*endpoint);
+        }
+    }
+    by_port
 }

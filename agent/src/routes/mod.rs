@@ -9,6 +9,7 @@
 mod decision;
 pub mod feed;
 mod file;
+mod fork_pods;
 mod input;
 mod snapshot;
 #[cfg(test)]
@@ -19,6 +20,7 @@ use std::path::{Path, PathBuf};
 
 pub use decision::{Decision, Pick, Reason, Route};
 pub use file::{Protocol, RoutesFile};
+pub use fork_pods::ForkPods;
 pub use input::{ForkInput, GroupInput, RouteInput, SandboxInput, ServiceInput};
 pub use snapshot::{Destination, ForkTarget, RouteSnapshot, Service, ServiceIds};
 

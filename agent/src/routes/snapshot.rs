@@ -17,7 +17,7 @@ use std::{
 use detour_common::{SockKey, Steered};
 use serde::Serialize;
 
-use super::{Protocol, RouteInput, RoutesFile};
+use super::{ForkPods, Protocol, RouteInput, RoutesFile, fork_pods::fork_pods};
 
 /// A steered service, as the proxy, metrics and CLI name it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -114,6 +114,9 @@ pub struct RouteSnapshot {
     pub route_groups: BTreeMap<String, Vec<String>>,
     /// Route group names by routing key.
     pub group_keys: BTreeMap<String, String>,
+    /// Sandboxes with fork pods on this node: their cgroups and keyless
+    /// forked destinations, for the fork programs.
+    pub fork_pods: BTreeMap<Arc<str>, ForkPods>,
 }
 
 /// Allocates service ids: the same namespace/name keeps its id across
@@ -204,6 +207,7 @@ impl RouteSnapshot {
                 .insert(group.name.clone(), group.sandboxes.clone());
             snapshot.routes.insert(group.routing_key.clone(), routes);
         }
+        snapshot.fork_pods = fork_pods(input);
         snapshot
     }
 

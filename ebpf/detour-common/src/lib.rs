@@ -32,6 +32,13 @@ pub mod maps {
     /// `SOCKHASH` of socket cookie (`u64`) -> socket: each relayed socket
     /// under its peer's cookie, read by the `sk_skb` stream verdict.
     pub const RELAY: &str = "RELAY";
+    /// Of a fork object (one per sandbox): `HASH` of baseline destination
+    /// [`SockKey`](super::SockKey) -> the sandbox's fork endpoint
+    /// [`SockKey`](super::SockKey), or [`NO_FORK_ENDPOINT`](super::NO_FORK_ENDPOINT).
+    pub const FORK_DEPS: &str = "FORK_DEPS";
+    /// Of a fork object: `PERCPU_ARRAY` of `u64`, indexed by the
+    /// [`fork_counter`](super::fork_counter) constants.
+    pub const FORK_COUNTERS: &str = "FORK_COUNTERS";
 }
 
 /// Default map capacities. They bound kernel memory; the reasons for each
@@ -56,6 +63,10 @@ pub mod capacity {
     /// sockets): 64 Ki relays 32 Ki connections at once; beyond that,
     /// connections are spliced in user space.
     pub const RELAY: u32 = 64 * 1024;
+    /// Keyless destinations one sandbox forks (address:port of each `tcp`
+    /// port of its forked services): 1 Ki covers a sandbox forking 64
+    /// databases with 16 addresses each; an entry is 40 bytes.
+    pub const FORK_DEPS: u32 = 1024;
 }
 
 /// Indexes into the `COUNTERS` per-CPU array.
@@ -99,6 +110,27 @@ pub mod counter {
         "relay_missed",
     ];
 }
+
+/// Indexes into a fork object's `FORK_COUNTERS` per-CPU array.
+pub mod fork_counter {
+    /// A fork pod's connect to a forked keyless destination went to the fork.
+    pub const REDIRECTED: u32 = 0;
+    /// Refused (`EPERM`): the fork has no ready endpoint, or none of the
+    /// socket's family. Never sent to baseline instead.
+    pub const REFUSED: u32 = 1;
+    /// Number of counters.
+    pub const COUNT: u32 = 2;
+    /// Names, in index order.
+    pub const NAMES: [&str; COUNT as usize] = ["redirected", "refused"];
+}
+
+/// A `FORK_DEPS` value that means "forked, but no endpoint is ready": the
+/// fork program refuses the connect rather than let it reach baseline.
+pub const NO_FORK_ENDPOINT: SockKey = SockKey {
+    addr: [0; 4],
+    port: 0,
+    _pad: 0,
+};
 
 /// `AF_INET`, as stored in [`OrigDst::family`].
 pub const AF_INET: u16 = 2;

@@ -13,12 +13,10 @@ use detour_common::{
     AF_INET, AF_INET6, CONFIG_HAS_PROXY4, CONFIG_HAS_PROXY6, OrigDst, SockKey, counter,
 };
 
-use crate::maps::{CONFIG, ORIG_BY_COOKIE, STEERED, count};
-
-/// Verdict that lets the connect proceed (with or without a rewrite).
-const ALLOW: i32 = 1;
-const SOCK_STREAM: u32 = 1;
-const IPPROTO_TCP: u32 = 6;
+use crate::{
+    maps::{CONFIG, ORIG_BY_COOKIE, STEERED, count},
+    sock_addr::{ALLOW, Family, is_tcp, read_ip6, write_ip6},
+};
 
 /// Why a program gave up; every variant lets the connect through.
 enum Failure {
@@ -45,17 +43,11 @@ fn verdict(result: Result<(), Failure>) -> i32 {
     ALLOW
 }
 
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Family {
-    V4,
-    V6,
-}
-
 #[inline(always)]
 fn try_connect(ctx: &SockAddrContext, family: Family) -> Result<(), Failure> {
     // SAFETY: the kernel hands the program a valid `bpf_sock_addr`.
     let addr: &mut bpf_sock_addr = unsafe { &mut *ctx.sock_addr };
-    if addr.type_ != SOCK_STREAM || addr.protocol != IPPROTO_TCP {
+    if !is_tcp(addr) {
         return Ok(());
     }
     // `user_port` holds the port in network order in its low 16 bits.
@@ -123,32 +115,4 @@ fn try_connect(ctx: &SockAddrContext, family: Family) -> Result<(), Failure> {
     count(counter::REDIRECTED);
     debug!(ctx, "redirected cookie {} service {}", cookie, service_id);
     Ok(())
-}
-
-// The verifier only accepts context accesses at a constant offset from the
-// context pointer, one word at a time: copy `user_ip6` word by word with
-// volatile accesses so that LLVM cannot merge them into a memcpy.
-
-#[inline(always)]
-fn read_ip6(addr: &bpf_sock_addr) -> [u32; 4] {
-    // SAFETY: reads of fields of a valid context.
-    unsafe {
-        [
-            core::ptr::read_volatile(&addr.user_ip6[0]),
-            core::ptr::read_volatile(&addr.user_ip6[1]),
-            core::ptr::read_volatile(&addr.user_ip6[2]),
-            core::ptr::read_volatile(&addr.user_ip6[3]),
-        ]
-    }
-}
-
-#[inline(always)]
-fn write_ip6(addr: &mut bpf_sock_addr, ip6: [u32; 4]) {
-    // SAFETY: writes of fields of a valid context.
-    unsafe {
-        core::ptr::write_volatile(&mut addr.user_ip6[0], ip6[0]);
-        core::ptr::write_volatile(&mut addr.user_ip6[1], ip6[1]);
-        core::ptr::write_volatile(&mut addr.user_ip6[2], ip6[2]);
-        core::ptr::write_volatile(&mut addr.user_ip6[3], ip6[3]);
-    }
 }

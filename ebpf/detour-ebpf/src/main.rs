@@ -10,7 +10,8 @@
 //!   splices, between the two sockets, in the kernel.
 //!
 //! Every program is fail-open: whatever goes wrong inside, the connect proceeds
-//! unmodified, to the address the application asked for.
+//! unmodified, to the address the application asked for. (The fork object,
+//! `src/fork/main.rs`, is the one exception, and says why.)
 
 #![no_std]
 #![no_main]
@@ -18,6 +19,7 @@
 mod connect;
 mod maps;
 mod relay;
+mod sock_addr;
 mod sockops;
 
 #[cfg(not(test))]

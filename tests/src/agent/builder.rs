@@ -31,6 +31,7 @@ pub struct AgentBuilder<'a> {
     log_filter: String,
     handover_socket: Option<PathBuf>,
     admin_socket: Option<PathBuf>,
+    pin_dir: Option<PathBuf>,
 }
 
 impl<'a> AgentBuilder<'a> {
@@ -40,6 +41,14 @@ impl<'a> AgentBuilder<'a> {
     /// and pin directory.
     pub fn succeeding(mut self, predecessor: &Agent) -> Self {
         self.handover_socket = Some(predecessor.handover_socket.clone());
+        self
+    }
+
+    /// Pins under `other`'s pin directory, as a restarted agent on the
+    /// same node does (`other` keeps the bpf filesystem mounted: drop it
+    /// last).
+    pub fn sharing_pin_dir(mut self, other: &Agent) -> Self {
+        self.pin_dir = Some(other.pin_dir());
         self
     }
 
@@ -110,7 +119,14 @@ impl<'a> AgentBuilder<'a> {
         std::fs::write(&routes, &self.routes).expect("write routes");
         let log = dir.join("agent.log");
         let log_file = File::create(&log).expect("agent log");
-        let bpffs = Bpffs::mount(&dir.join("bpffs"));
+        let (bpffs, pin_dir) = match self.pin_dir {
+            Some(pin_dir) => (None, pin_dir),
+            None => {
+                let bpffs = Bpffs::mount(&dir.join("bpffs"));
+                let pin_dir = bpffs.path.join("detour");
+                (Some(bpffs), pin_dir)
+            }
+        };
         let admin_socket = self
             .admin_socket
             .clone()
@@ -144,7 +160,7 @@ impl<'a> AgentBuilder<'a> {
             "--handover-socket".into(),
             handover_socket.display().to_string(),
             "--pin-dir".into(),
-            bpffs.path.join("detour").display().to_string(),
+            pin_dir.display().to_string(),
         ]);
         for addr in &self.proxy_addrs {
             args.extend(["--proxy-addr".into(), addr.clone()]);
@@ -174,7 +190,8 @@ impl<'a> AgentBuilder<'a> {
             routes,
             admin_socket,
             handover_socket,
-            bpffs: Some(bpffs),
+            bpffs,
+            pin_dir,
         }
     }
 }
@@ -197,6 +214,7 @@ impl Agent {
             log_filter: "debug".to_owned(),
             handover_socket: None,
             admin_socket: None,
+            pin_dir: None,
         }
     }
 }

@@ -28,6 +28,7 @@ pub struct Agent {
     admin_socket: PathBuf,
     handover_socket: PathBuf,
     bpffs: Option<Bpffs>,
+    pin_dir: PathBuf,
 }
 
 impl Agent {
@@ -38,10 +39,7 @@ impl Agent {
 
     /// Where the agent pins its maps (for `detour bpf --pin-dir`).
     pub fn pin_dir(&self) -> PathBuf {
-        self.bpffs
-            .as_ref()
-            .map_or_else(|| self.dir.join("bpffs"), |b| b.path.clone())
-            .join("detour")
+        self.pin_dir.clone()
     }
 
     /// Replaces the routes file the way a careful operator (or a ConfigMap

@@ -16,3 +16,4 @@ mod http1;
 mod image;
 mod k8s;
 mod node;
+mod sandbox;

@@ -1,0 +1,306 @@
+//! The fork programs: per sandbox with fork pods on this node, one load of
+//! the fork object (`ebpf/detour-ebpf/src/fork/main.rs`), its `FORK_DEPS`
+//! map kept equal to the snapshot's keyless forked destinations, and its two
+//! connect programs attached to each fork pod's cgroup.
+//!
+//! Their links are pinned under `<pin dir>/forks/<run>/<sandbox>/`, so they
+//! outlive the agent: while no agent runs, a fork's connects still reach its
+//! own database, never the baseline one (the node's programs fail open; a
+//! fork's database traffic must not). A link goes when its pod stops being
+//! a fork, or with the pod's cgroup. A new agent attaches its own links
+//! first, then removes an earlier run's pins: both rewrite a connect the
+//! same way, so there is no moment in which a fork pod has none. Without a
+//! pin directory (`--pin-dir none`) the links end with the agent.
+
+use std::{
+    collections::BTreeMap,
+    fs::File,
+    os::unix::fs::MetadataExt,
+    path::{Path, PathBuf},
+    sync::Arc,
+    time::{SystemTime, UNIX_EPOCH},
+};
+
+use aya::{
+    Ebpf, EbpfLoader,
+    maps::{HashMap, MapData},
+    programs::{CgroupAttachMode, CgroupSockAddr, links::FdLink, links::PinnedLink},
+};
+use detour_common::{SockKey, maps};
+use tracing::{info, warn};
+
+use super::{steered, take_map};
+use crate::routes::ForkPods;
+
+/// The fork object, built by `build.rs`.
+static FORK_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/fork.bpf.o"));
+
+/// The fork object's programs, each attached to every fork pod's cgroup.
+pub const FORK_PROGRAMS: [&str; 2] = ["detour_fork_connect4", "detour_fork_connect6"];
+
+/// The fork programs of every sandbox with fork pods on this node.
+pub struct Forks {
+    /// `<pin dir>/forks`, where every run pins its links; `None`: no pins.
+    root: Option<PathBuf>,
+    /// This run's directory under `root`.
+    run: Option<PathBuf>,
+    /// Whether earlier runs' pins are gone (after this run's first apply).
+    earlier_removed: bool,
+    sandboxes: BTreeMap<Arc<str>, SandboxPrograms>,
+}
+
+/// What one apply left in force, and what it could not do.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct ForksApplied {
+    /// Fork pods whose connects the fork programs see.
+    pub pods: usize,
+    /// Keyless forked destinations, over every sandbox.
+    pub dependencies: usize,
+    /// For `detour status`: pods not attached, destinations not installed.
+    pub problems: Vec<String>,
+}
+
+impl Forks {
+    /// Fork programs pinned under `pin_dir` (when there is one).
+    pub fn new(pin_dir: Option<&Path>) -> Self {
+        let root = pin_dir.map(|dir| dir.join("forks"));
+        let started = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos();
+        let run = root
+            .as_ref()
+            .map(|root| root.join(format!("run-{started}")));
+        Self {
+            root,
+            run,
+            earlier_removed: false,
+            sandboxes: BTreeMap::new(),
+        }
+    }
+
+    /// Makes the fork programs serve exactly `wanted`: loads them for new
+    /// sandboxes, updates each one's destinations, then attaches them to new
+    /// fork pods and detaches them from pods no longer forks. A failure
+    /// never stops the rest; it is reported and retried on the next apply.
+    pub fn apply(&mut self, wanted: &BTreeMap<Arc<str>, ForkPods>) -> ForksApplied {
+        let mut applied = ForksApplied::default();
+        let gone: Vec<Arc<str>> = self
+            .sandboxes
+            .keys()
+            .filter(|name| !wanted.contains_key(*name))
+            .cloned()
+            .collect();
+        for name in gone {
+            if let Some(programs) = self.sandboxes.remove(&name) {
+                programs.release();
+                info!(sandbox = %name, "fork programs removed");
+            }
+        }
+        for (name, pods) in wanted {
+            if !self.sandboxes.contains_key(name) {
+                let dir = self.run.as_ref().map(|run| run.join(pin_name(name)));
+                match SandboxPrograms::load(dir) {
+                    Ok(programs) => {
+                        self.sandboxes.insert(Arc::clone(name), programs);
+                    }
+                    Err(error) => {
+                        applied.problems.push(format!(
+                            "sandbox {name}: cannot load its fork programs, so its fork pods' \
+                             connects go where they are addressed: {error:#}"
+                        ));
+                        continue;
+                    }
+                }
+            }
+            let Some(programs) = self.sandboxes.get_mut(name) else {
+                continue;
+            };
+            programs.apply(name, pods, &mut applied);
+        }
+        if !self.earlier_removed {
+            self.remove_earlier_runs();
+        }
+        if self.sandboxes.is_empty() {
+            // Nothing of this run is pinned: leave no empty directory.
+            for dir in [&self.run, &self.root].into_iter().flatten() {
+                let _ = std::fs::remove_dir(dir);
+            }
+        }
+        applied
+    }
+
+    /// Removes the pins of earlier runs: their links detach once no process
+    /// holds them (an old agent still running keeps its own until it exits).
+    fn remove_earlier_runs(&mut self) {
+        self.earlier_removed = true;
+        let (Some(root), Some(run)) = (&self.root, &self.run) else {
+            return;
+        };
+        let Ok(entries) = std::fs::read_dir(root) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if &path != run {
+                match std::fs::remove_dir_all(&path) {
+                    Ok(()) => {
+                        info!(pins = %path.display(), "an earlier run's fork programs removed")
+                    }
+                    Err(error) => {
+                        warn!(pins = %path.display(), %error, "cannot remove an earlier run's fork programs")
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// One sandbox's loaded fork programs, their map, and their links.
+struct SandboxPrograms {
+    ebpf: Ebpf,
+    deps: HashMap<MapData, SockKey, SockKey>,
+    /// What `FORK_DEPS` holds: only writes the kernel accepted.
+    installed: BTreeMap<SockKey, SockKey>,
+    /// Links by fork pod cgroup.
+    pods: BTreeMap<PathBuf, Vec<HeldLink>>,
+    /// Where this sandbox's links are pinned.
+    dir: Option<PathBuf>,
+}
+
+impl SandboxPrograms {
+    fn load(dir: Option<PathBuf>) -> anyhow::Result<Self> {
+        let mut ebpf = EbpfLoader::new().load(FORK_OBJECT)?;
+        for name in FORK_PROGRAMS {
+            let program: &mut CgroupSockAddr = ebpf
+                .program_mut(name)
+                .ok_or_else(|| anyhow::anyhow!("program {name} missing from the fork object"))?
+                .try_into()?;
+            program.load()?;
+        }
+        let deps = take_map(&mut ebpf, maps::FORK_DEPS)?;
+        if let Some(dir) = &dir {
+            std::fs::create_dir_all(dir)?;
+        }
+        Ok(Self {
+            ebpf,
+            deps,
+            installed: BTreeMap::new(),
+            pods: BTreeMap::new(),
+            dir,
+        })
+    }
+
+    fn apply(&mut self, name: &str, wanted: &ForkPods, applied: &mut ForksApplied) {
+        // Destinations first: a pod attached next is steered from its first
+        // connect.
+        let deps = steered::reconcile(&mut self.deps, &mut self.installed, &wanted.deps);
+        if deps.not_installed > 0 || deps.not_removed > 0 {
+            applied.problems.push(format!(
+                "sandbox {name}: {} of {} keyless forked destinations could not be written to \
+                 its FORK_DEPS map: {}",
+                deps.not_installed + deps.not_removed,
+                deps.wanted,
+                deps.first_error.as_deref().unwrap_or("the map is full")
+            ));
+        }
+        applied.dependencies += deps.installed;
+
+        let gone: Vec<PathBuf> = self
+            .pods
+            .keys()
+            .filter(|cgroup| !wanted.cgroups.contains(*cgroup))
+            .cloned()
+            .collect();
+        for cgroup in gone {
+            for link in self.pods.remove(&cgroup).into_iter().flatten() {
+                link.release();
+            }
+            info!(sandbox = name, cgroup = %cgroup.display(), "fork pod detached");
+        }
+        for cgroup in &wanted.cgroups {
+            if self.pods.contains_key(cgroup) {
+                continue;
+            }
+            match self.attach(cgroup) {
+                Ok(links) => {
+                    info!(sandbox = name, cgroup = %cgroup.display(), "fork pod attached");
+                    self.pods.insert(cgroup.clone(), links);
+                }
+                Err(error) => applied.problems.push(format!(
+                    "sandbox {name}: fork pod cgroup {}: cannot attach the fork programs, so \
+                     its connects go where they are addressed: {error:#}; retried on every route \
+                     change",
+                    cgroup.display()
+                )),
+            }
+        }
+        applied.pods += self.pods.len();
+    }
+
+    /// Attaches both programs to `cgroup`, pinning their links when there
+    /// is a pin directory. All or nothing.
+    fn attach(&mut self, cgroup: &Path) -> anyhow::Result<Vec<HeldLink>> {
+        let file = File::open(cgroup)?;
+        let inode = file.metadata()?.ino();
+        let mut links = Vec::new();
+        for name in FORK_PROGRAMS {
+            let program: &mut CgroupSockAddr = self
+                .ebpf
+                .program_mut(name)
+                .ok_or_else(|| anyhow::anyhow!("program {name} missing"))?
+                .try_into()?;
+            let id = program.attach(&file, CgroupAttachMode::Single)?;
+            let link = FdLink::try_from(program.take_link(id)?)?;
+            let held = match &self.dir {
+                Some(dir) => {
+                    let path = dir.join(format!("{inode}-{name}"));
+                    let _ = std::fs::remove_file(&path);
+                    match link.pin(&path) {
+                        Ok(pinned) => HeldLink::Pinned(pinned),
+                        Err(error) => {
+                            links.into_iter().for_each(HeldLink::release);
+                            return Err(error.into());
+                        }
+                    }
+                }
+                None => HeldLink::Held(link),
+            };
+            links.push(held);
+        }
+        Ok(links)
+    }
+
+    /// Detaches from every pod and removes this sandbox's pins.
+    fn release(mut self) {
+        for link in std::mem::take(&mut self.pods).into_values().flatten() {
+            link.release();
+        }
+        if let Some(dir) = &self.dir {
+            let _ = std::fs::remove_dir(dir);
+        }
+    }
+}
+
+/// A link this agent holds, pinned or not.
+enum HeldLink {
+    Pinned(PinnedLink),
+    Held(FdLink),
+}
+
+impl HeldLink {
+    /// Detaches the program: the pin goes, then the last descriptor.
+    fn release(self) {
+        match self {
+            // A pin a successor removed already fails to go: the
+            // descriptor is closed all the same.
+            Self::Pinned(pinned) => drop(pinned.unpin()),
+            Self::Held(link) => drop(link),
+        }
+    }
+}
+
+/// A sandbox name as one path component (`namespace/name` has a slash).
+fn pin_name(sandbox: &str) -> String {
+    sandbox.replace('/', "_")
+}

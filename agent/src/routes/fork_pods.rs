@@ -1,0 +1,137 @@
+//! What the fork programs need of a snapshot: for each sandbox with fork
+//! pods on this node, their cgroups and the keyless destinations it forks.
+//!
+//! A destination is keyless when its port is declared `tcp`: nothing in its
+//! bytes can carry a routing key, so which backend a connection reaches is
+//! decided at `connect()` from who connects. A fork pod's connect to it goes
+//! to the sandbox's fork; everyone else's goes where it was addressed.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    path::PathBuf,
+    sync::Arc,
+};
+
+use detour_common::{NO_FORK_ENDPOINT, SockKey};
+use serde::Serialize;
+
+use super::{Protocol, RouteInput};
+
+/// One sandbox's fork pods on this node, and where their keyless connects go.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct ForkPods {
+    /// The pods' cgroup v2 directories.
+    pub cgroups: BTreeSet<PathBuf>,
+    /// Baseline destination -> the fork endpoint its connects go to, or
+    /// [`NO_FORK_ENDPOINT`] while the fork has none ready (refused).
+    #[serde(skip)]
+    pub deps: BTreeMap<SockKey, SockKey>,
+}
+
+/// The fork pods of every sandbox that has some on this node.
+pub fn fork_pods(input: &RouteInput) -> BTreeMap<Arc<str>, ForkPods> {
+    let mut all = BTreeMap::new();
+    for sandbox in &input.sandboxes {
+        if sandbox.pod_cgroups.is_empty() {
+            continue;
+        }
+        let mut pods = ForkPods {
+            cgroups: sandbox.pod_cgroups.iter().cloned().collect(),
+            deps: BTreeMap::new(),
+        };
+        for fork in &sandbox.forks {
+            let Some(service) = input.services.iter().find(|s| s.label() == fork.service) else {
+                continue;
+            };
+            for (dst, protocol) in &service.destinations {
+                if *protocol != Protocol::Tcp {
+                    continue;
+                }
+                let endpoints = fork.by_port.get(&dst.port()).unwrap_or(&fork.endpoints);
+                // The lowest ready endpoint, so that every connect of the
+                // sandbox reaches the same fork (a database has one writer).
+                let endpoint = endpoints
+                    .iter()
+                    .min()
+                    .map_or(NO_FORK_ENDPOINT, |e| SockKey::new(*e));
+                pods.deps.insert(SockKey::new(*dst), endpoint);
+            }
+        }
+        all.insert(Arc::from(sandbox.name.as_str()), pods);
+    }
+    all
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::SocketAddr;
+
+    use super::*;
+    use crate::routes::{RouteSnapshot, RoutesFile, ServiceIds};
+
+    const FILE: &str = r#"
+services:
+  - name: db
+    addresses: [10.96.0.5, "fd00:96::5"]
+    ports: [{port: 5432, protocol: tcp}, {port: 6379, protocol: tcp}, {port: 8080, protocol: http}]
+  - name: cache
+    addresses: [10.96.0.6]
+    ports: [{port: 11211, protocol: tcp}]
+sandboxes:
+  - name: feature-x
+    routingKey: feature-x
+    forks:
+      - service: default/db
+        endpoints: ["10.1.0.9:6379", "10.1.0.8:5432", "10.1.0.7:5432", "10.1.0.9:8080"]
+      - service: default/cache
+        endpoints: []
+    podCgroups: [/sys/fs/cgroup/kubepods/pod-a, /sys/fs/cgroup/kubepods/pod-b]
+  - name: feature-y
+    routingKey: feature-y
+    forks:
+      - service: default/db
+        endpoints: ["10.1.0.10:5432"]
+"#;
+
+    fn fork_pods_of(text: &str) -> BTreeMap<Arc<str>, ForkPods> {
+        let file = RoutesFile::parse(text).expect("parses");
+        RouteSnapshot::from_file(&file, &mut ServiceIds::default()).fork_pods
+    }
+
+    fn key(addr: &str) -> SockKey {
+        SockKey::new(addr.parse::<SocketAddr>().expect("address"))
+    }
+
+    #[test]
+    fn keyless_ports_go_to_the_lowest_fork_endpoint_of_their_port_for_every_address() {
+        let all = fork_pods_of(FILE);
+        let pods = &all["feature-x"];
+        assert_eq!(pods.cgroups.len(), 2);
+        let expected = BTreeMap::from([
+            (key("10.96.0.5:5432"), key("10.1.0.7:5432")),
+            (key("[fd00:96::5]:5432"), key("10.1.0.7:5432")),
+            (key("10.96.0.5:6379"), key("10.1.0.9:6379")),
+            (key("[fd00:96::5]:6379"), key("10.1.0.9:6379")),
+            // Forked with no endpoint ready: refused, not baseline.
+            (key("10.96.0.6:11211"), NO_FORK_ENDPOINT),
+        ]);
+        assert_eq!(pods.deps, expected, "HTTP ports carry keys: not here");
+    }
+
+    #[test]
+    fn a_sandbox_without_fork_pods_on_the_node_has_no_fork_programs() {
+        assert!(!fork_pods_of(FILE).contains_key("feature-y"));
+    }
+
+    #[test]
+    fn a_fork_pod_cgroup_must_be_an_absolute_path() {
+        let text = FILE.replace("/sys/fs/cgroup/kubepods/pod-b", "kubepods/pod-b");
+        let error = RoutesFile::parse(&text)
+            .expect_err("relative cgroup")
+            .to_string();
+        assert!(
+            error.contains("sandboxes[0].podCgroups[1]") && error.contains("absolute"),
+            "{error}"
+        );
+    }
+}
