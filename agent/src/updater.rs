@@ -169,11 +169,17 @@ pub const SYNCED: &str = "routes synced";
 struct Problems {
     source: Vec<String>,
     datapath: Vec<String>,
+    forks: Vec<String>,
 }
 
 impl Problems {
     fn all(&self) -> Vec<String> {
-        self.source.iter().chain(&self.datapath).cloned().collect()
+        self.source
+            .iter()
+            .chain(&self.datapath)
+            .chain(&self.forks)
+            .cloned()
+            .collect()
     }
 }
 
@@ -190,7 +196,13 @@ pub struct RouteUpdater {
     /// ones are sent to close the connections that bypass the proxy.
     steered: HashSet<SocketAddr>,
     sweep: Option<SweepHandle>,
+    /// Whether some fork pod has no cgroup yet (the kubelet is making it):
+    /// the fork programs are applied again every [`FORK_POD_RETRY`].
+    forks_pending: bool,
 }
+
+/// How often fork pods without a cgroup yet are looked for again.
+const FORK_POD_RETRY: Duration = Duration::from_millis(100);
 
 impl RouteUpdater {
     /// An updater of `datapath` that registers its condition (routes
@@ -206,6 +218,7 @@ impl RouteUpdater {
             reporter: health.reporter("route updater", Area::Routes),
             steered: HashSet::new(),
             sweep: None,
+            forks_pending: false,
         }
     }
 
@@ -241,9 +254,20 @@ impl RouteUpdater {
     #[instrument(skip_all)]
     pub async fn run(mut self, mut updates: RouteUpdates, stop: CancellationToken) -> Datapath {
         loop {
+            let retry = async {
+                if self.forks_pending {
+                    tokio::time::sleep(FORK_POD_RETRY).await;
+                } else {
+                    std::future::pending::<()>().await;
+                }
+            };
             let update = tokio::select! {
                 () = stop.cancelled() => break,
                 update = updates.next() => update,
+                () = retry => {
+                    self.apply_forks(&self.store.load_full());
+                    continue;
+                }
             };
             match update {
                 Some(SourceUpdate::Reloaded(input)) => {
@@ -314,26 +338,39 @@ impl RouteUpdater {
             not_installed = applied.not_installed,
             "routes applied"
         );
-        let forks = self.datapath.apply_forks(&snapshot);
-        if !snapshot.fork_pods.is_empty() {
-            info!(
-                pods = forks.pods,
-                dependencies = forks.dependencies,
-                "fork pods applied"
-            );
-        }
-        let mut problems = applied.problems(self.datapath.steered_capacity());
-        problems.extend(forks.problems);
+        let problems = applied.problems(self.datapath.steered_capacity());
         for problem in &problems {
             if !self.problems.datapath.contains(problem) {
                 error!(%problem, "routes not fully applied to the kernel");
             }
         }
         self.problems.datapath = problems;
-        self.publish_problems();
+        self.apply_forks(&snapshot);
         self.sweep_newly_steered(&snapshot);
         self.metrics.synced.set(1);
         self.synced.set(true);
+    }
+
+    /// Makes the fork programs serve the snapshot's fork pods, and
+    /// publishes every problem.
+    fn apply_forks(&mut self, snapshot: &RouteSnapshot) {
+        let forks = self.datapath.apply_forks(snapshot);
+        if !snapshot.fork_pods.is_empty() && !self.forks_pending {
+            info!(
+                pods = forks.pods,
+                pending = forks.pending,
+                dependencies = forks.dependencies,
+                "fork pods applied"
+            );
+        }
+        self.forks_pending = forks.pending > 0;
+        for problem in &forks.problems {
+            if !self.problems.forks.contains(problem) {
+                error!(%problem, "fork pods not fully applied");
+            }
+        }
+        self.problems.forks = forks.problems;
+        self.publish_problems();
     }
 
     /// Sends the destinations this snapshot steers and the last did not (all
@@ -369,6 +406,7 @@ mod tests {
         let mut problems = Problems {
             source: vec!["Sandbox a/b: no such service".into()],
             datapath: vec!["2 of 4 steered destinations are not installed".into()],
+            forks: vec![],
         };
         assert_eq!(problems.all().len(), 2);
         problems.source.clear();

@@ -30,6 +30,21 @@ impl Cgroup {
         Self { path }
     }
 
+    /// The cgroup at `path` (made if need be), removed on drop.
+    pub fn at(path: &Path) -> Self {
+        std::fs::create_dir_all(path)
+            .unwrap_or_else(|e| panic!("cannot create cgroup {}: {e}", path.display()));
+        Self {
+            path: path.to_owned(),
+        }
+    }
+
+    /// Moves process `pid` (one we started) into this cgroup.
+    pub fn adopt(&self, pid: u32) {
+        std::fs::write(self.path.join("cgroup.procs"), pid.to_string())
+            .unwrap_or_else(|e| panic!("cannot move {pid} into {}: {e}", self.path.display()));
+    }
+
     /// A cgroup inside this one (a pod's, under the node's), removed on
     /// drop; drop it before its parent.
     pub fn child(&self, name: &str) -> Self {

@@ -41,7 +41,13 @@ impl Cluster {
     pub fn start(prefix: &str) -> Self {
         let net = Topology::builder(prefix).pod("client").build();
         let plane = ControlPlane::start_in(net.node());
-        let node = NodeSim::start(net.node(), net.base(), plane.admin_kubeconfig.clone());
+        let cgroup = Cgroup::new(&unique_name("detour-cluster-"));
+        let node = NodeSim::start(
+            net.node(),
+            net.base(),
+            plane.admin_kubeconfig.clone(),
+            cgroup.path().to_owned(),
+        );
         plane.kubectl(&["apply", "-k", DEPLOY]);
         plane.kubectl(&[
             "wait",
@@ -60,7 +66,6 @@ impl Cluster {
             "--replicas=0",
         ]);
         let agent_kubeconfig = plane.service_account_kubeconfig("detour", "detour");
-        let cgroup = Cgroup::new(&unique_name("detour-cluster-"));
         Self {
             node,
             plane,
@@ -222,6 +227,23 @@ impl Cluster {
             .into_iter()
             .filter(|p| p["metadata"]["deletionTimestamp"].is_null())
             .collect()
+    }
+
+    /// Runs `program` as a process of pod `pod` (its JSON, from
+    /// [`Cluster::pods`]): in its network namespace and its cgroup, as
+    /// `kubectl exec` would.
+    pub fn exec_in_pod(&self, pod: &Value, program: &str, args: &[&str]) -> std::process::Output {
+        let uid = pod["metadata"]["uid"].as_str().expect("pod uid");
+        let ip = pod["status"]["podIP"].as_str().expect("pod IP");
+        let host = ip.rsplit('.').next().expect("IPv4 pod address");
+        let net = format!("--net=/run/netns/{}-k{host}", self.net.base());
+        let enter = format!(
+            "echo $$ > {}/pod{uid}/cgroup.procs && exec \"$@\"",
+            self.cgroup.path().display()
+        );
+        let mut all = vec![net.as_str(), "--", "sh", "-c", &enter, "sh", program];
+        all.extend_from_slice(args);
+        crate::cmd::output("nsenter", &all)
     }
 
     /// Marks every pod matching `selector` ready or not, as its readiness

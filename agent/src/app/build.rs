@@ -45,6 +45,8 @@ pub enum Follow {
     Kubernetes {
         client: kube::Client,
         failures: WatchFailures,
+        /// For the Sandboxes' fork pods on this node.
+        node_name: Option<String>,
     },
 }
 
@@ -114,6 +116,7 @@ impl Agent {
             Source::Kubernetes => Follow::Kubernetes {
                 client: k8s::source::client().await?,
                 failures: WatchFailures::register(&health),
+                node_name: config.node_name.clone(),
             },
         };
 

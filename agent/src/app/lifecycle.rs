@@ -103,8 +103,14 @@ impl Agent {
             Follow::File { path, text, watch } => {
                 sources.spawn(|stop| file_source::follow(path, text, watch, route_feed, stop));
             }
-            Follow::Kubernetes { client, failures } => {
-                sources.spawn(|stop| k8s::source::follow(client, route_feed, failures, stop));
+            Follow::Kubernetes {
+                client,
+                failures,
+                node_name,
+            } => {
+                sources.spawn(|stop| {
+                    k8s::source::follow(client, route_feed, failures, node_name, stop)
+                });
             }
         }
 

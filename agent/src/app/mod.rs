@@ -51,6 +51,8 @@ use crate::{
 pub struct Config {
     /// A routes file (standalone), or `None` for the Kubernetes API.
     pub routes: Option<PathBuf>,
+    /// The Kubernetes node the agent runs on, for its fork pods.
+    pub node_name: Option<String>,
     /// `None`: the node's kubepods cgroup, detected.
     pub cgroup: Option<PathBuf>,
     pub proxy_addrs: Vec<SocketAddr>,

@@ -43,6 +43,12 @@ pub struct AgentArgs {
     #[arg(long, env = "DETOUR_KUBERNETES")]
     kubernetes: bool,
 
+    /// The Kubernetes node this agent runs on (the DaemonSet sets it from
+    /// `spec.nodeName`): its Sandboxes' fork pods there get the fork
+    /// programs (docs/sandboxes.md). Unset: no fork pod is known.
+    #[arg(long, env = "DETOUR_NODE_NAME", value_name = "NAME")]
+    node_name: Option<String>,
+
     /// cgroup v2 directory whose processes' connects are steered. Default:
     /// the node's kubepods cgroup, detected (the agent's own pod cgroup, else
     /// the known layouts: kubepods.slice, kubepods, kind's, hybrid ones under
@@ -219,6 +225,7 @@ impl AgentArgs {
             kernel_relay: self.kernel_relay,
             keep_client_address: self.client_address == "client",
             routes: self.routes,
+            node_name: self.node_name,
             cgroup: self.cgroup,
             proxy_addrs: self.proxy_addrs,
             metrics_addr: self.metrics_addr,

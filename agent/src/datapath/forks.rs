@@ -18,7 +18,7 @@ use std::{
     os::unix::fs::MetadataExt,
     path::{Path, PathBuf},
     sync::Arc,
-    time::{SystemTime, UNIX_EPOCH},
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
 use aya::{
@@ -29,8 +29,12 @@ use aya::{
 use detour_common::{SockKey, maps};
 use tracing::{info, warn};
 
-use super::{steered, take_map};
-use crate::routes::ForkPods;
+use super::{pod_cgroup, steered, take_map};
+use crate::routes::{ForkPod, ForkPods};
+
+/// How long a Kubernetes fork pod may have no cgroup (the kubelet is still
+/// making it) before `detour status` says so.
+const PENDING_PROBLEM_AFTER: Duration = Duration::from_secs(10);
 
 /// The fork object, built by `build.rs`.
 static FORK_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/fork.bpf.o"));
@@ -44,6 +48,10 @@ pub struct Forks {
     root: Option<PathBuf>,
     /// This run's directory under `root`.
     run: Option<PathBuf>,
+    /// The node's pod cgroup, under which Kubernetes pods' cgroups are.
+    node_cgroup: PathBuf,
+    /// Fork pods whose cgroup is not there yet, since when.
+    pending: std::collections::HashMap<ForkPod, Instant>,
     /// Whether earlier runs' pins are gone (after this run's first apply).
     earlier_removed: bool,
     sandboxes: BTreeMap<Arc<str>, SandboxPrograms>,
@@ -56,13 +64,16 @@ pub struct ForksApplied {
     pub pods: usize,
     /// Keyless forked destinations, over every sandbox.
     pub dependencies: usize,
+    /// Kubernetes fork pods whose cgroup the kubelet has not made yet: the
+    /// caller applies again shortly.
+    pub pending: usize,
     /// For `detour status`: pods not attached, destinations not installed.
     pub problems: Vec<String>,
 }
 
 impl Forks {
     /// Fork programs pinned under `pin_dir` (when there is one).
-    pub fn new(pin_dir: Option<&Path>) -> Self {
+    pub fn new(pin_dir: Option<&Path>, node_cgroup: &Path) -> Self {
         let root = pin_dir.map(|dir| dir.join("forks"));
         let started = SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -74,6 +85,8 @@ impl Forks {
         Self {
             root,
             run,
+            node_cgroup: node_cgroup.to_owned(),
+            pending: std::collections::HashMap::new(),
             earlier_removed: false,
             sandboxes: BTreeMap::new(),
         }
@@ -113,11 +126,14 @@ impl Forks {
                     }
                 }
             }
+            let cgroups = self.resolve(pods, &mut applied);
             let Some(programs) = self.sandboxes.get_mut(name) else {
                 continue;
             };
-            programs.apply(name, pods, &mut applied);
+            programs.apply(name, pods, &cgroups, &mut applied);
         }
+        self.pending
+            .retain(|pod, _| wanted.values().any(|w| w.pods.contains(pod)));
         if !self.earlier_removed {
             self.remove_earlier_runs();
         }
@@ -128,6 +144,42 @@ impl Forks {
             }
         }
         applied
+    }
+
+    /// The cgroup of each fork pod that has one (yet).
+    fn resolve(
+        &mut self,
+        pods: &ForkPods,
+        applied: &mut ForksApplied,
+    ) -> BTreeMap<ForkPod, PathBuf> {
+        let mut cgroups = BTreeMap::new();
+        for pod in &pods.pods {
+            let found = match pod {
+                ForkPod::Cgroup(path) => Some(path.clone()),
+                ForkPod::Pod { uid, .. } => pod_cgroup::find(&self.node_cgroup, uid),
+            };
+            match found {
+                Some(path) => {
+                    self.pending.remove(pod);
+                    cgroups.insert(pod.clone(), path);
+                }
+                None => {
+                    applied.pending += 1;
+                    let since = *self.pending.entry(pod.clone()).or_insert_with(Instant::now);
+                    if let ForkPod::Pod { name, .. } = pod
+                        && since.elapsed() > PENDING_PROBLEM_AFTER
+                    {
+                        applied.problems.push(format!(
+                            "fork pod {name}: no cgroup for it under {} after {}s, so its \
+                             connects go where they are addressed",
+                            self.node_cgroup.display(),
+                            PENDING_PROBLEM_AFTER.as_secs()
+                        ));
+                    }
+                }
+            }
+        }
+        cgroups
     }
 
     /// Removes the pins of earlier runs: their links detach once no process
@@ -162,8 +214,8 @@ struct SandboxPrograms {
     deps: HashMap<MapData, SockKey, SockKey>,
     /// What `FORK_DEPS` holds: only writes the kernel accepted.
     installed: BTreeMap<SockKey, SockKey>,
-    /// Links by fork pod cgroup.
-    pods: BTreeMap<PathBuf, Vec<HeldLink>>,
+    /// Links by fork pod.
+    pods: BTreeMap<ForkPod, Vec<HeldLink>>,
     /// Where this sandbox's links are pinned.
     dir: Option<PathBuf>,
 }
@@ -191,7 +243,13 @@ impl SandboxPrograms {
         })
     }
 
-    fn apply(&mut self, name: &str, wanted: &ForkPods, applied: &mut ForksApplied) {
+    fn apply(
+        &mut self,
+        name: &str,
+        wanted: &ForkPods,
+        cgroups: &BTreeMap<ForkPod, PathBuf>,
+        applied: &mut ForksApplied,
+    ) {
         // Destinations first: a pod attached next is steered from its first
         // connect.
         let deps = steered::reconcile(&mut self.deps, &mut self.installed, &wanted.deps);
@@ -206,26 +264,26 @@ impl SandboxPrograms {
         }
         applied.dependencies += deps.installed;
 
-        let gone: Vec<PathBuf> = self
+        let gone: Vec<ForkPod> = self
             .pods
             .keys()
-            .filter(|cgroup| !wanted.cgroups.contains(*cgroup))
+            .filter(|pod| !wanted.pods.contains(*pod))
             .cloned()
             .collect();
-        for cgroup in gone {
-            for link in self.pods.remove(&cgroup).into_iter().flatten() {
+        for pod in gone {
+            for link in self.pods.remove(&pod).into_iter().flatten() {
                 link.release();
             }
-            info!(sandbox = name, cgroup = %cgroup.display(), "fork pod detached");
+            info!(sandbox = name, ?pod, "fork pod detached");
         }
-        for cgroup in &wanted.cgroups {
-            if self.pods.contains_key(cgroup) {
+        for (pod, cgroup) in cgroups {
+            if self.pods.contains_key(pod) {
                 continue;
             }
             match self.attach(cgroup) {
                 Ok(links) => {
-                    info!(sandbox = name, cgroup = %cgroup.display(), "fork pod attached");
-                    self.pods.insert(cgroup.clone(), links);
+                    info!(sandbox = name, ?pod, cgroup = %cgroup.display(), "fork pod attached");
+                    self.pods.insert(pod.clone(), links);
                 }
                 Err(error) => applied.problems.push(format!(
                     "sandbox {name}: fork pod cgroup {}: cannot attach the fork programs, so \

@@ -13,6 +13,7 @@ mod counters;
 mod forks;
 mod orig_dst;
 pub mod pinned;
+mod pod_cgroup;
 mod relay;
 mod steered;
 
@@ -229,7 +230,7 @@ impl Datapath {
             steered,
             steered_capacity: capacities.steered,
             installed: BTreeMap::new(),
-            forks: Forks::new(options.pin_dir.as_deref()),
+            forks: Forks::new(options.pin_dir.as_deref(), &options.cgroup),
         };
         let handles = Handles {
             orig_dst: OrigDstTable::new(orig_by_peer),

@@ -20,7 +20,7 @@ use kube::{
 };
 
 use super::crd::{Fork, fork_selector_labels};
-use crate::routes::Protocol;
+use crate::routes::{ForkPod, Protocol};
 
 /// The label EndpointSlices carry with their Service's name.
 const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
@@ -141,9 +141,6 @@ impl<'a> ForkPods<'a> {
     /// A fork's endpoints by destination port: each Service port, and the
     /// baseline target port(s) its EndpointSlices give for it, map to the
     /// ready fork pods at the fork port.
-    /// `sandbox` is the Sandbox's (namespace, name); the fork's pods are in
-    /// its namespace (a `selector`) or in the Service's (`forkOf`: the
-    /// controller made them, with the Sandbox's and the workload's labels).
     pub fn endpoints(
         &self,
         sandbox: (&str, &str),
@@ -151,36 +148,8 @@ impl<'a> ForkPods<'a> {
         service: &Service,
         slices: &[Arc<EndpointSlice>],
     ) -> Result<BTreeMap<u16, Vec<SocketAddr>>, String> {
-        let service_namespace = service.namespace().unwrap_or_default();
-        let (namespace, selector) = match (&fork.fork_of, &fork.selector) {
-            (Some(workload), _) => (
-                service_namespace.as_str(),
-                LabelSelector {
-                    match_labels: Some(fork_selector_labels(sandbox.0, sandbox.1, &workload.name)),
-                    ..LabelSelector::default()
-                },
-            ),
-            (None, Some(selector)) => (sandbox.0, selector.clone()),
-            (None, None) => {
-                return Err(format!(
-                    "fork of {}: neither forkOf nor selector; fork ignored",
-                    fork.service.name
-                ));
-            }
-        };
-        let selector = Selector::try_from(selector).map_err(|e| {
-            format!(
-                "fork of {}: invalid selector ({e}); fork ignored",
-                fork.service.name
-            )
-        })?;
         let ready: Vec<(&Pod, IpAddr)> = self
-            .pods
-            .iter()
-            .map(AsRef::as_ref)
-            .filter(|pod| {
-                pod.namespace().as_deref() == Some(namespace) && selector.matches(pod.labels())
-            })
+            .selected(sandbox, fork, service)?
             .filter_map(|pod| Some((pod, ready_ip(pod)?)))
             .collect();
 
@@ -210,6 +179,69 @@ impl<'a> ForkPods<'a> {
             }
         }
         Ok(by_port)
+    }
+
+    /// The fork's pods on node `node`, ready or not (a pod is a fork from
+    /// its first connect), while they may run: not finished.
+    pub fn on_node(
+        &self,
+        sandbox: (&str, &str),
+        fork: &Fork,
+        service: &Service,
+        node: &str,
+    ) -> Result<Vec<ForkPod>, String> {
+        Ok(self
+            .selected(sandbox, fork, service)?
+            .filter(|pod| pod.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some(node))
+            .filter(|pod| {
+                let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
+                !matches!(phase, Some("Succeeded" | "Failed"))
+            })
+            .filter_map(|pod| {
+                Some(ForkPod::Pod {
+                    name: format!("{}/{}", pod.namespace()?, pod.name_any()),
+                    uid: pod.uid()?,
+                })
+            })
+            .collect())
+    }
+
+    /// The fork's pods, whatever their state. `sandbox` is the Sandbox's
+    /// (namespace, name); the fork's pods are in its namespace (a
+    /// `selector`) or in the Service's (`forkOf`: the controller made them,
+    /// with the Sandbox's and the workload's labels).
+    fn selected(
+        &self,
+        sandbox: (&str, &str),
+        fork: &Fork,
+        service: &Service,
+    ) -> Result<impl Iterator<Item = &'a Pod> + use<'a>, String> {
+        let service_namespace = service.namespace().unwrap_or_default();
+        let (namespace, selector) = match (&fork.fork_of, &fork.selector) {
+            (Some(workload), _) => (
+                service_namespace,
+                LabelSelector {
+                    match_labels: Some(fork_selector_labels(sandbox.0, sandbox.1, &workload.name)),
+                    ..LabelSelector::default()
+                },
+            ),
+            (None, Some(selector)) => (sandbox.0.to_owned(), selector.clone()),
+            (None, None) => {
+                return Err(format!(
+                    "fork of {}: neither forkOf nor selector; fork ignored",
+                    fork.service.name
+                ));
+            }
+        };
+        let selector = Selector::try_from(selector).map_err(|e| {
+            format!(
+                "fork of {}: invalid selector ({e}); fork ignored",
+                fork.service.name
+            )
+        })?;
+        Ok(self.pods.iter().map(AsRef::as_ref).filter(move |pod| {
+            pod.namespace().as_deref() == Some(namespace.as_str()) && selector.matches(pod.labels())
+        }))
     }
 }
 

@@ -65,8 +65,9 @@ struct Stores {
 }
 
 impl Stores {
-    fn state(&self) -> ClusterState {
+    fn state(&self, node_name: Option<&String>) -> ClusterState {
         ClusterState {
+            node_name: node_name.cloned(),
             services: self.services.state(),
             slices: self.slices.state(),
             pods: self.pods.state(),
@@ -197,6 +198,7 @@ pub async fn follow(
     client: Client,
     feed: RouteFeed,
     failures: WatchFailures,
+    node_name: Option<String>,
     stop: CancellationToken,
 ) {
     let changed = Arc::new(Notify::new());
@@ -248,7 +250,7 @@ pub async fn follow(
 
     let mut reported = BTreeSet::new();
     loop {
-        let translation = translate(&stores.state(), Timestamp::now());
+        let translation = translate(&stores.state(node_name.as_ref()), Timestamp::now());
         for problem in &translation.problems {
             if !reported.contains(problem) {
                 warn!(%problem, "ignored in the cluster's route objects");

@@ -22,6 +22,8 @@ use super::{
 };
 use crate::routes::{Decision, Protocol, RouteSnapshot, ServiceIds};
 
+mod fork_pods;
+
 fn object<K: serde::de::DeserializeOwned>(value: serde_json::Value) -> K {
     serde_json::from_value(value).expect("valid object")
 }
@@ -46,11 +48,15 @@ fn slice(service: &str, pod_ip: &str) -> EndpointSlice {
     }))
 }
 
+/// The node the tests' agent runs on.
+const NODE: &str = "node-a";
+
 fn fork_pod(name: &str, ip: &str, version: &str, ready: bool) -> Pod {
     object(json!({
-        "metadata": {"name": name, "namespace": "default",
+        "metadata": {"name": name, "namespace": "default", "uid": format!("uid-{name}"),
                      "labels": {"app": "reviews", "version": version, "detour.dev/fork": "true"}},
-        "spec": {"containers": [{"name": "app", "ports": [{"name": "web", "containerPort": 9090}]}]},
+        "spec": {"nodeName": NODE,
+                 "containers": [{"name": "app", "ports": [{"name": "web", "containerPort": 9090}]}]},
         "status": {"podIP": ip, "phase": "Running",
                    "conditions": [{"type": "Ready", "status": if ready { "True" } else { "False" }}]}
     }))
@@ -131,6 +137,7 @@ impl Cluster {
             pods: self.pods.0.state(),
             sandboxes: self.sandboxes.0.state(),
             groups: self.groups.0.state(),
+            node_name: Some(NODE.to_owned()),
         }
     }
 

@@ -16,6 +16,8 @@
 //!   a pod IP, not terminating) at the fork port of each Service port: the
 //!   Sandbox's `ports` entry, else the Service's `targetPort` (a named one is
 //!   resolved on each fork pod's containers).
+//! - A Sandbox's fork pods on this node (`--node-name`), ready or not, are
+//!   named by UID for the fork programs (docs/sandboxes.md).
 
 use std::{collections::BTreeMap, sync::Arc};
 
@@ -42,6 +44,9 @@ pub struct ClusterState {
     pub pods: Vec<Arc<k8s_openapi::api::core::v1::Pod>>,
     pub sandboxes: Vec<Arc<Sandbox>>,
     pub groups: Vec<Arc<RouteGroup>>,
+    /// The node the agent runs on (`--node-name`): its Sandboxes' fork pods
+    /// there are known to the data path. `None`: none are.
+    pub node_name: Option<String>,
 }
 
 /// The routes, what was wrong in the cluster's objects, and when the result
@@ -135,6 +140,7 @@ pub fn translate(state: &ClusterState, now: Timestamp) -> Translation {
     for sandbox in &live_sandboxes {
         let namespace = sandbox.namespace().unwrap_or_default();
         let mut forks = Vec::new();
+        let mut pods_on_node = Vec::new();
         for fork in &sandbox.spec.forks {
             let service_ns = fork
                 .service
@@ -166,6 +172,12 @@ pub fn translate(state: &ClusterState, now: Timestamp) -> Translation {
                     continue;
                 }
             };
+            if let Some(node) = &state.node_name
+                && let Ok(pods) =
+                    fork_pods.on_node((&namespace, &sandbox.name_any()), fork, service, node)
+            {
+                pods_on_node.extend(pods);
+            }
             forked.insert(service_label.clone(), service);
             forks.push(ForkInput {
                 service: service_label,
@@ -177,9 +189,7 @@ pub fn translate(state: &ClusterState, now: Timestamp) -> Translation {
             name: label_of(*sandbox),
             routing_key: sandbox.spec.routing_key.clone(),
             forks,
-            // Fork pods are known to the data path in standalone mode only,
-            // for now (docs/sandboxes.md).
-            pod_cgroups: Vec::new(),
+            fork_pods: pods_on_node,
         });
     }
     // Always-steered Services, forked or not.

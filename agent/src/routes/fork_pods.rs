@@ -8,20 +8,19 @@
 
 use std::{
     collections::{BTreeMap, BTreeSet},
-    path::PathBuf,
     sync::Arc,
 };
 
 use detour_common::{NO_FORK_ENDPOINT, SockKey};
 use serde::Serialize;
 
-use super::{Protocol, RouteInput};
+use super::{ForkPod, Protocol, RouteInput};
 
 /// One sandbox's fork pods on this node, and where their keyless connects go.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct ForkPods {
-    /// The pods' cgroup v2 directories.
-    pub cgroups: BTreeSet<PathBuf>,
+    /// The pods, by cgroup or by Kubernetes pod.
+    pub pods: BTreeSet<ForkPod>,
     /// Baseline destination -> the fork endpoint its connects go to, or
     /// [`NO_FORK_ENDPOINT`] while the fork has none ready (refused).
     #[serde(skip)]
@@ -32,11 +31,11 @@ pub struct ForkPods {
 pub fn fork_pods(input: &RouteInput) -> BTreeMap<Arc<str>, ForkPods> {
     let mut all = BTreeMap::new();
     for sandbox in &input.sandboxes {
-        if sandbox.pod_cgroups.is_empty() {
+        if sandbox.fork_pods.is_empty() {
             continue;
         }
         let mut pods = ForkPods {
-            cgroups: sandbox.pod_cgroups.iter().cloned().collect(),
+            pods: sandbox.fork_pods.iter().cloned().collect(),
             deps: BTreeMap::new(),
         };
         for fork in &sandbox.forks {
@@ -106,7 +105,7 @@ sandboxes:
     fn keyless_ports_go_to_the_lowest_fork_endpoint_of_their_port_for_every_address() {
         let all = fork_pods_of(FILE);
         let pods = &all["feature-x"];
-        assert_eq!(pods.cgroups.len(), 2);
+        assert_eq!(pods.pods.len(), 2);
         let expected = BTreeMap::from([
             (key("10.96.0.5:5432"), key("10.1.0.7:5432")),
             (key("[fd00:96::5]:5432"), key("10.1.0.7:5432")),

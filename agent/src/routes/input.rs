@@ -35,8 +35,19 @@ pub struct SandboxInput {
     pub name: String,
     pub routing_key: String,
     pub forks: Vec<ForkInput>,
-    /// The cgroup v2 directories of the sandbox's fork pods on this node.
-    pub pod_cgroups: Vec<PathBuf>,
+    /// The sandbox's fork pods on this node.
+    pub fork_pods: Vec<ForkPod>,
+}
+
+/// A fork pod on this node, as a source names it.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub enum ForkPod {
+    /// Its cgroup v2 directory (the routes file).
+    Cgroup(PathBuf),
+    /// A Kubernetes pod: `namespace/name` and its UID, whose cgroup the
+    /// kubelet makes under the node's pod cgroup (the agent finds it).
+    Pod { name: String, uid: String },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -92,7 +103,12 @@ impl From<&RoutesFile> for RouteInput {
                         by_port: same_port_endpoints(file, fork),
                     })
                     .collect(),
-                pod_cgroups: sandbox.pod_cgroups.clone(),
+                fork_pods: sandbox
+                    .pod_cgroups
+                    .iter()
+                    .cloned()
+                    .map(ForkPod::Cgroup)
+                    .collect(),
             })
             .collect();
         let groups = file

@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 pub use decision::{Decision, Pick, Reason, Route};
 pub use file::{Protocol, RoutesFile};
 pub use fork_pods::ForkPods;
-pub use input::{ForkInput, GroupInput, RouteInput, SandboxInput, ServiceInput};
+pub use input::{ForkInput, ForkPod, GroupInput, RouteInput, SandboxInput, ServiceInput};
 pub use snapshot::{Destination, ForkTarget, RouteSnapshot, Service, ServiceIds};
 
 #[derive(Debug, thiserror::Error)]

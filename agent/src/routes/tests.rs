@@ -387,7 +387,7 @@ fn per_port_endpoints_take_precedence_and_an_unlisted_port_falls_back() {
                 endpoints: vec![],
                 by_port: BTreeMap::from([(80, fork.clone()), (8080, fork)]),
             }],
-            pod_cgroups: vec![],
+            fork_pods: vec![],
         }],
         groups: vec![],
     };

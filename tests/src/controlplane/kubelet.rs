@@ -26,7 +26,7 @@
 use std::{
     collections::HashMap,
     io::BufReader,
-    path::PathBuf,
+    path::{Path, PathBuf},
     process::{Command, Stdio},
     sync::{
         Arc, Mutex,
@@ -40,6 +40,7 @@ use serde_json::{Value, json};
 
 use super::tool;
 use crate::{
+    cgroup::Cgroup,
     cmd::Proc,
     netns::Netns,
     topology::{NODE_IP4, Pod, attach_pod},
@@ -109,9 +110,10 @@ impl Kubectl {
     }
 }
 
-/// A pod this node runs.
+/// A pod this node runs. Fields drop in order: the process, then its cgroup.
 struct Running {
     _process: Proc,
+    _cgroup: Cgroup,
     pod: Pod,
     ready: Option<bool>,
 }
@@ -136,8 +138,10 @@ impl Slot {
 }
 
 impl NodeSim {
-    /// Registers the node and starts following pods.
-    pub fn start(node: &Netns, base: String, kubeconfig: PathBuf) -> Self {
+    /// Registers the node and starts following pods. Each pod's process
+    /// runs in a cgroup of its own, `<pods_cgroup>/pod<uid>`, as a kubelet
+    /// with the cgroupfs driver makes them.
+    pub fn start(node: &Netns, base: String, kubeconfig: PathBuf, pods_cgroup: PathBuf) -> Self {
         let kubectl = Kubectl {
             node: node.path(),
             kubeconfig,
@@ -157,7 +161,7 @@ impl NodeSim {
             .name("node-simulator".into())
             .spawn({
                 let (stop, watch) = (Arc::clone(&stop), Arc::clone(&watch));
-                move || follow(&kubectl, &node, &base, &stop, &watch)
+                move || follow(&kubectl, &node, &base, &pods_cgroup, &stop, &watch)
             })
             .expect("node simulator thread");
         Self {
@@ -184,6 +188,7 @@ fn follow(
     kubectl: &Kubectl,
     node: &str,
     base: &str,
+    pods_cgroup: &Path,
     stop: &AtomicBool,
     watch: &Mutex<Option<Proc>>,
 ) {
@@ -218,7 +223,12 @@ fn follow(
             if stop.load(Ordering::SeqCst) {
                 break;
             }
-            handle(kubectl, node, base, &mut running, &mut next_host, &event);
+            let place = Place {
+                node,
+                base,
+                pods_cgroup,
+            };
+            handle(kubectl, &place, &mut running, &mut next_host, &event);
         }
         // The API server went away (or we stop): watch again.
         drop(watch.lock().expect("watch").take());
@@ -232,10 +242,17 @@ fn follow(
     }
 }
 
+/// Where the node runs its pods: the node's namespace, the prefix of pod
+/// namespaces' names, and the cgroup that holds each pod's.
+struct Place<'a> {
+    node: &'a str,
+    base: &'a str,
+    pods_cgroup: &'a Path,
+}
+
 fn handle(
     kubectl: &Kubectl,
-    node: &str,
-    base: &str,
+    place: &Place<'_>,
     running: &mut HashMap<String, Slot>,
     next_host: &mut u8,
     event: &Value,
@@ -293,12 +310,13 @@ fn handle(
         };
         let (kubectl, node, base, pod) = (
             kubectl.clone(),
-            node.to_owned(),
-            base.to_owned(),
+            place.node.to_owned(),
+            place.base.to_owned(),
             pod.clone(),
         );
+        let cgroup = place.pods_cgroup.join(format!("pod{uid}"));
         let thread = std::thread::spawn(move || {
-            let mut started = start(&node, &base, host, &pod)?;
+            let mut started = start(&node, &base, host, &cgroup, &pod)?;
             patch_status(&kubectl, &pod, &started.pod, ready);
             started.ready = Some(ready);
             Some(started)
@@ -366,7 +384,7 @@ fn patch_status(kubectl: &Kubectl, object: &Value, pod: &Pod, ready: bool) {
 }
 
 /// Starts the pod's container; `None` for an image this node cannot run.
-fn start(node: &str, base: &str, host: u8, pod: &Value) -> Option<Running> {
+fn start(node: &str, base: &str, host: u8, cgroup: &Path, pod: &Value) -> Option<Running> {
     let container = &pod["spec"]["containers"][0];
     let image = container["image"].as_str().unwrap_or_default();
     if !image.starts_with(ECHO_IMAGE) {
@@ -385,9 +403,12 @@ fn start(node: &str, base: &str, host: u8, pod: &Value) -> Option<Running> {
         .unwrap_or("pod")
         .to_owned();
     let pod = attach_pod(node, &format!("{base}-k{host}"), &served_by, host);
+    let cgroup = Cgroup::at(cgroup);
     let process = pod.echo_server(port);
+    cgroup.adopt(process.pid());
     Some(Running {
         _process: process,
+        _cgroup: cgroup,
         pod,
         ready: None,
     })

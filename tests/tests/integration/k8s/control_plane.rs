@@ -9,7 +9,9 @@
 
 use std::time::{Duration, Instant};
 
-use detour_tests::{ControlPlane, Topology, controlplane::kubelet::NodeSim, require_root};
+use detour_tests::{
+    Cgroup, ControlPlane, Topology, controlplane::kubelet::NodeSim, require_root, unique_name,
+};
 use serde_json::Value;
 
 const DEPLOY: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy");
@@ -240,7 +242,13 @@ fn a_deployments_pods_run_on_the_simulated_node_and_become_endpoints() {
     }
     let net = Topology::builder("dcp").pod("client").build();
     let plane = ControlPlane::start_in(net.node());
-    let _node = NodeSim::start(net.node(), net.base(), plane.admin_kubeconfig.clone());
+    let pods = Cgroup::new(&unique_name("detour-dcp-"));
+    let _node = NodeSim::start(
+        net.node(),
+        net.base(),
+        plane.admin_kubeconfig.clone(),
+        pods.path().to_owned(),
+    );
     plane.apply(
         r#"
 apiVersion: apps/v1

@@ -1,0 +1,85 @@
+//! A Sandbox's fork pods on the agent's node, named by UID for the fork
+//! programs: ready or not, never another node's, never a finished pod's.
+
+use kube::runtime::watcher::Event;
+use serde_json::json;
+
+use super::{Cluster, fork_pod, object, sandbox};
+use crate::routes::ForkPod;
+
+fn pods_of(cluster: &Cluster, sandbox: &str) -> Vec<ForkPod> {
+    let translation = super::translate(
+        &cluster.state(),
+        "2026-01-01T00:00:00Z".parse().expect("time"),
+    );
+    translation
+        .input
+        .sandboxes
+        .iter()
+        .find(|s| s.name == sandbox)
+        .map(|s| s.fork_pods.clone())
+        .unwrap_or_default()
+}
+
+fn pod(name: &str) -> ForkPod {
+    ForkPod::Pod {
+        name: format!("default/{name}"),
+        uid: format!("uid-{name}"),
+    }
+}
+
+#[test]
+fn a_sandboxs_fork_pods_on_this_node_ready_or_not_are_named_by_uid() {
+    let mut cluster = Cluster::new();
+    cluster
+        .sandboxes
+        .1
+        .apply_watcher_event(&Event::Apply(sandbox(
+            "x",
+            "x",
+            "x",
+            "2026-01-01T00:00:00Z",
+            None,
+        )));
+    let starting = fork_pod("fork-x-starting", "10.2.0.2", "x", false);
+    cluster.pods.1.apply_watcher_event(&Event::Apply(starting));
+    let mut elsewhere = fork_pod("fork-x-elsewhere", "10.2.0.3", "x", true);
+    elsewhere.spec.as_mut().expect("spec").node_name = Some("node-b".into());
+    cluster.pods.1.apply_watcher_event(&Event::Apply(elsewhere));
+    let finished: k8s_openapi::api::core::v1::Pod = object(json!({
+        "metadata": {"name": "fork-x-done", "namespace": "default", "uid": "uid-fork-x-done",
+                     "labels": {"app": "reviews", "version": "x", "detour.dev/fork": "true"}},
+        "spec": {"nodeName": super::NODE, "containers": [{"name": "app"}]},
+        "status": {"phase": "Failed"}
+    }));
+    cluster.pods.1.apply_watcher_event(&Event::Apply(finished));
+
+    let mut pods = pods_of(&cluster, "default/x");
+    pods.sort();
+    assert_eq!(pods, [pod("fork-x"), pod("fork-x-starting")]);
+}
+
+#[test]
+fn without_a_node_name_no_fork_pod_is_known() {
+    let mut cluster = Cluster::new();
+    cluster
+        .sandboxes
+        .1
+        .apply_watcher_event(&Event::Apply(sandbox(
+            "x",
+            "x",
+            "x",
+            "2026-01-01T00:00:00Z",
+            None,
+        )));
+    let mut state = cluster.state();
+    state.node_name = None;
+    let translation = super::translate(&state, "2026-01-01T00:00:00Z".parse().expect("time"));
+    assert!(
+        translation
+            .input
+            .sandboxes
+            .iter()
+            .all(|s| s.fork_pods.is_empty())
+    );
+}
