@@ -31,8 +31,10 @@ pub fn find(node_cgroup: &Path, uid: &str) -> Option<PathBuf> {
                 if is_pod(&name) {
                     return Some(entry.path());
                 }
-                // Only QoS levels hold pods; a pod's own containers do not.
-                if !name.contains("pod") {
+                // Only QoS levels hold pods; another pod's containers do
+                // not (note `kubepods-burstable.slice` is a QoS level).
+                let another_pod = name.starts_with("pod") || name.contains("-pod");
+                if !another_pod {
                     next.push(entry.path());
                 }
             }
