@@ -50,12 +50,10 @@ mod tests {
 
     const UID: &str = "0f9c1a2b-3c4d-4e5f-8a9b-0c1d2e3f4a5b";
 
-    fn tree(dirs: &[&str]) -> std::path::PathBuf {
-        let root = std::env::temp_dir().join(format!(
-            "detour-pod-cgroup-{}-{}",
-            std::process::id(),
-            dirs.len()
-        ));
+    /// A directory tree of `dirs` under a fresh root named `name`.
+    fn tree(name: &str, dirs: &[&str]) -> std::path::PathBuf {
+        let root =
+            std::env::temp_dir().join(format!("detour-pod-cgroup-{}-{name}", std::process::id()));
         let _ = std::fs::remove_dir_all(&root);
         for dir in dirs {
             std::fs::create_dir_all(root.join(dir)).expect("mkdir");
@@ -77,12 +75,7 @@ mod tests {
         ];
         for (i, layout) in layouts.iter().enumerate() {
             let other = "burstable/pod11111111-2222-3333-4444-555555555555/container";
-            let root = tree(
-                &vec![other; i + 1]
-                    .into_iter()
-                    .chain([layout.as_str()])
-                    .collect::<Vec<_>>(),
-            );
+            let root = tree(&format!("layout-{i}"), &[other, layout.as_str()]);
             assert_eq!(find(&root, UID), Some(root.join(layout)), "{layout}");
             let _ = std::fs::remove_dir_all(&root);
         }
@@ -90,7 +83,7 @@ mod tests {
 
     #[test]
     fn a_pod_whose_cgroup_is_not_made_yet_is_not_found() {
-        let root = tree(&["burstable", "besteffort/podother"]);
+        let root = tree("not-made", &["burstable", "besteffort/podother"]);
         assert_eq!(find(&root, UID), None);
         let _ = std::fs::remove_dir_all(&root);
     }
