@@ -27,7 +27,8 @@ pub struct ForkPods {
     pub deps: BTreeMap<SockKey, SockKey>,
 }
 
-/// The fork pods of every sandbox that has some on this node.
+/// The fork pods of every sandbox that has some on this node and forks a
+/// keyless destination.
 pub fn fork_pods(input: &RouteInput) -> BTreeMap<Arc<str>, ForkPods> {
     let mut all = BTreeMap::new();
     for sandbox in &input.sandboxes {
@@ -56,7 +57,10 @@ pub fn fork_pods(input: &RouteInput) -> BTreeMap<Arc<str>, ForkPods> {
                 pods.deps.insert(SockKey::new(*dst), endpoint);
             }
         }
-        all.insert(Arc::from(sandbox.name.as_str()), pods);
+        // Nothing keyless forked: nothing for the fork programs to do.
+        if !pods.deps.is_empty() {
+            all.insert(Arc::from(sandbox.name.as_str()), pods);
+        }
     }
     all
 }

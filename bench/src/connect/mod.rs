@@ -35,7 +35,15 @@
 //!    so this row mixes the NAT cost with a cheaper path; it is printed so
 //!    that the literal "iptables REDIRECT" comparison is visible too.
 //!
-//! Nothing listens on 8082/8083: if a rule did not match, the connect would
+//! 6. fork pod, not forked: `client` pod, `fork-pod` cgroup (a child of
+//!    `attached`, named in the routes as sandbox `bench-fork`'s fork pod, so
+//!    its connects run the fork programs first), to `server:8080`: what the
+//!    fork programs cost a fork pod's connect they leave alone. Compare 2.
+//! 7. fork pod, keyless fork: the same, to `server:8084`, a `tcp` port the
+//!    sandbox forks to `server:8080`: the fork programs rewrite the connect
+//!    at `connect()` (no proxy). Compare 2 (same server, same path).
+//!
+//! Nothing listens on 8082/8083/8084: if a rule did not match, the connect would
 //! be refused and the run would fail. The iptables modes use their own pod
 //! because nat rules turn on conntrack for every connection of a namespace:
 //! in `client` they would tax modes 1-3 as well. After the rounds, the agent's
@@ -95,6 +103,8 @@ const BASE_PORT: u16 = 8080;
 const STEERED_PORT: u16 = 8081;
 const DNAT_PORT: u16 = 8082;
 const REDIRECT_PORT: u16 = 8083;
+/// A keyless (`tcp`) port the sandbox forks to `BASE_PORT`.
+const FORKED_PORT: u16 = 8084;
 const NODE_FORWARDER_PORT: u16 = 15002;
 const LOCAL_FORWARDER_PORT: u16 = 15003;
 const PROXY_SYSCTLS: [&str; 2] = [
@@ -110,15 +120,19 @@ pub enum Mode {
     Steered,
     IptablesDnat,
     IptablesRedirect,
+    ForkPodNotForked,
+    ForkPodForked,
 }
 
 impl Mode {
-    pub const ALL: [Self; 5] = [
+    pub const ALL: [Self; 7] = [
         Self::NoAgent,
         Self::NotSteered,
         Self::Steered,
         Self::IptablesDnat,
         Self::IptablesRedirect,
+        Self::ForkPodNotForked,
+        Self::ForkPodForked,
     ];
 
     /// The mode's name on the client's command line and output.
@@ -129,6 +143,8 @@ impl Mode {
             Self::Steered => "steered",
             Self::IptablesDnat => "iptables-dnat",
             Self::IptablesRedirect => "iptables-redirect",
+            Self::ForkPodNotForked => "fork-pod",
+            Self::ForkPodForked => "fork-pod-forked",
         }
     }
 
@@ -139,6 +155,8 @@ impl Mode {
             Self::Steered => "steered (detour)",
             Self::IptablesDnat => "iptables DNAT to node proxy",
             Self::IptablesRedirect => "iptables REDIRECT to pod loopback (reference)",
+            Self::ForkPodNotForked => "fork pod, destination not forked",
+            Self::ForkPodForked => "fork pod, keyless fork (rewritten at connect)",
         }
     }
 
@@ -162,6 +180,14 @@ impl Mode {
             Self::IptablesRedirect => {
                 "server :8083, REDIRECTed to the same forwarder on 127.0.0.1:15003 inside \
                  that pod (loopback: shorter path than the node proxy)"
+            }
+            Self::ForkPodNotForked => {
+                "server :8080 from a fork pod's cgroup (below the attached one): the fork \
+                 programs look the destination up and leave it"
+            }
+            Self::ForkPodForked => {
+                "server :8084, a tcp port the pod's sandbox forks to server :8080: the fork \
+                 programs rewrite the connect to it (no proxy)"
             }
         }
     }
@@ -196,6 +222,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
     }
     let attached = Cgroup::new(&detour_tests::unique_name("detour-bench-attached-"));
     let plain = Cgroup::new(&detour_tests::unique_name("detour-bench-plain-"));
+    let fork_pod = attached.child("fork-pod");
 
     let at = |port| SocketAddr::V4(SocketAddrV4::new(server.ip4, port));
     let upstream = at(STEERED_PORT);
@@ -220,8 +247,25 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
         iptables(&natclient.netns, &format!("-t nat -A OUTPUT {rule}"))?;
     }
     let routes = format!(
-        "services:\n  - name: steered\n    namespace: bench\n    addresses: [\"{}\"]\n    ports:\n      - port: {STEERED_PORT}\n        protocol: tcp\n",
-        server.ip4
+        "services:
+  - name: steered
+    namespace: bench
+    addresses: [\"{ip}\"]
+    ports: [{{port: {STEERED_PORT}, protocol: tcp}}]
+  - name: db
+    namespace: bench
+    addresses: [\"{ip}\"]
+    ports: [{{port: {FORKED_PORT}, protocol: tcp}}]
+sandboxes:
+  - name: bench-fork
+    routingKey: bench-fork
+    forks:
+      - service: bench/db
+        endpoints: [\"{ip}:{BASE_PORT}\"]
+    podCgroups: [\"{fork_pod}\"]
+",
+        ip = server.ip4,
+        fork_pod = fork_pod.path().display(),
     );
     let agent = Agent::builder(&net, &attached)
         .routes(&routes)
@@ -236,6 +280,8 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
             Mode::Steered => (client, &attached, at(STEERED_PORT)),
             Mode::IptablesDnat => (natclient, &plain, at(DNAT_PORT)),
             Mode::IptablesRedirect => (natclient, &plain, at(REDIRECT_PORT)),
+            Mode::ForkPodNotForked => (client, &fork_pod, at(BASE_PORT)),
+            Mode::ForkPodForked => (client, &fork_pod, at(FORKED_PORT)),
         };
         Target {
             name: mode.key(),

@@ -157,6 +157,12 @@ impl Results<'_> {
                 "steered dearer"
             }
         )?;
+        writeln!(
+            out,
+            "- a fork pod's connects, against the same connect from the attached cgroup: not forked {:+.1}%, keyless fork (rewritten) {:+.1}%",
+            percent(self.ratio(Mode::ForkPodNotForked, Mode::NotSteered)?),
+            percent(self.ratio(Mode::ForkPodForked, Mode::NotSteered)?),
+        )?;
         writeln!(out)?;
         writeln!(out, "What each mode's client connects to:")?;
         for mode in Mode::ALL {
