@@ -79,11 +79,21 @@ impl Cpus {
         let Some(rest) = &self.rest else {
             return Ok(());
         };
-        crate::host::exec(
-            Command::new("taskset")
-                .args(["-a", "-p", "-c", rest, &pid.to_string()])
-                .stdout(Stdio::null()),
-        )
+        // `taskset -a` walks the process's threads: one that exits meanwhile
+        // (a runtime's idle worker) fails it. The walk is retried.
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            let pinned = crate::host::exec(
+                Command::new("taskset")
+                    .args(["-a", "-p", "-c", rest, &pid.to_string()])
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null()),
+            );
+            if pinned.is_ok() || attempts == 5 {
+                return pinned;
+            }
+        }
     }
 }
 
