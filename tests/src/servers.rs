@@ -80,6 +80,43 @@ impl Pod {
         (proc, log)
     }
 
+    /// Starts `tests/servers/relay.py` on `port`: each request calls
+    /// `downstream` (`http://HOST:PORT`), passing its `baggage` on when
+    /// `propagate`; in `cgroup` when given (a fork pod's), so that its
+    /// calls are that pod's connects.
+    pub fn relay_server(
+        &self,
+        port: u16,
+        downstream: &str,
+        propagate: bool,
+        cgroup: Option<&crate::Cgroup>,
+    ) -> Proc {
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/servers/relay.py");
+        let mode = if propagate { "propagate" } else { "drop" };
+        let args = [script, &port.to_string(), &self.name, downstream, mode];
+        let mut child = match cgroup {
+            Some(cgroup) => self.spawn_in(cgroup, "python3", &args),
+            None => Command::new("nsenter")
+                .arg(format!("--net={}", self.netns.path()))
+                .args(["--", "python3"])
+                .args(args)
+                .stdout(Stdio::piped())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("start relay.py"),
+        };
+        let stdout = child.stdout.take().expect("piped stdout");
+        let proc = Proc::new(child);
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line)
+            .expect("relay server output");
+        assert!(
+            line.starts_with("listening"),
+            "relay server did not start: {line:?}"
+        );
+        proc
+    }
+
     /// Starts `nghttpd`, an h2c (prior knowledge) file server, on `port`,
     /// serving `/who` with the pod's name and a newline. Its directory is
     /// removed when the returned guard drops.

@@ -54,6 +54,11 @@ pub struct Forks {
     pending: std::collections::HashMap<ForkPod, Instant>,
     /// Whether earlier runs' pins are gone (after this run's first apply).
     earlier_removed: bool,
+    /// The node object's pinned `FORK_SOURCES`, which the fork objects
+    /// share; `None` without pins (then nothing inherits a key).
+    sources: Option<PathBuf>,
+    /// Loads so far: each load pins under a directory of its own.
+    loads: u64,
     sandboxes: BTreeMap<Arc<str>, SandboxPrograms>,
 }
 
@@ -88,6 +93,8 @@ impl Forks {
             node_cgroup: node_cgroup.to_owned(),
             pending: std::collections::HashMap::new(),
             earlier_removed: false,
+            sources: pin_dir.map(|dir| dir.join(maps::FORK_SOURCES)),
+            loads: 0,
             sandboxes: BTreeMap::new(),
         }
     }
@@ -111,9 +118,29 @@ impl Forks {
             }
         }
         for (name, pods) in wanted {
+            let inherit_as = match (&self.sources, pods.inherit_as) {
+                (None, id) if id != 0 => {
+                    applied.problems.push(format!(
+                        "sandbox {name}: its fork pods' requests inherit no key: that needs \
+                         the maps pinned (--pin-dir is none)"
+                    ));
+                    0
+                }
+                (_, id) => id,
+            };
+            // Programs marking with another id are replaced: the new ones
+            // are attached before the old ones go.
+            let replaced = match self.sandboxes.get(name) {
+                Some(programs) if programs.inherit_as != inherit_as => self.sandboxes.remove(name),
+                _ => None,
+            };
             if !self.sandboxes.contains_key(name) {
-                let dir = self.run.as_ref().map(|run| run.join(pin_name(name)));
-                match SandboxPrograms::load(dir) {
+                self.loads += 1;
+                let dir = self
+                    .run
+                    .as_ref()
+                    .map(|run| run.join(format!("{}-{}", pin_name(name), self.loads)));
+                match SandboxPrograms::load(dir, inherit_as, self.sources.as_deref()) {
                     Ok(programs) => {
                         self.sandboxes.insert(Arc::clone(name), programs);
                     }
@@ -122,6 +149,9 @@ impl Forks {
                             "sandbox {name}: cannot load its fork programs, so its fork pods' \
                              connects go where they are addressed: {error:#}"
                         ));
+                        if let Some(old) = replaced {
+                            self.sandboxes.insert(Arc::clone(name), old);
+                        }
                         continue;
                     }
                 }
@@ -131,6 +161,9 @@ impl Forks {
                 continue;
             };
             programs.apply(name, pods, &cgroups, &mut applied);
+            if let Some(old) = replaced {
+                old.release();
+            }
         }
         self.pending
             .retain(|pod, _| wanted.values().any(|w| w.pods.contains(pod)));
@@ -218,11 +251,18 @@ struct SandboxPrograms {
     pods: BTreeMap<ForkPod, Vec<HeldLink>>,
     /// Where this sandbox's links are pinned.
     dir: Option<PathBuf>,
+    /// The id its programs mark connects with (0: none).
+    inherit_as: u32,
 }
 
 impl SandboxPrograms {
-    fn load(dir: Option<PathBuf>) -> anyhow::Result<Self> {
-        let mut ebpf = EbpfLoader::new().load(FORK_OBJECT)?;
+    fn load(dir: Option<PathBuf>, inherit_as: u32, sources: Option<&Path>) -> anyhow::Result<Self> {
+        let mut loader = EbpfLoader::new();
+        loader.override_global("SANDBOX_ID", &inherit_as, true);
+        if let Some(sources) = sources {
+            loader.map_pin_path(maps::FORK_SOURCES, sources);
+        }
+        let mut ebpf = loader.load(FORK_OBJECT)?;
         for name in FORK_PROGRAMS {
             let program: &mut CgroupSockAddr = ebpf
                 .program_mut(name)
@@ -240,6 +280,7 @@ impl SandboxPrograms {
             installed: BTreeMap::new(),
             pods: BTreeMap::new(),
             dir,
+            inherit_as,
         })
     }
 
@@ -358,7 +399,9 @@ impl HeldLink {
     }
 }
 
-/// A sandbox name as one path component (`namespace/name` has a slash).
+/// A sandbox name as one bpffs path component: `namespace/name` has a
+/// slash, and bpffs refuses names with dots (`EPERM`), which Kubernetes
+/// names may hold. Neither has `_`, so the result names one sandbox.
 fn pin_name(sandbox: &str) -> String {
-    sandbox.replace('/', "_")
+    sandbox.replace('/', "__").replace('.', "_")
 }

@@ -279,7 +279,7 @@ impl Datapath {
 /// Pins every map under `dir` (made ready by [`pinned::prepare`] at start),
 /// replacing pins of an earlier run.
 fn pin_maps(ebpf: &Ebpf, dir: &Path) -> Result<PathBuf, DatapathError> {
-    for name in pinned::PINNED {
+    for name in pinned::PINNED.into_iter().chain(pinned::SHARED) {
         let path = dir.join(name);
         let _ = std::fs::remove_file(&path);
         let map = ebpf.map(name).ok_or(DatapathError::MissingMap { name })?;

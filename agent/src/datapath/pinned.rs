@@ -22,6 +22,10 @@ pub const PINNED: [&str; 5] = [
     maps::COUNTERS,
 ];
 
+/// Maps pinned to be shared, not read by `detour bpf`: the fork objects
+/// load `FORK_SOURCES` from its pin.
+pub const SHARED: [&str; 1] = [maps::FORK_SOURCES];
+
 #[derive(Debug, thiserror::Error)]
 pub enum PinnedError {
     #[error(
@@ -128,6 +132,7 @@ impl OwnPins {
         Self(
             PINNED
                 .iter()
+                .chain(&SHARED)
                 .filter_map(|name| {
                     let path = dir.join(name);
                     let id = MapData::from_pin(&path).ok()?.info().ok()?.id();

@@ -26,6 +26,9 @@ pub struct Flow {
     pub client: SocketAddr,
     pub original_dst: SocketAddr,
     pub service: Arc<str>,
+    /// The sandbox of the fork pod the connection came from (its id;
+    /// 0: not a fork pod): its requests without a key inherit its key.
+    pub source_sandbox: u32,
     pub(super) started: Instant,
     pub(super) protocol: Mutex<&'static str>,
     pub(super) requests: AtomicU64,
@@ -40,12 +43,14 @@ impl Flow {
         client: SocketAddr,
         original_dst: SocketAddr,
         service: Arc<str>,
+        source_sandbox: u32,
     ) -> Self {
         Self {
             id,
             client,
             original_dst,
             service,
+            source_sandbox,
             started: Instant::now(),
             protocol: Mutex::new("detecting"),
             requests: AtomicU64::new(0),

@@ -77,9 +77,10 @@ impl FlowTable {
         client: SocketAddr,
         original_dst: SocketAddr,
         service: Arc<str>,
+        source_sandbox: u32,
     ) -> FlowGuard {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let flow = Arc::new(Flow::new(id, client, original_dst, service));
+        let flow = Arc::new(Flow::new(id, client, original_dst, service, source_sandbox));
         self.live().insert(id, Arc::clone(&flow));
         FlowGuard {
             table: Arc::clone(self),
@@ -168,6 +169,7 @@ mod tests {
             "10.0.0.2:4000".parse().expect("addr"),
             "10.96.0.10:8080".parse().expect("addr"),
             Arc::from("default/reviews"),
+            0,
         );
         (table, live)
     }

@@ -116,6 +116,16 @@ pub enum RoutingKeyError {
     NoSources,
 }
 
+/// What a baggage value escapes: everything outside `baggage-octet` (W3C
+/// Baggage: controls, space, `"`, `,`, `;`, `\\`), and `%` itself.
+const BAGGAGE_VALUE_ESCAPES: &percent_encoding::AsciiSet = &percent_encoding::CONTROLS
+    .add(b' ')
+    .add(b'"')
+    .add(b',')
+    .add(b';')
+    .add(b'\\')
+    .add(b'%');
+
 /// Where to look for a request's routing key; built once from the agent's
 /// options, shared read-only by every connection.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -192,6 +202,17 @@ impl RoutingKeys {
     /// The key names, lowercase, in priority order.
     pub fn names(&self) -> impl Iterator<Item = &str> {
         self.names.iter().map(|name| &**name)
+    }
+
+    /// The W3C `baggage` list member that carries `key` on a forwarded
+    /// request: the first key name, and the key percent-encoded where a
+    /// baggage value may not hold it as is.
+    pub fn baggage_member(&self, key: &str) -> String {
+        let name = self.names.first().map_or("detour-routing-key", |n| &**n);
+        format!(
+            "{name}={}",
+            percent_encoding::utf8_percent_encode(key, BAGGAGE_VALUE_ESCAPES)
+        )
     }
 
     /// The custom header names, lowercase, in priority order.

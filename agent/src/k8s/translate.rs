@@ -190,6 +190,7 @@ pub fn translate(state: &ClusterState, now: Timestamp) -> Translation {
             routing_key: sandbox.spec.routing_key.clone(),
             forks,
             fork_pods: pods_on_node,
+            inherit_key: true,
         });
     }
     // Always-steered Services, forked or not.

@@ -184,7 +184,9 @@ async fn prepare(client: &mut TcpStream, peer: SocketAddr, ctx: &ProxyContext) -
     ctx.metrics.connection(&service);
     let (origin, resolved) = ctx.origins.resolve(record.netns).await;
     ctx.metrics.origin(resolved);
-    let flow = ctx.flows.open(peer, dst, Arc::clone(&service));
+    let flow = ctx
+        .flows
+        .open(peer, dst, Arc::clone(&service), record.source_sandbox);
 
     let mut buf = ctx.buffers.take();
     let detected = match protocol {

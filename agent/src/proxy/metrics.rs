@@ -39,6 +39,11 @@ struct ReasonLabels {
     reason: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SandboxLabels {
+    sandbox: Label,
+}
+
 #[derive(Debug)]
 pub struct ProxyMetrics {
     connections: Family<ServiceLabels, Counter>,
@@ -47,6 +52,7 @@ pub struct ProxyMetrics {
     requests: Family<RequestLabels, Counter>,
     duration: Family<ProtocolLabels, Histogram>,
     fallbacks: Family<ReasonLabels, Counter>,
+    inherited: Family<SandboxLabels, Counter>,
     request_errors: Family<ReasonLabels, Counter>,
     upstream_errors: Family<ReasonLabels, Counter>,
     h2_errors: Family<ReasonLabels, Counter>,
@@ -73,6 +79,7 @@ impl ProxyMetrics {
                 Histogram::new(exponential_buckets(0.0001, 2.0, 20))
             }),
             fallbacks: Family::default(),
+            inherited: Family::default(),
             request_errors: Family::default(),
             upstream_errors: Family::default(),
             h2_errors: Family::default(),
@@ -113,6 +120,12 @@ impl ProxyMetrics {
             "fallbacks",
             "Requests meant for a fork that went to baseline, by reason",
             metrics.fallbacks.clone(),
+        );
+        registry.register(
+            "inherited_keys",
+            "Requests from a fork pod with no routing key of their own, routed with their \
+             sandbox's key (and forwarded carrying it), by sandbox",
+            metrics.inherited.clone(),
         );
         registry.register(
             "request_errors",
@@ -215,6 +228,15 @@ impl ProxyMetrics {
         self.duration
             .get_or_create(&ProtocolLabels { protocol })
             .observe(elapsed.as_secs_f64());
+    }
+
+    /// A request from a fork pod that inherited `sandbox`'s key.
+    pub fn inherited(&self, sandbox: &Arc<str>) {
+        self.inherited
+            .get_or_create(&SandboxLabels {
+                sandbox: Label(Arc::clone(sandbox)),
+            })
+            .inc();
     }
 
     pub fn fallback(&self, reason: &'static str) {

@@ -14,7 +14,7 @@ use tracing::debug;
 use super::{ProxyContext, origin::Origin};
 use crate::{
     flows::{Flow, Routing},
-    routes::Route,
+    routes::{Reason, Route},
 };
 
 /// What the proxy knows about a client connection before its first request.
@@ -27,6 +27,10 @@ pub struct Conn {
     pub flow: Arc<Flow>,
     /// Where its upstream connections leave from: the client's namespace.
     pub origin: Origin,
+    /// The sandbox of the fork pod it came from (`OrigDst::source_sandbox`;
+    /// 0: not a fork pod): its requests without a key inherit that
+    /// sandbox's. Kept by its flow record, also while parked.
+    pub source_sandbox: u32,
 }
 
 impl Conn {
@@ -39,18 +43,39 @@ impl Conn {
             original_dst: flow.original_dst,
             flow: Arc::clone(flow),
             origin,
+            source_sandbox: flow.source_sandbox,
         }
     }
 }
 
+/// A decided request: its route, and the `baggage` member (`name=key`) its
+/// forwarded head gets when it inherited its key (`None`: forwarded as
+/// received).
+#[derive(Debug)]
+pub struct Routed {
+    pub route: Route,
+    pub baggage: Option<Arc<str>>,
+}
+
 /// Decides one request on `conn` carrying `key`; `method` names it for
-/// `detour trace` (an HTTP method, or a gRPC method's path).
-pub fn route(ctx: &ProxyContext, conn: &Conn, key: Option<String>, method: &str) -> Route {
-    let decision =
-        ctx.routes
-            .load()
-            .decide(conn.service_id, conn.original_dst.port(), key.as_deref());
-    let reason = decision.reason();
+/// `detour trace` (an HTTP method, or a gRPC method's path). A request with
+/// no key from a fork pod inherits its sandbox's key: routed by it, and
+/// forwarded carrying it ([`Route::inherited`]).
+pub fn route(ctx: &ProxyContext, conn: &Conn, key: Option<String>, method: &str) -> Routed {
+    let snapshot = ctx.routes.load();
+    let inherited = match (&key, conn.source_sandbox) {
+        (None, source) if source != 0 => snapshot.inherited.get(&source),
+        _ => None,
+    };
+    let key = key.or_else(|| inherited.map(|i| i.key.to_string()));
+    let decision = snapshot.decide(conn.service_id, conn.original_dst.port(), key.as_deref());
+    let mut reason = decision.reason();
+    if let Some(inherited) = inherited {
+        ctx.metrics.inherited(&inherited.sandbox);
+        if reason == Reason::Fork {
+            reason = Reason::Inherited;
+        }
+    }
     if let Some(label) = reason.fallback() {
         ctx.metrics.fallback(label);
     }
@@ -63,6 +88,7 @@ pub fn route(ctx: &ProxyContext, conn: &Conn, key: Option<String>, method: &str)
         "routed"
     );
     let route = decision.into_route(conn.original_dst);
+    let baggage = inherited.map(|i| ctx.keys.baggage_member(&i.key).into());
     ctx.flows.routed(
         &conn.flow,
         method,
@@ -73,5 +99,5 @@ pub fn route(ctx: &ProxyContext, conn: &Conn, key: Option<String>, method: &str)
             reason,
         },
     );
-    route
+    Routed { route, baggage }
 }

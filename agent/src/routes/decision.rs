@@ -36,6 +36,10 @@ pub enum Reason {
     /// destination port: baseline, counted as a fallback.
     #[serde(rename = "fork-no-ready-endpoints")]
     ForkNotReady,
+    /// The request carries no routing key but comes from a fork pod: its
+    /// sandbox's key routes it to a fork (and it is forwarded carrying it).
+    #[serde(rename = "inherited-key")]
+    Inherited,
 }
 
 impl Reason {
@@ -46,6 +50,7 @@ impl Reason {
             Self::NoRouteForKey => "no-route-for-key",
             Self::Fork => "fork",
             Self::ForkNotReady => "fork-no-ready-endpoints",
+            Self::Inherited => "inherited-key",
         }
     }
 
@@ -54,7 +59,7 @@ impl Reason {
     pub fn fallback(self) -> Option<&'static str> {
         match self {
             Self::ForkNotReady => Some("no_ready_endpoints"),
-            Self::NoKey | Self::NoRouteForKey | Self::Fork => None,
+            Self::NoKey | Self::NoRouteForKey | Self::Fork | Self::Inherited => None,
         }
     }
 
@@ -63,7 +68,8 @@ impl Reason {
     pub fn route(self, sandbox: Option<&str>) -> String {
         match (self, sandbox) {
             (Self::Fork, Some(sandbox)) => sandbox.to_owned(),
-            (Self::NoKey | Self::Fork, _) => "baseline".to_owned(),
+            (Self::Inherited, Some(sandbox)) => format!("{sandbox} (inherited key)"),
+            (Self::NoKey | Self::Fork | Self::Inherited, _) => "baseline".to_owned(),
             (Self::NoRouteForKey, _) => "baseline (no route)".to_owned(),
             (Self::ForkNotReady, _) => "baseline (fork not ready)".to_owned(),
         }

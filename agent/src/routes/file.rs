@@ -70,6 +70,14 @@ pub struct SandboxSpec {
     /// forks (see docs/sandboxes.md).
     #[serde(default)]
     pub pod_cgroups: Vec<PathBuf>,
+    /// Whether requests without a routing key from its fork pods inherit
+    /// its key (default true).
+    #[serde(default = "yes")]
+    pub inherit_key: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -14,7 +14,7 @@ use std::{
 use detour_common::{NO_FORK_ENDPOINT, SockKey};
 use serde::Serialize;
 
-use super::{ForkPod, Protocol, RouteInput};
+use super::{ForkPod, Protocol, RouteInput, ServiceIds};
 
 /// One sandbox's fork pods on this node, and where their keyless connects go.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -25,11 +25,14 @@ pub struct ForkPods {
     /// [`NO_FORK_ENDPOINT`] while the fork has none ready (refused).
     #[serde(skip)]
     pub deps: BTreeMap<SockKey, SockKey>,
+    /// The sandbox's id, which marks its pods' connects so that their
+    /// requests inherit its key; 0: they inherit none (opted out).
+    pub inherit_as: u32,
 }
 
 /// The fork pods of every sandbox that has some on this node and forks a
-/// keyless destination.
-pub fn fork_pods(input: &RouteInput) -> BTreeMap<Arc<str>, ForkPods> {
+/// keyless destination or lends its key.
+pub fn fork_pods(input: &RouteInput, ids: &mut ServiceIds) -> BTreeMap<Arc<str>, ForkPods> {
     let mut all = BTreeMap::new();
     for sandbox in &input.sandboxes {
         if sandbox.fork_pods.is_empty() {
@@ -38,6 +41,11 @@ pub fn fork_pods(input: &RouteInput) -> BTreeMap<Arc<str>, ForkPods> {
         let mut pods = ForkPods {
             pods: sandbox.fork_pods.iter().cloned().collect(),
             deps: BTreeMap::new(),
+            inherit_as: if sandbox.inherit_key {
+                ids.sandbox_id(&sandbox.name)
+            } else {
+                0
+            },
         };
         for fork in &sandbox.forks {
             let Some(service) = input.services.iter().find(|s| s.label() == fork.service) else {
@@ -57,8 +65,9 @@ pub fn fork_pods(input: &RouteInput) -> BTreeMap<Arc<str>, ForkPods> {
                 pods.deps.insert(SockKey::new(*dst), endpoint);
             }
         }
-        // Nothing keyless forked: nothing for the fork programs to do.
-        if !pods.deps.is_empty() {
+        // Nothing keyless forked and nothing to inherit: nothing for the
+        // fork programs to do.
+        if !pods.deps.is_empty() || pods.inherit_as != 0 {
             all.insert(Arc::from(sandbox.name.as_str()), pods);
         }
     }
@@ -124,6 +133,13 @@ sandboxes:
     #[test]
     fn a_sandbox_without_fork_pods_on_the_node_has_no_fork_programs() {
         assert!(!fork_pods_of(FILE).contains_key("feature-y"));
+    }
+
+    #[test]
+    fn fork_pods_inherit_their_sandboxs_id_unless_it_opts_out() {
+        assert_ne!(fork_pods_of(FILE)["feature-x"].inherit_as, 0);
+        let opted_out = FILE.replace("    podCgroups:", "    inheritKey: false\n    podCgroups:");
+        assert_eq!(fork_pods_of(&opted_out)["feature-x"].inherit_as, 0);
     }
 
     #[test]

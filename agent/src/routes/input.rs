@@ -37,6 +37,9 @@ pub struct SandboxInput {
     pub forks: Vec<ForkInput>,
     /// The sandbox's fork pods on this node.
     pub fork_pods: Vec<ForkPod>,
+    /// Whether its fork pods' requests without a routing key inherit its
+    /// key (the default; a Sandbox can opt out).
+    pub inherit_key: bool,
 }
 
 /// A fork pod on this node, as a source names it.
@@ -109,6 +112,7 @@ impl From<&RoutesFile> for RouteInput {
                     .cloned()
                     .map(ForkPod::Cgroup)
                     .collect(),
+                inherit_key: sandbox.inherit_key,
             })
             .collect();
         let groups = file

@@ -22,7 +22,7 @@ pub use decision::{Decision, Pick, Reason, Route};
 pub use file::{Protocol, RoutesFile};
 pub use fork_pods::ForkPods;
 pub use input::{ForkInput, ForkPod, GroupInput, RouteInput, SandboxInput, ServiceInput};
-pub use snapshot::{Destination, ForkTarget, RouteSnapshot, Service, ServiceIds};
+pub use snapshot::{Destination, ForkTarget, Inherited, RouteSnapshot, Service, ServiceIds};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RoutesError {

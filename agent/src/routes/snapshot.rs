@@ -117,6 +117,9 @@ pub struct RouteSnapshot {
     /// Sandboxes with fork pods on this node: their cgroups and keyless
     /// forked destinations, for the fork programs.
     pub fork_pods: BTreeMap<Arc<str>, ForkPods>,
+    /// By sandbox id (`OrigDst::source_sandbox`): the key its fork pods'
+    /// requests inherit.
+    pub inherited: HashMap<u32, Inherited>,
 }
 
 /// Allocates service ids: the same namespace/name keeps its id across
@@ -125,17 +128,37 @@ pub struct RouteSnapshot {
 pub struct ServiceIds {
     ids: HashMap<String, u32>,
     next: u32,
+    /// Sandbox ids, carried through the kernel the same way
+    /// (`OrigDst::source_sandbox`): same rules, their own numbers.
+    sandboxes: HashMap<String, u32>,
+    next_sandbox: u32,
 }
 
 impl ServiceIds {
     pub fn id(&mut self, label: &str) -> u32 {
-        if let Some(id) = self.ids.get(label) {
+        Self::allocate(&mut self.ids, &mut self.next, label)
+    }
+
+    /// The id of sandbox `name`; never 0, stable across reloads.
+    pub fn sandbox_id(&mut self, name: &str) -> u32 {
+        Self::allocate(&mut self.sandboxes, &mut self.next_sandbox, name)
+    }
+
+    fn allocate(ids: &mut HashMap<String, u32>, next: &mut u32, name: &str) -> u32 {
+        if let Some(id) = ids.get(name) {
             return *id;
         }
-        self.next = self.next.saturating_add(1);
-        self.ids.insert(label.to_owned(), self.next);
-        self.next
+        *next = next.saturating_add(1);
+        ids.insert(name.to_owned(), *next);
+        *next
     }
+}
+
+/// The key a fork pod's requests without one inherit.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Inherited {
+    pub sandbox: Arc<str>,
+    pub key: Arc<str>,
 }
 
 impl RouteSnapshot {
@@ -207,7 +230,16 @@ impl RouteSnapshot {
                 .insert(group.name.clone(), group.sandboxes.clone());
             snapshot.routes.insert(group.routing_key.clone(), routes);
         }
-        snapshot.fork_pods = fork_pods(input);
+        snapshot.fork_pods = fork_pods(input, ids);
+        for sandbox in input.sandboxes.iter().filter(|s| s.inherit_key) {
+            snapshot.inherited.insert(
+                ids.sandbox_id(&sandbox.name),
+                Inherited {
+                    sandbox: sandbox.name.as_str().into(),
+                    key: sandbox.routing_key.as_str().into(),
+                },
+            );
+        }
         snapshot
     }
 

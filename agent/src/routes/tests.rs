@@ -388,6 +388,7 @@ fn per_port_endpoints_take_precedence_and_an_unlisted_port_falls_back() {
                 by_port: BTreeMap::from([(80, fork.clone()), (8080, fork)]),
             }],
             fork_pods: vec![],
+            inherit_key: true,
         }],
         groups: vec![],
     };

@@ -39,6 +39,12 @@ pub mod maps {
     /// Of a fork object: `PERCPU_ARRAY` of `u64`, indexed by the
     /// [`fork_counter`](super::fork_counter) constants.
     pub const FORK_COUNTERS: &str = "FORK_COUNTERS";
+    /// `LRU_HASH` of socket cookie (`u64`) -> sandbox id (`u32`), shared by
+    /// the node's object and every fork object (pinned): a fork program
+    /// marks its pod's connect with its sandbox, the node's `connect4/6`
+    /// read the mark (in the same `connect()` call) into
+    /// [`OrigDst::source_sandbox`](super::OrigDst::source_sandbox).
+    pub const FORK_SOURCES: &str = "FORK_SOURCES";
 }
 
 /// Default map capacities. They bound kernel memory; the reasons for each
@@ -67,6 +73,9 @@ pub mod capacity {
     /// port of its forked services): 1 Ki covers a sandbox forking 64
     /// databases with 16 addresses each; an entry is 40 bytes.
     pub const FORK_DEPS: u32 = 1024;
+    /// A mark lives for one `connect()` call; one left behind (a connect
+    /// to a destination that is not steered) is evicted by the LRU.
+    pub const FORK_SOURCES: u32 = 16 * 1024;
 }
 
 /// Indexes into the `COUNTERS` per-CPU array.
@@ -183,13 +192,18 @@ impl SockKey {
     }
 }
 
+/// [`Steered::flags`] bit: steered only for fork pods' connects (a service
+/// no sandbox forks, whose requests from a fork inherit its key); anyone
+/// else's connect to it is untouched.
+pub const STEERED_FORK_SOURCES_ONLY: u32 = 1 << 0;
+
 /// What the kernel knows about a steered destination.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Steered {
     /// The agent's identifier of the service this destination belongs to.
     pub service_id: u32,
-    /// Reserved for per-destination flags; zero today.
+    /// `STEERED_*` bits.
     pub flags: u32,
 }
 const _: () = assert!(core::mem::size_of::<Steered>() == 8);
@@ -206,8 +220,9 @@ pub struct OrigDst {
     pub family: u16,
     /// Explicit padding.
     pub _pad: u16,
-    /// Explicit padding, so that `netns` is 8-byte aligned.
-    pub _pad2: u32,
+    /// The sandbox of the fork pod that connected (its id in the route
+    /// snapshot); 0: not a fork pod. Also keeps `netns` 8-byte aligned.
+    pub source_sandbox: u32,
     /// The network namespace cookie of the client socket
     /// (`bpf_get_netns_cookie`): the proxy opens the upstream connection in
     /// that namespace, so that it leaves with the client's address.

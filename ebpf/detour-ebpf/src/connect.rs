@@ -10,11 +10,12 @@ use aya_ebpf::{
 };
 use aya_log_ebpf::debug;
 use detour_common::{
-    AF_INET, AF_INET6, CONFIG_HAS_PROXY4, CONFIG_HAS_PROXY6, OrigDst, SockKey, counter,
+    AF_INET, AF_INET6, CONFIG_HAS_PROXY4, CONFIG_HAS_PROXY6, OrigDst, STEERED_FORK_SOURCES_ONLY,
+    SockKey, counter,
 };
 
 use crate::{
-    maps::{CONFIG, ORIG_BY_COOKIE, STEERED, count},
+    maps::{CONFIG, FORK_SOURCES, ORIG_BY_COOKIE, STEERED, count},
     sock_addr::{ALLOW, Family, is_tcp, read_ip6, write_ip6},
 };
 
@@ -60,7 +61,23 @@ fn try_connect(ctx: &SockAddrContext, family: Family) -> Result<(), Failure> {
         count(counter::NOT_STEERED);
         return Ok(());
     };
-    let service_id = steered.service_id;
+    let (service_id, flags) = (steered.service_id, steered.flags);
+    // SAFETY: the helper only reads the context's socket.
+    let cookie = unsafe { bpf_get_socket_cookie(ctx.as_ptr()) };
+    // A fork pod's connect carries its sandbox's mark, left by the fork
+    // programs of its cgroup (which ran first, in this same call).
+    // SAFETY: the value is copied out before the entry is removed.
+    let source_sandbox = match unsafe { FORK_SOURCES.get(cookie) }.copied() {
+        Some(sandbox) => {
+            let _ = FORK_SOURCES.remove(cookie);
+            sandbox
+        }
+        None => 0,
+    };
+    if flags & STEERED_FORK_SOURCES_ONLY != 0 && source_sandbox == 0 {
+        count(counter::NOT_STEERED);
+        return Ok(());
+    }
     let config = CONFIG.get(0).ok_or(Failure::NoConfig)?;
 
     // SAFETY: `sk` of a connect hook's context is always a valid socket.
@@ -82,8 +99,6 @@ fn try_connect(ctx: &SockAddrContext, family: Family) -> Result<(), Failure> {
         return Ok(());
     }
 
-    // SAFETY: the helper only reads the context's socket.
-    let cookie = unsafe { bpf_get_socket_cookie(ctx.as_ptr()) };
     // SAFETY: the helper only reads the context's socket's namespace.
     let netns = unsafe { bpf_get_netns_cookie(ctx.as_ptr()) };
     let record = OrigDst {
@@ -91,7 +106,7 @@ fn try_connect(ctx: &SockAddrContext, family: Family) -> Result<(), Failure> {
         service_id,
         family: socket_family,
         _pad: 0,
-        _pad2: 0,
+        source_sandbox,
         netns,
     };
     ORIG_BY_COOKIE

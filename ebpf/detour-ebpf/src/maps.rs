@@ -21,6 +21,11 @@ pub static ORIG_BY_PEER: LruHashMap<SockKey, OrigDst> =
 #[map]
 pub static RELAY: SockHash<u64> = SockHash::with_max_entries(capacity::RELAY, 0);
 
+/// Shared with the fork objects (the agent pins it and hands them the pin).
+#[map]
+pub static FORK_SOURCES: LruHashMap<u64, u32> =
+    LruHashMap::with_max_entries(capacity::FORK_SOURCES, 0);
+
 #[map]
 pub static CONFIG: Array<Config> = Array::with_max_entries(1, 0);
 

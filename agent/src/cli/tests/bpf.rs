@@ -33,7 +33,7 @@ fn pinned_snapshot() -> crate::datapath::pinned::PinnedMaps {
                 service_id: 2,
                 family: detour_common::AF_INET,
                 _pad: 0,
-                _pad2: 0,
+                source_sandbox: 0,
                 netns: 4096,
             },
         )],

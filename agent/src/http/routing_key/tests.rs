@@ -467,3 +467,17 @@ fn arbitrary_input_never_panics_and_keys_are_valid() {
         }
     }
 }
+
+#[test]
+fn an_inherited_key_travels_as_a_baggage_member_of_the_first_key_name() {
+    let keys =
+        RoutingKeys::new(&["my-key".into(), "detour-routing-key".into()], &[]).expect("keys");
+    assert_eq!(keys.baggage_member("feature-x"), "my-key=feature-x");
+    // Outside baggage-octet, and `%` itself, percent-encoded: it reads back.
+    let member = keys.baggage_member("a,b;c\\d%e\"f");
+    assert_eq!(member, "my-key=a%2Cb%3Bc%5Cd%25e%22f");
+    assert_eq!(
+        keys.from_baggage(member.as_bytes()).as_deref(),
+        Some("a,b;c\\d%e\"f")
+    );
+}

@@ -39,7 +39,7 @@ use crate::{
         ProxyContext,
         error::ProxyError,
         origin::Origin,
-        route::{self, Conn},
+        route::{self, Conn, Routed},
     },
     routes::Route,
 };
@@ -74,15 +74,24 @@ pub async fn serve(
     if client_reset(&mut respond).await {
         return;
     }
-    let Route {
-        endpoint: upstream,
-        sandbox,
+    let Routed {
+        route: Route {
+            endpoint: upstream,
+            sandbox,
+        },
+        baggage,
     } = route::route(ctx, &conn, key, label);
     conn.flow.stream_opened();
     let _open = StreamGuard(&conn);
 
     let mut head = Request::from_parts(parts, ());
     mark_sensitive(head.headers_mut());
+    if let Some(member) = baggage
+        && let Ok(value) = HeaderValue::from_str(&member)
+    {
+        head.headers_mut()
+            .append(header::HeaderName::from_static("baggage"), value);
+    }
     if head.uri().authority().is_none() {
         // No `:authority` from the client: h2 then sends none either, with
         // `:scheme: http`, as it does for a request from HTTP/1.

@@ -21,7 +21,7 @@ use tokio::{
 };
 
 use super::body::{self, BodyError};
-use crate::http::head::{self, Framing, Method, RequestHead, ResponseHead, Stripped, hop};
+use crate::http::head::{self, Framing, Method, RequestHead, ResponseHead, hop};
 use crate::proxy::error::ProxyError;
 
 /// Added to the final response when the request's `Connection: close` was
@@ -48,6 +48,15 @@ pub enum Outcome {
     Retry,
 }
 
+/// A request as it is forwarded: its head, less the lines it strips, plus
+/// `added` (whole field lines, e.g. an inherited key's `baggage`) at the
+/// end of the head.
+#[derive(Debug, Clone, Copy)]
+pub struct Forwarded<'a> {
+    pub head: &'a RequestHead,
+    pub added: &'a [u8],
+}
+
 /// Runs one exchange. `buf` starts with the request head; on return it holds
 /// whatever the client sent after this request's body.
 pub async fn run(
@@ -55,10 +64,11 @@ pub async fn run(
     buf: &mut BytesMut,
     upstream: &mut TcpStream,
     ubuf: &mut BytesMut,
-    request: &RequestHead,
+    forwarded: Forwarded<'_>,
     reused: bool,
     response_timeout: Duration,
 ) -> Outcome {
+    let request = forwarded.head;
     let responded = AtomicBool::new(false);
     let replayable = reused && retry_safe(request);
     let (response, body_result) = {
@@ -68,7 +78,7 @@ pub async fn run(
         // The head, and as much of a Content-Length body as is already here, in one write.
         let prefix = body::ready_prefix(request.framing, buf.len() - request.len);
         let sent = &buf[..request.len + prefix];
-        if let Err(error) = write_head(&mut upstream_write, sent, &request.stripped).await {
+        if let Err(error) = write_head(&mut upstream_write, sent, forwarded).await {
             return refuse_or_retry(&BodyError::Write(error), reused, request);
         }
         // A request that may be retried keeps its head in `buf` until the
@@ -149,20 +159,26 @@ pub async fn run(
 }
 
 /// Writes `bytes` (the request head, then any body bytes already read)
-/// without the head's stripped lines; a retry writes the same bytes again.
+/// as forwarded: without the head's stripped lines, with the added ones
+/// before its final empty line. A retry writes the same bytes again.
 async fn write_head<W: AsyncWrite + Unpin>(
     writer: &mut W,
     bytes: &[u8],
-    stripped: &Stripped,
+    forwarded: Forwarded<'_>,
 ) -> std::io::Result<()> {
-    if stripped.is_empty() {
+    let stripped = &forwarded.head.stripped;
+    if stripped.is_empty() && forwarded.added.is_empty() {
         return writer.write_all(bytes).await;
     }
-    let mut pieces = [IoSlice::new(&[]); hop::MAX_LINES + 1];
-    for (slot, piece) in pieces.iter_mut().zip(stripped.kept(bytes)) {
-        *slot = IoSlice::new(piece);
+    // The stripped lines all lie before the head's final CRLF.
+    let (fields, end) = bytes.split_at(forwarded.head.len - 2);
+    let mut pieces = [IoSlice::new(&[]); hop::MAX_LINES + 3];
+    let mut count = 0;
+    for piece in stripped.kept(fields).chain([forwarded.added, end]) {
+        pieces[count] = IoSlice::new(piece);
+        count += 1;
     }
-    body::write_all_vectored(writer, &mut pieces).await
+    body::write_all_vectored(writer, &mut pieces[..count]).await
 }
 
 /// Only a request with no body and an idempotent method is sent twice.

@@ -22,7 +22,7 @@ use std::{
 };
 
 use bytes::BytesMut;
-use exchange::Outcome;
+use exchange::{Forwarded, Outcome};
 use idle::Next;
 use parking::{Lease, ParkingLot};
 use tokio::net::TcpStream;
@@ -32,7 +32,7 @@ use super::{
     ProxyContext,
     error::ProxyError,
     origin::Origin,
-    route::{self, Conn},
+    route::{self, Conn, Routed},
 };
 use crate::{
     http::{
@@ -177,16 +177,24 @@ async fn requests(
         if !head.stripped.is_empty() {
             debug!("Connection: close left out (hop-by-hop)");
         }
-        let Route {
-            endpoint: target,
-            sandbox,
+        let Routed {
+            route: Route {
+                endpoint: target,
+                sandbox,
+            },
+            baggage,
         } = route::route(ctx, conn, routing_key, method_name(head.method));
+        let added = baggage.map(|member| format!("baggage: {member}\r\n"));
+        let forwarded = Forwarded {
+            head: &head,
+            added: added.as_deref().map_or(&[], str::as_bytes),
+        };
         let outcome = exchange_with_retry(
             client,
             &mut buf,
             &mut ubuf,
             &mut current,
-            &head,
+            forwarded,
             (&conn.origin, target),
             ctx,
             h1,
@@ -262,7 +270,7 @@ async fn exchange_with_retry(
     buf: &mut BytesMut,
     ubuf: &mut BytesMut,
     current: &mut Option<Current>,
-    head: &RequestHead,
+    forwarded: Forwarded<'_>,
     (origin, target): (&Origin, SocketAddr),
     ctx: &ProxyContext,
     h1: &Http1,
@@ -272,7 +280,7 @@ async fn exchange_with_retry(
         // not closed the connection meanwhile (one non-blocking read).
         Some(held)
             if held.target == target
-                && (exchange::retry_safe(head) || pool::looks_alive(&held.stream)) =>
+                && (exchange::retry_safe(forwarded.head) || pool::looks_alive(&held.stream)) =>
         {
             Some(held.stream)
         }
@@ -298,7 +306,7 @@ async fn exchange_with_retry(
             buf,
             &mut upstream,
             ubuf,
-            head,
+            forwarded,
             reused,
             ctx.upstream.response_timeout,
         )

@@ -7,6 +7,11 @@
 //! to the sandbox's fork of it instead, decided here at `connect()` with no
 //! proxy hop. Every other connect is untouched.
 //!
+//! Every other TCP connect of a fork pod is marked with the sandbox
+//! (`FORK_SOURCES`, shared with the node's programs): when the node's
+//! programs redirect it to the proxy, its requests without a routing key
+//! inherit the sandbox's.
+//!
 //! Unlike the node's programs these fail closed, on purpose: a fork's
 //! database connection that reached the baseline database would write into
 //! everyone's data. A forked destination with no ready fork endpoint, or
@@ -21,9 +26,11 @@
 mod sock_addr;
 
 use aya_ebpf::{
+    EbpfContext,
     bindings::bpf_sock_addr,
+    helpers::bpf_get_socket_cookie,
     macros::{cgroup_sock_addr, map},
-    maps::{HashMap, PerCpuArray},
+    maps::{HashMap, LruHashMap, PerCpuArray},
     programs::SockAddrContext,
 };
 use detour_common::{NO_FORK_ENDPOINT, SockKey, capacity, fork_counter};
@@ -31,6 +38,15 @@ use sock_addr::{ALLOW, Family, is_tcp, read_ip6, write_ip6};
 
 /// Verdict that fails the connect with `EPERM`.
 const DENY: i32 = 0;
+
+/// The sandbox's id in the agent's route snapshot, set at load; 0: its
+/// requests inherit no key (the sandbox opted out, or no map is shared).
+#[unsafe(no_mangle)]
+static SANDBOX_ID: u32 = 0;
+
+/// The node object's map, shared through its pin: this connect's sandbox.
+#[map]
+static FORK_SOURCES: LruHashMap<u64, u32> = LruHashMap::with_max_entries(capacity::FORK_SOURCES, 0);
 
 /// Baseline destination -> the sandbox's fork endpoint, or `NO_FORK_ENDPOINT`.
 #[map]
@@ -64,6 +80,7 @@ fn steer(ctx: &SockAddrContext, family: Family) -> i32 {
     };
     // SAFETY: the value is copied out before the map can change under it.
     let Some(endpoint) = (unsafe { FORK_DEPS.get(dst) }).copied() else {
+        mark_source(ctx);
         return ALLOW;
     };
     if endpoint == NO_FORK_ENDPOINT {
@@ -85,6 +102,21 @@ fn steer(ctx: &SockAddrContext, family: Family) -> i32 {
     addr.user_port = u32::from(endpoint.port);
     count(fork_counter::REDIRECTED);
     ALLOW
+}
+
+/// Marks the connect with this sandbox, for the node's programs: if they
+/// redirect it to the proxy, its requests inherit the sandbox's key.
+#[inline(always)]
+fn mark_source(ctx: &SockAddrContext) {
+    // SAFETY: a read of this object's own constant, set at load.
+    let sandbox = unsafe { core::ptr::read_volatile(&SANDBOX_ID) };
+    if sandbox == 0 {
+        return;
+    }
+    // SAFETY: the helper only reads the context's socket.
+    let cookie = unsafe { bpf_get_socket_cookie(ctx.as_ptr()) };
+    // A full LRU evicts an old mark: never fails for want of room.
+    let _ = FORK_SOURCES.insert(cookie, sandbox, 0);
 }
 
 #[inline(always)]

@@ -1,8 +1,11 @@
 //! Sandboxes beyond routed requests: everything a fork pod does belongs to
-//! its sandbox. Its connects to the services the sandbox forks with no key
+//! its sandbox. Its requests without a routing key inherit the sandbox's
+//! (`inherit`); its connects to the services the sandbox forks with no key
 //! to carry (databases, caches: `tcp` ports) reach the sandbox's forks of
-//! them, decided at `connect()`; real PostgreSQL and Redis servers serve
-//! as baseline and fork; and fork pods found from the Kubernetes API.
+//! them, decided at `connect()`, with real PostgreSQL and Redis servers as
+//! baseline and fork (`state`); and fork pods are found from the Kubernetes
+//! API (`kubernetes`).
 
+mod inherit;
 mod kubernetes;
 mod state;

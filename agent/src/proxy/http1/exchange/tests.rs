@@ -10,7 +10,7 @@ use tokio::{
     net::{TcpListener, TcpStream},
 };
 
-use super::{Outcome, run};
+use super::{Forwarded, Outcome, run};
 use crate::http::head::{FieldLines, RequestHead, parse_request};
 
 const TIMEOUT: Duration = Duration::from_secs(5);
@@ -47,6 +47,15 @@ async fn answer(mut server: TcpStream, response: &'static [u8]) -> Vec<u8> {
 /// Runs `request` against an upstream answering `response`; returns the
 /// outcome, what the upstream received and what the client got.
 async fn exchange(request: &[u8], response: &'static [u8]) -> (Outcome, Vec<u8>, Vec<u8>) {
+    exchange_adding(request, b"", response).await
+}
+
+/// [`exchange`], with `added` field lines at the end of the forwarded head.
+async fn exchange_adding(
+    request: &[u8],
+    added: &[u8],
+    response: &'static [u8],
+) -> (Outcome, Vec<u8>, Vec<u8>) {
     let head = head(request);
     let (mut client, mut client_peer) = pair().await;
     let (mut upstream, server) = pair().await;
@@ -58,7 +67,7 @@ async fn exchange(request: &[u8], response: &'static [u8]) -> (Outcome, Vec<u8>,
         &mut buf,
         &mut upstream,
         &mut ubuf,
-        &head,
+        Forwarded { head: &head, added },
         false,
         TIMEOUT,
     )
@@ -160,7 +169,10 @@ async fn a_stale_reused_connection_is_retried_without_the_connection_line() {
         &mut buf,
         &mut stale,
         &mut ubuf,
-        &head,
+        Forwarded {
+            head: &head,
+            added: &[],
+        },
         true,
         TIMEOUT,
     )
@@ -176,7 +188,10 @@ async fn a_stale_reused_connection_is_retried_without_the_connection_line() {
         &mut buf,
         &mut fresh,
         &mut ubuf,
-        &head,
+        Forwarded {
+            head: &head,
+            added: &[],
+        },
         false,
         TIMEOUT,
     )
@@ -231,7 +246,10 @@ async fn a_response_that_is_already_there_keeps_a_bodiless_request_alive() {
             &mut buf,
             &mut upstream,
             &mut ubuf,
-            &head,
+            Forwarded {
+                head: &head,
+                added: &[],
+            },
             false,
             TIMEOUT,
         )
@@ -248,4 +266,21 @@ async fn a_response_that_is_already_there_keeps_a_bodiless_request_alive() {
             "attempt {attempt}: {outcome:?}"
         );
     }
+}
+
+#[tokio::test]
+async fn an_added_field_line_ends_the_forwarded_head_and_the_rest_is_as_received() {
+    let request = b"GET /a HTTP/1.1\r\nHost: x\r\nConnection: close\r\nBaggage: other=1\r\n\r\n";
+    let (_, received, _) = exchange_adding(
+        request,
+        b"baggage: detour-routing-key=feature-x\r\n",
+        b"HTTP/1.1 204 No Content\r\n\r\n",
+    )
+    .await;
+    assert_eq!(
+        String::from_utf8_lossy(&received),
+        "GET /a HTTP/1.1\r\nHost: x\r\nBaggage: other=1\r\n\
+         baggage: detour-routing-key=feature-x\r\n\r\n",
+        "the lone Connection: close left out, the member added last"
+    );
 }
