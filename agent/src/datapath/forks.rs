@@ -3,7 +3,7 @@
 //! map kept equal to the snapshot's keyless forked destinations, and its two
 //! connect programs attached to each fork pod's cgroup.
 //!
-//! Their links are pinned under `<pin dir>/forks/<run>/<sandbox>/`, so they
+//! Their links are pinned under `<pin dir>/forks/<run>/<sandbox>-<load>/`, so they
 //! outlive the agent: while no agent runs, a fork's connects still reach its
 //! own database, never the baseline one (the node's programs fail open; a
 //! fork's database traffic must not). A link goes when its pod stops being
