@@ -376,7 +376,14 @@ impl RouteUpdater {
     /// Sends the destinations this snapshot steers and the last did not (all
     /// of them at the first) to the sweeper.
     fn sweep_newly_steered(&mut self, snapshot: &RouteSnapshot) {
-        let now: HashSet<SocketAddr> = snapshot.destinations.keys().copied().collect();
+        // Connections to a destination steered for fork pods only are not
+        // closed: everyone else's go direct to it by design.
+        let now: HashSet<SocketAddr> = snapshot
+            .destinations
+            .iter()
+            .filter(|(_, d)| !d.fork_sources_only)
+            .map(|(dst, _)| *dst)
+            .collect();
         if let Some(sweep) = &self.sweep {
             let batch = now
                 .difference(&self.steered)

@@ -72,6 +72,38 @@ pub fn service_destinations(
     service: &Service,
     slices: &[Arc<EndpointSlice>],
 ) -> Vec<(SocketAddr, Protocol)> {
+    destinations_where(service, slices, |_| true)
+}
+
+/// [`service_destinations`], of the Service's HTTP ports only: declared
+/// (`appProtocol` http, h2c, grpc) or named so (`http*`, `grpc*`, `h2c*`,
+/// Istio's convention). A fork pod's connections to these reach the proxy
+/// even when no sandbox forks the Service, so that its requests inherit
+/// the sandbox's key; a port of any other protocol keeps going direct, and
+/// a server that speaks first never waits for detection.
+pub fn http_destinations(
+    service: &Service,
+    slices: &[Arc<EndpointSlice>],
+) -> Vec<(SocketAddr, Protocol)> {
+    destinations_where(service, slices, |port| {
+        let Some(port) = port else {
+            return false;
+        };
+        let declared = protocol_of(port.app_protocol.as_deref());
+        let named = port.name.as_deref().is_some_and(|name| {
+            ["http", "grpc", "h2c"]
+                .iter()
+                .any(|prefix| name.to_ascii_lowercase().starts_with(prefix))
+        });
+        matches!(declared, Protocol::Http | Protocol::H2c) || (declared == Protocol::Auto && named)
+    })
+}
+
+fn destinations_where(
+    service: &Service,
+    slices: &[Arc<EndpointSlice>],
+    keep: impl Fn(Option<&ServicePort>) -> bool,
+) -> Vec<(SocketAddr, Protocol)> {
     let mut destinations = BTreeMap::new();
     let spec = service.spec.as_ref();
     let cluster_ips = spec
@@ -81,7 +113,7 @@ pub fn service_destinations(
                 .or_else(|| s.cluster_ip.clone().map(|ip| vec![ip]))
         })
         .unwrap_or_default();
-    for port in tcp_ports(service) {
+    for port in tcp_ports(service).filter(|port| keep(Some(port))) {
         let Some(number) = port_u16(port.port) else {
             continue;
         };
@@ -105,6 +137,9 @@ pub fn service_destinations(
             let Some(number) = port.port.and_then(port_u16) else {
                 continue;
             };
+            if !keep(tcp_ports(service).find(|sp| sp.name == port.name)) {
+                continue;
+            }
             // The slice port's own appProtocol, else the Service port of the same name.
             let app_protocol = port.app_protocol.clone().or_else(|| {
                 tcp_ports(service)

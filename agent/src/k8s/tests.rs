@@ -191,18 +191,29 @@ fn only_forked_services_are_steered_at_cluster_ip_and_pod_ips() {
             None,
         )));
     let snapshot = cluster.snapshot();
-    let steered: Vec<_> = snapshot
-        .destinations
-        .iter()
-        .map(|(a, d)| (*a, d.protocol))
-        .collect();
+    let steered = |fork_pods_only: bool| -> Vec<_> {
+        snapshot
+            .destinations
+            .iter()
+            .filter(|(_, d)| d.fork_sources_only == fork_pods_only)
+            .map(|(a, d)| (*a, d.protocol))
+            .collect()
+    };
     assert_eq!(
-        steered,
+        steered(false),
         [
             (addr("10.1.0.5:8080"), Protocol::Http),
             (addr("10.96.0.20:80"), Protocol::Http)
         ],
         "TCP ports only; ratings not steered"
+    );
+    assert_eq!(
+        steered(true),
+        [
+            (addr("10.1.0.6:8080"), Protocol::Http),
+            (addr("10.96.0.21:80"), Protocol::Http)
+        ],
+        "ratings (HTTP, forked by nobody) steered for the fork pod on this node only"
     );
     assert_eq!(
         routed(&snapshot, 80, "key-x"),
@@ -505,8 +516,13 @@ fn a_service_with_hundreds_of_ports_is_steered_on_each() {
             None,
         )));
     let snapshot = cluster.snapshot();
-    // 300 ClusterIP ports, and the baseline pod at its EndpointSlice's port.
-    assert_eq!(snapshot.destinations.len(), 301);
+    // 300 ClusterIP ports, and the baseline pod at its EndpointSlice's port
+    // (ratings, steered for the fork pod only, aside).
+    let for_everyone = snapshot
+        .destinations
+        .values()
+        .filter(|d| !d.fork_sources_only);
+    assert_eq!(for_everyone.count(), 301);
     assert_eq!(routed(&snapshot, 1001, "key-x"), "default/x 10.2.0.1:2001");
     assert_eq!(routed(&snapshot, 1300, "key-x"), "default/x 10.2.0.1:2300");
 }

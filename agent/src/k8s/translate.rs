@@ -17,9 +17,14 @@
 //!   Sandbox's `ports` entry, else the Service's `targetPort` (a named one is
 //!   resolved on each fork pod's containers).
 //! - A Sandbox's fork pods on this node (`--node-name`), ready or not, are
-//!   named by UID for the fork programs (docs/sandboxes.md).
+//!   named by UID for the fork programs (docs/sandboxes.md). While some
+//!   inherit a key, the HTTP ports of every Service no Sandbox forks are
+//!   steered for fork pods only.
 
-use std::{collections::BTreeMap, sync::Arc};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    sync::Arc,
+};
 
 use k8s_openapi::{
     api::{core::v1::Service, discovery::v1::EndpointSlice},
@@ -29,7 +34,7 @@ use kube::ResourceExt;
 
 use super::{
     crd::{ALWAYS_STEERED_ANNOTATION, RouteGroup, Sandbox},
-    endpoints::{ForkPods, service_destinations},
+    endpoints::{ForkPods, http_destinations, service_destinations},
 };
 use crate::{
     http::routing_key::is_valid_routing_key,
@@ -207,7 +212,33 @@ pub fn translate(state: &ClusterState, now: Timestamp) -> Translation {
             namespace: namespace.to_owned(),
             name: name.to_owned(),
             destinations: service_destinations(service, &state.slices),
+            fork_sources_only: false,
         });
+    }
+    // With fork pods on this node whose requests inherit a key, the HTTP
+    // ports of every other Service are steered for fork pods only.
+    let inheriting = out
+        .input
+        .sandboxes
+        .iter()
+        .any(|s| s.inherit_key && !s.fork_pods.is_empty());
+    if inheriting {
+        let steered: BTreeSet<String> =
+            out.input.services.iter().map(ServiceInput::label).collect();
+        for service in &state.services {
+            let label = label_of(service.as_ref());
+            let destinations = http_destinations(service, &state.slices);
+            if steered.contains(&label) || destinations.is_empty() {
+                continue;
+            }
+            let (namespace, name) = label.split_once('/').unwrap_or(("", &label));
+            out.input.services.push(ServiceInput {
+                namespace: namespace.to_owned(),
+                name: name.to_owned(),
+                destinations,
+                fork_sources_only: true,
+            });
+        }
     }
     for group in live_groups {
         out.input.groups.push(group_input(group, &live_sandboxes));

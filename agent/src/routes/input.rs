@@ -21,6 +21,10 @@ pub struct ServiceInput {
     pub namespace: String,
     pub name: String,
     pub destinations: Vec<(SocketAddr, Protocol)>,
+    /// Steered for fork pods' connects only: a Service no sandbox forks,
+    /// whose requests from a fork inherit its key. Everyone else's connects
+    /// to it go direct.
+    pub fork_sources_only: bool,
 }
 
 impl ServiceInput {
@@ -89,6 +93,7 @@ impl From<&RoutesFile> for RouteInput {
                             .map(move |ip| (SocketAddr::new(*ip, port.port), port.protocol))
                     })
                     .collect(),
+                fork_sources_only: false,
             })
             .collect();
         let sandboxes = file

@@ -14,7 +14,7 @@ use std::{
     },
 };
 
-use detour_common::{SockKey, Steered};
+use detour_common::{STEERED_FORK_SOURCES_ONLY, SockKey, Steered};
 use serde::Serialize;
 
 use super::{ForkPods, Protocol, RouteInput, RoutesFile, fork_pods::fork_pods};
@@ -43,6 +43,8 @@ impl std::fmt::Display for Service {
 pub struct Destination {
     pub service_id: u32,
     pub protocol: Protocol,
+    /// Steered for fork pods' connects only (`STEERED_FORK_SOURCES_ONLY`).
+    pub fork_sources_only: bool,
 }
 
 /// Where requests with one routing key go for one service.
@@ -190,6 +192,7 @@ impl RouteSnapshot {
                     Destination {
                         service_id: id,
                         protocol: *protocol,
+                        fork_sources_only: spec.fork_sources_only,
                     },
                 );
             }
@@ -252,7 +255,11 @@ impl RouteSnapshot {
                     SockKey::new(*dst),
                     Steered {
                         service_id: d.service_id,
-                        flags: 0,
+                        flags: if d.fork_sources_only {
+                            STEERED_FORK_SOURCES_ONLY
+                        } else {
+                            0
+                        },
                     },
                 )
             })

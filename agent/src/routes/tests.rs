@@ -378,6 +378,7 @@ fn per_port_endpoints_take_precedence_and_an_unlisted_port_falls_back() {
                 (addr("10.0.0.1:80"), Protocol::Http),
                 (addr("10.1.0.5:8080"), Protocol::Http),
             ],
+            fork_sources_only: false,
         }],
         sandboxes: vec![SandboxInput {
             name: "default/x".into(),

@@ -83,3 +83,53 @@ fn without_a_node_name_no_fork_pod_is_known() {
             .all(|s| s.fork_pods.is_empty())
     );
 }
+
+#[test]
+fn the_http_ports_of_unforked_services_are_steered_for_fork_pods_only() {
+    let mut cluster = Cluster::new();
+    cluster
+        .sandboxes
+        .1
+        .apply_watcher_event(&Event::Apply(sandbox(
+            "x",
+            "x",
+            "x",
+            "2026-01-01T00:00:00Z",
+            None,
+        )));
+    cluster
+        .services
+        .1
+        .apply_watcher_event(&Event::Apply(object(json!({
+            "metadata": {"name": "shop", "namespace": "default"},
+            "spec": {"clusterIP": "10.96.0.30", "ports": [
+                {"name": "db", "port": 5432, "appProtocol": "tcp"},
+                {"name": "http-web", "port": 8080},
+                {"name": "metrics", "port": 9090},
+                {"name": "api", "port": 8443, "appProtocol": "kubernetes.io/h2c"}
+            ]}
+        }))));
+    let fork_only = |cluster: &Cluster| -> Vec<(String, crate::routes::Protocol)> {
+        let (snapshot, _) = cluster.snapshot_at("2026-01-01T00:00:00Z");
+        snapshot
+            .destinations
+            .iter()
+            .filter(|(addr, d)| d.fork_sources_only && addr.ip().to_string() == "10.96.0.30")
+            .map(|(addr, d)| (addr.to_string(), d.protocol))
+            .collect()
+    };
+    assert_eq!(
+        fork_only(&cluster),
+        [
+            ("10.96.0.30:8080".to_owned(), crate::routes::Protocol::Auto),
+            ("10.96.0.30:8443".to_owned(), crate::routes::Protocol::H2c),
+        ],
+        "HTTP ports, declared or named so; tcp and unnamed ports stay direct"
+    );
+
+    // No fork pod on this node: nothing is steered for fork pods.
+    let mut elsewhere = fork_pod("fork-x", "10.2.0.1", "x", true);
+    elsewhere.spec.as_mut().expect("spec").node_name = Some("node-b".into());
+    cluster.pods.1.apply_watcher_event(&Event::Apply(elsewhere));
+    assert!(fork_only(&cluster).is_empty());
+}

@@ -6,7 +6,9 @@
 //! fork pods' cgroups from their UIDs: a process of the `app` fork's pod
 //! that connects to `db`'s ClusterIP reaches the `db` fork; the same connect
 //! from another pod reaches baseline; the Sandbox deleted, the fork pod
-//! reaches baseline too.
+//! reaches baseline too. A request from the fork pod to `web`, an HTTP
+//! Service nobody forks, goes through the proxy and carries the sandbox's
+//! key; another pod's goes direct.
 //!
 //! These need root. Without it each test fails and says so, unless
 //! `DETOUR_SKIP_ROOT_TESTS=1` is set.
@@ -21,6 +23,8 @@ use serde_json::Value;
 const PORT: u16 = 8080;
 /// `db`'s ClusterIP, in the API server's Service range.
 const DB_IP: &str = "10.96.0.12";
+/// `web`'s: an HTTP Service no Sandbox forks.
+const WEB_IP: &str = "10.96.0.13";
 
 fn workloads() -> String {
     format!(
@@ -32,6 +36,14 @@ spec:
   clusterIP: {DB_IP}
   selector: {{app: reviews, version: db-v1}}
   ports: [{{name: db, port: {PORT}, targetPort: {PORT}, appProtocol: tcp}}]
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: web, namespace: default}}
+spec:
+  clusterIP: {WEB_IP}
+  selector: {{app: reviews, version: web-v1}}
+  ports: [{{name: http, port: {PORT}, targetPort: {PORT}}}]
 ---
 apiVersion: v1
 kind: Service
@@ -50,8 +62,9 @@ spec:
       selector: {{matchLabels: {{app: reviews, version: app-x}}}}
     - service: {{name: db}}
       selector: {{matchLabels: {{app: reviews, version: db-x}}}}
-{db}{app_fork}{db_fork}"#,
+{db}{web}{app_fork}{db_fork}"#,
         db = echo_deployment("db", "db-v1", PORT, false),
+        web = echo_deployment("web", "web-v1", PORT, false),
         app_fork = echo_deployment("app-fork", "app-x", PORT, true),
         db_fork = echo_deployment("db-fork", "db-x", PORT, true),
     )
@@ -82,18 +95,20 @@ fn db_served_to(cluster: &Cluster, pod: &Value) -> String {
 }
 
 #[test]
-fn a_sandboxs_fork_pods_found_by_uid_reach_its_keyless_fork() {
+fn fork_pods_found_by_uid_reach_keyless_forks_and_lend_their_key_to_unforked_services() {
     if !require_root() {
         return;
     }
     let cluster = Cluster::start("sk");
     cluster.apply(&workloads());
     let baseline = cluster.ready_pods("default", "version=db-v1");
+    let web = cluster.ready_pods("default", "version=web-v1");
     cluster.ready_pods("default", "version in (app-x, db-x)");
     cluster.route_cluster_ip(DB_IP, &baseline[0]);
+    cluster.route_cluster_ip(WEB_IP, &web[0]);
     let fork_pod = cluster.pods("default", "version=app-x").remove(0);
     let baseline_pod = cluster.pods("default", "version=db-v1").remove(0);
-    let _agent = cluster.agent().arg("--node-name").arg(NODE_NAME).spawn();
+    let agent = cluster.agent().arg("--node-name").arg(NODE_NAME).spawn();
 
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
@@ -108,6 +123,25 @@ fn a_sandboxs_fork_pods_found_by_uid_reach_its_keyless_fork() {
         std::thread::sleep(Duration::from_millis(100));
     }
     assert_eq!(db_served_to(&cluster, &baseline_pod), "db");
+
+    // `web`, forked by nobody: the fork pod's request reaches it through
+    // the proxy and carries the sandbox's key; another pod's goes direct.
+    let headers = |pod: &Value| {
+        let url = format!("http://{WEB_IP}:{PORT}/headers");
+        let output = cluster.exec_in_pod(pod, "curl", &["-sS", "-m", "5", &url]);
+        assert!(output.status.success(), "curl {url} failed");
+        String::from_utf8_lossy(&output.stdout).to_ascii_lowercase()
+    };
+    assert!(
+        headers(&fork_pod).contains("baggage: detour-routing-key=feature-x\r\n"),
+        "the fork pod's request inherits the key"
+    );
+    assert!(!headers(&baseline_pod).contains("baggage"));
+    assert_eq!(
+        agent.metric("detour_connections_total{service=\"default/web\"}"),
+        1,
+        "only the fork pod's connection is proxied"
+    );
 
     cluster
         .plane
