@@ -40,4 +40,10 @@ pub struct SandboxSpec {
     #[serde(default)]
     #[schemars(length(max = 64))]
     pub forks: Vec<Fork>,
+    /// Whether requests that the forks' pods send without a routing key
+    /// are routed with this Sandbox's key and forwarded carrying it (a
+    /// `baggage` member), so that a fork that does not propagate the key
+    /// still reaches the Sandbox's other forks. Default true.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inherit_key: Option<bool>,
 }

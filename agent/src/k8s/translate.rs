@@ -195,7 +195,7 @@ pub fn translate(state: &ClusterState, now: Timestamp) -> Translation {
             routing_key: sandbox.spec.routing_key.clone(),
             forks,
             fork_pods: pods_on_node,
-            inherit_key: true,
+            inherit_key: sandbox.spec.inherit_key.unwrap_or(true),
         });
     }
     // Always-steered Services, forked or not.

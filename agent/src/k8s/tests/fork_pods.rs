@@ -133,3 +133,17 @@ fn the_http_ports_of_unforked_services_are_steered_for_fork_pods_only() {
     cluster.pods.1.apply_watcher_event(&Event::Apply(elsewhere));
     assert!(fork_only(&cluster).is_empty());
 }
+
+#[test]
+fn a_sandbox_that_opts_out_lends_no_key_and_steers_nothing_for_its_pods() {
+    let mut cluster = Cluster::new();
+    let mut opted_out = sandbox("x", "x", "x", "2026-01-01T00:00:00Z", None);
+    opted_out.spec.inherit_key = Some(false);
+    cluster
+        .sandboxes
+        .1
+        .apply_watcher_event(&Event::Apply(opted_out));
+    let (snapshot, _) = cluster.snapshot_at("2026-01-01T00:00:00Z");
+    assert!(snapshot.inherited.is_empty());
+    assert!(snapshot.destinations.values().all(|d| !d.fork_sources_only));
+}
