@@ -54,6 +54,22 @@ pub struct Status {
     /// predate steering on a kernel without `CONFIG_INET_DIAG_DESTROY`).
     #[serde(default)]
     pub warnings: Vec<String>,
+    /// The fork pods on this node the fork programs serve (a pod whose
+    /// cgroup is missing, or that could not be attached, is also a route
+    /// problem).
+    #[serde(default)]
+    pub fork_pods: Vec<ForkPodStatus>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ForkPodStatus {
+    pub sandbox: String,
+    /// `namespace/name` of a Kubernetes pod, or a cgroup directory.
+    pub pod: String,
+    /// Whether its requests without a key inherit the sandbox's.
+    pub inherits_key: bool,
+    /// Keyless destinations its connects go to the sandbox's forks of.
+    pub keyless_forks: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -18,7 +18,7 @@ use crate::{
     flows::FlowTable,
     health::{Area, Condition, Health},
     http::routing_key::RoutingKeys,
-    routes::RouteSnapshot,
+    routes::{ForkPod, RouteSnapshot},
     telemetry::LogControl,
 };
 
@@ -111,6 +111,26 @@ impl AdminContext {
             client_address: self.origins.describe(),
             bypassing_connections: bypassing,
             warnings: self.health.problems(Area::Agent),
+            fork_pods: fork_pods(&self.routes.load()),
         }
     }
+}
+
+/// The snapshot's fork pods, as `detour status` lists them.
+fn fork_pods(snapshot: &RouteSnapshot) -> Vec<api::ForkPodStatus> {
+    snapshot
+        .fork_pods
+        .iter()
+        .flat_map(|(sandbox, pods)| {
+            pods.pods.iter().map(move |pod| api::ForkPodStatus {
+                sandbox: sandbox.to_string(),
+                pod: match pod {
+                    ForkPod::Cgroup(path) => path.display().to_string(),
+                    ForkPod::Pod { name, .. } => name.clone(),
+                },
+                inherits_key: pods.inherit_as != 0,
+                keyless_forks: pods.deps.len() as u64,
+            })
+        })
+        .collect()
 }

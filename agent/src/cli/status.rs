@@ -13,8 +13,9 @@ use crate::admin::api;
 /// Show the agent: attached programs, cgroup, route source, map sizes, uptime
 ///
 /// Also: the proxy addresses, whether the agent is ready, live flows, where
-/// the maps are pinned, and route problems: objects the route source
-/// ignored, steered destinations the STEERED map could not hold.
+/// the maps are pinned, the fork pods on this node, and route problems:
+/// objects the route source ignored, steered destinations the STEERED map
+/// could not hold, fork pods not attached.
 ///
 /// Examples:
 ///   detour status
@@ -81,6 +82,20 @@ pub fn render(status: &api::Status) -> String {
         }
         out.push('\n');
         out.push_str(&maps.render());
+    }
+    if !status.fork_pods.is_empty() {
+        let mut pods =
+            Table::new(&["FORK POD", "SANDBOX", "INHERITS KEY", "KEYLESS FORKS"]).right(3);
+        for pod in &status.fork_pods {
+            pods.row([
+                pod.pod.clone(),
+                pod.sandbox.clone(),
+                if pod.inherits_key { "yes" } else { "no" }.to_owned(),
+                pod.keyless_forks.to_string(),
+            ]);
+        }
+        out.push('\n');
+        out.push_str(&pods.render());
     }
     if !status.warnings.is_empty() {
         out.push_str("\nWarnings:\n");

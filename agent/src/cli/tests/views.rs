@@ -45,6 +45,7 @@ fn status_snapshot() -> api::Status {
                 .into(),
         bypassing_connections: Some(0),
         warnings: Vec::new(),
+        fork_pods: Vec::new(),
     }
 }
 
@@ -67,6 +68,39 @@ Pinned maps:     /sys/fs/bpf/detour
 MAP      ENTRIES    MAX
 STEERED        3  16384
 CONFIG         1      1
+",
+    );
+}
+
+#[test]
+fn status_lists_the_fork_pods_on_the_node() {
+    let mut snapshot = status_snapshot();
+    snapshot.maps.clear();
+    snapshot.fork_pods = vec![
+        api::ForkPodStatus {
+            sandbox: "shop/feature-x".into(),
+            pod: "shop/orders-feature-x-7d9f".into(),
+            inherits_key: true,
+            keyless_forks: 2,
+        },
+        api::ForkPodStatus {
+            sandbox: "shop/feature-y".into(),
+            pod: "shop/orders-feature-y-c41a".into(),
+            inherits_key: false,
+            keyless_forks: 0,
+        },
+    ];
+    let rendered = status::render(&snapshot);
+    let table = rendered
+        .split_once("Pinned maps:     /sys/fs/bpf/detour\n\n")
+        .expect("the fields, then the table")
+        .1;
+    assert_text(
+        table,
+        "\
+FORK POD                    SANDBOX         INHERITS KEY  KEYLESS FORKS
+shop/orders-feature-x-7d9f  shop/feature-x  yes                       2
+shop/orders-feature-y-c41a  shop/feature-y  no                        0
 ",
     );
 }

@@ -148,6 +148,24 @@ fn a_fork_pod_is_served_by_its_sandboxs_database_and_cache_and_baseline_is_untou
 
     assert_eq!(setup.postgres_owner(fork_pod).as_deref(), Ok("fork"));
     assert_eq!(setup.postgres_owner(other).as_deref(), Ok("baseline"));
+    // `detour status` lists the fork pod, its sandbox and its forks.
+    let status = std::process::Command::new(detour_tests::detour_bin())
+        .arg("--socket")
+        .arg(agent.admin_socket())
+        .args(["status", "-o", "json"])
+        .output()
+        .expect("detour status");
+    let status: serde_json::Value = serde_json::from_slice(&status.stdout).expect("status JSON");
+    assert_eq!(
+        status["fork_pods"],
+        serde_json::json!([{
+            "sandbox": "feature-x",
+            "pod": fork_pod.path().display().to_string(),
+            "inherits_key": true,
+            "keyless_forks": 4,
+        }]),
+        "both ports on both addresses"
+    );
     assert_eq!(setup.redis_owner(fork_pod, &db.ip4.to_string()), "fork");
     assert_eq!(setup.redis_owner(fork_pod, &db.ip6.to_string()), "fork");
     assert_eq!(setup.redis_owner(other, &db.ip4.to_string()), "baseline");
