@@ -217,6 +217,12 @@ pub struct ExplainRequest {
     /// The request target (`/path?query`), for `--routing-query-param`.
     #[serde(default)]
     pub path: Option<String>,
+    /// The pod the request would come from, as `detour status` lists fork
+    /// pods (`namespace/name`, or a cgroup directory): a fork pod's request
+    /// without a key inherits its sandbox's, and its connects to keyless
+    /// forked services go to the forks.
+    #[serde(default)]
+    pub from: Option<String>,
 }
 
 /// The whole reasoning behind a decision.

@@ -3,9 +3,11 @@
 //! without disturbing anything (the round-robin cursor is only peeked).
 
 use super::api::{ExplainRequest, Explanation};
+use detour_common::{NO_FORK_ENDPOINT, SockKey};
+
 use crate::{
     http::routing_key::RoutingKeys,
-    routes::{Decision, Pick, Reason, RouteSnapshot},
+    routes::{Decision, ForkPod, ForkPods, Pick, Reason, RouteSnapshot},
 };
 
 pub fn explain(
@@ -48,14 +50,66 @@ pub fn explain(
         steps: Vec::new(),
         bypassing_connections: None,
     };
-    let Some((key, origin)) =
-        keys.explain_request(request.path.as_deref().map(str::as_bytes), || {
-            request
-                .headers
-                .iter()
-                .map(|(name, value)| (name.as_bytes(), value.as_bytes()))
-        })
-    else {
+    let fork_pod = match &request.from {
+        Some(from) => {
+            let found = fork_pod_named(snapshot, from);
+            match &found {
+                Some((sandbox, _)) => {
+                    steps.push(format!("{from} is a fork pod of sandbox {sandbox}"))
+                }
+                None => steps.push(format!(
+                    "{from} is not a fork pod on this node: its requests are anyone's"
+                )),
+            }
+            found
+        }
+        None => None,
+    };
+    if let Some((sandbox, pods)) = fork_pod
+        && let Some(endpoint) = keyless_fork(snapshot, service.id, port, pods)
+    {
+        steps.push(format!(
+            "port {port} is keyless (tcp) and sandbox {sandbox} forks it: decided at connect(), \
+             no proxy"
+        ));
+        out.sandbox = Some(sandbox.to_string());
+        out.reason = Reason::Fork;
+        match endpoint {
+            Some(endpoint) => {
+                steps.push(format!("-> sandbox {sandbox}: endpoint {endpoint}"));
+                out.destination = "sandbox".into();
+                out.endpoint = Some(endpoint);
+            }
+            None => {
+                steps.push(
+                    "-> refused (EPERM): the fork has no ready endpoint, and a fork's \
+                            connect never goes to baseline"
+                        .into(),
+                );
+                out.destination = "refused".into();
+            }
+        }
+        out.steps = steps;
+        return Ok(out);
+    }
+    let found = keys.explain_request(request.path.as_deref().map(str::as_bytes), || {
+        request
+            .headers
+            .iter()
+            .map(|(name, value)| (name.as_bytes(), value.as_bytes()))
+    });
+    let inherited = match (&found, fork_pod) {
+        (None, Some((sandbox, pods))) if pods.inherit_as != 0 => {
+            snapshot.inherited.get(&pods.inherit_as).map(|i| {
+                (
+                    i.key.to_string(),
+                    format!("inherited from sandbox {sandbox} (no key of its own)"),
+                )
+            })
+        }
+        _ => None,
+    };
+    let Some((key, origin)) = found.or(inherited.clone()) else {
         let names: Vec<&str> = keys.names().collect();
         steps.push(format!(
             "no routing key: looked for {names:?} in baggage, tracestate, uberctx-*, ot-baggage-*{}",
@@ -71,7 +125,16 @@ pub fn explain(
 
     // The same decision as a request's, with the round-robin cursor only peeked.
     let decision = snapshot.decide_with(service.id, port, Some(&key), Pick::Peek);
-    out.reason = decision.reason();
+    out.reason = match decision.reason() {
+        Reason::Fork if inherited.is_some() => Reason::Inherited,
+        reason => reason,
+    };
+    if inherited.is_some() {
+        steps.push(format!(
+            "the forwarded request gets `baggage: {}`",
+            keys.baggage_member(&key)
+        ));
+    }
     let owner = snapshot
         .sandbox_keys
         .get(&key)
@@ -118,6 +181,37 @@ pub fn explain(
     }
     out.steps = steps;
     Ok(out)
+}
+
+/// The fork pod `from` names (`namespace/name`, or its cgroup), and its
+/// sandbox.
+fn fork_pod_named<'a>(snapshot: &'a RouteSnapshot, from: &str) -> Option<(&'a str, &'a ForkPods)> {
+    snapshot.fork_pods.iter().find_map(|(sandbox, pods)| {
+        pods.pods
+            .iter()
+            .any(|pod| match pod {
+                ForkPod::Pod { name, .. } => name == from,
+                ForkPod::Cgroup(path) => path.as_os_str() == from,
+            })
+            .then_some((&**sandbox, pods))
+    })
+}
+
+/// Where a fork pod's connect to the service at `port` goes when its
+/// sandbox forks that destination keylessly: `Some(Some(endpoint))`, or
+/// `Some(None)`: refused (no ready endpoint). `None`: not keyless-forked.
+fn keyless_fork(
+    snapshot: &RouteSnapshot,
+    service_id: u32,
+    port: u16,
+    pods: &ForkPods,
+) -> Option<Option<std::net::SocketAddr>> {
+    snapshot
+        .destinations
+        .iter()
+        .filter(|(addr, d)| d.service_id == service_id && addr.port() == port)
+        .find_map(|(addr, _)| pods.deps.get(&SockKey::new(*addr)))
+        .map(|endpoint| (*endpoint != NO_FORK_ENDPOINT).then(|| endpoint.socket_addr()))
 }
 
 fn custom_headers(keys: &RoutingKeys) -> String {

@@ -32,6 +32,7 @@ use crate::admin::api;
 ///   detour explain --service default/web --path '/?sandbox=feature-x'
 ///   detour explain --service reviews -H 'tracestate: sd-sandbox=feature-x' --port 8080
 ///   detour explain --service default/reviews -o json | jq -r .destination
+///   detour explain --service shop/postgres --from shop/orders-feature-x-7d9f
 #[derive(Debug, Args)]
 #[command(verbatim_doc_comment)]
 pub struct ExplainArgs {
@@ -50,6 +51,13 @@ pub struct ExplainArgs {
     /// The request target, `/path?query` (for `--routing-query-param`).
     #[arg(long, value_name = "TARGET")]
     path: Option<String>,
+
+    /// The pod it comes from, as `detour status` lists fork pods
+    /// (`namespace/name`, or a cgroup directory): a fork pod's request
+    /// without a key inherits its sandbox's, and its connects to keyless
+    /// forked services go to the forks.
+    #[arg(long, value_name = "POD")]
+    from: Option<String>,
 }
 
 fn parse_header(text: &str) -> Result<(String, String), String> {
@@ -69,6 +77,7 @@ pub fn run(args: &ExplainArgs, global: &Global) -> anyhow::Result<()> {
         port: args.port,
         headers: args.headers.clone(),
         path: args.path.clone(),
+        from: args.from.clone(),
     };
     let explanation: api::Explanation =
         Client::new(global.socket.clone())?.send(Method::POST, "/explain", &request)?;
@@ -84,6 +93,9 @@ pub fn render(explanation: &api::Explanation) -> String {
     let decision = match (&explanation.sandbox, explanation.endpoint) {
         (Some(sandbox), Some(endpoint)) if explanation.destination == "sandbox" => {
             format!("sandbox {sandbox}, endpoint {endpoint}")
+        }
+        (Some(sandbox), None) if explanation.destination == "refused" => {
+            format!("refused: sandbox {sandbox}'s fork has no ready endpoint")
         }
         _ => format!(
             "baseline: the client's original destination ({})",

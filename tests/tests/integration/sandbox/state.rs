@@ -166,6 +166,30 @@ fn a_fork_pod_is_served_by_its_sandboxs_database_and_cache_and_baseline_is_untou
         }]),
         "both ports on both addresses"
     );
+    // `detour explain --from` the fork pod: decided at connect, to the fork.
+    let explain = std::process::Command::new(detour_tests::detour_bin())
+        .arg("--socket")
+        .arg(agent.admin_socket())
+        .args([
+            "explain",
+            "--service",
+            "default/db",
+            "--port",
+            "5432",
+            "-o",
+            "json",
+        ])
+        .arg("--from")
+        .arg(fork_pod.path())
+        .output()
+        .expect("detour explain");
+    let explain: serde_json::Value = serde_json::from_slice(&explain.stdout).expect("JSON");
+    let fork = format!("{}:{PG}", setup.forked.fork().ip4);
+    assert_eq!(
+        (&explain["destination"], &explain["endpoint"]),
+        (&serde_json::json!("sandbox"), &serde_json::json!(fork)),
+        "{explain}"
+    );
     assert_eq!(setup.redis_owner(fork_pod, &db.ip4.to_string()), "fork");
     assert_eq!(setup.redis_owner(fork_pod, &db.ip6.to_string()), "fork");
     assert_eq!(setup.redis_owner(other, &db.ip4.to_string()), "baseline");
