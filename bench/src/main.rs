@@ -48,6 +48,7 @@ mod daemon;
 mod h2;
 mod host;
 mod http;
+mod inherit;
 mod origins;
 mod procs;
 mod relay;
@@ -82,6 +83,8 @@ pub enum Suite {
     Sandbox,
     /// What keeping the client's address costs: memory of per-pod pools, CPU per upstream connection.
     Origins,
+    /// What an inherited routing key costs per request: a fork pod's unkeyed requests vs keyed ones.
+    Inherit,
 }
 
 #[derive(Debug, Args)]
@@ -178,6 +181,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
         Suite::Soak => soak::run(args),
         Suite::Sandbox => sandbox::run(args),
         Suite::Origins => origins::run(args),
+        Suite::Inherit => inherit::run(args),
     }
 }
 

@@ -15,8 +15,8 @@ use crate::{cargo, exec, root};
 
 #[derive(Debug, Args)]
 pub struct BenchArgs {
-    /// The suite (connect, http, h2, relay, soak, sandbox, origins, or
-    /// micro) and its flags: `cargo xtask bench http --help` lists them.
+    /// The suite (connect, http, h2, relay, soak, sandbox, origins,
+    /// inherit, or micro) and its flags: `cargo xtask bench http --help` lists them.
     #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
     pub args: Vec<OsString>,
 }

@@ -165,6 +165,9 @@ impl ClientPod<'_> {
 pub struct Load<'a> {
     pub wrk: &'a Path,
     pub client: ClientPod<'a>,
+    /// Whether requests carry the routing key (`false`: a fork pod's
+    /// clients, whose requests inherit it).
+    keyed: bool,
     wrk_script: PathBuf,
     count_script: PathBuf,
     hold_script: PathBuf,
@@ -181,10 +184,17 @@ impl<'a> Load<'a> {
         Ok(Self {
             wrk,
             client: ClientPod { cpus, pod, cgroup },
+            keyed: true,
             wrk_script: dir.write("done.lua", WRK_DONE)?,
             count_script: dir.write("count.lua", &format!("{WRK_DONE}{WRK_COUNT}"))?,
             hold_script: dir.write("hold_idle.py", HOLD_IDLE)?,
         })
+    }
+
+    /// The same load, its requests without the routing key.
+    pub fn unkeyed(mut self) -> Self {
+        self.keyed = false;
+        self
     }
 
     /// One measured interval against `addr`.
@@ -229,8 +239,10 @@ impl<'a> Load<'a> {
         command
             .args(["-t1", &format!("-c{connections}"), &format!("-d{seconds}s")])
             .args(["--timeout", "2s", "-s"])
-            .arg(script)
-            .args(["-H", BAGGAGE]);
+            .arg(script);
+        if self.keyed {
+            command.args(["-H", BAGGAGE]);
+        }
         if mode == ConnMode::Close {
             command.args(["-H", "Connection: close"]);
         }

@@ -74,6 +74,7 @@ pub struct Stage {
     fork_server: Daemon,
     base_server: Daemon,
     detour_acct: Accounting,
+    fork_pod: Cgroup,
     attached: Cgroup,
     net: Topology,
     dir: TempDir,
@@ -107,6 +108,9 @@ impl Stage {
         let attached = Cgroup::new(&detour_tests::unique_name(&format!(
             "detour-bench-{suite}-attached-"
         )));
+        // The sandbox's fork pod: its clients' requests without a key
+        // inherit the sandbox's (`bench inherit`).
+        let fork_pod = attached.child("fork-pod");
         let detour_acct = Accounting::new("detour");
         let up = Upstreams {
             base: SocketAddrV4::new(base.ip4, BACKEND_PORT),
@@ -136,7 +140,9 @@ sandboxes:
     forks:
       - service: bench/backend
         endpoints: ["{fork_addr}"]
-"#
+    podCgroups: ["{fork_pod}"]
+"#,
+            fork_pod = fork_pod.path().display(),
         );
         let agent = Agent::builder(&net, &attached)
             .routes(&routes)
@@ -170,6 +176,7 @@ sandboxes:
             fork_server,
             base_server,
             detour_acct,
+            fork_pod,
             attached,
             net,
             dir,
@@ -198,6 +205,11 @@ sandboxes:
     /// The cgroup detour attaches to: the clients run in it.
     pub fn attached(&self) -> &Cgroup {
         &self.attached
+    }
+
+    /// The sandbox's fork pod cgroup, inside the attached one.
+    pub fn fork_pod(&self) -> &Cgroup {
+        &self.fork_pod
     }
 
     pub fn cpus(&self) -> &Cpus {
