@@ -6,7 +6,9 @@
 //! The sandbox gone, the pod's new connects go to baseline. A fork with no
 //! ready endpoint is refused, never sent to baseline; and the fork pod keeps
 //! its own database while no agent runs (the fork programs' links are
-//! pinned), until a new agent starts without the sandbox.
+//! pinned), both on a connection it held across the agent's kill -9 and on
+//! new ones, until a new agent starts without the sandbox. `detour status`
+//! lists the fork pod; `detour explain --from` it says where it connects.
 //!
 //! These need root. Without it each test fails and says so, unless
 //! `DETOUR_SKIP_ROOT_TESTS=1` is set.
@@ -252,9 +254,18 @@ fn a_fork_pod_keeps_its_database_while_no_agent_runs() {
     let endpoints = setup.fork_endpoints();
     let mut agent = setup.agent(Some(&endpoints));
     assert_eq!(setup.postgres_owner(&setup.fork_pod).as_deref(), Ok("fork"));
+    // A connection the fork holds to its cache across the agent's death.
+    let db = setup.forked.baseline().ip4.to_string();
+    let mut held = HeldRedis::open(&setup, &db);
+    assert_eq!(held.get_owner(), "fork");
 
     // The node's programs go with the agent (fail-open); the fork's stay.
     agent.kill9();
+    assert_eq!(
+        held.get_owner(),
+        "fork",
+        "the held connection is the fork's still"
+    );
     assert_eq!(setup.postgres_owner(&setup.fork_pod).as_deref(), Ok("fork"));
     assert_eq!(
         setup.postgres_owner(&setup.forked.cgroup).as_deref(),
@@ -273,4 +284,55 @@ fn a_fork_pod_keeps_its_database_while_no_agent_runs() {
     assert_eq!(setup.postgres_owner(&setup.fork_pod).as_deref(), Ok("fork"));
     next.write_routes(&setup.routes(None));
     setup.wait_fork_pod_reaches("baseline");
+}
+
+/// A Redis connection a fork pod's process holds open, asking `GET owner`
+/// on it on demand (a plain RESP client: `redis-cli` reads all its input
+/// before it answers).
+struct HeldRedis {
+    child: std::process::Child,
+    stdin: std::process::ChildStdin,
+    stdout: std::io::BufReader<std::process::ChildStdout>,
+}
+
+const HOLD_REDIS: &str = r#"
+import socket, sys
+s = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=10)
+f = s.makefile("rb")
+for _ in sys.stdin:
+    s.sendall(b"*2\r\n$3\r\nGET\r\n$5\r\nowner\r\n")
+    f.readline()
+    print(f.readline().decode().strip(), flush=True)
+"#;
+
+impl HeldRedis {
+    fn open(setup: &Setup, host: &str) -> Self {
+        let mut child = setup.forked.client().spawn_driven_in(
+            &setup.fork_pod,
+            "/usr/bin/python3",
+            &["-c", HOLD_REDIS, host, &REDIS.to_string()],
+        );
+        let stdin = child.stdin.take().expect("piped stdin");
+        let stdout = std::io::BufReader::new(child.stdout.take().expect("piped stdout"));
+        Self {
+            child,
+            stdin,
+            stdout,
+        }
+    }
+
+    fn get_owner(&mut self) -> String {
+        use std::io::{BufRead, Write};
+        writeln!(self.stdin).expect("ask");
+        let mut line = String::new();
+        self.stdout.read_line(&mut line).expect("answer");
+        line.trim().to_owned()
+    }
+}
+
+impl Drop for HeldRedis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
