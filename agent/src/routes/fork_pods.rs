@@ -7,14 +7,14 @@
 //! to the sandbox's fork; everyone else's goes where it was addressed.
 
 use std::{
-    collections::{BTreeMap, BTreeSet},
+    collections::{BTreeMap, BTreeSet, HashMap},
     sync::Arc,
 };
 
 use detour_common::{NO_FORK_ENDPOINT, SockKey};
 use serde::Serialize;
 
-use super::{ForkPod, Protocol, RouteInput, ServiceIds};
+use super::{ForkPod, Protocol, RouteInput};
 
 /// One sandbox's fork pods on this node, and where their keyless connects go.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -32,7 +32,10 @@ pub struct ForkPods {
 
 /// The fork pods of every sandbox that has some on this node and forks a
 /// keyless destination or lends its key.
-pub fn fork_pods(input: &RouteInput, ids: &mut ServiceIds) -> BTreeMap<Arc<str>, ForkPods> {
+pub fn fork_pods(
+    input: &RouteInput,
+    inheriting: &HashMap<&str, u32>,
+) -> BTreeMap<Arc<str>, ForkPods> {
     let mut all = BTreeMap::new();
     for sandbox in &input.sandboxes {
         if sandbox.fork_pods.is_empty() {
@@ -41,11 +44,7 @@ pub fn fork_pods(input: &RouteInput, ids: &mut ServiceIds) -> BTreeMap<Arc<str>,
         let mut pods = ForkPods {
             pods: sandbox.fork_pods.iter().cloned().collect(),
             deps: BTreeMap::new(),
-            inherit_as: if sandbox.inherit_key {
-                ids.sandbox_id(&sandbox.name)
-            } else {
-                0
-            },
+            inherit_as: inheriting.get(sandbox.name.as_str()).copied().unwrap_or(0),
         };
         for fork in &sandbox.forks {
             let Some(service) = input.services.iter().find(|s| s.label() == fork.service) else {

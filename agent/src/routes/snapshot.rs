@@ -130,30 +130,52 @@ pub struct RouteSnapshot {
 pub struct ServiceIds {
     ids: HashMap<String, u32>,
     next: u32,
-    /// Sandbox ids, carried through the kernel the same way
-    /// (`OrigDst::source_sandbox`): same rules, their own numbers.
-    sandboxes: HashMap<String, u32>,
-    next_sandbox: u32,
 }
 
 impl ServiceIds {
     pub fn id(&mut self, label: &str) -> u32 {
-        Self::allocate(&mut self.ids, &mut self.next, label)
-    }
-
-    /// The id of sandbox `name`; never 0, stable across reloads.
-    pub fn sandbox_id(&mut self, name: &str) -> u32 {
-        Self::allocate(&mut self.sandboxes, &mut self.next_sandbox, name)
-    }
-
-    fn allocate(ids: &mut HashMap<String, u32>, next: &mut u32, name: &str) -> u32 {
-        if let Some(id) = ids.get(name) {
+        if let Some(id) = self.ids.get(label) {
             return *id;
         }
-        *next = next.saturating_add(1);
-        ids.insert(name.to_owned(), *next);
-        *next
+        self.next = self.next.saturating_add(1);
+        self.ids.insert(label.to_owned(), self.next);
+        self.next
     }
+}
+
+/// The id that marks sandbox `name`'s fork pods' connects
+/// (`OrigDst::source_sandbox`): a hash of the name (FNV-1a, folded to 32
+/// bits, never 0), so that every agent, of any version, numbers a sandbox
+/// alike; an old agent's records read the same in its successor.
+pub fn sandbox_id(name: &str) -> u32 {
+    use std::hash::Hasher;
+    let mut hasher = fnv::FnvHasher::default();
+    hasher.write(name.as_bytes());
+    let hash = hasher.finish();
+    let folded = (hash ^ (hash >> 32)) as u32;
+    folded.max(1)
+}
+
+/// The ids of the sandboxes whose fork pods' requests inherit their key:
+/// those that lend it, less any two whose ids collide (neither inherits:
+/// a mark must name one sandbox).
+pub fn inheriting(input: &RouteInput) -> HashMap<&str, u32> {
+    inheriting_by(input, sandbox_id)
+}
+
+fn inheriting_by(input: &RouteInput, id_of: impl Fn(&str) -> u32) -> HashMap<&str, u32> {
+    let mut by_id: HashMap<u32, Vec<&str>> = HashMap::new();
+    for sandbox in input.sandboxes.iter().filter(|s| s.inherit_key) {
+        by_id
+            .entry(id_of(&sandbox.name))
+            .or_default()
+            .push(&sandbox.name);
+    }
+    by_id
+        .into_iter()
+        .filter(|(_, names)| names.len() == 1)
+        .map(|(id, names)| (names[0], id))
+        .collect()
 }
 
 /// The key a fork pod's requests without one inherit.
@@ -233,15 +255,18 @@ impl RouteSnapshot {
                 .insert(group.name.clone(), group.sandboxes.clone());
             snapshot.routes.insert(group.routing_key.clone(), routes);
         }
-        snapshot.fork_pods = fork_pods(input, ids);
-        for sandbox in input.sandboxes.iter().filter(|s| s.inherit_key) {
-            snapshot.inherited.insert(
-                ids.sandbox_id(&sandbox.name),
-                Inherited {
-                    sandbox: sandbox.name.as_str().into(),
-                    key: sandbox.routing_key.as_str().into(),
-                },
-            );
+        let inheriting = inheriting(input);
+        snapshot.fork_pods = fork_pods(input, &inheriting);
+        for sandbox in &input.sandboxes {
+            if let Some(id) = inheriting.get(sandbox.name.as_str()) {
+                snapshot.inherited.insert(
+                    *id,
+                    Inherited {
+                        sandbox: sandbox.name.as_str().into(),
+                        key: sandbox.routing_key.as_str().into(),
+                    },
+                );
+            }
         }
         snapshot
     }
@@ -285,5 +310,52 @@ impl RouteSnapshot {
             ("route_groups", self.route_groups.len()),
             ("routes", forks),
         ]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::routes::SandboxInput;
+
+    fn sandbox(name: &str, inherit_key: bool) -> SandboxInput {
+        SandboxInput {
+            name: name.into(),
+            routing_key: name.into(),
+            forks: vec![],
+            fork_pods: vec![],
+            inherit_key,
+        }
+    }
+
+    #[test]
+    fn a_sandboxs_id_is_the_same_in_every_agent_and_version() {
+        // Pinned: a successor agent must read its predecessor's marks.
+        // FNV-1a 64 of the name, its halves xored: 0xd81a1604.
+        assert_eq!(sandbox_id("default/feature-x"), 0xd81a_1604);
+        assert_ne!(
+            sandbox_id("default/feature-y"),
+            sandbox_id("default/feature-x")
+        );
+    }
+
+    #[test]
+    fn sandboxes_whose_ids_collide_lend_no_key_and_opted_out_ones_none() {
+        let input = RouteInput {
+            sandboxes: vec![
+                sandbox("a", true),
+                sandbox("b", true),
+                sandbox("c", true),
+                sandbox("d", false),
+            ],
+            ..RouteInput::default()
+        };
+        let colliding = |name: &str| if name == "c" { 7 } else { 5 };
+        let ids = inheriting_by(&input, colliding);
+        assert_eq!(
+            ids,
+            HashMap::from([("c", 7)]),
+            "a and b collide; d opted out"
+        );
     }
 }
