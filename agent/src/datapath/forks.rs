@@ -26,7 +26,7 @@ use aya::{
     maps::{HashMap, MapData},
     programs::{CgroupAttachMode, CgroupSockAddr, links::FdLink, links::PinnedLink},
 };
-use detour_common::{SockKey, maps};
+use detour_common::{NO_FORK_ENDPOINT, SockKey, maps};
 use tracing::{info, warn};
 
 use super::{pod_cgroup, steered, take_map};
@@ -304,6 +304,18 @@ impl SandboxPrograms {
             ));
         }
         applied.dependencies += deps.installed;
+        let refused = wanted
+            .deps
+            .values()
+            .filter(|endpoint| **endpoint == NO_FORK_ENDPOINT)
+            .count();
+        if refused > 0 && !wanted.pods.is_empty() {
+            applied.problems.push(format!(
+                "sandbox {name}: its fork of {refused} keyless destination(s) has no ready \
+                 endpoint, so its fork pods' connects to them are refused (never sent to \
+                 baseline) until one is ready"
+            ));
+        }
 
         let gone: Vec<ForkPod> = self
             .pods

@@ -231,7 +231,7 @@ fn a_forked_database_with_no_ready_fork_refuses_the_fork_pods_connects() {
         return;
     }
     let setup = Setup::new();
-    let _agent = setup.agent(Some(&[]));
+    let agent = setup.agent(Some(&[]));
     let refused = setup
         .postgres_owner(&setup.fork_pod)
         .expect_err("a fork pod's connect to a fork with no endpoint must fail");
@@ -242,6 +242,17 @@ fn a_forked_database_with_no_ready_fork_refuses_the_fork_pods_connects() {
     assert_eq!(
         setup.postgres_owner(&setup.forked.cgroup).as_deref(),
         Ok("baseline")
+    );
+    let status = std::process::Command::new(detour_tests::detour_bin())
+        .arg("--socket")
+        .arg(agent.admin_socket())
+        .arg("status")
+        .output()
+        .expect("detour status");
+    let status = String::from_utf8_lossy(&status.stdout);
+    assert!(
+        status.contains("no ready") && status.contains("refused"),
+        "`detour status` says why: {status}"
     );
 }
 
