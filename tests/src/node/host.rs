@@ -110,7 +110,7 @@ pub fn node_cgroups() -> Vec<PathBuf> {
 /// Makes the node's cgroup root in every hierarchy (the kubelet requires it
 /// to exist), with a v1 cpuset's CPUs and memory nodes copied from its
 /// parent (an empty cpuset takes no process). Returns the cgroup v2 one.
-pub fn make_node_cgroups() -> PathBuf {
+fn make_node_cgroups() -> PathBuf {
     let mut unified = None;
     for root in hierarchies() {
         let dir = root.join(CGROUP_ROOT);
@@ -126,6 +126,31 @@ pub fn make_node_cgroups() -> PathBuf {
         }
     }
     unified.expect("a cgroup v2 hierarchy (unified or hybrid)")
+}
+
+/// The node's cgroup roots, made at once and removed (with anything left in
+/// them) on drop: a node that fails to start, at whatever step, leaves
+/// none behind.
+#[derive(Debug)]
+pub struct NodeCgroups {
+    /// The one in the cgroup v2 hierarchy.
+    pub unified: PathBuf,
+}
+
+impl NodeCgroups {
+    pub fn make() -> Self {
+        Self {
+            unified: make_node_cgroups(),
+        }
+    }
+}
+
+impl Drop for NodeCgroups {
+    fn drop(&mut self) {
+        for cgroup in node_cgroups() {
+            remove_cgroup_tree(&cgroup);
+        }
+    }
 }
 
 /// Kills every process in `cgroup` and below (cgroup v2's `cgroup.kill`,

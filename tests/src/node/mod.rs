@@ -76,8 +76,8 @@ pub struct KubeNode {
     pub plane: ControlPlane,
     anchor: Anchor,
     dir: PathBuf,
-    /// The kubelet's cgroup root in the cgroup v2 hierarchy.
-    cgroup: PathBuf,
+    /// The kubelet's cgroup roots (removed on drop, last).
+    cgroups: host::NodeCgroups,
     sysctls: SavedSysctls,
     _lock: NodeLock,
 }
@@ -105,7 +105,7 @@ impl KubeNode {
              xtask cluster down` removes it)"
         );
         let sysctls = SavedSysctls::save();
-        let cgroup = host::make_node_cgroups();
+        let cgroups = host::NodeCgroups::make();
         let anchor = Anchor::start();
         let plane = ControlPlane::start(PlaneSpec {
             enter: anchor.enter(),
@@ -123,7 +123,7 @@ impl KubeNode {
             plane,
             anchor,
             dir,
-            cgroup,
+            cgroups,
             sysctls,
             _lock: lock,
         };
@@ -276,12 +276,12 @@ impl KubeNode {
     /// The kubelet's cgroup root in the cgroup v2 hierarchy: the cgroup above
     /// `kubepods` (what a node-wide eBPF dataplane attaches to).
     pub fn cgroup_root(&self) -> &Path {
-        &self.cgroup
+        &self.cgroups.unified
     }
 
     /// The cgroup v2 directory holding every pod: what the agent attaches to.
     pub fn kubepods(&self) -> PathBuf {
-        self.cgroup.join("kubepods")
+        self.cgroups.unified.join("kubepods")
     }
 }
 
