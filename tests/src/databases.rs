@@ -29,6 +29,19 @@ impl Drop for Postgres {
     }
 }
 
+/// `program` (a PostgreSQL server program) as the `postgres` user.
+fn as_postgres(command: &mut Command, program: PathBuf) -> &mut Command {
+    command
+        .args([
+            "--reuid",
+            POSTGRES_USER,
+            "--regid",
+            POSTGRES_USER,
+            "--init-groups",
+        ])
+        .arg(program)
+}
+
 /// The directory of PostgreSQL's server programs (`initdb`, `postgres`).
 fn postgres_bin() -> PathBuf {
     let mut versions: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
@@ -52,15 +65,7 @@ impl Pod {
         let data = TempDir::new(&format!("detour-{}-pg-", self.name));
         crate::cmd::run("chown", &[POSTGRES_USER, &data.0.display().to_string()]);
         let pgdata = data.0.join("data");
-        let initdb = Command::new("setpriv")
-            .args([
-                "--reuid",
-                POSTGRES_USER,
-                "--regid",
-                POSTGRES_USER,
-                "--init-groups",
-            ])
-            .arg(bin.join("initdb"))
+        let initdb = as_postgres(&mut Command::new("setpriv"), bin.join("initdb"))
             .args(["--auth=trust", "--no-sync", "-U", "postgres", "-D"])
             .arg(&pgdata)
             .output()
@@ -76,17 +81,11 @@ impl Pod {
         std::fs::write(&hba, rules).expect("write pg_hba.conf");
 
         let listen = format!("{},{}", self.ip4, self.ip6);
-        let child = Command::new("nsenter")
+        let mut server = Command::new("nsenter");
+        server
             .arg(format!("--net={}", self.netns.path()))
-            .args(["--", "setpriv"])
-            .args([
-                "--reuid",
-                POSTGRES_USER,
-                "--regid",
-                POSTGRES_USER,
-                "--init-groups",
-            ])
-            .arg(bin.join("postgres"))
+            .args(["--", "setpriv"]);
+        let child = as_postgres(&mut server, bin.join("postgres"))
             .arg("-D")
             .arg(&pgdata)
             .args(["-h", &listen, "-p", &port.to_string(), "-k"])

@@ -94,7 +94,7 @@ impl Pod {
         let script = concat!(env!("CARGO_MANIFEST_DIR"), "/servers/relay.py");
         let mode = if propagate { "propagate" } else { "drop" };
         let args = [script, &port.to_string(), &self.name, downstream, mode];
-        let mut child = match cgroup {
+        let child = match cgroup {
             Some(cgroup) => self.spawn_in(cgroup, "python3", &args),
             None => Command::new("nsenter")
                 .arg(format!("--net={}", self.netns.path()))
@@ -105,16 +105,7 @@ impl Pod {
                 .spawn()
                 .expect("start relay.py"),
         };
-        let stdout = child.stdout.take().expect("piped stdout");
-        let proc = Proc::new(child);
-        let mut line = String::new();
-        std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line)
-            .expect("relay server output");
-        assert!(
-            line.starts_with("listening"),
-            "relay server did not start: {line:?}"
-        );
-        proc
+        listening(child, script)
     }
 
     /// Starts `nghttpd`, an h2c (prior knowledge) file server, on `port`,
@@ -179,22 +170,27 @@ impl Pod {
         if let Some(log) = log {
             command.arg(log);
         }
-        let mut child = command
+        let child = command
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {script}: {e}"));
-        let stdout = child.stdout.take().expect("piped stdout");
-        let proc = Proc::new(child);
-        let mut line = String::new();
-        std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line)
-            .expect("echo server output");
-        assert!(
-            line.starts_with("listening"),
-            "echo server did not start: {line:?}"
-        );
-        proc
+        listening(child, script)
     }
+}
+
+/// A test server (`script`) just started, once it printed "listening".
+fn listening(mut child: std::process::Child, script: &str) -> Proc {
+    let stdout = child.stdout.take().expect("piped stdout");
+    let proc = Proc::new(child);
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line)
+        .unwrap_or_else(|e| panic!("{script}'s output: {e}"));
+    assert!(
+        line.starts_with("listening"),
+        "{script} did not start: {line:?}"
+    );
+    proc
 }
 
 /// The requests an echo server received; removed on drop.

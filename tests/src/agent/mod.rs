@@ -37,6 +37,30 @@ impl Agent {
         &self.admin_socket
     }
 
+    /// `detour ARGS` against this agent's admin socket, as a user at the
+    /// node runs it.
+    pub fn cli(&self, args: &[&str]) -> std::process::Output {
+        Command::new(crate::detour_bin())
+            .arg("--socket")
+            .arg(&self.admin_socket)
+            .args(args)
+            .output()
+            .expect("run detour")
+    }
+
+    /// `detour ARGS -o json` against this agent: its JSON output.
+    pub fn cli_json(&self, args: &[&str]) -> serde_json::Value {
+        let mut all = args.to_vec();
+        all.extend(["-o", "json"]);
+        let output = self.cli(&all);
+        serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
+            panic!(
+                "detour {args:?}: not JSON ({e}): {}",
+                String::from_utf8_lossy(&output.stderr)
+            )
+        })
+    }
+
     /// Where the agent pins its maps (for `detour bpf --pin-dir`).
     pub fn pin_dir(&self) -> PathBuf {
         self.pin_dir.clone()

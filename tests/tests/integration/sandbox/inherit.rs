@@ -187,21 +187,10 @@ fn a_forks_unkeyed_calls_inherit_its_sandboxs_key_and_carry_it_on() {
     );
 
     // `detour explain --from` the fork pod says the same.
-    let explain = std::process::Command::new(detour_tests::detour_bin())
-        .arg("--socket")
-        .arg(setup.agent.admin_socket())
-        .args([
-            "explain",
-            "--service",
-            "default/back",
-            "-o",
-            "json",
-            "--from",
-        ])
-        .arg(fork_pod.path())
-        .output()
-        .expect("detour explain");
-    let explain: serde_json::Value = serde_json::from_slice(&explain.stdout).expect("JSON");
+    let pod = fork_pod.path().display().to_string();
+    let explain = setup
+        .agent
+        .cli_json(&["explain", "--service", "default/back", "--from", &pod]);
     assert_eq!(explain["reason"], "inherited-key", "{explain}");
     assert_eq!(explain["sandbox"], "feature-x", "{explain}");
 }

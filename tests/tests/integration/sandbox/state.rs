@@ -151,13 +151,7 @@ fn a_fork_pod_is_served_by_its_sandboxs_database_and_cache_and_baseline_is_untou
     assert_eq!(setup.postgres_owner(fork_pod).as_deref(), Ok("fork"));
     assert_eq!(setup.postgres_owner(other).as_deref(), Ok("baseline"));
     // `detour status` lists the fork pod, its sandbox and its forks.
-    let status = std::process::Command::new(detour_tests::detour_bin())
-        .arg("--socket")
-        .arg(agent.admin_socket())
-        .args(["status", "-o", "json"])
-        .output()
-        .expect("detour status");
-    let status: serde_json::Value = serde_json::from_slice(&status.stdout).expect("status JSON");
+    let status = agent.cli_json(&["status"]);
     assert_eq!(
         status["fork_pods"],
         serde_json::json!([{
@@ -169,23 +163,16 @@ fn a_fork_pod_is_served_by_its_sandboxs_database_and_cache_and_baseline_is_untou
         "both ports on both addresses"
     );
     // `detour explain --from` the fork pod: decided at connect, to the fork.
-    let explain = std::process::Command::new(detour_tests::detour_bin())
-        .arg("--socket")
-        .arg(agent.admin_socket())
-        .args([
-            "explain",
-            "--service",
-            "default/db",
-            "--port",
-            "5432",
-            "-o",
-            "json",
-        ])
-        .arg("--from")
-        .arg(fork_pod.path())
-        .output()
-        .expect("detour explain");
-    let explain: serde_json::Value = serde_json::from_slice(&explain.stdout).expect("JSON");
+    let pod = fork_pod.path().display().to_string();
+    let explain = agent.cli_json(&[
+        "explain",
+        "--service",
+        "default/db",
+        "--port",
+        "5432",
+        "--from",
+        &pod,
+    ]);
     let fork = format!("{}:{PG}", setup.forked.fork().ip4);
     assert_eq!(
         (&explain["destination"], &explain["endpoint"]),
@@ -243,12 +230,7 @@ fn a_forked_database_with_no_ready_fork_refuses_the_fork_pods_connects() {
         setup.postgres_owner(&setup.forked.cgroup).as_deref(),
         Ok("baseline")
     );
-    let status = std::process::Command::new(detour_tests::detour_bin())
-        .arg("--socket")
-        .arg(agent.admin_socket())
-        .arg("status")
-        .output()
-        .expect("detour status");
+    let status = agent.cli(&["status"]);
     let status = String::from_utf8_lossy(&status.stdout);
     assert!(
         status.contains("no ready") && status.contains("refused"),
