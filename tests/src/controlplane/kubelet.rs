@@ -38,12 +38,12 @@ use std::{
 
 use serde_json::{Value, json};
 
-use super::tool;
+use super::{pod_status::status, tool};
 use crate::{
     cgroup::Cgroup,
     cmd::Proc,
     netns::Netns,
-    topology::{NODE_IP4, Pod, attach_pod},
+    topology::{Pod, attach_pod},
 };
 
 /// The node's name in the API.
@@ -412,40 +412,4 @@ fn start(node: &str, base: &str, host: u8, cgroup: &Path, pod: &Value) -> Option
         pod,
         ready: None,
     })
-}
-
-fn status(object: &Value, pod: &Pod, ready: bool) -> Value {
-    let now = "2026-01-01T00:00:00Z";
-    let flag = if ready { "True" } else { "False" };
-    let containers: Vec<Value> = object["spec"]["containers"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|c| {
-            json!({
-                "name": c["name"],
-                "image": c["image"],
-                "imageID": "",
-                "ready": ready,
-                "started": true,
-                "restartCount": 0,
-                "state": {"running": {"startedAt": now}},
-            })
-        })
-        .collect();
-    json!({"status": {
-        "phase": "Running",
-        "hostIP": NODE_IP4.to_string(),
-        "hostIPs": [{"ip": NODE_IP4.to_string()}],
-        "podIP": pod.ip4.to_string(),
-        "podIPs": [{"ip": pod.ip4.to_string()}, {"ip": pod.ip6.to_string()}],
-        "startTime": now,
-        "conditions": [
-            {"type": "PodScheduled", "status": "True"},
-            {"type": "Initialized", "status": "True"},
-            {"type": "ContainersReady", "status": flag},
-            {"type": "Ready", "status": flag},
-        ],
-        "containerStatuses": containers,
-    }})
 }

@@ -12,6 +12,7 @@ mod certs;
 mod faults;
 mod kubectl;
 pub mod kubelet;
+mod pod_status;
 
 use std::{
     fs::File,
