@@ -71,6 +71,19 @@ pub struct WorkloadRef {
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
 pub enum WorkloadKind {
     Deployment,
+    /// The fork gets volume claims of its own, from the baseline's claim
+    /// templates and named after the fork; they are deleted with it.
+    StatefulSet,
+}
+
+impl WorkloadKind {
+    /// The kind as the API names it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Deployment => "Deployment",
+            Self::StatefulSet => "StatefulSet",
+        }
+    }
 }
 
 /// Changes to the copy of the baseline workload, applied in this order;

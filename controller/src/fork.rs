@@ -1,14 +1,15 @@
-//! The fork Deployment for one `forkOf` fork: a pure function of the
-//! baseline Deployment, the Services in its namespace, the Sandbox and its
-//! customizations, so that every rule is tested without a cluster.
+//! The fork workload for one `forkOf` fork: a pure function of the baseline
+//! Deployment or StatefulSet ([`Workload`]), the Services in its namespace,
+//! the Sandbox and its customizations, so that every rule is tested without
+//! a cluster.
 //!
 //! - The copy keeps the baseline's pod template (ConfigMaps, Secrets and
 //!   ServiceAccount stay what they are: the fork lives in the baseline's
 //!   namespace).
 //! - **Fork pods are never selected by the baseline.** Every label key that
-//!   the baseline Deployment's selector or a Service selecting the
+//!   the baseline workload's selector or a Service selecting the
 //!   baseline's pods uses gets a rewritten value on the fork's pods, so
-//!   neither the baseline ReplicaSet nor any such Service picks them up. The
+//!   neither the baseline's ReplicaSet or StatefulSet nor any such Service picks them up. The
 //!   original values are kept in an annotation. The fork's own selector is
 //!   the Sandbox and workload labels (`fork_selector_labels`), which is
 //!   also how the agent finds its pods.
@@ -23,12 +24,10 @@ use detour_api::{
     label_value,
 };
 use k8s_openapi::{
-    api::{
-        apps::v1::Deployment,
-        core::v1::{EnvVar, Service},
-    },
+    api::core::v1::{EnvVar, Service},
     apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference},
 };
+pub use workload::Workload;
 
 /// Annotation on fork pods: the original values of the rewritten labels.
 pub const ORIGINAL_LABELS_ANNOTATION: &str = "detour.dev/original-labels";
@@ -43,7 +42,7 @@ pub enum ForkError {
     UnknownEnvContainer { index: usize, container: String },
     #[error("customizations.patch does not apply: {0}")]
     Patch(String),
-    #[error("the baseline Deployment has no pod template labels")]
+    #[error("the baseline has no pod template labels")]
     NoLabels,
 }
 
@@ -56,30 +55,29 @@ pub struct ForkOf<'a> {
     pub customizations: Option<&'a Customizations>,
 }
 
-/// The fork Deployment's name: `<baseline>-<sandbox>`, within the 63
+/// The fork's name: `<baseline>-<sandbox>`, within the 63
 /// characters a label value (and a pod name prefix) allows.
 pub fn fork_name(baseline: &str, sandbox: &str) -> String {
     label_value(&format!("{baseline}-{sandbox}"))
 }
 
-/// Builds the fork of `baseline` for `of`, given the Services of the
-/// baseline's namespace.
-pub fn build(
-    baseline: &Deployment,
-    services: &[Service],
-    of: &ForkOf,
-) -> Result<Deployment, ForkError> {
-    let name = baseline.metadata.name.clone().unwrap_or_default();
-    let namespace = baseline.metadata.namespace.clone();
-    let spec = baseline.spec.clone();
-    let mut template = spec.template.clone();
-    let meta = template.metadata.get_or_insert_with(ObjectMeta::default);
+/// Builds the fork of `baseline` (a Deployment or a StatefulSet) for `of`,
+/// given the Services of the baseline's namespace.
+pub fn build<W: Workload>(baseline: &W, services: &[Service], of: &ForkOf) -> Result<W, ForkError> {
+    let name = baseline.meta().name.clone().unwrap_or_default();
+    let mut fork = baseline.clone();
+    fork.as_fork();
+    let pods = fork.pods();
+    let meta = pods
+        .template
+        .metadata
+        .get_or_insert_with(ObjectMeta::default);
     let labels = meta.labels.clone().unwrap_or_default();
     if labels.is_empty() {
         return Err(ForkError::NoLabels);
     }
 
-    let keys = selecting_keys(&spec.selector, &labels, services);
+    let keys = selecting_keys(pods.selector, &labels, services);
     let mut fork_labels = labels.clone();
     let mut original = BTreeMap::new();
     for key in &keys {
@@ -96,26 +94,20 @@ pub fn build(
         ORIGINAL_LABELS_ANNOTATION.to_owned(),
         serde_json::to_string(&original).unwrap_or_default(),
     );
-
-    let mut fork_spec = spec;
-    fork_spec.selector = LabelSelector {
+    *pods.selector = LabelSelector {
         match_labels: Some(selector_labels.clone()),
         ..LabelSelector::default()
     };
-    fork_spec.template = template;
-    fork_spec.replicas = Some(1);
-    let mut deployment_labels = selector_labels;
-    deployment_labels.insert(FORK_LABEL.to_owned(), "true".to_owned());
-    let mut fork = Deployment {
-        metadata: ObjectMeta {
-            name: Some(fork_name(&name, of.sandbox_name)),
-            namespace,
-            labels: Some(deployment_labels),
-            owner_references: of.owner.clone().map(|o| vec![o]),
-            ..ObjectMeta::default()
-        },
-        spec: fork_spec,
-        status: None,
+    *pods.replicas = Some(1);
+
+    let mut workload_labels = selector_labels;
+    workload_labels.insert(FORK_LABEL.to_owned(), "true".to_owned());
+    *fork.meta_mut() = ObjectMeta {
+        name: Some(fork_name(&name, of.sandbox_name)),
+        namespace: baseline.meta().namespace.clone(),
+        labels: Some(workload_labels),
+        owner_references: of.owner.clone().map(|o| vec![o]),
+        ..ObjectMeta::default()
     };
     if let Some(customizations) = of.customizations {
         let expected = fork.clone();
@@ -128,22 +120,23 @@ pub fn build(
 /// A patch may change anything but what keeps the fork apart from the
 /// baseline: its selector, and the labels its pods carry instead of the
 /// baseline's.
-fn keeps_apart(
-    expected: &Deployment,
-    fork: &Deployment,
+fn keeps_apart<W: Workload>(
+    expected: &W,
+    fork: &W,
     original: &BTreeMap<String, String>,
 ) -> Result<(), ForkError> {
-    let selector = |d: &Deployment| d.spec.selector.clone();
-    let labels = |d: &Deployment| {
-        d.spec
+    let parts = |w: &W| {
+        let mut w = w.clone();
+        let pods = w.pods();
+        let labels = pods
             .template
             .metadata
             .as_ref()
             .and_then(|m| m.labels.clone())
-            .unwrap_or_default()
+            .unwrap_or_default();
+        (pods.selector.clone(), labels)
     };
-    let (wanted, got) = (labels(expected), labels(fork));
-    let expected_selector = selector(expected);
+    let ((expected_selector, wanted), (selector, got)) = (parts(expected), parts(fork));
     let kept = original
         .keys()
         .chain(
@@ -154,7 +147,7 @@ fn keeps_apart(
                 .map(|(k, _)| k),
         )
         .all(|key| wanted.get(key) == got.get(key));
-    if expected_selector != selector(fork) || !kept {
+    if expected_selector != selector || !kept {
         return Err(ForkError::Patch(
             "it changes the fork's selector or the pod labels that keep the fork apart from \
              the baseline"
@@ -195,9 +188,9 @@ fn selecting_keys(
     keys
 }
 
-fn customize(fork: &mut Deployment, customizations: &Customizations) -> Result<(), ForkError> {
-    let spec = &mut fork.spec;
-    let containers = &mut spec
+fn customize<W: Workload>(fork: &mut W, customizations: &Customizations) -> Result<(), ForkError> {
+    let pods = fork.pods();
+    let containers = &mut pods
         .template
         .spec
         .get_or_insert_with(Default::default)
@@ -243,7 +236,7 @@ fn customize(fork: &mut Deployment, customizations: &Customizations) -> Result<(
             });
         }
     }
-    spec.replicas = Some(customizations.replicas.unwrap_or(1));
+    *pods.replicas = Some(customizations.replicas.unwrap_or(1));
     if let Some(patch) = &customizations.patch {
         let mut value =
             serde_json::to_value(&*fork).map_err(|e| ForkError::Patch(e.to_string()))?;
@@ -257,10 +250,11 @@ fn customize(fork: &mut Deployment, customizations: &Customizations) -> Result<(
             PatchType::Merge => json_patch::merge(&mut value, &patch.patch),
         }
         *fork = serde_json::from_value(value)
-            .map_err(|e| ForkError::Patch(format!("the result is not a Deployment: {e}")))?;
+            .map_err(|e| ForkError::Patch(format!("the result is not a {}: {e}", W::KIND)))?;
     }
     Ok(())
 }
 
 #[cfg(test)]
 mod tests;
+mod workload;

@@ -8,14 +8,17 @@
 
 use std::{collections::BTreeSet, sync::Arc, time::Duration};
 
-use detour_api::{SANDBOX_LABEL, SANDBOX_NAMESPACE_LABEL, Sandbox, label_value};
+use detour_api::{Sandbox, WorkloadKind};
 use k8s_openapi::{
-    api::{apps::v1::Deployment, core::v1::Service},
+    api::{
+        apps::v1::{Deployment, StatefulSet},
+        core::v1::Service,
+    },
     jiff::{SignedDuration, Timestamp},
 };
 use kube::{
     Api, Client, Resource, ResourceExt,
-    api::{DeleteParams, ListParams, Patch, PatchParams},
+    api::{DeleteParams, ListParams},
     runtime::{
         controller::Action,
         events::{Event as KubeEvent, EventType, Recorder},
@@ -25,16 +28,14 @@ use kube::{
 use tracing::{info, warn};
 
 use crate::{
-    fork::{self, ForkOf},
+    fork::{self, ForkOf, Workload},
     metrics::Metrics,
     sandbox::{ReconcileError, label},
-    status,
+    status, workloads,
 };
 
 /// The finalizer that deletes a Sandbox's forks before it goes.
 pub const FINALIZER: &str = "detour.dev/forks";
-/// The field manager of everything the controller applies.
-pub const MANAGER: &str = "detour-controller";
 
 pub struct Context {
     pub client: Client,
@@ -120,73 +121,17 @@ async fn apply(sandbox: &Sandbox, ctx: &Context) -> Result<Action, ReconcileErro
             report.bring_your_own(index, fork_spec, &service_ns);
             continue;
         };
-        let deployments: Api<Deployment> = Api::namespaced(ctx.client.clone(), &service_ns);
-        let Some(baseline) = deployments.get_opt(&workload.name).await? else {
-            report.failed(
-                index,
-                fork_spec,
-                "BaselineNotFound",
-                format!("Deployment {service_ns}/{} not found", workload.name),
-            );
-            continue;
-        };
-        let services = Api::<Service>::namespaced(ctx.client.clone(), &service_ns)
-            .list(&ListParams::default())
-            .await?
-            .items;
-        let owner = (service_ns == namespace)
-            .then(|| sandbox.controller_owner_ref(&()))
-            .flatten();
-        let of = ForkOf {
-            sandbox_namespace: &namespace,
-            sandbox_name: &name,
-            owner,
-            customizations: fork_spec.customizations.as_ref(),
-        };
-        let desired = match fork::build(&baseline, &services, &of) {
-            Ok(desired) => desired,
-            Err(error) => {
-                fail(
-                    ctx,
-                    sandbox,
-                    &mut report,
-                    index,
-                    fork_spec,
-                    "InvalidCustomization",
-                    error.to_string(),
-                )
-                .await;
-                continue;
+        let forked = match workload.kind {
+            WorkloadKind::Deployment => {
+                fork_one::<Deployment>(ctx, sandbox, &mut report, index, &service_ns).await?
+            }
+            WorkloadKind::StatefulSet => {
+                fork_one::<StatefulSet>(ctx, sandbox, &mut report, index, &service_ns).await?
             }
         };
-        let fork_name = desired.metadata.name.clone().unwrap_or_default();
-        let existed = deployments.get_opt(&fork_name).await?.is_some();
-        let applied = deployments
-            .patch(
-                &fork_name,
-                &PatchParams::apply(MANAGER).force(),
-                &Patch::Apply(&desired),
-            )
-            .await?;
-        if !existed {
-            ctx.event(
-                sandbox,
-                false,
-                "ForkCreated",
-                format!(
-                    "Deployment {service_ns}/{fork_name}, a fork of {}",
-                    workload.name
-                ),
-            )
-            .await;
-        }
-        wanted.insert((service_ns.clone(), fork_name));
-        report.applied(index, fork_spec, &applied);
+        wanted.extend(forked);
     }
-    delete_forks(ctx, sandbox, |ns, name| {
-        !wanted.contains(&(ns.to_owned(), name.to_owned()))
-    })
-    .await?;
+    delete_forks(ctx, sandbox, |workload| !wanted.contains(workload)).await?;
     report.key_claim(&ctx.client).await?;
     report.endpoints(&ctx.client).await?;
     let ready = report.publish(&ctx.client, &ctx.metrics).await?;
@@ -199,6 +144,76 @@ async fn apply(sandbox: &Sandbox, ctx: &Context) -> Result<Action, ReconcileErro
         .and_then(|at| Duration::try_from(at.duration_since(Timestamp::now())).ok())
         .map_or(next, |left| left.min(next));
     Ok(Action::requeue(next))
+}
+
+/// Makes the `index`th fork (a `forkOf` fork of kind `W` in `service_ns`)
+/// exist, or reports why it cannot; returns `(namespace, Kind/name)` of the
+/// fork it applied.
+async fn fork_one<W: Workload>(
+    ctx: &Context,
+    sandbox: &Sandbox,
+    report: &mut status::Report<'_>,
+    index: usize,
+    service_ns: &str,
+) -> Result<Option<(String, String)>, ReconcileError> {
+    let fork_spec = &sandbox.spec.forks[index];
+    let Some(workload) = &fork_spec.fork_of else {
+        return Ok(None);
+    };
+    let Some(baseline) = workloads::baseline::<W>(&ctx.client, service_ns, &workload.name).await?
+    else {
+        report.failed(
+            index,
+            fork_spec,
+            "BaselineNotFound",
+            format!("{} {service_ns}/{} not found", W::KIND, workload.name),
+        );
+        return Ok(None);
+    };
+    let services = Api::<Service>::namespaced(ctx.client.clone(), service_ns)
+        .list(&ListParams::default())
+        .await?
+        .items;
+    let namespace = sandbox.namespace().unwrap_or_default();
+    let of = ForkOf {
+        sandbox_namespace: &namespace,
+        sandbox_name: &sandbox.name_any(),
+        owner: (service_ns == namespace)
+            .then(|| sandbox.controller_owner_ref(&()))
+            .flatten(),
+        customizations: fork_spec.customizations.as_ref(),
+    };
+    let desired = match fork::build(&baseline, &services, &of) {
+        Ok(desired) => desired,
+        Err(error) => {
+            let message = error.to_string();
+            fail(
+                ctx,
+                sandbox,
+                report,
+                index,
+                fork_spec,
+                "InvalidCustomization",
+                message,
+            )
+            .await;
+            return Ok(None);
+        }
+    };
+    let applied = workloads::apply(&ctx.client, &desired).await?;
+    if applied.created {
+        let note = format!(
+            "{} in {service_ns}, a fork of {}",
+            applied.workload, workload.name
+        );
+        ctx.event(sandbox, false, "ForkCreated", note).await;
+    }
+    report.applied(
+        fork_spec,
+        applied.workload.clone(),
+        applied.namespace.clone(),
+    );
+    Ok(Some((applied.namespace, applied.workload)))
 }
 
 /// Reports a fork that could not be made: in status, as an Event, counted.
@@ -222,43 +237,46 @@ async fn fail(
 }
 
 async fn cleanup(sandbox: &Sandbox, ctx: &Context) -> Result<Action, ReconcileError> {
-    let deleted = delete_forks(ctx, sandbox, |_, _| true).await?;
+    let deleted = delete_forks(ctx, sandbox, |_| true).await?;
     info!(sandbox = %label(sandbox), deleted, "Sandbox deleted; its forks are gone");
     Ok(Action::await_change())
 }
 
-/// Deletes the Sandbox's fork Deployments (found by its labels, in every
-/// namespace) that `stale` picks; returns how many.
+/// Deletes the Sandbox's forks (found by its labels, of every kind, in
+/// every namespace) that `stale` picks by `(namespace, Kind/name)`, with
+/// their volume claims; returns how many.
 async fn delete_forks(
     ctx: &Context,
     sandbox: &Sandbox,
-    stale: impl Fn(&str, &str) -> bool,
+    stale: impl Fn(&(String, String)) -> bool,
 ) -> Result<usize, ReconcileError> {
-    let selector = format!(
-        "{SANDBOX_LABEL}={},{SANDBOX_NAMESPACE_LABEL}={}",
-        label_value(&sandbox.name_any()),
-        label_value(&sandbox.namespace().unwrap_or_default())
-    );
-    let forks = Api::<Deployment>::all(ctx.client.clone())
-        .list(&ListParams::default().labels(&selector))
-        .await?;
+    Ok(delete_stale::<Deployment>(ctx, sandbox, &stale).await?
+        + delete_stale::<StatefulSet>(ctx, sandbox, &stale).await?)
+}
+
+async fn delete_stale<W: Workload>(
+    ctx: &Context,
+    sandbox: &Sandbox,
+    stale: &impl Fn(&(String, String)) -> bool,
+) -> Result<usize, ReconcileError> {
     let mut deleted = 0;
-    for fork in forks {
-        let (ns, name) = (fork.namespace().unwrap_or_default(), fork.name_any());
-        if stale(&ns, &name) {
-            Api::<Deployment>::namespaced(ctx.client.clone(), &ns)
-                .delete(&name, &DeleteParams::background())
-                .await?;
-            info!(sandbox = %label(sandbox), fork = %format!("{ns}/{name}"), "fork deleted");
-            ctx.event(
-                sandbox,
-                false,
-                "ForkDeleted",
-                format!("Deployment {ns}/{name}"),
-            )
-            .await;
-            deleted += 1;
+    for fork in workloads::list::<W>(&ctx.client, sandbox).await? {
+        let namespace = fork.namespace().unwrap_or_default();
+        let workload = format!("{}/{}", W::KIND, fork.name_any());
+        if !stale(&(namespace.clone(), workload.clone())) {
+            continue;
         }
+        let claims = workloads::delete(&ctx.client, &fork).await?;
+        info!(sandbox = %label(sandbox), fork = %format!("{namespace}: {workload}"), ?claims, "fork deleted");
+        let note = match claims.is_empty() {
+            true => format!("{workload} in {namespace}"),
+            false => format!(
+                "{workload} in {namespace}, and its claims {}",
+                claims.join(", ")
+            ),
+        };
+        ctx.event(sandbox, false, "ForkDeleted", note).await;
+        deleted += 1;
     }
     Ok(deleted)
 }

@@ -1,7 +1,8 @@
 //! The controller's composition root: the Kubernetes client, the metrics
 //! endpoint, leader election, and — while this replica leads — the
-//! `Controller` over Sandboxes (woken by their fork Deployments and by the
-//! baseline Deployments they copy), until SIGTERM or a lost Lease.
+//! `Controller` over Sandboxes (woken by their fork workloads and by the
+//! baseline Deployments and StatefulSets they copy), until SIGTERM or a
+//! lost Lease.
 
 use std::{
     net::SocketAddr,
@@ -15,7 +16,7 @@ use std::{
 use anyhow::{Context as _, bail};
 use detour_api::{FORK_LABEL, SANDBOX_LABEL, SANDBOX_NAMESPACE_LABEL, Sandbox};
 use futures::StreamExt;
-use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use kube::{
     Api, Client, ResourceExt,
     runtime::{
@@ -30,9 +31,11 @@ use tokio::{net::TcpListener, signal::unix::SignalKind};
 use tracing::{info, warn};
 
 use crate::{
+    fork::Workload,
     leader::{self, LeaseConfig},
     metrics::{self, Metrics, ResultLabels},
-    reconcile::{Context, MANAGER, error_policy, reconcile},
+    reconcile::{Context, error_policy, reconcile},
+    workloads::MANAGER,
 };
 
 /// What the controller is started with (its flags).
@@ -125,13 +128,23 @@ pub async fn run(client: Client, config: Config) -> anyhow::Result<()> {
 
 fn controller(client: Client) -> Controller<Sandbox> {
     let sandboxes: Api<Sandbox> = Api::all(client.clone());
-    let deployments: Api<Deployment> = Api::all(client);
     let controller = Controller::new(sandboxes, watcher::Config::default());
+    let controller = watch_kind::<Deployment>(controller, &client);
+    watch_kind::<StatefulSet>(controller, &client)
+}
+
+/// Wakes Sandboxes when their forks of kind `W`, or the baselines of that
+/// kind they copy, change.
+fn watch_kind<W>(controller: Controller<Sandbox>, client: &Client) -> Controller<Sandbox>
+where
+    W: Workload + Send + Sync + 'static,
+{
+    let workloads: Api<W> = Api::all(client.clone());
     let store = controller.store();
     controller
         // A fork changed (edited by hand, deleted, pods ready): its Sandbox.
         .watches(
-            deployments.clone(),
+            workloads.clone(),
             watcher::Config::default().labels(FORK_LABEL),
             |fork| {
                 let labels = fork.labels();
@@ -141,7 +154,7 @@ fn controller(client: Client) -> Controller<Sandbox> {
             },
         )
         // A baseline changed: every Sandbox that forks it.
-        .watches(deployments, watcher::Config::default(), move |baseline| {
+        .watches(workloads, watcher::Config::default(), move |baseline| {
             let (ns, name) = (
                 baseline.namespace().unwrap_or_default(),
                 baseline.name_any(),
@@ -152,7 +165,9 @@ fn controller(client: Client) -> Controller<Sandbox> {
                 .filter(|s| {
                     let own = s.namespace().unwrap_or_default();
                     s.spec.forks.iter().any(|f| {
-                        f.fork_of.as_ref().is_some_and(|w| w.name == name)
+                        f.fork_of
+                            .as_ref()
+                            .is_some_and(|w| w.name == name && w.kind.as_str() == W::KIND)
                             && f.service.namespace.as_deref().unwrap_or(&own) == ns
                     })
                 })
@@ -161,17 +176,20 @@ fn controller(client: Client) -> Controller<Sandbox> {
         })
 }
 
-/// Keeps the `forks` gauge at the number of fork Deployments the
-/// controller made (every 10 s).
+/// Keeps the `forks` gauge at the number of fork workloads the controller
+/// made, of every kind (every 10 s).
 fn count_forks(client: Client, metrics: Metrics) {
     tokio::spawn(async move {
-        let api: Api<Deployment> = Api::all(client);
         let params = kube::api::ListParams::default().labels(SANDBOX_LABEL);
+        let deployments: Api<Deployment> = Api::all(client.clone());
+        let stateful_sets: Api<StatefulSet> = Api::all(client);
         loop {
-            if let Ok(forks) = api.list_metadata(&params).await {
-                metrics
-                    .forks
-                    .set(i64::try_from(forks.items.len()).unwrap_or(i64::MAX));
+            if let (Ok(d), Ok(s)) = (
+                deployments.list_metadata(&params).await,
+                stateful_sets.list_metadata(&params).await,
+            ) {
+                let forks = d.items.len() + s.items.len();
+                metrics.forks.set(i64::try_from(forks).unwrap_or(i64::MAX));
             }
             tokio::time::sleep(Duration::from_secs(10)).await;
         }

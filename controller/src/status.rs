@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 
 use detour_api::{Fork, ForkStatus, RouteGroup, Sandbox, SandboxStatus, fork_selector_labels};
 use k8s_openapi::{
-    api::{apps::v1::Deployment, core::v1::Pod},
+    api::core::v1::Pod,
     apimachinery::pkg::apis::meta::v1::{Condition, Time},
     jiff::Timestamp,
 };
@@ -91,10 +91,9 @@ impl<'a> Report<'a> {
         });
     }
 
-    /// A `forkOf` fork applied as `deployment`.
-    pub fn applied(&mut self, _index: usize, fork: &Fork, deployment: &Deployment) {
-        let ns = deployment.namespace().unwrap_or_default();
-        let workload = fork
+    /// A `forkOf` fork applied as `workload` (`Kind/name`) in `namespace`.
+    pub fn applied(&mut self, fork: &Fork, workload: String, namespace: String) {
+        let baseline = fork
             .fork_of
             .as_ref()
             .map(|w| w.name.clone())
@@ -102,15 +101,15 @@ impl<'a> Report<'a> {
         let labels = fork_selector_labels(
             &self.sandbox.namespace().unwrap_or_default(),
             &self.sandbox.name_any(),
-            &workload,
+            &baseline,
         );
         self.forks.push(ForkReport {
             status: ForkStatus {
                 service: self.service(fork),
-                workload: Some(format!("Deployment/{}", deployment.name_any())),
+                workload: Some(workload),
                 ..ForkStatus::default()
             },
-            pods: Some((ns, labels)),
+            pods: Some((namespace, labels)),
             failure: None,
         });
     }

@@ -7,7 +7,7 @@ use detour_common::{NO_FORK_ENDPOINT, SockKey};
 
 use crate::{
     http::routing_key::RoutingKeys,
-    routes::{Decision, ForkPod, ForkPods, Pick, Reason, RouteSnapshot},
+    routes::{Decision, ForkPod, ForkPods, Pick, Protocol, Reason, RouteSnapshot},
 };
 
 pub fn explain(
@@ -89,6 +89,22 @@ pub fn explain(
                 out.destination = "refused".into();
             }
         }
+        out.steps = steps;
+        return Ok(out);
+    }
+    let keyless = snapshot.destinations.iter().any(|(addr, d)| {
+        d.service_id == service.id && addr.port() == port && d.protocol == Protocol::Tcp
+    });
+    if let Some((sandbox, pods)) = fork_pod
+        && keyless
+        && pods.fork_of.as_deref() == Some(&*service.label)
+    {
+        steps.push(format!(
+            "it is a pod of sandbox {sandbox}'s fork of {}: its connects to that service's \
+             keyless ports reach baseline, so that a fork can seed itself from it",
+            service.label
+        ));
+        steps.push("-> baseline: the original destination the client asked for".into());
         out.steps = steps;
         return Ok(out);
     }
@@ -186,14 +202,14 @@ pub fn explain(
 /// The fork pod `from` names (`namespace/name`, or its cgroup), and its
 /// sandbox.
 fn fork_pod_named<'a>(snapshot: &'a RouteSnapshot, from: &str) -> Option<(&'a str, &'a ForkPods)> {
-    snapshot.fork_pods.iter().find_map(|(sandbox, pods)| {
+    snapshot.fork_pods.values().find_map(|pods| {
         pods.pods
             .iter()
             .any(|pod| match pod {
                 ForkPod::Pod { name, .. } => name == from,
                 ForkPod::Cgroup(path) => path.as_os_str() == from,
             })
-            .then_some((&**sandbox, pods))
+            .then_some((&*pods.sandbox, pods))
     })
 }
 

@@ -120,10 +120,10 @@ impl AdminContext {
 fn fork_pods(snapshot: &RouteSnapshot) -> Vec<api::ForkPodStatus> {
     snapshot
         .fork_pods
-        .iter()
-        .flat_map(|(sandbox, pods)| {
+        .values()
+        .flat_map(|pods| {
             pods.pods.iter().map(move |pod| api::ForkPodStatus {
-                sandbox: sandbox.to_string(),
+                sandbox: pods.sandbox.to_string(),
                 pod: match pod {
                     ForkPod::Cgroup(path) => path.display().to_string(),
                     ForkPod::Pod { name, .. } => name.clone(),

@@ -145,7 +145,6 @@ pub fn translate(state: &ClusterState, now: Timestamp) -> Translation {
     for sandbox in &live_sandboxes {
         let namespace = sandbox.namespace().unwrap_or_default();
         let mut forks = Vec::new();
-        let mut pods_on_node = Vec::new();
         for fork in &sandbox.spec.forks {
             let service_ns = fork
                 .service
@@ -177,24 +176,28 @@ pub fn translate(state: &ClusterState, now: Timestamp) -> Translation {
                     continue;
                 }
             };
-            if let Some(node) = &state.node_name
-                && let Ok(pods) =
-                    fork_pods.on_node((&namespace, &sandbox.name_any()), fork, service, node)
-            {
-                pods_on_node.extend(pods);
-            }
+            let pods = state
+                .node_name
+                .as_ref()
+                .and_then(|node| {
+                    fork_pods
+                        .on_node((&namespace, &sandbox.name_any()), fork, service, node)
+                        .ok()
+                })
+                .unwrap_or_default();
             forked.insert(service_label.clone(), service);
             forks.push(ForkInput {
                 service: service_label,
                 endpoints: Vec::new(),
                 by_port,
+                pods,
             });
         }
         out.input.sandboxes.push(SandboxInput {
             name: label_of(*sandbox),
             routing_key: sandbox.spec.routing_key.clone(),
             forks,
-            fork_pods: pods_on_node,
+            fork_pods: Vec::new(),
             inherit_key: sandbox.spec.inherit_key.unwrap_or(true),
         });
     }
@@ -221,7 +224,7 @@ pub fn translate(state: &ClusterState, now: Timestamp) -> Translation {
         .input
         .sandboxes
         .iter()
-        .any(|s| s.inherit_key && !s.fork_pods.is_empty());
+        .any(|s| s.inherit_key && s.has_fork_pods());
     if inheriting {
         let steered: BTreeSet<String> =
             out.input.services.iter().map(ServiceInput::label).collect();

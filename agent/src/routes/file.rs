@@ -80,12 +80,34 @@ fn yes() -> bool {
     true
 }
 
+/// Fork pods' cgroups are absolute cgroup v2 directories.
+fn check_cgroups(cgroups: &[PathBuf], field: &str) -> Result<(), RoutesError> {
+    for (j, cgroup) in cgroups.iter().enumerate() {
+        if !cgroup.is_absolute() {
+            return Err(invalid(
+                format!("{field}[{j}]"),
+                format!(
+                    "{} is not an absolute path (write the cgroup v2 directory, e.g. \
+                     /sys/fs/cgroup/...)",
+                    cgroup.display()
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct ForkSpec {
     /// `namespace/name` of a service in `services`.
     pub service: String,
     pub endpoints: Vec<SocketAddr>,
+    /// The cgroup v2 directories of this fork's own pods on this node: fork
+    /// pods of the sandbox that still reach the baseline of this service's
+    /// keyless ports, so that a fork can seed itself from baseline.
+    #[serde(default)]
+    pub pod_cgroups: Vec<PathBuf>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -189,20 +211,10 @@ impl RoutesFile {
                 ));
             }
             check_key(&sandbox.routing_key, &field("routingKey"), &mut keys)?;
-            for (j, cgroup) in sandbox.pod_cgroups.iter().enumerate() {
-                if !cgroup.is_absolute() {
-                    return Err(invalid(
-                        field(&format!("podCgroups[{j}]")),
-                        format!(
-                            "{} is not an absolute path (write the cgroup v2 directory, e.g. \
-                             /sys/fs/cgroup/...)",
-                            cgroup.display()
-                        ),
-                    ));
-                }
-            }
+            check_cgroups(&sandbox.pod_cgroups, &field("podCgroups"))?;
             let mut forked = BTreeSet::new();
             for (j, fork) in sandbox.forks.iter().enumerate() {
+                check_cgroups(&fork.pod_cgroups, &field(&format!("forks[{j}].podCgroups")))?;
                 if !names.contains(&fork.service) {
                     return Err(invalid(
                         field(&format!("forks[{j}].service")),

@@ -39,7 +39,8 @@ pub struct SandboxInput {
     pub name: String,
     pub routing_key: String,
     pub forks: Vec<ForkInput>,
-    /// The sandbox's fork pods on this node.
+    /// The sandbox's fork pods on this node that belong to none of its
+    /// forks in particular (each fork's own are in [`ForkInput::pods`]).
     pub fork_pods: Vec<ForkPod>,
     /// Whether its fork pods' requests without a routing key inherit its
     /// key (the default; a Sandbox can opt out).
@@ -66,6 +67,17 @@ pub struct ForkInput {
     /// Endpoints by the destination port the client asked for; a port listed
     /// here takes precedence over `endpoints`.
     pub by_port: BTreeMap<u16, Vec<SocketAddr>>,
+    /// The fork's own pods on this node: fork pods of the sandbox whose
+    /// connects to this service's keyless ports still reach its baseline,
+    /// so that a fork can seed itself from baseline.
+    pub pods: Vec<ForkPod>,
+}
+
+impl SandboxInput {
+    /// Whether the sandbox has fork pods on this node, of any fork or none.
+    pub fn has_fork_pods(&self) -> bool {
+        !self.fork_pods.is_empty() || self.forks.iter().any(|f| !f.pods.is_empty())
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -109,6 +121,12 @@ impl From<&RoutesFile> for RouteInput {
                         service: fork.service.clone(),
                         endpoints: fork.endpoints.clone(),
                         by_port: same_port_endpoints(file, fork),
+                        pods: fork
+                            .pod_cgroups
+                            .iter()
+                            .cloned()
+                            .map(ForkPod::Cgroup)
+                            .collect(),
                     })
                     .collect(),
                 fork_pods: sandbox

@@ -387,6 +387,7 @@ fn per_port_endpoints_take_precedence_and_an_unlisted_port_falls_back() {
                 service: "default/s".into(),
                 endpoints: vec![],
                 by_port: BTreeMap::from([(80, fork.clone()), (8080, fork)]),
+                pods: vec![],
             }],
             fork_pods: vec![],
             inherit_key: true,

@@ -1,7 +1,10 @@
 //! The fork rules on objects as `kubectl` would show them.
 
 use detour_api::{Customizations, EnvOverride, ImageOverride, PatchType, WorkloadPatch};
-use k8s_openapi::api::{apps::v1::Deployment, core::v1::Service};
+use k8s_openapi::api::{
+    apps::v1::{Deployment, StatefulSet},
+    core::v1::Service,
+};
 use serde_json::json;
 
 use super::{ForkError, ForkOf, ORIGINAL_LABELS_ANNOTATION, build, fork_name};
@@ -190,4 +193,95 @@ fn long_names_fit_a_label_value() {
     let name = fork_name(&"b".repeat(40), &"s".repeat(40));
     assert!(name.len() <= 63, "{name}");
     assert_ne!(name, fork_name(&"b".repeat(40), &"t".repeat(40)));
+}
+
+fn stateful_baseline() -> StatefulSet {
+    serde_json::from_value(json!({
+        "metadata": {"name": "db", "namespace": "shop"},
+        "spec": {
+            "replicas": 3,
+            "serviceName": "db",
+            "selector": {"matchLabels": {"app": "db"}},
+            "template": {
+                "metadata": {"labels": {"app": "db"}},
+                "spec": {"containers": [{"name": "postgres", "image": "postgres:17"}]},
+            },
+            "volumeClaimTemplates": [{
+                "metadata": {"name": "data"},
+                "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}},
+            }],
+            "persistentVolumeClaimRetentionPolicy": {"whenDeleted": "Retain", "whenScaled": "Retain"},
+        },
+        "status": {"replicas": 3, "readyReplicas": 3},
+    }))
+    .expect("statefulset")
+}
+
+#[test]
+fn a_stateful_fork_has_claims_of_its_own_that_go_with_it() {
+    let fork = build(&stateful_baseline(), &[], &of(None)).expect("fork");
+    // Claims are named `<template>-<statefulset>-<ordinal>`: the fork's name
+    // makes them its own, and they carry the fork's selector labels.
+    assert_eq!(fork.metadata.name.as_deref(), Some("db-pr-7"));
+    let claims = fork
+        .spec
+        .volume_claim_templates
+        .as_ref()
+        .expect("templates");
+    assert_eq!(claims[0].metadata.name.as_deref(), Some("data"));
+    let policy = fork
+        .spec
+        .persistent_volume_claim_retention_policy
+        .as_ref()
+        .expect("policy");
+    assert_eq!(
+        (
+            policy.when_deleted.as_deref(),
+            policy.when_scaled.as_deref()
+        ),
+        (Some("Delete"), Some("Delete")),
+        "the baseline's Retain is not the fork's"
+    );
+    assert_eq!(fork.spec.replicas, Some(1));
+    assert_eq!(
+        json!(fork.spec.selector.match_labels),
+        json!({"detour.dev/fork-of": "db", "detour.dev/sandbox": "pr-7",
+               "detour.dev/sandbox-namespace": "dev"})
+    );
+    assert_eq!(
+        fork.spec
+            .template
+            .metadata
+            .as_ref()
+            .expect("meta")
+            .labels
+            .as_ref()
+            .expect("labels")["app"],
+        "db-detour-fork",
+        "the baseline StatefulSet never adopts the fork's pods"
+    );
+    assert!(fork.status.is_none());
+}
+
+#[test]
+fn a_stateful_fork_is_seeded_by_an_init_container_from_a_patch() {
+    let seed = Customizations {
+        patch: Some(WorkloadPatch {
+            type_: PatchType::Json,
+            patch: json!([{"op": "add", "path": "/spec/template/spec/initContainers", "value": [
+                {"name": "seed", "image": "postgres:17", "command": ["sh", "-c", "pg_dump"]}
+            ]}]),
+        }),
+        ..Customizations::default()
+    };
+    let fork = build(&stateful_baseline(), &[], &of(Some(&seed))).expect("fork");
+    let init = fork
+        .spec
+        .template
+        .spec
+        .as_ref()
+        .expect("spec")
+        .init_containers
+        .as_ref();
+    assert_eq!(init.map(|c| c[0].name.as_str()), Some("seed"));
 }

@@ -1,8 +1,8 @@
 //! The part of a kubelet (and of a scheduler) these tests need, for one
 //! node: it binds unscheduled pods to the node, runs each bound pod's
 //! container as a real local process in a network namespace of its own on
-//! the topology's bridge (pods start in parallel, each in a thread), and writes the pod's status through the API as a
-//! kubelet does (podIP, Ready, containerStatuses), so that the real
+//! the topology's bridge (pods start in parallel, each in a thread), and
+//! writes the pod's status through the API as a kubelet does (podIP, Ready, containerStatuses), so that the real
 //! EndpointSlice controller makes the slices the agent watches. A deleted
 //! pod's process is stopped, its namespace removed, and the pod object
 //! released (the kubelet's final delete).
@@ -11,13 +11,7 @@
 //! server goes away) and acts with `kubectl`; nothing is faked beyond the
 //! container runtime.
 //!
-//! Images it runs (the container's first port is the server's port, 8080
-//! when none is declared; `SERVED_BY` in the container's env names it in
-//! responses, else the pod's name):
-//!
-//! | image | process |
-//! |---|---|
-//! | `detour.dev/test-echo` (any tag) | `tests/servers/echo.py` |
+//! The images it runs are in [`super::containers`].
 //!
 //! A pod annotated `test.detour.dev/ready: "false"` runs but reports not
 //! ready, as a failing readiness probe would; removing the annotation makes
@@ -38,19 +32,17 @@ use std::{
 
 use serde_json::{Value, json};
 
-use super::{pod_status::status, tool};
-use crate::{
-    cgroup::Cgroup,
-    cmd::Proc,
-    netns::Netns,
-    topology::{Pod, attach_pod},
+use super::{
+    containers::{Running, start},
+    pod_status::status,
+    tool,
 };
+use crate::{cmd::Proc, netns::Netns, servers::TempDir, topology::Pod};
 
 /// The node's name in the API.
 pub const NODE_NAME: &str = "detour-test-node";
 /// The annotation that holds a pod unready.
 pub const READY_ANNOTATION: &str = "test.detour.dev/ready";
-const ECHO_IMAGE: &str = "detour.dev/test-echo";
 /// Host numbers of pods on the node's subnets (builders use 2 and up).
 const HOSTS: std::ops::Range<u8> = 100..251;
 
@@ -60,6 +52,8 @@ pub struct NodeSim {
     stop: Arc<AtomicBool>,
     watch: Arc<Mutex<Option<Proc>>>,
     thread: Option<JoinHandle<()>>,
+    /// Volumes of the pods (dropped after the thread, with every pod).
+    _data: TempDir,
 }
 
 #[derive(Clone)]
@@ -110,14 +104,6 @@ impl Kubectl {
     }
 }
 
-/// A pod this node runs. Fields drop in order: the process, then its cgroup.
-struct Running {
-    _process: Proc,
-    _cgroup: Cgroup,
-    pod: Pod,
-    ready: Option<bool>,
-}
-
 /// A pod being started (in a thread of its own, so that many pods start in
 /// parallel as a kubelet starts them), or running.
 enum Slot {
@@ -157,17 +143,28 @@ impl NodeSim {
         let stop = Arc::new(AtomicBool::new(false));
         let watch = Arc::new(Mutex::new(None));
         let node = node.name().to_owned();
+        let data = TempDir::new("detour-node-data-");
+        let data_dir = data.0.clone();
         let thread = std::thread::Builder::new()
             .name("node-simulator".into())
             .spawn({
                 let (stop, watch) = (Arc::clone(&stop), Arc::clone(&watch));
-                move || follow(&kubectl, &node, &base, &pods_cgroup, &stop, &watch)
+                move || {
+                    let place = Place {
+                        node: &node,
+                        base: &base,
+                        pods_cgroup: &pods_cgroup,
+                        data: &data_dir,
+                    };
+                    follow(&kubectl, &place, &stop, &watch)
+                }
             })
             .expect("node simulator thread");
         Self {
             stop,
             watch,
             thread: Some(thread),
+            _data: data,
         }
     }
 }
@@ -184,14 +181,7 @@ impl Drop for NodeSim {
     }
 }
 
-fn follow(
-    kubectl: &Kubectl,
-    node: &str,
-    base: &str,
-    pods_cgroup: &Path,
-    stop: &AtomicBool,
-    watch: &Mutex<Option<Proc>>,
-) {
+fn follow(kubectl: &Kubectl, place: &Place<'_>, stop: &AtomicBool, watch: &Mutex<Option<Proc>>) {
     let mut running: HashMap<String, Slot> = HashMap::new();
     // Host numbers go round rather than being reused at once: the kernel
     // tears a deleted namespace's veth down asynchronously.
@@ -223,12 +213,7 @@ fn follow(
             if stop.load(Ordering::SeqCst) {
                 break;
             }
-            let place = Place {
-                node,
-                base,
-                pods_cgroup,
-            };
-            handle(kubectl, &place, &mut running, &mut next_host, &event);
+            handle(kubectl, place, &mut running, &mut next_host, &event);
         }
         // The API server went away (or we stop): watch again.
         drop(watch.lock().expect("watch").take());
@@ -243,11 +228,13 @@ fn follow(
 }
 
 /// Where the node runs its pods: the node's namespace, the prefix of pod
-/// namespaces' names, and the cgroup that holds each pod's.
+/// namespaces' names, the cgroup that holds each pod's, and the directory
+/// of their volumes.
 struct Place<'a> {
     node: &'a str,
     base: &'a str,
     pods_cgroup: &'a Path,
+    data: &'a Path,
 }
 
 fn handle(
@@ -308,15 +295,16 @@ fn handle(
             eprintln!("node simulator: no host number left; pod {name} left pending");
             return;
         };
-        let (kubectl, node, base, pod) = (
+        let (kubectl, node, base, data, pod) = (
             kubectl.clone(),
             place.node.to_owned(),
             place.base.to_owned(),
+            place.data.to_owned(),
             pod.clone(),
         );
         let cgroup = place.pods_cgroup.join(format!("pod{uid}"));
         let thread = std::thread::spawn(move || {
-            let mut started = start(&node, &base, host, &cgroup, &pod)?;
+            let mut started = start(&node, &base, host, (&cgroup, &data), &pod)?;
             patch_status(&kubectl, &pod, &started.pod, ready);
             started.ready = Some(ready);
             Some(started)
@@ -381,35 +369,4 @@ fn patch_status(kubectl: &Kubectl, object: &Value, pod: &Pod, ready: bool) {
         ],
         None,
     );
-}
-
-/// Starts the pod's container; `None` for an image this node cannot run.
-fn start(node: &str, base: &str, host: u8, cgroup: &Path, pod: &Value) -> Option<Running> {
-    let container = &pod["spec"]["containers"][0];
-    let image = container["image"].as_str().unwrap_or_default();
-    if !image.starts_with(ECHO_IMAGE) {
-        eprintln!("node simulator: no process for image {image:?}; pod left pending");
-        return None;
-    }
-    let port = container["ports"][0]["containerPort"]
-        .as_u64()
-        .and_then(|p| u16::try_from(p).ok())
-        .unwrap_or(8080);
-    let served_by = container["env"]
-        .as_array()
-        .and_then(|env| env.iter().find(|e| e["name"] == "SERVED_BY"))
-        .and_then(|e| e["value"].as_str())
-        .or_else(|| pod["metadata"]["name"].as_str())
-        .unwrap_or("pod")
-        .to_owned();
-    let pod = attach_pod(node, &format!("{base}-k{host}"), &served_by, host);
-    let cgroup = Cgroup::at(cgroup);
-    let process = pod.echo_server(port);
-    cgroup.adopt(process.pid());
-    Some(Running {
-        _process: process,
-        _cgroup: cgroup,
-        pod,
-        ready: None,
-    })
 }

@@ -9,7 +9,9 @@
 //! directory.
 
 mod certs;
+mod containers;
 mod faults;
+mod host_image;
 mod kubectl;
 pub mod kubelet;
 mod pod_status;

@@ -1,5 +1,6 @@
 //! A Sandbox's fork pods on the agent's node, named by UID for the fork
-//! programs: ready or not, never another node's, never a finished pod's.
+//! programs, each with the fork it belongs to: ready or not, never another
+//! node's, never a finished pod's.
 
 use kube::runtime::watcher::Event;
 use serde_json::json;
@@ -17,7 +18,10 @@ fn pods_of(cluster: &Cluster, sandbox: &str) -> Vec<ForkPod> {
         .sandboxes
         .iter()
         .find(|s| s.name == sandbox)
-        .map(|s| s.fork_pods.clone())
+        .map(|s| {
+            assert!(s.fork_pods.is_empty(), "every pod belongs to its fork");
+            s.forks.iter().flat_map(|f| f.pods.clone()).collect()
+        })
         .unwrap_or_default()
 }
 
@@ -80,7 +84,7 @@ fn without_a_node_name_no_fork_pod_is_known() {
             .input
             .sandboxes
             .iter()
-            .all(|s| s.fork_pods.is_empty())
+            .all(|s| !s.has_fork_pods())
     );
 }
 

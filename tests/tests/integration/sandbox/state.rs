@@ -9,6 +9,8 @@
 //! pinned), both on a connection it held across the agent's kill -9 and on
 //! new ones, until a new agent starts without the sandbox. `detour status`
 //! lists the fork pod; `detour explain --from` it says where it connects.
+//! The fork's own pod (`forks[].podCgroups`) reaches the baseline it seeds
+//! from.
 //!
 //! These need root. Without it each test fails and says so, unless
 //! `DETOUR_SKIP_ROOT_TESTS=1` is set.
@@ -59,6 +61,12 @@ impl Setup {
     /// Routes with the database steered and, when `fork` is given, sandbox
     /// `feature-x` forking it to those endpoints for the fork pod.
     fn routes(&self, fork: Option<&[String]>) -> String {
+        self.routes_with(fork, None)
+    }
+
+    /// [`Self::routes`], with `own_pod` named as a pod of the `db` fork
+    /// itself.
+    fn routes_with(&self, fork: Option<&[String]>, own_pod: Option<&Cgroup>) -> String {
         let db = self.forked.baseline();
         let mut routes = format!(
             "services:
@@ -77,6 +85,7 @@ impl Setup {
     forks:
       - service: default/db
         endpoints: [{endpoints}]
+        podCgroups: [{own}]
     podCgroups: [\"{cgroup}\"]
 ",
                 endpoints = endpoints
@@ -84,6 +93,9 @@ impl Setup {
                     .map(|e| format!("\"{e}\""))
                     .collect::<Vec<_>>()
                     .join(", "),
+                own = own_pod
+                    .map(|own| format!("\"{}\"", own.path().display()))
+                    .unwrap_or_default(),
                 cgroup = self.fork_pod.path().display(),
             ));
         }
@@ -210,6 +222,41 @@ fn a_fork_pod_is_served_by_its_sandboxs_database_and_cache_and_baseline_is_untou
     agent.write_routes(&setup.routes(None));
     setup.wait_fork_pod_reaches("baseline");
     assert_eq!(setup.redis_owner(fork_pod, &host), "baseline");
+}
+
+#[test]
+fn a_forks_own_pod_reaches_the_baseline_it_seeds_from() {
+    if !require_root() {
+        return;
+    }
+    let setup = Setup::new();
+    let own_pod = setup.forked.cgroup.child("db-fork-pod");
+    let endpoints = setup.fork_endpoints();
+    let agent = setup
+        .forked
+        .agent()
+        .routes(&setup.routes_with(Some(&endpoints), Some(&own_pod)))
+        .spawn();
+    // The `db` fork's own pod (its init container, say) copies from the
+    // baseline; the sandbox's other fork pods still reach the fork.
+    assert_eq!(setup.postgres_owner(&own_pod).as_deref(), Ok("baseline"));
+    let db = setup.forked.baseline().ip4.to_string();
+    assert_eq!(setup.redis_owner(&own_pod, &db), "baseline");
+    assert_eq!(setup.postgres_owner(&setup.fork_pod).as_deref(), Ok("fork"));
+    let explain = agent.cli_json(&[
+        "explain",
+        "--service",
+        "default/db",
+        "--port",
+        "5432",
+        "--from",
+        &own_pod.path().display().to_string(),
+    ]);
+    assert_eq!(explain["destination"], "baseline", "{explain}");
+    assert!(
+        explain["steps"].to_string().contains("seed itself"),
+        "explain says why: {explain}"
+    );
 }
 
 #[test]
