@@ -33,6 +33,7 @@ pub use databases::Postgres;
 #[cfg(feature = "fake-apiserver")]
 pub use fake_apiserver::FakeApiServer;
 pub use fixture::{Forked, Servers};
+pub use servers::RequestLog;
 pub use topology::{Pod, Topology};
 
 /// Environment variable that skips root-only tests (they fail otherwise).

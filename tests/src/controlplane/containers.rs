@@ -60,7 +60,7 @@ pub fn start(node: &str, base: &str, host: u8, at: (&Path, &Path), pod: &Value) 
         let netns = PathBuf::from(net.netns.path());
         let started = host_image::start(pod, &netns, cgroup.path(), data).and_then(|child| {
             let process = Proc::new(child);
-            host_image::wait_ready(pod, net.ip4.into())?;
+            host_image::wait_ready(pod, &netns, net.ip4.into())?;
             Ok(process)
         });
         match started {

@@ -10,10 +10,12 @@
 //! Volumes, in the simulator's data directory (removed with it):
 //! `persistentVolumeClaim` is a directory per claim (`claims/<namespace>/
 //! <claim>`), kept across the pod's restarts as a volume would be;
-//! `emptyDir` is a directory per pod.
+//! `emptyDir` is a directory per pod. Other kinds (the service account
+//! token's projected volume) are not mounted.
 //!
 //! The container is ready once its first declared port accepts a
-//! connection, as a TCP readiness probe would say (at most 60 s).
+//! connection, as a TCP readiness probe would say (at most 60 s). Its output
+//! goes to `logs/<namespace>_<pod>.log` in the data directory.
 
 use std::{
     ffi::CString,
@@ -50,27 +52,56 @@ pub fn start(pod: &Value, netns: &Path, cgroup: &Path, data: &Path) -> Result<Ch
         }
     }
     let container = &spec["containers"][0];
+    let meta = &pod["metadata"];
+    let log = data.join("logs").join(format!(
+        "{}_{}.log",
+        meta["namespace"].as_str().unwrap_or_default(),
+        meta["name"].as_str().unwrap_or_default()
+    ));
+    let open_log = || {
+        std::fs::create_dir_all(data.join("logs"))?;
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+    };
+    let (out, err) = open_log()
+        .and_then(|file| Ok((file.try_clone()?, file)))
+        .map_err(|e| format!("{}: {e}", log.display()))?;
     command(container, pod, netns, cgroup, data)?
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stdout(out)
+        .stderr(err)
         .spawn()
         .map_err(|e| format!("container: {e}"))
 }
 
-/// Waits until the container's first port accepts connections at `ip`.
-pub fn wait_ready(pod: &Value, ip: std::net::IpAddr) -> Result<(), String> {
+/// Waits until the container's first port accepts connections at `ip`,
+/// asked from inside the pod's network namespace `netns`.
+pub fn wait_ready(pod: &Value, netns: &Path, ip: std::net::IpAddr) -> Result<(), String> {
     let Some(port) = pod["spec"]["containers"][0]["ports"][0]["containerPort"].as_u64() else {
         return Ok(());
     };
     let addr = SocketAddr::new(ip, u16::try_from(port).map_err(|e| e.to_string())?);
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while TcpStream::connect_timeout(&addr, Duration::from_millis(500)).is_err() {
-        if Instant::now() > deadline {
-            return Err(format!("nothing listens on {addr} after 60 s"));
+    let net = std::fs::File::open(netns).map_err(|e| format!("{}: {e}", netns.display()))?;
+    // A thread of its own enters the pod's namespace, and ends there.
+    std::thread::spawn(move || {
+        use std::os::fd::AsRawFd;
+        // SAFETY: a plain system call on an open descriptor; it moves only
+        // this thread, which does nothing else.
+        if unsafe { libc::setns(net.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+            return Err(format!("setns: {}", std::io::Error::last_os_error()));
         }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    Ok(())
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while TcpStream::connect_timeout(&addr, Duration::from_millis(500)).is_err() {
+            if Instant::now() > deadline {
+                return Err(format!("nothing listens on {addr} after 60 s"));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Ok(())
+    })
+    .join()
+    .map_err(|_| "the readiness thread panicked".to_owned())?
 }
 
 /// The container's process, set to enter the pod's namespaces, cgroup and
@@ -95,7 +126,9 @@ fn command(
         let (Some(volume), Some(at)) = (mount["name"].as_str(), mount["mountPath"].as_str()) else {
             continue;
         };
-        let dir = volume_dir(pod, volume, data)?;
+        let Some(dir) = volume_dir(pod, volume, data)? else {
+            continue;
+        };
         std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
         binds.push((c_path(&dir)?, c_path(Path::new(at))?));
     }
@@ -164,8 +197,9 @@ fn enter(
     Ok(())
 }
 
-/// The directory behind `pod`'s volume `name`.
-fn volume_dir(pod: &Value, name: &str, data: &Path) -> Result<PathBuf, String> {
+/// The directory behind `pod`'s volume `name`; `None` for a kind this node
+/// does not mount (the service account token's projected volume).
+fn volume_dir(pod: &Value, name: &str, data: &Path) -> Result<Option<PathBuf>, String> {
     let volume = pod["spec"]["volumes"]
         .as_array()
         .into_iter()
@@ -175,17 +209,14 @@ fn volume_dir(pod: &Value, name: &str, data: &Path) -> Result<PathBuf, String> {
     let meta = &pod["metadata"];
     let field = |value: &Value| value.as_str().unwrap_or_default().to_owned();
     if let Some(claim) = volume["persistentVolumeClaim"]["claimName"].as_str() {
-        return Ok(data
-            .join("claims")
-            .join(field(&meta["namespace"]))
-            .join(claim));
+        let namespace = field(&meta["namespace"]);
+        return Ok(Some(data.join("claims").join(namespace).join(claim)));
     }
     if volume.get("emptyDir").is_some() {
-        return Ok(data.join("pods").join(field(&meta["uid"])).join(name));
+        let uid = field(&meta["uid"]);
+        return Ok(Some(data.join("pods").join(uid).join(name)));
     }
-    Err(format!(
-        "volume {name}: only persistentVolumeClaim and emptyDir volumes run here"
-    ))
+    Ok(None)
 }
 
 fn c_path(path: &Path) -> Result<CString, String> {

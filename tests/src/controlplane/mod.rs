@@ -38,8 +38,8 @@ pub(super) const ETCD: &str = "http://127.0.0.1:2379";
 pub const SERVICE_CIDR: &str = "10.96.0.0/16";
 /// The controllers the tests need, and nothing else.
 const CONTROLLERS: &str = "endpointslice-controller,deployment-controller,replicaset-controller,\
-garbage-collector-controller,namespace-controller,serviceaccount-controller,\
-serviceaccount-token-controller";
+statefulset-controller,persistentvolumeclaim-protection-controller,garbage-collector-controller,\
+namespace-controller,serviceaccount-controller,serviceaccount-token-controller";
 const LOG_TAIL: usize = 60;
 
 /// The built tool `name`.

@@ -158,7 +158,7 @@ fn the_api_server_rejects_invalid_sandboxes_with_a_clear_message() {
             "a fork needs forkOf",
         ),
         (
-            "{routingKey: k, forks: [{service: {name: reviews}, forkOf: {kind: StatefulSet, name: db}}]}".to_owned(),
+            "{routingKey: k, forks: [{service: {name: reviews}, forkOf: {kind: DaemonSet, name: db}}]}".to_owned(),
             "spec.forks[0].forkOf.kind",
         ),
         (

@@ -13,18 +13,19 @@
 //! These need root. Without it each test fails and says so, unless
 //! `DETOUR_SKIP_ROOT_TESTS=1` is set.
 
-use detour_tests::{Agent, Cgroup, Topology, cmd::Proc, require_root, unique_name};
+use detour_tests::{Agent, Cgroup, RequestLog, Topology, cmd::Proc, require_root, unique_name};
 
 const HTTP: u16 = 8080;
 const GRPC: u16 = 50051;
 const GRPC_CLIENT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/clients/grpc_client.py");
 const MEMBER: &str = "detour-routing-key=feature-x";
 
-/// Fields drop in order: servers and agent, then the fork pod's cgroup,
-/// the node's, and the pods.
+/// Fields drop in order: servers and agent, then the gRPC servers' call
+/// logs, the fork pod's cgroup, the node's, and the pods.
 struct Setup {
     agent: Agent,
     _servers: Vec<Proc>,
+    _logs: [RequestLog; 2],
     fork_pod: Cgroup,
     cgroup: Cgroup,
     net: Topology,
@@ -44,8 +45,8 @@ impl Setup {
         let fork_pod = cgroup.child("fork-pod");
         let ip = |pod: &str| net.pod(pod).ip4;
         let back = format!("http://{}:{HTTP}", ip("back"));
-        let (grpc, _) = net.pod("back").grpc_server(GRPC);
-        let (grpc_fork, _) = net.pod("back-fork").grpc_server(GRPC);
+        let (grpc, grpc_log) = net.pod("back").grpc_server(GRPC);
+        let (grpc_fork, grpc_fork_log) = net.pod("back-fork").grpc_server(GRPC);
         let servers = vec![
             net.pod("back").echo_server(HTTP),
             net.pod("back-fork").echo_server(HTTP),
@@ -92,6 +93,7 @@ sandboxes:
         Self {
             agent,
             _servers: servers,
+            _logs: [grpc_log, grpc_fork_log],
             fork_pod,
             cgroup,
             net,
