@@ -171,6 +171,7 @@ impl Agent {
         }
         let proxy_metrics = ProxyMetrics::new(&mut registry);
         registry.register_collector(Box::new(handles.counters));
+        registry.register_collector(Box::new(handles.fork_counters));
         let flows = Arc::new(FlowTable::default());
         let origins = Arc::new(Origins::new(config.keep_client_address));
         let proxy = Arc::new(Proxy {

@@ -36,7 +36,7 @@ use detour_common::{
     CONFIG_HAS_PROXY4, CONFIG_HAS_PROXY6, Config, SockKey, Steered, ip6_words, maps,
 };
 use forks::Forks;
-pub use forks::{FORK_PROGRAMS, ForksApplied};
+pub use forks::{FORK_PROGRAMS, ForkCounters, ForksApplied};
 pub use orig_dst::OrigDstTable;
 pub use relay::{Relay, RelayError};
 pub use steered::Applied;
@@ -124,6 +124,8 @@ pub struct DatapathOptions {
 pub struct Handles {
     pub orig_dst: OrigDstTable,
     pub counters: BpfCounters,
+    /// The fork programs' counters, by sandbox.
+    pub fork_counters: ForkCounters,
     /// `None`: the relay is off, or the kernel refused it.
     pub relay: Option<Relay>,
 }
@@ -235,6 +237,7 @@ impl Datapath {
         let handles = Handles {
             orig_dst: OrigDstTable::new(orig_by_peer),
             counters: BpfCounters::new(counters),
+            fork_counters: datapath.forks.counters(),
             relay,
         };
         Ok((datapath, handles))

@@ -1,9 +1,11 @@
-//! The fork programs: per sandbox with fork pods on this node, one load of
-//! the fork object (`ebpf/detour-ebpf/src/fork/main.rs`), its `FORK_DEPS`
-//! map kept equal to the snapshot's keyless forked destinations, and its two
-//! connect programs attached to each fork pod's cgroup.
+//! The fork programs: per group of fork pods on this node (a sandbox's, or
+//! one fork's own: see `routes::fork_pods`), one load of the fork object
+//! (`ebpf/detour-ebpf/src/fork/main.rs`), its `FORK_DEPS` map kept equal to
+//! the group's keyless forked destinations, and its two connect programs
+//! attached to each fork pod's cgroup; their outcomes are counted by
+//! sandbox ([`ForkCounters`]).
 //!
-//! Their links are pinned under `<pin dir>/forks/<run>/<sandbox>-<load>/`, so they
+//! Their links are pinned under `<pin dir>/forks/<run>/<group>-<load>/`, so they
 //! outlive the agent: while no agent runs, a fork's connects still reach its
 //! own database, never the baseline one (the node's programs fail open; a
 //! fork's database traffic must not). A link goes when its pod stops being
@@ -12,6 +14,7 @@
 //! same way, so there is no moment in which a fork pod has none. Without a
 //! pin directory (`--pin-dir none`) the links end with the agent.
 
+mod counters;
 mod programs;
 
 use std::{
@@ -21,6 +24,7 @@ use std::{
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
+pub use counters::ForkCounters;
 use detour_common::maps;
 use programs::SandboxPrograms;
 use tracing::{info, warn};
@@ -55,6 +59,8 @@ pub struct Forks {
     sources: Option<PathBuf>,
     /// Loads so far: each load pins under a directory of its own.
     loads: u64,
+    /// Every load's outcome counters, for the metrics.
+    counters: ForkCounters,
     sandboxes: BTreeMap<Arc<str>, SandboxPrograms>,
 }
 
@@ -91,8 +97,14 @@ impl Forks {
             earlier_removed: false,
             sources: pin_dir.map(|dir| dir.join(maps::FORK_SOURCES)),
             loads: 0,
+            counters: ForkCounters::default(),
             sandboxes: BTreeMap::new(),
         }
+    }
+
+    /// The outcome counters of every load, for the metrics registry.
+    pub fn counters(&self) -> ForkCounters {
+        self.counters.clone()
     }
 
     /// Makes the fork programs serve exactly `wanted`: loads them for new
@@ -109,6 +121,7 @@ impl Forks {
             .collect();
         for name in gone {
             if let Some(programs) = self.sandboxes.remove(&name) {
+                self.counters.retire(programs.load);
                 programs.release();
                 info!(sandbox = %name, "fork programs removed");
             }
@@ -136,8 +149,10 @@ impl Forks {
                     .run
                     .as_ref()
                     .map(|run| run.join(format!("{}-{}", pin_name(name), self.loads)));
-                match SandboxPrograms::load(dir, inherit_as, self.sources.as_deref()) {
-                    Ok(programs) => {
+                match SandboxPrograms::load(dir, inherit_as, self.sources.as_deref(), self.loads) {
+                    Ok((programs, counters)) => {
+                        let sandbox = Arc::clone(&pods.sandbox);
+                        self.counters.track(self.loads, sandbox, counters);
                         self.sandboxes.insert(Arc::clone(name), programs);
                     }
                     Err(error) => {
@@ -158,6 +173,7 @@ impl Forks {
             };
             programs.apply(name, pods, &cgroups, &mut applied);
             if let Some(old) = replaced {
+                self.counters.retire(old.load);
                 old.release();
             }
         }

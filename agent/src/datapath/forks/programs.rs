@@ -12,7 +12,7 @@ use std::{
 
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{HashMap, MapData},
+    maps::{HashMap, MapData, PerCpuArray},
     programs::{CgroupAttachMode, CgroupSockAddr, links::FdLink, links::PinnedLink},
 };
 use detour_common::{NO_FORK_ENDPOINT, SockKey, maps};
@@ -36,14 +36,18 @@ pub(super) struct SandboxPrograms {
     dir: Option<PathBuf>,
     /// The id its programs mark connects with (0: none).
     pub(super) inherit_as: u32,
+    /// Which load of the fork object this is (its counters' key).
+    pub(super) load: u64,
 }
 
 impl SandboxPrograms {
+    /// Load number `load` of the fork object, with its `FORK_COUNTERS`.
     pub(super) fn load(
         dir: Option<PathBuf>,
         inherit_as: u32,
         sources: Option<&Path>,
-    ) -> anyhow::Result<Self> {
+        load: u64,
+    ) -> anyhow::Result<(Self, PerCpuArray<MapData, u64>)> {
         let mut loader = EbpfLoader::new();
         loader.override_global("SANDBOX_ID", &inherit_as, true);
         if let Some(sources) = sources {
@@ -58,17 +62,20 @@ impl SandboxPrograms {
             program.load()?;
         }
         let deps = take_map(&mut ebpf, maps::FORK_DEPS)?;
+        let counters = take_map(&mut ebpf, maps::FORK_COUNTERS)?;
         if let Some(dir) = &dir {
             std::fs::create_dir_all(dir)?;
         }
-        Ok(Self {
+        let programs = Self {
             ebpf,
             deps,
             installed: BTreeMap::new(),
             pods: BTreeMap::new(),
             dir,
             inherit_as,
-        })
+            load,
+        };
+        Ok((programs, counters))
     }
 
     pub(super) fn apply(

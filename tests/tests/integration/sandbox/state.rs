@@ -193,6 +193,11 @@ fn a_fork_pod_is_served_by_its_sandboxs_database_and_cache_and_baseline_is_untou
     );
     assert_eq!(setup.redis_owner(fork_pod, &db.ip4.to_string()), "fork");
     assert_eq!(setup.redis_owner(fork_pod, &db.ip6.to_string()), "fork");
+    // Three connects redirected so far: PostgreSQL once, Redis twice.
+    assert_eq!(
+        agent.metric(r#"detour_fork_connects_total{sandbox="feature-x",outcome="redirected"}"#),
+        3
+    );
     assert_eq!(setup.redis_owner(other, &db.ip4.to_string()), "baseline");
     assert_eq!(setup.redis_owner(other, &db.ip6.to_string()), "baseline");
 
@@ -272,6 +277,10 @@ fn a_forked_database_with_no_ready_fork_refuses_the_fork_pods_connects() {
     assert!(
         refused.contains("Operation not permitted"),
         "refused with EPERM, said: {refused}"
+    );
+    assert!(
+        agent.metric(r#"detour_fork_connects_total{sandbox="feature-x",outcome="refused"}"#) >= 1,
+        "counted as refused"
     );
     assert_eq!(
         setup.postgres_owner(&setup.forked.cgroup).as_deref(),
