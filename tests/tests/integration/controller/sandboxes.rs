@@ -155,7 +155,7 @@ fn a_forkof_sandbox_becomes_a_ready_fork_that_keyed_requests_reach_and_leaves_no
 }
 
 #[test]
-fn the_controllers_account_may_touch_fork_deployments_only() {
+fn the_controllers_account_may_touch_forks_and_their_claims_only() {
     if !require_root() {
         return;
     }
@@ -202,6 +202,41 @@ fn the_controllers_account_may_touch_fork_deployments_only() {
         Some(&fork),
     );
     assert!(created.status.success(), "{created:?}");
+
+    // A StatefulSet likewise; and of volume claims, only a Sandbox's.
+    let claim = |name: &str, labels: &str| {
+        format!(
+            "apiVersion: v1\nkind: PersistentVolumeClaim\nmetadata: {{name: {name}, namespace: \
+             default, labels: {{{labels}}}}}\nspec: {{accessModes: [ReadWriteOnce], resources: \
+             {{requests: {{storage: 1Gi}}}}}}\n"
+        )
+    };
+    let baseline_set = "apiVersion: apps/v1\nkind: StatefulSet\nmetadata: {name: db, namespace: \
+                        default}\nspec: {serviceName: db, selector: {matchLabels: {app: db}}, \
+                        template: {metadata: {labels: {app: db}}, spec: {containers: [{name: db, \
+                        image: detour.dev/test-host}]}}}\n";
+    cluster.apply(&format!(
+        "{baseline_set}---\n{}---\n{}",
+        claim("data-db-0", "app: db"),
+        claim("data-db-x-0", "app: db, detour.dev/sandbox: x")
+    ));
+    let as_controller = |args: &[&str]| {
+        let mut all = args.to_vec();
+        all.extend(["-n", "default", "--dry-run=server"]);
+        cluster.plane.kubectl_as(&kubeconfig, &all, None)
+    };
+    let refused = as_controller(&["delete", "statefulset", "db"]);
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("fork Deployments and StatefulSets"),
+        "{refused:?}"
+    );
+    let refused = as_controller(&["delete", "pvc", "data-db-0"]);
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("volume claims of a Sandbox's forks"),
+        "{refused:?}"
+    );
+    let deleted = as_controller(&["delete", "pvc", "data-db-x-0"]);
+    assert!(deleted.status.success(), "{deleted:?}");
 }
 
 #[test]
