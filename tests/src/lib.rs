@@ -20,6 +20,7 @@ mod databases;
 #[cfg(feature = "fake-apiserver")]
 pub mod fake_apiserver;
 pub mod fixture;
+pub mod kafka;
 pub mod netns;
 pub mod node;
 mod servers;

@@ -223,10 +223,6 @@ fn go() -> Command {
 
 /// `~/.cache/detour/k8s-tools/<version>-<hash>`.
 fn cache_dir(go_mod: &str, go_sum: &str) -> anyhow::Result<PathBuf> {
-    let base = std::env::var_os("XDG_CACHE_HOME")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|home| Path::new(&home).join(".cache")))
-        .context("neither XDG_CACHE_HOME nor HOME is set")?;
     let recipe = ldflags();
     let hash = fnv1a(
         go_mod
@@ -235,8 +231,8 @@ fn cache_dir(go_mod: &str, go_sum: &str) -> anyhow::Result<PathBuf> {
             .chain(go_sum.as_bytes())
             .chain(recipe.as_bytes()),
     );
-    Ok(base
-        .join("detour/k8s-tools")
+    Ok(crate::cache_home()?
+        .join("k8s-tools")
         .join(format!("{KUBERNETES}-{hash:016x}")))
 }
 

@@ -9,6 +9,7 @@ mod demo;
 mod fuzz;
 mod image;
 mod k8s_tools;
+mod kafka;
 mod lint;
 mod setup;
 mod test;
@@ -78,6 +79,16 @@ pub fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .map_or_else(|| PathBuf::from("."), Path::to_path_buf)
+}
+
+/// `~/.cache/detour` (or under `XDG_CACHE_HOME`): what setup builds and
+/// downloads, outside the source tree, kept across clones.
+pub fn cache_home() -> anyhow::Result<PathBuf> {
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|home| Path::new(&home).join(".cache")))
+        .ok_or_else(|| anyhow::anyhow!("neither XDG_CACHE_HOME nor HOME is set"))?;
+    Ok(base.join("detour"))
 }
 
 /// The eBPF crate's directory (its own workspace).

@@ -62,6 +62,14 @@ const TEST_REQUIREMENTS: &[(&str, &str)] = &[
     // their clients (psql, pg_isready; redis-cli).
     ("/usr/lib/postgresql", "postgresql"),
     ("redis-server", "redis-server"),
+    // Kafka (the Kafka tests): the broker runs on Java and is fetched by
+    // Maven ([`crate::kafka`]); a librdkafka client, Debian's build.
+    ("java", "default-jre-headless"),
+    ("mvn", "maven"),
+    (
+        "/usr/lib/python3/dist-packages/confluent_kafka",
+        "python3-confluent-kafka",
+    ),
 ];
 
 /// Everything: the build's toolchain and the test tools, including the
@@ -69,6 +77,7 @@ const TEST_REQUIREMENTS: &[(&str, &str)] = &[
 /// Returns the directory of the Kubernetes tools.
 pub fn all() -> anyhow::Result<std::path::PathBuf> {
     run()?;
+    crate::kafka::ensure()?;
     if crate::cmd_exists("go") {
         crate::k8s_tools::ensure()
     } else {

@@ -30,7 +30,8 @@ pub fn run(args: &TestArgs) -> anyhow::Result<()> {
         .args(["test", "--locked", "--workspace"])
         .args(&args.cargo_args)
         .env("DETOUR_BIN", &binary)
-        .env(crate::k8s_tools::TOOLS_ENV, &k8s_tools);
+        .env(crate::k8s_tools::TOOLS_ENV, &k8s_tools)
+        .env(crate::kafka::KAFKA_ENV, crate::kafka::ensure()?);
     // The real node runs the image as users install it: the release build,
     // packaged (a few minutes more than the debug build alone).
     if std::env::var_os(node::SKIP_ENV).is_some() {

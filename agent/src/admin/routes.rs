@@ -11,6 +11,7 @@ pub fn protocol_name(protocol: Protocol) -> &'static str {
         Protocol::Http => "http",
         Protocol::H2c => "h2c",
         Protocol::Tcp => "tcp",
+        Protocol::Kafka => "kafka",
         Protocol::Auto => "auto",
     }
 }

@@ -32,6 +32,7 @@ pub fn protocol_of(app_protocol: Option<&str>) -> Protocol {
         Some("http" | "kubernetes.io/http") => Protocol::Http,
         Some("kubernetes.io/h2c" | "h2c" | "grpc") => Protocol::H2c,
         Some("tcp") => Protocol::Tcp,
+        Some("kafka") => Protocol::Kafka,
         _ => Protocol::Auto,
     }
 }

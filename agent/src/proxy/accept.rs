@@ -17,7 +17,7 @@ use tracing::{Instrument, debug, debug_span, info, warn};
 use super::{
     Proxy, ProxyContext,
     detect::{self, Detected},
-    h2, http1, opaque, route,
+    h2, http1, kafka, opaque, route,
 };
 use crate::{flows::FlowGuard, routes::Protocol};
 
@@ -126,6 +126,7 @@ fn handle(
             // Boxed, like every large state below: the task's size is that of
             // its largest state, and an idle HTTP/1 connection must stay small.
             Detected::H2 => Box::pin(h2::serve(client, buf, conn, Arc::clone(&proxy))).await,
+            Detected::Kafka => Box::pin(kafka::serve(client, peer, buf, conn, ctx)).await,
             Detected::Closed => ctx.buffers.give(buf),
             Detected::NotHttp | Detected::Timeout => {
                 Box::pin(opaque::serve(client, peer, buf, conn, ctx)).await
@@ -193,6 +194,7 @@ async fn prepare(client: &mut TcpStream, peer: SocketAddr, ctx: &ProxyContext) -
         Protocol::Http => Detected::Http1,
         Protocol::H2c => Detected::H2,
         Protocol::Tcp => Detected::NotHttp,
+        Protocol::Kafka => Detected::Kafka,
         Protocol::Auto => match detect::detect(client, &mut buf, ctx.detect_timeout).await {
             Ok(detected) => detected,
             Err(error) => {
@@ -206,6 +208,7 @@ async fn prepare(client: &mut TcpStream, peer: SocketAddr, ctx: &ProxyContext) -
     let served_as = match detected {
         Detected::Http1 => "http1",
         Detected::H2 => "h2",
+        Detected::Kafka => "kafka",
         Detected::NotHttp => "opaque",
         Detected::Timeout => "timeout",
         Detected::Closed => "closed",

@@ -17,6 +17,8 @@ const MAX_DETECT_BYTES: usize = 8 * 1024;
 pub enum Detected {
     Http1,
     H2,
+    /// Declared `kafka`: relayed frame by frame.
+    Kafka,
     NotHttp,
     /// Nothing (or too little) arrived in time: a server-first protocol, or a
     /// slow client; spliced.

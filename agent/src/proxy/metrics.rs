@@ -56,6 +56,7 @@ pub struct ProxyMetrics {
     request_errors: Family<ReasonLabels, Counter>,
     upstream_errors: Family<ReasonLabels, Counter>,
     h2_errors: Family<ReasonLabels, Counter>,
+    kafka_errors: Family<ReasonLabels, Counter>,
     splices: Family<RelayLabels, Counter>,
     origins: Family<ReasonLabels, Counter>,
     parked: Gauge,
@@ -83,6 +84,7 @@ impl ProxyMetrics {
             request_errors: Family::default(),
             upstream_errors: Family::default(),
             h2_errors: Family::default(),
+            kafka_errors: Family::default(),
             splices: Family::default(),
             origins: Family::default(),
             parked: Gauge::default(),
@@ -96,8 +98,8 @@ impl ProxyMetrics {
         registry.register(
             "connections_by_protocol",
             "Redirected connections by how they were served: http1 (routed per request), \
-             h2 (routed per stream), opaque (spliced to baseline), timeout (nothing sent \
-             in time: spliced)",
+             h2 (routed per stream), kafka (relayed frame by frame), opaque (spliced to \
+             baseline), timeout (nothing sent in time: spliced)",
             metrics.protocols.clone(),
         );
         registry.register(
@@ -138,6 +140,13 @@ impl ProxyMetrics {
              received (enhance_your_calm: a flood such as rapid reset or CONTINUATION; \
              protocol_error, frame_size_error, ...; io: the connection failed)",
             metrics.h2_errors.clone(),
+        );
+        registry.register(
+            "kafka_connection_errors",
+            "Kafka connections the proxy closed because their bytes were not Kafka frames, \
+             by reason (frame_too_large, frame_too_short, truncated, malformed_header; io: \
+             the connection failed)",
+            metrics.kafka_errors.clone(),
         );
         registry.register(
             "upstream_errors",
@@ -261,6 +270,13 @@ impl ProxyMetrics {
     pub fn h2_error(&self, reason: Option<h2::Reason>) {
         let reason = reason.map_or("io", h2_reason_label);
         self.h2_errors.get_or_create(&ReasonLabels { reason }).inc();
+    }
+
+    /// A Kafka connection that ended in an error.
+    pub fn kafka_error(&self, reason: &'static str) {
+        self.kafka_errors
+            .get_or_create(&ReasonLabels { reason })
+            .inc();
     }
 
     pub fn upstream_error(&self, reason: &'static str) {

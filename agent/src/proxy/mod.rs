@@ -23,6 +23,7 @@ mod detect;
 pub mod error;
 pub mod h2;
 pub mod http1;
+pub mod kafka;
 mod metrics;
 pub mod opaque;
 pub mod origin;

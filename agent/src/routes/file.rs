@@ -54,6 +54,8 @@ pub enum Protocol {
     Http,
     H2c,
     Tcp,
+    /// Apache Kafka: relayed frame by frame (docs/kafka.md).
+    Kafka,
     #[default]
     Auto,
 }

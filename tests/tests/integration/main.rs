@@ -15,5 +15,6 @@ mod h2;
 mod http1;
 mod image;
 mod k8s;
+mod kafka;
 mod node;
 mod sandbox;

@@ -223,9 +223,5 @@ fn git(args: &[&str]) -> anyhow::Result<String> {
 
 /// `~/.cache/detour/image/`: downloaded packages and built test images.
 pub fn cache_dir() -> anyhow::Result<PathBuf> {
-    let base = std::env::var_os("XDG_CACHE_HOME")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|home| Path::new(&home).join(".cache")))
-        .context("neither XDG_CACHE_HOME nor HOME is set")?;
-    Ok(base.join("detour/image"))
+    Ok(crate::cache_home()?.join("image"))
 }
