@@ -8,16 +8,20 @@
 //! `detour_kafka_connection_errors_total{reason}`; other connections are
 //! not affected.
 //!
-//! Every byte is passed on unchanged. Isolating consumption per sandbox
-//! (group ids rewritten for fork consumers, records filtered by key) is
-//! built on these frames: see docs/kafka.md.
+//! A connection from a sandbox's fork pod gets consumer groups of its own
+//! ([`groups`]); every other connection's bytes are passed on unchanged.
 
 pub mod frame;
+mod groups;
 
-use std::net::SocketAddr;
+use std::{
+    net::SocketAddr,
+    sync::{Arc, Mutex},
+};
 
 use bytes::BytesMut;
 use frame::FrameError;
+use groups::Groups;
 use tokio::{
     io::{AsyncWrite, AsyncWriteExt},
     net::{
@@ -47,10 +51,11 @@ pub async fn serve(
             return;
         }
     };
+    let groups = fork_groups(&conn, ctx).map(|g| Arc::new(Mutex::new(g)));
     let (client_read, client_write) = client.into_split();
     let (broker_read, broker_write) = upstream.into_split();
-    let requests = relay_requests(client_read, buf, broker_write);
-    let responses = relay_responses(broker_read, client_write);
+    let requests = relay_requests(client_read, buf, broker_write, groups.clone());
+    let responses = relay_responses(broker_read, client_write, groups);
     // Either direction failing ends both: its peer's frames cannot be
     // trusted to line up any more.
     let ended = tokio::try_join!(requests, responses).map(|_| ());
@@ -63,17 +68,35 @@ pub async fn serve(
     }
 }
 
-/// Client to broker: request frames, checked. At the client's end of
-/// stream the broker's side is shut for writing, so that its responses
-/// still come back.
+/// The group rewrite of a connection from a fork pod whose sandbox is
+/// known; `None` for everyone else.
+fn fork_groups(conn: &route::Conn, ctx: &ProxyContext) -> Option<Groups> {
+    if conn.source_sandbox == 0 {
+        return None;
+    }
+    let snapshot = ctx.routes.load();
+    let inherited = snapshot.inherited.get(&conn.source_sandbox)?;
+    Some(Groups::new(&inherited.sandbox))
+}
+
+type Shared = Option<Arc<Mutex<Groups>>>;
+
+/// Client to broker: request frames, checked (and a fork pod's group ids
+/// rewritten). At the client's end of stream the broker's side is shut for
+/// writing, so that its responses still come back.
 async fn relay_requests(
     mut client: OwnedReadHalf,
     mut buf: BytesMut,
     mut broker: OwnedWriteHalf,
+    groups: Shared,
 ) -> Result<(), FrameError> {
     while let Some(request) = frame::read_request(&mut client, &mut buf).await? {
         let info = frame::request_info(&request)?;
         debug!(api = ?info.api, version = info.version, correlation = info.correlation_id, "request");
+        let request = match &groups {
+            Some(groups) => lock(groups).request(&info, request)?,
+            None => request,
+        };
         write(&mut broker, &request).await?;
     }
     broker
@@ -86,15 +109,26 @@ async fn relay_requests(
 async fn relay_responses(
     mut broker: OwnedReadHalf,
     mut client: OwnedWriteHalf,
+    groups: Shared,
 ) -> Result<(), FrameError> {
     let mut buf = BytesMut::with_capacity(16 * 1024);
     while let Some(response) = frame::read_response(&mut broker, &mut buf).await? {
+        let response = match &groups {
+            Some(groups) => lock(groups).response(response)?,
+            None => response,
+        };
         write(&mut client, &response).await?;
     }
     client
         .shutdown()
         .await
         .map_err(|e| FrameError::Io(e.to_string()))
+}
+
+fn lock(groups: &Mutex<Groups>) -> std::sync::MutexGuard<'_, Groups> {
+    groups
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 async fn write<W: AsyncWrite + Unpin>(to: &mut W, bytes: &[u8]) -> Result<(), FrameError> {

@@ -7,68 +7,9 @@
 //! These need root. Without it each test fails and says so, unless
 //! `DETOUR_SKIP_ROOT_TESTS=1` is set.
 
-use detour_tests::{Agent, Cgroup, Topology, require_root, unique_name};
+use detour_tests::require_root;
 
-const PORT: u16 = 9092;
-
-struct Setup {
-    agent: Agent,
-    broker: detour_tests::kafka::KafkaBroker,
-    cgroup: Cgroup,
-    net: Topology,
-}
-
-impl Setup {
-    fn new() -> Self {
-        let net = Topology::builder("kp").pod("client").pod("broker").build();
-        let cgroup = Cgroup::new(&unique_name("detour-kp-"));
-        let broker = net.pod("broker").kafka_broker(PORT);
-        let routes = format!(
-            "services:
-  - name: kafka
-    addresses: [{}]
-    ports: [{{port: {PORT}, protocol: kafka}}]
-",
-            net.pod("broker").ip4
-        );
-        let agent = Agent::builder(&net, &cgroup).routes(&routes).spawn();
-        Self {
-            agent,
-            broker,
-            cgroup,
-            net,
-        }
-    }
-
-    fn client(&self, args: &[&str]) -> String {
-        let output = self.net.pod("client").kafka_client(&self.cgroup, args);
-        assert!(
-            output.status.success(),
-            "kafka_client.py {args:?} failed: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        String::from_utf8_lossy(&output.stdout).into_owned()
-    }
-
-    /// The values of `count` records `group` consumes from `topic`, with
-    /// each record's `baggage` header.
-    fn consume(&self, topic: &str, group: &str, count: usize) -> Vec<(String, String)> {
-        let bootstrap = self.broker.addr.to_string();
-        let out = self.client(&["consume", &bootstrap, topic, group, &count.to_string()]);
-        out.lines()
-            .map(|line| {
-                let record: serde_json::Value = serde_json::from_str(line).expect("JSON record");
-                (
-                    record["value"].as_str().unwrap_or_default().to_owned(),
-                    record["headers"]["baggage"]
-                        .as_str()
-                        .unwrap_or_default()
-                        .to_owned(),
-                )
-            })
-            .collect()
-    }
-}
+use super::Setup;
 
 #[test]
 fn records_and_their_headers_pass_through_unchanged() {

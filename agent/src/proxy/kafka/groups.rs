@@ -1,0 +1,298 @@
+//! A fork consumer's group of its own: on a connection from a sandbox's
+//! fork pod, every consumer group id it names is rewritten to
+//! `<group>.detour-<sandbox>` (the sandbox's `/` written `.`) in the
+//! requests that name one, and written back in the responses that echo it.
+//! So a fork of a consumer that uses the baseline's group id joins a group
+//! of its own: it never takes partitions from the baseline's consumers,
+//! and its committed offsets are its own.
+//!
+//! Requests rewritten: FindCoordinator (group keys), JoinGroup, SyncGroup,
+//! Heartbeat, LeaveGroup, OffsetCommit, OffsetFetch (one group or many),
+//! ConsumerGroupHeartbeat (KIP-848), TxnOffsetCommit. Responses written
+//! back: FindCoordinator (v4 and later name their keys), OffsetFetch (v8
+//! and later name their groups). Every other frame passes unchanged. A
+//! rewritten frame is decoded and encoded again at the version the client
+//! sent, with the `kafka-protocol` crate.
+
+use std::collections::HashMap;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use kafka_protocol::{
+    messages::{
+        ApiKey, ConsumerGroupHeartbeatRequest, FindCoordinatorRequest, FindCoordinatorResponse,
+        GroupId, HeartbeatRequest, JoinGroupRequest, LeaveGroupRequest, OffsetCommitRequest,
+        OffsetFetchRequest, OffsetFetchResponse, RequestHeader, ResponseHeader, SyncGroupRequest,
+        TxnOffsetCommitRequest,
+    },
+    protocol::{Decodable, Encodable, StrBytes},
+};
+
+use super::frame::{FrameError, RequestInfo};
+
+/// `FindCoordinator`'s key type for a consumer group.
+const GROUP_KEY: i8 = 0;
+
+/// The rewrite of one fork pod's connection.
+pub struct Groups {
+    /// What its group ids get: `.detour-<sandbox>`.
+    suffix: String,
+    /// Requests whose responses are written back, by correlation id.
+    pending: HashMap<i32, (ApiKey, i16)>,
+}
+
+impl Groups {
+    /// The rewrite for a fork pod of `sandbox`.
+    pub fn new(sandbox: &str) -> Self {
+        Self {
+            suffix: format!(".detour-{}", sandbox.replace('/', ".")),
+            pending: HashMap::new(),
+        }
+    }
+
+    /// The group id `group` stands for on this connection. An empty one is
+    /// a field the request's version does not have: it stays empty.
+    fn own(&self, group: &StrBytes) -> StrBytes {
+        if group.is_empty() {
+            return group.clone();
+        }
+        StrBytes::from_string(format!("{}{}", group.as_str(), self.suffix))
+    }
+
+    fn own_group(&self, group: &GroupId) -> GroupId {
+        GroupId(self.own(&group.0))
+    }
+
+    /// The client's own name for `group`.
+    fn theirs(&self, group: &StrBytes) -> StrBytes {
+        match group.as_str().strip_suffix(&self.suffix) {
+            Some(original) => StrBytes::from_string(original.to_owned()),
+            None => group.clone(),
+        }
+    }
+
+    /// `frame` (a request) with its group ids rewritten, or as it is.
+    pub fn request(&mut self, info: &RequestInfo, frame: Bytes) -> Result<Bytes, FrameError> {
+        let Some(api) = info.api else {
+            return Ok(frame);
+        };
+        let version = info.version;
+        let header_version = api.request_header_version(version);
+        let mut body = frame.slice(4..);
+        let header = decode::<RequestHeader>(&mut body, header_version, api, version)?;
+        let rewritten = match api {
+            ApiKey::FindCoordinator => {
+                let mut request =
+                    decode::<FindCoordinatorRequest>(&mut body, version, api, version)?;
+                if request.key_type == GROUP_KEY {
+                    request.key = self.own(&request.key);
+                    for key in &mut request.coordinator_keys {
+                        *key = self.own(key);
+                    }
+                    self.pending.insert(info.correlation_id, (api, version));
+                }
+                encode(&header, header_version, &request, version)
+            }
+            ApiKey::JoinGroup => {
+                self.group_field::<JoinGroupRequest>(&header, body, version, |r| &mut r.group_id)
+            }
+            ApiKey::SyncGroup => {
+                self.group_field::<SyncGroupRequest>(&header, body, version, |r| &mut r.group_id)
+            }
+            ApiKey::Heartbeat => {
+                self.group_field::<HeartbeatRequest>(&header, body, version, |r| &mut r.group_id)
+            }
+            ApiKey::LeaveGroup => {
+                self.group_field::<LeaveGroupRequest>(&header, body, version, |r| &mut r.group_id)
+            }
+            ApiKey::OffsetCommit => {
+                self.group_field::<OffsetCommitRequest>(&header, body, version, |r| &mut r.group_id)
+            }
+            ApiKey::TxnOffsetCommit => {
+                self.group_field::<TxnOffsetCommitRequest>(&header, body, version, |r| {
+                    &mut r.group_id
+                })
+            }
+            ApiKey::ConsumerGroupHeartbeat => {
+                self.group_field::<ConsumerGroupHeartbeatRequest>(&header, body, version, |r| {
+                    &mut r.group_id
+                })
+            }
+            ApiKey::OffsetFetch => {
+                let mut request = decode::<OffsetFetchRequest>(&mut body, version, api, version)?;
+                request.group_id = self.own_group(&request.group_id);
+                for group in &mut request.groups {
+                    group.group_id = self.own_group(&group.group_id);
+                }
+                self.pending.insert(info.correlation_id, (api, version));
+                encode(&header, header_version, &request, version)
+            }
+            _ => return Ok(frame),
+        };
+        rewritten.map_err(|reason| FrameError::Header {
+            api,
+            version,
+            reason,
+        })
+    }
+
+    /// A request whose one group id is `field`.
+    fn group_field<T: Decodable + Encodable>(
+        &self,
+        header: &RequestHeader,
+        mut body: Bytes,
+        version: i16,
+        field: impl FnOnce(&mut T) -> &mut GroupId,
+    ) -> Result<Bytes, String> {
+        let api =
+            ApiKey::try_from(header.request_api_key).map_err(|()| "unknown API".to_owned())?;
+        let mut request = T::decode(&mut body, version).map_err(|e| e.to_string())?;
+        let group = field(&mut request);
+        *group = self.own_group(group);
+        encode(
+            header,
+            api.request_header_version(version),
+            &request,
+            version,
+        )
+    }
+
+    /// `frame` (a response) with the group ids it echoes written back.
+    pub fn response(&mut self, frame: Bytes) -> Result<Bytes, FrameError> {
+        if frame.len() < 8 {
+            return Ok(frame);
+        }
+        let correlation = i32::from_be_bytes([frame[4], frame[5], frame[6], frame[7]]);
+        let Some((api, version)) = self.pending.remove(&correlation) else {
+            return Ok(frame);
+        };
+        let header_version = api.response_header_version(version);
+        let mut body = frame.slice(4..);
+        let header = decode::<ResponseHeader>(&mut body, header_version, api, version)?;
+        let written = match api {
+            ApiKey::FindCoordinator => {
+                let mut response =
+                    decode::<FindCoordinatorResponse>(&mut body, version, api, version)?;
+                for coordinator in &mut response.coordinators {
+                    coordinator.key = self.theirs(&coordinator.key);
+                }
+                encode(&header, header_version, &response, version)
+            }
+            ApiKey::OffsetFetch => {
+                let mut response = decode::<OffsetFetchResponse>(&mut body, version, api, version)?;
+                for group in &mut response.groups {
+                    group.group_id = GroupId(self.theirs(&group.group_id.0));
+                }
+                encode(&header, header_version, &response, version)
+            }
+            _ => return Ok(frame),
+        };
+        written.map_err(|reason| FrameError::Header {
+            api,
+            version,
+            reason,
+        })
+    }
+}
+
+fn decode<T: Decodable>(
+    body: &mut Bytes,
+    version: i16,
+    api: ApiKey,
+    api_version: i16,
+) -> Result<T, FrameError> {
+    T::decode(body, version).map_err(|e| FrameError::Header {
+        api,
+        version: api_version,
+        reason: e.to_string(),
+    })
+}
+
+/// A frame of `header` then `message`, size prefix first.
+fn encode<H: Encodable, T: Encodable>(
+    header: &H,
+    header_version: i16,
+    message: &T,
+    version: i16,
+) -> Result<Bytes, String> {
+    let size = header
+        .compute_size(header_version)
+        .map_err(|e| e.to_string())?
+        + message.compute_size(version).map_err(|e| e.to_string())?;
+    let mut out = BytesMut::with_capacity(4 + size);
+    out.put_i32(i32::try_from(size).map_err(|e| e.to_string())?);
+    header
+        .encode(&mut out, header_version)
+        .map_err(|e| e.to_string())?;
+    message
+        .encode(&mut out, version)
+        .map_err(|e| e.to_string())?;
+    Ok(out.freeze())
+}
+
+#[cfg(test)]
+mod tests {
+    use kafka_protocol::messages::find_coordinator_response::Coordinator;
+
+    use super::*;
+
+    fn frame<H: Encodable, T: Encodable>(header: &H, hv: i16, message: &T, v: i16) -> Bytes {
+        encode(header, hv, message, v).expect("encodes")
+    }
+
+    #[test]
+    fn a_group_key_is_the_forks_own_going_out_and_the_clients_coming_back() {
+        let mut groups = Groups::new("shop/feature-x");
+        let version = 4;
+        let header = RequestHeader::default()
+            .with_request_api_key(ApiKey::FindCoordinator as i16)
+            .with_request_api_version(version)
+            .with_correlation_id(9);
+        let request = FindCoordinatorRequest::default()
+            .with_key_type(GROUP_KEY)
+            .with_coordinator_keys(vec![StrBytes::from_static_str("billing")]);
+        let header_version = ApiKey::FindCoordinator.request_header_version(version);
+        let sent = frame(&header, header_version, &request, version);
+        let info = super::super::frame::request_info(&sent).expect("a request");
+        let rewritten = groups.request(&info, sent).expect("rewritten");
+        let mut body = rewritten.slice(4..);
+        RequestHeader::decode(&mut body, header_version).expect("header");
+        let out = FindCoordinatorRequest::decode(&mut body, version).expect("body");
+        assert_eq!(
+            out.coordinator_keys[0].as_str(),
+            "billing.detour-shop.feature-x"
+        );
+
+        let response = FindCoordinatorResponse::default().with_coordinators(vec![
+            Coordinator::default().with_key(out.coordinator_keys[0].clone()),
+        ]);
+        let response_version = ApiKey::FindCoordinator.response_header_version(version);
+        let answer = frame(
+            &ResponseHeader::default().with_correlation_id(9),
+            response_version,
+            &response,
+            version,
+        );
+        let back = groups.response(answer).expect("written back");
+        let mut body = back.slice(4..);
+        ResponseHeader::decode(&mut body, response_version).expect("header");
+        let back = FindCoordinatorResponse::decode(&mut body, version).expect("body");
+        assert_eq!(back.coordinators[0].key.as_str(), "billing");
+    }
+
+    #[test]
+    fn other_requests_and_transactional_keys_pass_unchanged() {
+        let mut groups = Groups::new("feature-x");
+        let version = 4;
+        let header = RequestHeader::default()
+            .with_request_api_key(ApiKey::FindCoordinator as i16)
+            .with_request_api_version(version);
+        // Key type 1: a transactional id, not a group.
+        let request = FindCoordinatorRequest::default()
+            .with_key_type(1)
+            .with_coordinator_keys(vec![StrBytes::from_static_str("txn")]);
+        let header_version = ApiKey::FindCoordinator.request_header_version(version);
+        let sent = frame(&header, header_version, &request, version);
+        let info = super::super::frame::request_info(&sent).expect("a request");
+        assert_eq!(groups.request(&info, sent.clone()).expect("as is"), sent);
+    }
+}
