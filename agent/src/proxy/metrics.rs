@@ -44,6 +44,13 @@ struct SandboxLabels {
     sandbox: Label,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KafkaRecordLabels {
+    sandbox: Label,
+    topic: Label,
+    outcome: &'static str,
+}
+
 #[derive(Debug)]
 pub struct ProxyMetrics {
     connections: Family<ServiceLabels, Counter>,
@@ -57,6 +64,7 @@ pub struct ProxyMetrics {
     upstream_errors: Family<ReasonLabels, Counter>,
     h2_errors: Family<ReasonLabels, Counter>,
     kafka_errors: Family<ReasonLabels, Counter>,
+    kafka_records: Family<KafkaRecordLabels, Counter>,
     splices: Family<RelayLabels, Counter>,
     origins: Family<ReasonLabels, Counter>,
     parked: Gauge,
@@ -85,6 +93,7 @@ impl ProxyMetrics {
             upstream_errors: Family::default(),
             h2_errors: Family::default(),
             kafka_errors: Family::default(),
+            kafka_records: Family::default(),
             splices: Family::default(),
             origins: Family::default(),
             parked: Gauge::default(),
@@ -147,6 +156,12 @@ impl ProxyMetrics {
              by reason (frame_too_large, frame_too_short, truncated, malformed_header; io: \
              the connection failed)",
             metrics.kafka_errors.clone(),
+        );
+        registry.register(
+            "kafka_records",
+            "Records fetched by a sandbox's fork pods, by sandbox, topic and outcome \
+             (delivered: they carry the sandbox's key; filtered: they do not)",
+            metrics.kafka_records.clone(),
         );
         registry.register(
             "upstream_errors",
@@ -277,6 +292,21 @@ impl ProxyMetrics {
         self.kafka_errors
             .get_or_create(&ReasonLabels { reason })
             .inc();
+    }
+
+    /// Records a fork pod of `sandbox` fetched from `topic`: delivered, and
+    /// filtered out.
+    pub fn kafka_records(&self, sandbox: &Arc<str>, topic: &str, delivered: u64, filtered: u64) {
+        for (outcome, count) in [("delivered", delivered), ("filtered", filtered)] {
+            if count > 0 {
+                let labels = KafkaRecordLabels {
+                    sandbox: Label(Arc::clone(sandbox)),
+                    topic: Label(Arc::from(topic)),
+                    outcome,
+                };
+                self.kafka_records.get_or_create(&labels).inc_by(count);
+            }
+        }
     }
 
     pub fn upstream_error(&self, reason: &'static str) {

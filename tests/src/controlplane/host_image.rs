@@ -153,7 +153,8 @@ fn command(
 }
 
 /// In the child: its cgroup (writing 0 moves the writer), its network
-/// namespace, then a private mount namespace with the volumes bound.
+/// namespace, then, if it mounts volumes, a private mount namespace with
+/// them bound.
 fn enter(
     procs: &CString,
     net: &std::fs::File,
@@ -175,6 +176,9 @@ fn enter(
             return Err(std::io::Error::last_os_error());
         }
         check(libc::setns(net.as_raw_fd(), libc::CLONE_NEWNET))?;
+        if binds.is_empty() {
+            return Ok(());
+        }
         check(libc::unshare(libc::CLONE_NEWNS))?;
         let root = c"/";
         check(libc::mount(
@@ -184,6 +188,10 @@ fn enter(
             libc::MS_REC | libc::MS_PRIVATE,
             std::ptr::null(),
         ))?;
+        // The copy of every other namespace's name would keep those
+        // namespaces alive as long as this container: drop them (a
+        // container has no use for them; not a mount point: nothing to do).
+        libc::umount2(c"/run/netns".as_ptr(), libc::MNT_DETACH);
         for (source, target) in binds {
             check(libc::mount(
                 source.as_ptr(),

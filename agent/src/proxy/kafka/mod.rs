@@ -9,10 +9,11 @@
 //! not affected.
 //!
 //! A connection from a sandbox's fork pod gets consumer groups of its own
-//! ([`groups`]); every other connection's bytes are passed on unchanged.
+//! ([`fork`]); every other connection's bytes are passed on unchanged.
 
+mod fork;
 pub mod frame;
-mod groups;
+mod records;
 
 use std::{
     net::SocketAddr,
@@ -20,8 +21,8 @@ use std::{
 };
 
 use bytes::BytesMut;
+use fork::ForkConn;
 use frame::FrameError;
-use groups::Groups;
 use tokio::{
     io::{AsyncWrite, AsyncWriteExt},
     net::{
@@ -55,7 +56,8 @@ pub async fn serve(
     let (client_read, client_write) = client.into_split();
     let (broker_read, broker_write) = upstream.into_split();
     let requests = relay_requests(client_read, buf, broker_write, groups.clone());
-    let responses = relay_responses(broker_read, client_write, groups);
+    let sandbox = fork_sandbox(&conn, ctx);
+    let responses = relay_responses(broker_read, client_write, groups, sandbox, ctx);
     // Either direction failing ends both: its peer's frames cannot be
     // trusted to line up any more.
     let ended = tokio::try_join!(requests, responses).map(|_| ());
@@ -70,16 +72,23 @@ pub async fn serve(
 
 /// The group rewrite of a connection from a fork pod whose sandbox is
 /// known; `None` for everyone else.
-fn fork_groups(conn: &route::Conn, ctx: &ProxyContext) -> Option<Groups> {
+fn fork_groups(conn: &route::Conn, ctx: &ProxyContext) -> Option<ForkConn> {
     if conn.source_sandbox == 0 {
         return None;
     }
     let snapshot = ctx.routes.load();
     let inherited = snapshot.inherited.get(&conn.source_sandbox)?;
-    Some(Groups::new(&inherited.sandbox))
+    Some(ForkConn::new(&inherited.sandbox, &inherited.key))
 }
 
-type Shared = Option<Arc<Mutex<Groups>>>;
+/// The sandbox of a fork pod's connection, for the metrics.
+fn fork_sandbox(conn: &route::Conn, ctx: &ProxyContext) -> Option<Arc<str>> {
+    let snapshot = ctx.routes.load();
+    let inherited = snapshot.inherited.get(&conn.source_sandbox)?;
+    Some(Arc::clone(&inherited.sandbox))
+}
+
+type Shared = Option<Arc<Mutex<ForkConn>>>;
 
 /// Client to broker: request frames, checked (and a fork pod's group ids
 /// rewritten). At the client's end of stream the broker's side is shut for
@@ -110,13 +119,22 @@ async fn relay_responses(
     mut broker: OwnedReadHalf,
     mut client: OwnedWriteHalf,
     groups: Shared,
+    sandbox: Option<Arc<str>>,
+    ctx: &ProxyContext,
 ) -> Result<(), FrameError> {
     let mut buf = BytesMut::with_capacity(16 * 1024);
+    let mut counted = Vec::new();
     while let Some(response) = frame::read_response(&mut broker, &mut buf).await? {
         let response = match &groups {
-            Some(groups) => lock(groups).response(response)?,
+            Some(groups) => lock(groups).response(response, &ctx.keys, &mut counted)?,
             None => response,
         };
+        if let Some(sandbox) = &sandbox {
+            for (topic, count) in counted.drain(..) {
+                ctx.metrics
+                    .kafka_records(sandbox, &topic, count.kept, count.dropped);
+            }
+        }
         write(&mut client, &response).await?;
     }
     client
@@ -125,7 +143,7 @@ async fn relay_responses(
         .map_err(|e| FrameError::Io(e.to_string()))
 }
 
-fn lock(groups: &Mutex<Groups>) -> std::sync::MutexGuard<'_, Groups> {
+fn lock(groups: &Mutex<ForkConn>) -> std::sync::MutexGuard<'_, ForkConn> {
     groups
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)

@@ -1,5 +1,7 @@
-//! A fork consumer's group of its own: on a connection from a sandbox's
-//! fork pod, every consumer group id it names is rewritten to
+//! What a connection from a sandbox's fork pod changes: its consumer groups
+//! are its own, and it fetches only its sandbox's records.
+//!
+//! **Groups.** Every consumer group id it names is rewritten to
 //! `<group>.detour-<sandbox>` (the sandbox's `/` written `.`) in the
 //! requests that name one, and written back in the responses that echo it.
 //! So a fork of a consumer that uses the baseline's group id joins a group
@@ -13,38 +15,50 @@
 //! and later name their groups). Every other frame passes unchanged. A
 //! rewritten frame is decoded and encoded again at the version the client
 //! sent, with the `kafka-protocol` crate.
+//!
+//! **Records.** In every Fetch response it receives, each partition's
+//! records are filtered ([`super::records`]): it gets only those whose
+//! headers carry its sandbox's routing key (read from the headers with the
+//! same rules as HTTP's: `baggage`, `tracestate`, the custom header names).
 
 use std::collections::HashMap;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use kafka_protocol::{
     messages::{
-        ApiKey, ConsumerGroupHeartbeatRequest, FindCoordinatorRequest, FindCoordinatorResponse,
-        GroupId, HeartbeatRequest, JoinGroupRequest, LeaveGroupRequest, OffsetCommitRequest,
-        OffsetFetchRequest, OffsetFetchResponse, RequestHeader, ResponseHeader, SyncGroupRequest,
-        TxnOffsetCommitRequest,
+        ApiKey, ConsumerGroupHeartbeatRequest, FetchResponse, FindCoordinatorRequest,
+        FindCoordinatorResponse, GroupId, HeartbeatRequest, JoinGroupRequest, LeaveGroupRequest,
+        OffsetCommitRequest, OffsetFetchRequest, OffsetFetchResponse, RequestHeader,
+        ResponseHeader, SyncGroupRequest, TxnOffsetCommitRequest,
     },
     protocol::{Decodable, Encodable, StrBytes},
 };
 
-use super::frame::{FrameError, RequestInfo};
+use super::{
+    frame::{FrameError, RequestInfo},
+    records::{self, Counted},
+};
+use crate::http::routing_key::RoutingKeys;
 
 /// `FindCoordinator`'s key type for a consumer group.
 const GROUP_KEY: i8 = 0;
 
 /// The rewrite of one fork pod's connection.
-pub struct Groups {
+pub struct ForkConn {
     /// What its group ids get: `.detour-<sandbox>`.
     suffix: String,
+    /// The sandbox's routing key: the records it fetches carry it.
+    key: String,
     /// Requests whose responses are written back, by correlation id.
     pending: HashMap<i32, (ApiKey, i16)>,
 }
 
-impl Groups {
+impl ForkConn {
     /// The rewrite for a fork pod of `sandbox`.
-    pub fn new(sandbox: &str) -> Self {
+    pub fn new(sandbox: &str, key: &str) -> Self {
         Self {
             suffix: format!(".detour-{}", sandbox.replace('/', ".")),
+            key: key.to_owned(),
             pending: HashMap::new(),
         }
     }
@@ -126,6 +140,10 @@ impl Groups {
                 self.pending.insert(info.correlation_id, (api, version));
                 encode(&header, header_version, &request, version)
             }
+            ApiKey::Fetch => {
+                self.pending.insert(info.correlation_id, (api, version));
+                return Ok(frame);
+            }
             _ => return Ok(frame),
         };
         rewritten.map_err(|reason| FrameError::Header {
@@ -157,7 +175,14 @@ impl Groups {
     }
 
     /// `frame` (a response) with the group ids it echoes written back.
-    pub fn response(&mut self, frame: Bytes) -> Result<Bytes, FrameError> {
+    /// For a Fetch, only the sandbox's records are kept (counted by topic
+    /// into `counted`).
+    pub fn response(
+        &mut self,
+        frame: Bytes,
+        keys: &RoutingKeys,
+        counted: &mut Vec<(String, Counted)>,
+    ) -> Result<Bytes, FrameError> {
         if frame.len() < 8 {
             return Ok(frame);
         }
@@ -177,6 +202,16 @@ impl Groups {
                 }
                 encode(&header, header_version, &response, version)
             }
+            ApiKey::Fetch => {
+                let mut response = decode::<FetchResponse>(&mut body, version, api, version)?;
+                self.filter(&mut response, keys, counted)
+                    .map_err(|reason| FrameError::Header {
+                        api,
+                        version,
+                        reason,
+                    })?;
+                encode(&header, header_version, &response, version)
+            }
             ApiKey::OffsetFetch => {
                 let mut response = decode::<OffsetFetchResponse>(&mut body, version, api, version)?;
                 for group in &mut response.groups {
@@ -191,6 +226,46 @@ impl Groups {
             version,
             reason,
         })
+    }
+}
+
+impl ForkConn {
+    /// Keeps, in every partition of `response`, the records that carry
+    /// this connection's key.
+    fn filter(
+        &self,
+        response: &mut FetchResponse,
+        keys: &RoutingKeys,
+        counted: &mut Vec<(String, Counted)>,
+    ) -> Result<(), String> {
+        let carries_key = |record: &kafka_protocol::records::Record| {
+            let fields = record
+                .headers
+                .iter()
+                .filter_map(|(name, value)| Some((name.as_str().as_bytes(), value.as_deref()?)));
+            keys.extract(fields).as_deref() == Some(self.key.as_str())
+        };
+        for topic in &mut response.responses {
+            let name = if topic.topic.0.is_empty() {
+                topic.topic_id.to_string()
+            } else {
+                topic.topic.0.to_string()
+            };
+            let mut total = Counted::default();
+            for partition in &mut topic.partitions {
+                let Some(bytes) = &partition.records else {
+                    continue;
+                };
+                let (kept, count) = records::filter(bytes, carries_key)?;
+                partition.records = Some(kept);
+                total.kept += count.kept;
+                total.dropped += count.dropped;
+            }
+            if total != Counted::default() {
+                counted.push((name, total));
+            }
+        }
+        Ok(())
     }
 }
 
@@ -241,7 +316,7 @@ mod tests {
 
     #[test]
     fn a_group_key_is_the_forks_own_going_out_and_the_clients_coming_back() {
-        let mut groups = Groups::new("shop/feature-x");
+        let mut groups = ForkConn::new("shop/feature-x", "feature-x");
         let version = 4;
         let header = RequestHeader::default()
             .with_request_api_key(ApiKey::FindCoordinator as i16)
@@ -272,7 +347,10 @@ mod tests {
             &response,
             version,
         );
-        let back = groups.response(answer).expect("written back");
+        let keys = RoutingKeys::new(&["detour-routing-key".to_owned()], &[]).expect("keys");
+        let back = groups
+            .response(answer, &keys, &mut Vec::new())
+            .expect("written back");
         let mut body = back.slice(4..);
         ResponseHeader::decode(&mut body, response_version).expect("header");
         let back = FindCoordinatorResponse::decode(&mut body, version).expect("body");
@@ -281,7 +359,7 @@ mod tests {
 
     #[test]
     fn other_requests_and_transactional_keys_pass_unchanged() {
-        let mut groups = Groups::new("feature-x");
+        let mut groups = ForkConn::new("feature-x", "feature-x");
         let version = 4;
         let header = RequestHeader::default()
             .with_request_api_key(ApiKey::FindCoordinator as i16)
