@@ -2,8 +2,10 @@
 //! controller), from the jars `cargo xtask setup` fetched from Maven Central
 //! (`DETOUR_KAFKA`), run on the machine's Java in the pod's network
 //! namespace, with its data in a directory of its own; stopped and removed
-//! on drop. Its clients run from a pod as processes of a cgroup
-//! (`tests/clients/kafka_client.py`: confluent-kafka, that is librdkafka).
+//! on drop. Its clients run from a pod as processes of a cgroup:
+//! `tests/clients/kafka_client.py` (confluent-kafka, that is librdkafka) and
+//! `tests/clients/KafkaClient.java` (Apache Kafka's own Java client, from
+//! the same jars, run as a single-file program).
 
 use std::{
     net::SocketAddr,
@@ -18,6 +20,8 @@ use crate::{Cgroup, cmd::Proc, servers::TempDir, topology::Pod};
 pub const KAFKA_ENV: &str = "DETOUR_KAFKA";
 /// The librdkafka client script.
 pub const CLIENT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/clients/kafka_client.py");
+/// The Java client's source.
+pub const JAVA_CLIENT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/clients/KafkaClient.java");
 /// Any 16 bytes, base64url: each broker has its own data directory.
 const CLUSTER_ID: &str = "ZGV0b3VyLXRlc3RzLWthZg";
 
@@ -127,6 +131,15 @@ impl Pod {
             );
             std::thread::sleep(Duration::from_millis(500));
         }
+    }
+
+    /// Runs `KafkaClient.java ARGS` (Kafka's Java client) in the pod as a
+    /// process of `cgroup`.
+    pub fn kafka_java_client(&self, cgroup: &Cgroup, args: &[&str]) -> std::process::Output {
+        let classpath = classpath();
+        let mut all = vec!["-XX:TieredStopAtLevel=1", "-cp", &classpath, JAVA_CLIENT];
+        all.extend_from_slice(args);
+        self.exec_in(cgroup, "java", &all)
     }
 
     /// Runs `kafka_client.py ARGS` in the pod as a process of `cgroup`.

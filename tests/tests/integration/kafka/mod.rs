@@ -1,8 +1,9 @@
 //! Kafka: a real broker (Apache Kafka in KRaft mode, from Maven Central's
-//! jars) and a real client (confluent-kafka, librdkafka) through detour, on
-//! a port declared `kafka`.
+//! jars) and real clients (confluent-kafka, that is librdkafka; Kafka's Java
+//! client) through detour, on a port declared `kafka`.
 
 mod groups;
+mod java;
 mod passthrough;
 
 use detour_tests::{Agent, Cgroup, Topology, unique_name};
@@ -51,15 +52,20 @@ sandboxes:
 
     /// `kafka_client.py ARGS` from the client pod, in the node's cgroup.
     pub fn client(&self, args: &[&str]) -> String {
-        self.client_in(&self.cgroup, args)
+        self.run(Client::Librdkafka, &self.cgroup, args)
     }
 
-    /// `kafka_client.py ARGS` from the client pod, as a process of `cgroup`.
-    pub fn client_in(&self, cgroup: &Cgroup, args: &[&str]) -> String {
-        let output = self.net.pod("client").kafka_client(cgroup, args);
+    /// `client`'s program with `args`, from the client pod, as a process of
+    /// `cgroup`; its standard output.
+    pub fn run(&self, client: Client, cgroup: &Cgroup, args: &[&str]) -> String {
+        let pod = self.net.pod("client");
+        let output = match client {
+            Client::Librdkafka => pod.kafka_client(cgroup, args),
+            Client::Java(_) => pod.kafka_java_client(cgroup, args),
+        };
         assert!(
             output.status.success(),
-            "kafka_client.py {args:?} failed: {}",
+            "{client:?} {args:?} failed: {}",
             String::from_utf8_lossy(&output.stderr)
         );
         String::from_utf8_lossy(&output.stdout).into_owned()
@@ -81,17 +87,26 @@ sandboxes:
         count: usize,
         seconds: u32,
     ) -> Vec<(String, String)> {
+        self.consume_with(Client::Librdkafka, cgroup, (topic, group), count, seconds)
+    }
+
+    /// As [`Setup::consume_in`], with `client`, from `(topic, group)`.
+    pub fn consume_with(
+        &self,
+        client: Client,
+        cgroup: &Cgroup,
+        (topic, group): (&str, &str),
+        count: usize,
+        seconds: u32,
+    ) -> Vec<(String, String)> {
         let bootstrap = self.broker.addr.to_string();
-        let args = [
-            "consume",
-            &bootstrap,
-            topic,
-            group,
-            &count.to_string(),
-            &seconds.to_string(),
-        ];
-        let out = self.client_in(cgroup, &args);
-        out.lines()
+        let (count, seconds) = (count.to_string(), seconds.to_string());
+        let mut args = vec!["consume", &bootstrap, topic, group, &count, &seconds];
+        if let Client::Java(protocol) = client {
+            args.push(protocol);
+        }
+        self.run(client, cgroup, &args)
+            .lines()
             .map(|line| {
                 let record: serde_json::Value = serde_json::from_str(line).expect("JSON record");
                 (
@@ -104,4 +119,14 @@ sandboxes:
             })
             .collect()
     }
+}
+
+/// A Kafka client of the tests.
+#[derive(Debug, Clone, Copy)]
+pub enum Client {
+    /// confluent-kafka (librdkafka 2.0): the classic group protocol.
+    Librdkafka,
+    /// Kafka's Java client, with this `group.protocol` (`classic`, or
+    /// `consumer`: KIP-848).
+    Java(&'static str),
 }
