@@ -159,8 +159,9 @@ impl ProxyMetrics {
         );
         registry.register(
             "kafka_records",
-            "Records fetched by a sandbox's fork pods, by sandbox, topic and outcome \
-             (delivered: they carry the sandbox's key; filtered: they do not)",
+            "Records of a sandbox's fork pods, by sandbox, topic and outcome: fetched \
+             (delivered: they carry the sandbox's key; filtered: they do not), produced \
+             without a key (keyed: given the sandbox's)",
             metrics.kafka_records.clone(),
         );
         registry.register(
@@ -294,10 +295,15 @@ impl ProxyMetrics {
             .inc();
     }
 
-    /// Records a fork pod of `sandbox` fetched from `topic`: delivered, and
-    /// filtered out.
-    pub fn kafka_records(&self, sandbox: &Arc<str>, topic: &str, delivered: u64, filtered: u64) {
-        for (outcome, count) in [("delivered", delivered), ("filtered", filtered)] {
+    /// Records of `topic` a fork pod of `sandbox` fetched (delivered, and
+    /// filtered out) and produced (`keyed`: given the sandbox's key).
+    pub fn kafka_records(&self, sandbox: &Arc<str>, topic: &str, counts: [u64; 3]) {
+        let [delivered, filtered, keyed] = counts;
+        for (outcome, count) in [
+            ("delivered", delivered),
+            ("filtered", filtered),
+            ("keyed", keyed),
+        ] {
             if count > 0 {
                 let labels = KafkaRecordLabels {
                     sandbox: Label(Arc::clone(sandbox)),

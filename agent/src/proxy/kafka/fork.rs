@@ -20,6 +20,8 @@
 //! records are filtered ([`super::records`]): it gets only those whose
 //! headers carry its sandbox's routing key (read from the headers with the
 //! same rules as HTTP's: `baggage`, `tracestate`, the custom header names).
+//! The records it produces that carry no routing key get the sandbox's as a
+//! `baggage` member, as its HTTP requests do.
 
 use std::collections::HashMap;
 
@@ -28,8 +30,8 @@ use kafka_protocol::{
     messages::{
         ApiKey, ConsumerGroupHeartbeatRequest, FetchResponse, FindCoordinatorRequest,
         FindCoordinatorResponse, GroupId, HeartbeatRequest, JoinGroupRequest, LeaveGroupRequest,
-        OffsetCommitRequest, OffsetFetchRequest, OffsetFetchResponse, RequestHeader,
-        ResponseHeader, SyncGroupRequest, TxnOffsetCommitRequest,
+        OffsetCommitRequest, OffsetFetchRequest, OffsetFetchResponse, ProduceRequest,
+        RequestHeader, ResponseHeader, SyncGroupRequest, TxnOffsetCommitRequest,
     },
     protocol::{Decodable, Encodable, StrBytes},
 };
@@ -49,16 +51,19 @@ pub struct ForkConn {
     suffix: String,
     /// The sandbox's routing key: the records it fetches carry it.
     key: String,
+    /// The `baggage` member its produced records without a key get.
+    member: String,
     /// Requests whose responses are written back, by correlation id.
     pending: HashMap<i32, (ApiKey, i16)>,
 }
 
 impl ForkConn {
     /// The rewrite for a fork pod of `sandbox`.
-    pub fn new(sandbox: &str, key: &str) -> Self {
+    pub fn new(sandbox: &str, key: &str, member: String) -> Self {
         Self {
             suffix: format!(".detour-{}", sandbox.replace('/', ".")),
             key: key.to_owned(),
+            member,
             pending: HashMap::new(),
         }
     }
@@ -84,8 +89,16 @@ impl ForkConn {
         }
     }
 
-    /// `frame` (a request) with its group ids rewritten, or as it is.
-    pub fn request(&mut self, info: &RequestInfo, frame: Bytes) -> Result<Bytes, FrameError> {
+    /// `frame` (a request) with its group ids rewritten, and a produce
+    /// request's records without a key given the sandbox's (counted by
+    /// topic into `counted`), or as it is.
+    pub fn request(
+        &mut self,
+        info: &RequestInfo,
+        frame: Bytes,
+        keys: &RoutingKeys,
+        counted: &mut Vec<(String, Counted)>,
+    ) -> Result<Bytes, FrameError> {
         let Some(api) = info.api else {
             return Ok(frame);
         };
@@ -143,6 +156,20 @@ impl ForkConn {
             ApiKey::Fetch => {
                 self.pending.insert(info.correlation_id, (api, version));
                 return Ok(frame);
+            }
+            ApiKey::Produce => {
+                let mut request = decode::<ProduceRequest>(&mut body, version, api, version)?;
+                if !self
+                    .key_records(&mut request, keys, counted)
+                    .map_err(|reason| FrameError::Header {
+                        api,
+                        version,
+                        reason,
+                    })?
+                {
+                    return Ok(frame);
+                }
+                encode(&header, header_version, &request, version)
             }
             _ => return Ok(frame),
         };
@@ -230,6 +257,47 @@ impl ForkConn {
 }
 
 impl ForkConn {
+    /// Gives the records of `request` that carry no routing key this
+    /// connection's; whether any changed.
+    fn key_records(
+        &self,
+        request: &mut ProduceRequest,
+        keys: &RoutingKeys,
+        counted: &mut Vec<(String, Counted)>,
+    ) -> Result<bool, String> {
+        let keyless = |record: &kafka_protocol::records::Record| {
+            let fields = record
+                .headers
+                .iter()
+                .filter_map(|(name, value)| Some((name.as_str().as_bytes(), value.as_deref()?)));
+            keys.extract(fields).is_none()
+        };
+        let mut changed = false;
+        for topic in &mut request.topic_data {
+            let mut added = 0;
+            for partition in &mut topic.partition_data {
+                let Some(bytes) = &partition.records else {
+                    continue;
+                };
+                let (keyed, count) = records::add_baggage(bytes, &self.member, keyless)?;
+                if count > 0 {
+                    partition.records = Some(keyed);
+                    added += count;
+                }
+            }
+            if added > 0 {
+                changed = true;
+                let name = topic_label(&topic.name, topic.topic_id);
+                let count = Counted {
+                    keyed: added,
+                    ..Counted::default()
+                };
+                counted.push((name, count));
+            }
+        }
+        Ok(changed)
+    }
+
     /// Keeps, in every partition of `response`, the records that carry
     /// this connection's key.
     fn filter(
@@ -246,11 +314,7 @@ impl ForkConn {
             keys.extract(fields).as_deref() == Some(self.key.as_str())
         };
         for topic in &mut response.responses {
-            let name = if topic.topic.0.is_empty() {
-                topic.topic_id.to_string()
-            } else {
-                topic.topic.0.to_string()
-            };
+            let name = topic_label(&topic.topic, topic.topic_id);
             let mut total = Counted::default();
             for partition in &mut topic.partitions {
                 let Some(bytes) = &partition.records else {
@@ -266,6 +330,16 @@ impl ForkConn {
             }
         }
         Ok(())
+    }
+}
+
+/// A topic as the metrics name it: by name, or by id where the request's
+/// version names topics by id (Fetch v13, Produce v13 and later).
+fn topic_label(name: &kafka_protocol::messages::TopicName, id: impl std::fmt::Display) -> String {
+    if name.0.is_empty() {
+        id.to_string()
+    } else {
+        name.0.to_string()
     }
 }
 
@@ -316,7 +390,7 @@ mod tests {
 
     #[test]
     fn a_group_key_is_the_forks_own_going_out_and_the_clients_coming_back() {
-        let mut groups = ForkConn::new("shop/feature-x", "feature-x");
+        let mut groups = ForkConn::new("shop/feature-x", "feature-x", "k=feature-x".to_owned());
         let version = 4;
         let header = RequestHeader::default()
             .with_request_api_key(ApiKey::FindCoordinator as i16)
@@ -328,7 +402,10 @@ mod tests {
         let header_version = ApiKey::FindCoordinator.request_header_version(version);
         let sent = frame(&header, header_version, &request, version);
         let info = super::super::frame::request_info(&sent).expect("a request");
-        let rewritten = groups.request(&info, sent).expect("rewritten");
+        let keys = RoutingKeys::new(&["detour-routing-key".to_owned()], &[]).expect("keys");
+        let rewritten = groups
+            .request(&info, sent, &keys, &mut Vec::new())
+            .expect("rewritten");
         let mut body = rewritten.slice(4..);
         RequestHeader::decode(&mut body, header_version).expect("header");
         let out = FindCoordinatorRequest::decode(&mut body, version).expect("body");
@@ -347,7 +424,6 @@ mod tests {
             &response,
             version,
         );
-        let keys = RoutingKeys::new(&["detour-routing-key".to_owned()], &[]).expect("keys");
         let back = groups
             .response(answer, &keys, &mut Vec::new())
             .expect("written back");
@@ -359,7 +435,7 @@ mod tests {
 
     #[test]
     fn other_requests_and_transactional_keys_pass_unchanged() {
-        let mut groups = ForkConn::new("feature-x", "feature-x");
+        let mut groups = ForkConn::new("feature-x", "feature-x", "k=feature-x".to_owned());
         let version = 4;
         let header = RequestHeader::default()
             .with_request_api_key(ApiKey::FindCoordinator as i16)
@@ -371,6 +447,8 @@ mod tests {
         let header_version = ApiKey::FindCoordinator.request_header_version(version);
         let sent = frame(&header, header_version, &request, version);
         let info = super::super::frame::request_info(&sent).expect("a request");
-        assert_eq!(groups.request(&info, sent.clone()).expect("as is"), sent);
+        let keys = RoutingKeys::new(&["detour-routing-key".to_owned()], &[]).expect("keys");
+        let unchanged = groups.request(&info, sent.clone(), &keys, &mut Vec::new());
+        assert_eq!(unchanged.expect("as is"), sent);
     }
 }

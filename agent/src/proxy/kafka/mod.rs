@@ -8,8 +8,10 @@
 //! `detour_kafka_connection_errors_total{reason}`; other connections are
 //! not affected.
 //!
-//! A connection from a sandbox's fork pod gets consumer groups of its own
-//! ([`fork`]); every other connection's bytes are passed on unchanged.
+//! A connection from a sandbox's fork pod gets consumer groups of its own,
+//! fetches only its sandbox's records, and its produced records carry its
+//! sandbox's key ([`fork`]); every other connection's bytes are passed on
+//! unchanged.
 
 mod fork;
 pub mod frame;
@@ -23,6 +25,7 @@ use std::{
 use bytes::BytesMut;
 use fork::ForkConn;
 use frame::FrameError;
+use records::Counted;
 use tokio::{
     io::{AsyncWrite, AsyncWriteExt},
     net::{
@@ -52,12 +55,11 @@ pub async fn serve(
             return;
         }
     };
-    let groups = fork_groups(&conn, ctx).map(|g| Arc::new(Mutex::new(g)));
+    let fork = fork_of(&conn, ctx);
     let (client_read, client_write) = client.into_split();
     let (broker_read, broker_write) = upstream.into_split();
-    let requests = relay_requests(client_read, buf, broker_write, groups.clone());
-    let sandbox = fork_sandbox(&conn, ctx);
-    let responses = relay_responses(broker_read, client_write, groups, sandbox, ctx);
+    let requests = relay_requests(client_read, buf, broker_write, fork.clone(), ctx);
+    let responses = relay_responses(broker_read, client_write, fork, ctx);
     // Either direction failing ends both: its peer's frames cannot be
     // trusted to line up any more.
     let ended = tokio::try_join!(requests, responses).map(|_| ());
@@ -70,40 +72,41 @@ pub async fn serve(
     }
 }
 
-/// The group rewrite of a connection from a fork pod whose sandbox is
-/// known; `None` for everyone else.
-fn fork_groups(conn: &route::Conn, ctx: &ProxyContext) -> Option<ForkConn> {
+/// A connection from a fork pod whose sandbox is known: its sandbox and
+/// what its frames change; `None` for everyone else.
+fn fork_of(conn: &route::Conn, ctx: &ProxyContext) -> Fork {
     if conn.source_sandbox == 0 {
         return None;
     }
     let snapshot = ctx.routes.load();
     let inherited = snapshot.inherited.get(&conn.source_sandbox)?;
-    Some(ForkConn::new(&inherited.sandbox, &inherited.key))
+    let member = ctx.keys.baggage_member(&inherited.key);
+    let fork = ForkConn::new(&inherited.sandbox, &inherited.key, member);
+    Some((Arc::clone(&inherited.sandbox), Arc::new(Mutex::new(fork))))
 }
 
-/// The sandbox of a fork pod's connection, for the metrics.
-fn fork_sandbox(conn: &route::Conn, ctx: &ProxyContext) -> Option<Arc<str>> {
-    let snapshot = ctx.routes.load();
-    let inherited = snapshot.inherited.get(&conn.source_sandbox)?;
-    Some(Arc::clone(&inherited.sandbox))
-}
+type Fork = Option<(Arc<str>, Arc<Mutex<ForkConn>>)>;
 
-type Shared = Option<Arc<Mutex<ForkConn>>>;
-
-/// Client to broker: request frames, checked (and a fork pod's group ids
-/// rewritten). At the client's end of stream the broker's side is shut for
-/// writing, so that its responses still come back.
+/// Client to broker: request frames, checked (a fork pod's rewritten). At
+/// the client's end of stream the broker's side is shut for writing, so
+/// that its responses still come back.
 async fn relay_requests(
     mut client: OwnedReadHalf,
     mut buf: BytesMut,
     mut broker: OwnedWriteHalf,
-    groups: Shared,
+    fork: Fork,
+    ctx: &ProxyContext,
 ) -> Result<(), FrameError> {
+    let mut counted = Vec::new();
     while let Some(request) = frame::read_request(&mut client, &mut buf).await? {
         let info = frame::request_info(&request)?;
         debug!(api = ?info.api, version = info.version, correlation = info.correlation_id, "request");
-        let request = match &groups {
-            Some(groups) => lock(groups).request(&info, request)?,
+        let request = match &fork {
+            Some((sandbox, conn)) => {
+                let request = lock(conn).request(&info, request, &ctx.keys, &mut counted)?;
+                count(ctx, sandbox, &mut counted);
+                request
+            }
             None => request,
         };
         write(&mut broker, &request).await?;
@@ -114,33 +117,37 @@ async fn relay_requests(
         .map_err(|e| FrameError::Io(e.to_string()))
 }
 
-/// Broker to client: response frames, size-checked.
+/// Broker to client: response frames, checked (a fork pod's rewritten).
 async fn relay_responses(
     mut broker: OwnedReadHalf,
     mut client: OwnedWriteHalf,
-    groups: Shared,
-    sandbox: Option<Arc<str>>,
+    fork: Fork,
     ctx: &ProxyContext,
 ) -> Result<(), FrameError> {
     let mut buf = BytesMut::with_capacity(16 * 1024);
     let mut counted = Vec::new();
     while let Some(response) = frame::read_response(&mut broker, &mut buf).await? {
-        let response = match &groups {
-            Some(groups) => lock(groups).response(response, &ctx.keys, &mut counted)?,
+        let response = match &fork {
+            Some((sandbox, conn)) => {
+                let response = lock(conn).response(response, &ctx.keys, &mut counted)?;
+                count(ctx, sandbox, &mut counted);
+                response
+            }
             None => response,
         };
-        if let Some(sandbox) = &sandbox {
-            for (topic, count) in counted.drain(..) {
-                ctx.metrics
-                    .kafka_records(sandbox, &topic, count.kept, count.dropped);
-            }
-        }
         write(&mut client, &response).await?;
     }
     client
         .shutdown()
         .await
         .map_err(|e| FrameError::Io(e.to_string()))
+}
+
+fn count(ctx: &ProxyContext, sandbox: &Arc<str>, counted: &mut Vec<(String, Counted)>) {
+    for (topic, c) in counted.drain(..) {
+        ctx.metrics
+            .kafka_records(sandbox, &topic, [c.kept, c.dropped, c.keyed]);
+    }
 }
 
 fn lock(groups: &Mutex<ForkConn>) -> std::sync::MutexGuard<'_, ForkConn> {

@@ -17,6 +17,10 @@
 //!
 //! The last two steps patch fields of the batch header at their fixed
 //! offsets in the v2 format; everything else is the crate's.
+//!
+//! And the other way ([`add_baggage`]): the batches of a produce request
+//! whose records need a `baggage` member get it, re-encoded in their codec
+//! (a produce batch's offsets and sequences are the records' own, kept).
 
 use bytes::{BufMut, Bytes, BytesMut};
 use kafka_protocol::records::{
@@ -41,6 +45,8 @@ const CONTROL: i16 = 1 << 5;
 pub struct Counted {
     pub kept: u64,
     pub dropped: u64,
+    /// Produced records that got the sandbox's key.
+    pub keyed: u64,
 }
 
 /// `records` with only the records `keep` accepts (see the module doc).
@@ -88,6 +94,54 @@ pub fn filter(records: &Bytes, keep: impl Fn(&Record) -> bool) -> Result<(Bytes,
         }
     }
     Ok((out.freeze(), counted))
+}
+
+/// `records` (a partition's batches in a produce request) with `member`
+/// added to the `baggage` header of every record `needs` picks (a new
+/// header, or appended to the record's own `baggage`); returns how many.
+pub fn add_baggage(
+    records: &Bytes,
+    member: &str,
+    needs: impl Fn(&Record) -> bool,
+) -> Result<(Bytes, u64), String> {
+    let mut out = BytesMut::with_capacity(records.len() + 64);
+    let mut added = 0;
+    let mut at = 0;
+    while at < records.len() {
+        let Some(size) = batch_size(&records[at..]) else {
+            return Err("a produce request with a partial batch".to_owned());
+        };
+        let batch = records.slice(at..at + size);
+        at += size;
+        let mut set = RecordBatchDecoder::decode(&mut batch.clone()).map_err(|e| e.to_string())?;
+        let mut changed = false;
+        for record in &mut set.records {
+            if record.control || !needs(record) {
+                continue;
+            }
+            let name = kafka_protocol::protocol::StrBytes::from_static_str("baggage");
+            let value = match record.headers.get(&name).cloned().flatten() {
+                Some(own) if !own.is_empty() => {
+                    format!("{},{member}", String::from_utf8_lossy(&own))
+                }
+                _ => member.to_owned(),
+            };
+            record.headers.insert(name, Some(Bytes::from(value)));
+            added += 1;
+            changed = true;
+        }
+        if !changed {
+            out.put_slice(&batch);
+            continue;
+        }
+        let options = RecordEncodeOptions {
+            version: 2,
+            compression: set.compression,
+        };
+        RecordBatchEncoder::encode(&mut out, set.records.iter(), &options)
+            .map_err(|e| e.to_string())?;
+    }
+    Ok((out.freeze(), added))
 }
 
 /// The size of the whole batch at the start of `bytes`, if it is all there.

@@ -5,6 +5,7 @@
 mod groups;
 mod java;
 mod passthrough;
+mod producers;
 
 use detour_tests::{Agent, Cgroup, Topology, unique_name};
 

@@ -103,7 +103,8 @@ fn a_batch_keeps_its_records_and_its_end_in_every_codec() {
             counted,
             Counted {
                 kept: 2,
-                dropped: 3
+                dropped: 3,
+                keyed: 0
             },
             "{compression:?}"
         );
@@ -132,7 +133,8 @@ fn a_batch_that_keeps_all_is_untouched_and_one_that_keeps_none_still_advances() 
         counted,
         Counted {
             kept: 0,
-            dropped: 3
+            dropped: 3,
+            keyed: 0
         }
     );
     assert_eq!(
@@ -159,4 +161,49 @@ fn control_batches_and_a_partial_last_batch_pass_untouched() {
         "the marker is as it was"
     );
     assert_eq!(&out[out.len() - data.len() / 2..], &data[..data.len() / 2]);
+}
+
+#[test]
+fn produced_records_without_a_key_get_the_member_in_their_codec() {
+    let mut produced = records(0, &[Some("other"), None, None], false);
+    produced[2].headers.insert(
+        StrBytes::from_static_str("baggage"),
+        Some(Bytes::from_static(b"team=a")),
+    );
+    for compression in [Compression::None, Compression::Zstd] {
+        let original = batch(&produced, compression);
+        let keyless = |r: &Record| !keyed(r, "other");
+        let (out, added) =
+            super::add_baggage(&original, "detour-routing-key=feature-x", keyless).expect("adds");
+        assert_eq!(added, 2, "{compression:?}");
+        let set = RecordBatchDecoder::decode(&mut out.clone()).expect("decodes, CRC and all");
+        assert_eq!(set.compression, compression);
+        let baggage: Vec<String> = set
+            .records
+            .iter()
+            .map(|r| {
+                r.headers
+                    .iter()
+                    .find(|(n, _)| n.as_str() == "baggage")
+                    .and_then(|(_, v)| v.clone())
+                    .map(|v| String::from_utf8_lossy(&v).into_owned())
+                    .unwrap_or_default()
+            })
+            .collect();
+        assert_eq!(
+            baggage,
+            [
+                "detour-routing-key=other",
+                "detour-routing-key=feature-x",
+                "team=a,detour-routing-key=feature-x"
+            ]
+        );
+        assert_eq!(
+            set.records.iter().map(|r| r.offset).collect::<Vec<_>>(),
+            [0, 1, 2]
+        );
+    }
+    let untouched = batch(&produced, Compression::None);
+    let (same, added) = super::add_baggage(&untouched, "m=x", |_| false).expect("as is");
+    assert_eq!((same, added), (untouched, 0));
 }
