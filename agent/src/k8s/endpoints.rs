@@ -76,13 +76,15 @@ pub fn service_destinations(
     destinations_where(service, slices, |_| true)
 }
 
-/// [`service_destinations`], of the Service's HTTP ports only: declared
+/// [`service_destinations`], of the Service's HTTP and Kafka ports only: HTTP declared
 /// (`appProtocol` http, h2c, grpc) or named so (`http*`, `grpc*`, `h2c*`,
 /// Istio's convention). A fork pod's connections to these reach the proxy
 /// even when no sandbox forks the Service, so that its requests inherit
 /// the sandbox's key; a port of any other protocol keeps going direct, and
-/// a server that speaks first never waits for detection.
-pub fn http_destinations(
+/// a server that speaks first never waits for detection. Kafka ports
+/// (`appProtocol: kafka`) likewise: a fork pod's consumers and producers
+/// belong to its sandbox (docs/kafka.md).
+pub fn fork_source_destinations(
     service: &Service,
     slices: &[Arc<EndpointSlice>],
 ) -> Vec<(SocketAddr, Protocol)> {
@@ -96,7 +98,8 @@ pub fn http_destinations(
                 .iter()
                 .any(|prefix| name.to_ascii_lowercase().starts_with(prefix))
         });
-        matches!(declared, Protocol::Http | Protocol::H2c) || (declared == Protocol::Auto && named)
+        matches!(declared, Protocol::Http | Protocol::H2c | Protocol::Kafka)
+            || (declared == Protocol::Auto && named)
     })
 }
 

@@ -34,7 +34,7 @@ use kube::ResourceExt;
 
 use super::{
     crd::{ALWAYS_STEERED_ANNOTATION, RouteGroup, Sandbox},
-    endpoints::{ForkPods, http_destinations, service_destinations},
+    endpoints::{ForkPods, fork_source_destinations, service_destinations},
 };
 use crate::{
     http::routing_key::is_valid_routing_key,
@@ -219,7 +219,7 @@ pub fn translate(state: &ClusterState, now: Timestamp) -> Translation {
         });
     }
     // With fork pods on this node whose requests inherit a key, the HTTP
-    // ports of every other Service are steered for fork pods only.
+    // and Kafka ports of every other Service are steered for fork pods only.
     let inheriting = out
         .input
         .sandboxes
@@ -230,7 +230,7 @@ pub fn translate(state: &ClusterState, now: Timestamp) -> Translation {
             out.input.services.iter().map(ServiceInput::label).collect();
         for service in &state.services {
             let label = label_of(service.as_ref());
-            let destinations = http_destinations(service, &state.slices);
+            let destinations = fork_source_destinations(service, &state.slices);
             if steered.contains(&label) || destinations.is_empty() {
                 continue;
             }

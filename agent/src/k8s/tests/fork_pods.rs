@@ -89,7 +89,7 @@ fn without_a_node_name_no_fork_pod_is_known() {
 }
 
 #[test]
-fn the_http_ports_of_unforked_services_are_steered_for_fork_pods_only() {
+fn the_http_and_kafka_ports_of_unforked_services_are_steered_for_fork_pods_only() {
     let mut cluster = Cluster::new();
     cluster
         .sandboxes
@@ -110,7 +110,8 @@ fn the_http_ports_of_unforked_services_are_steered_for_fork_pods_only() {
                 {"name": "db", "port": 5432, "appProtocol": "tcp"},
                 {"name": "http-web", "port": 8080},
                 {"name": "metrics", "port": 9090},
-                {"name": "api", "port": 8443, "appProtocol": "kubernetes.io/h2c"}
+                {"name": "api", "port": 8443, "appProtocol": "kubernetes.io/h2c"},
+                {"name": "broker", "port": 9092, "appProtocol": "kafka"}
             ]}
         }))));
     let fork_only = |cluster: &Cluster| -> Vec<(String, crate::routes::Protocol)> {
@@ -127,8 +128,9 @@ fn the_http_ports_of_unforked_services_are_steered_for_fork_pods_only() {
         [
             ("10.96.0.30:8080".to_owned(), crate::routes::Protocol::Auto),
             ("10.96.0.30:8443".to_owned(), crate::routes::Protocol::H2c),
+            ("10.96.0.30:9092".to_owned(), crate::routes::Protocol::Kafka),
         ],
-        "HTTP ports, declared or named so; tcp and unnamed ports stay direct"
+        "HTTP ports, declared or named so, and Kafka's; tcp and unnamed ports stay direct"
     );
 
     // No fork pod on this node: nothing is steered for fork pods.
