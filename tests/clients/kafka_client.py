@@ -2,14 +2,17 @@
 """A Kafka client for the Kafka tests: confluent-kafka (librdkafka), Debian's build.
 
 Usage:
-  kafka_client.py produce BOOTSTRAP TOPIC COUNT [HEADER=VALUE ...]
+  kafka_client.py produce BOOTSTRAP TOPIC COUNT [OPTION ...] [HEADER=VALUE ...]
       Produces COUNT records (values "0".."COUNT-1", each with the given
       headers), waits until the broker acknowledged them all, prints
-      "produced COUNT".
-  kafka_client.py consume BOOTSTRAP TOPIC GROUP COUNT [SECONDS]
+      "produced COUNT". Options: --compression=CODEC (gzip, snappy, lz4,
+      zstd); --transaction=commit|abort (in one transaction, then committed
+      or aborted).
+  kafka_client.py consume BOOTSTRAP TOPIC GROUP COUNT [SECONDS [ISOLATION]]
       Joins GROUP, reads TOPIC from the beginning until COUNT records came
       or SECONDS (default 30) passed, commits, and prints one JSON line per
-      record: {"value": ..., "headers": {name: value}}.
+      record: {"value": ..., "headers": {name: value}}. ISOLATION:
+      read_uncommitted (the default) or read_committed.
 Errors go to standard error and the exit status is 1.
 """
 import json
@@ -19,10 +22,20 @@ import time
 from confluent_kafka import Consumer, KafkaException, Producer
 
 
-def produce(bootstrap, topic, count, headers):
+def produce(bootstrap, topic, count, args):
     failures = []
-    producer = Producer({"bootstrap.servers": bootstrap, "acks": "all"})
-    pairs = [tuple(h.split("=", 1)) for h in headers]
+    config = {"bootstrap.servers": bootstrap, "acks": "all"}
+    options = dict(a[2:].split("=", 1) for a in args if a.startswith("--"))
+    if "compression" in options:
+        config["compression.type"] = options["compression"]
+    transaction = options.get("transaction")
+    if transaction:
+        config["transactional.id"] = f"detour-test-{topic}"
+    producer = Producer(config)
+    if transaction:
+        producer.init_transactions(30)
+        producer.begin_transaction()
+    pairs = [tuple(h.split("=", 1)) for h in args if not h.startswith("--")]
     for i in range(count):
         producer.produce(
             topic,
@@ -31,18 +44,23 @@ def produce(bootstrap, topic, count, headers):
             on_delivery=lambda err, _msg: err and failures.append(str(err)),
         )
     left = producer.flush(30)
+    if transaction == "commit":
+        producer.commit_transaction(30)
+    elif transaction == "abort":
+        producer.abort_transaction(30)
     if left or failures:
         sys.exit(f"{left} records unacknowledged, failures: {failures}")
     print(f"produced {count}", flush=True)
 
 
-def consume(bootstrap, topic, group, count, seconds):
+def consume(bootstrap, topic, group, count, seconds, isolation):
     consumer = Consumer(
         {
             "bootstrap.servers": bootstrap,
             "group.id": group,
             "auto.offset.reset": "earliest",
             "enable.auto.commit": False,
+            "isolation.level": isolation,
         }
     )
     consumer.subscribe([topic])
@@ -70,7 +88,8 @@ def main():
         produce(bootstrap, topic, int(sys.argv[4]), sys.argv[5:])
     elif command == "consume":
         seconds = float(sys.argv[6]) if len(sys.argv) > 6 else 30.0
-        consume(bootstrap, topic, sys.argv[4], int(sys.argv[5]), seconds)
+        isolation = sys.argv[7] if len(sys.argv) > 7 else "read_uncommitted"
+        consume(bootstrap, topic, sys.argv[4], int(sys.argv[5]), seconds, isolation)
     else:
         sys.exit(f"unknown command {command}")
 

@@ -2,6 +2,7 @@
 //! jars) and real clients (confluent-kafka, that is librdkafka; Kafka's Java
 //! client) through detour, on a port declared `kafka`.
 
+mod codecs;
 mod groups;
 mod java;
 mod passthrough;
