@@ -28,7 +28,13 @@ use clap::{Args, builder::PossibleValuesParser};
 use crate::{cargo, exec, root};
 
 /// The fuzz targets, in `fuzz/fuzz_targets/<name>.rs`.
-pub const TARGETS: [&str; 4] = ["http_head", "chunked", "routing_key", "routes_file"];
+pub const TARGETS: [&str; 5] = [
+    "http_head",
+    "chunked",
+    "routing_key",
+    "routes_file",
+    "kafka_batches",
+];
 
 const CARGO_FUZZ_VERSION: &str = "0.13.2";
 /// Seconds one input may take before libFuzzer reports it as a hang.

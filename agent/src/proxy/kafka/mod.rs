@@ -15,7 +15,7 @@
 
 mod fork;
 pub mod frame;
-mod records;
+pub mod records;
 
 use std::{
     net::SocketAddr,
