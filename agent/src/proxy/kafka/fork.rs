@@ -34,6 +34,7 @@ use kafka_protocol::{
         RequestHeader, ResponseHeader, SyncGroupRequest, TxnOffsetCommitRequest,
     },
     protocol::{Decodable, Encodable, StrBytes},
+    records::Record,
 };
 
 use super::{
@@ -265,13 +266,7 @@ impl ForkConn {
         keys: &RoutingKeys,
         counted: &mut Vec<(String, Counted)>,
     ) -> Result<bool, String> {
-        let keyless = |record: &kafka_protocol::records::Record| {
-            let fields = record
-                .headers
-                .iter()
-                .filter_map(|(name, value)| Some((name.as_str().as_bytes(), value.as_deref()?)));
-            keys.extract(fields).is_none()
-        };
+        let keyless = |record: &Record| routing_key(keys, record).is_none();
         let mut changed = false;
         for topic in &mut request.topic_data {
             let mut added = 0;
@@ -306,13 +301,8 @@ impl ForkConn {
         keys: &RoutingKeys,
         counted: &mut Vec<(String, Counted)>,
     ) -> Result<(), String> {
-        let carries_key = |record: &kafka_protocol::records::Record| {
-            let fields = record
-                .headers
-                .iter()
-                .filter_map(|(name, value)| Some((name.as_str().as_bytes(), value.as_deref()?)));
-            keys.extract(fields).as_deref() == Some(self.key.as_str())
-        };
+        let carries_key =
+            |record: &Record| routing_key(keys, record).as_deref() == Some(self.key.as_str());
         for topic in &mut response.responses {
             let name = topic_label(&topic.topic, topic.topic_id);
             let mut total = Counted::default();
@@ -331,6 +321,16 @@ impl ForkConn {
         }
         Ok(())
     }
+}
+
+/// The routing key a record's headers carry, read as HTTP's header fields
+/// are.
+fn routing_key(keys: &RoutingKeys, record: &Record) -> Option<String> {
+    let fields = record
+        .headers
+        .iter()
+        .filter_map(|(name, value)| Some((name.as_str().as_bytes(), value.as_deref()?)));
+    keys.extract(fields)
 }
 
 /// A topic as the metrics name it: by name, or by id where the request's
