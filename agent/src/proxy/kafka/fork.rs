@@ -232,12 +232,18 @@ impl ForkConn {
             }
             ApiKey::Fetch => {
                 let mut response = decode::<FetchResponse>(&mut body, version, api, version)?;
-                self.filter(&mut response, keys, counted)
+                let changed = self
+                    .filter(&mut response, keys, counted)
                     .map_err(|reason| FrameError::Header {
                         api,
                         version,
                         reason,
                     })?;
+                if !changed {
+                    // Every record carries the key: the broker's bytes as
+                    // they are.
+                    return Ok(frame);
+                }
                 encode(&header, header_version, &response, version)
             }
             ApiKey::OffsetFetch => {
@@ -294,13 +300,14 @@ impl ForkConn {
     }
 
     /// Keeps, in every partition of `response`, the records that carry
-    /// this connection's key.
+    /// this connection's key; whether any was dropped.
     fn filter(
         &self,
         response: &mut FetchResponse,
         keys: &RoutingKeys,
         counted: &mut Vec<(String, Counted)>,
-    ) -> Result<(), String> {
+    ) -> Result<bool, String> {
+        let mut changed = false;
         let carries_key =
             |record: &Record| routing_key(keys, record).as_deref() == Some(self.key.as_str());
         for topic in &mut response.responses {
@@ -311,6 +318,7 @@ impl ForkConn {
                     continue;
                 };
                 let (kept, count) = records::filter(bytes, carries_key)?;
+                changed |= count.dropped > 0;
                 partition.records = Some(kept);
                 total.kept += count.kept;
                 total.dropped += count.dropped;
@@ -319,7 +327,7 @@ impl ForkConn {
                 counted.push((name, total));
             }
         }
-        Ok(())
+        Ok(changed)
     }
 }
 

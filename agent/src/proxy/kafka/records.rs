@@ -50,22 +50,20 @@ pub struct Counted {
 }
 
 /// `records` with only the records `keep` accepts (see the module doc).
+/// Bytes are copied only from the first batch that changes: when none
+/// does, the result is `records` itself.
 pub fn filter(records: &Bytes, keep: impl Fn(&Record) -> bool) -> Result<(Bytes, Counted), String> {
-    let mut out = BytesMut::with_capacity(records.len());
+    let mut out = BytesMut::new();
+    // `records[..copied]` is in `out` (rewritten); the rest is not yet.
+    let mut copied = 0;
     let mut counted = Counted::default();
     let mut at = 0;
-    while at < records.len() {
-        let rest = &records[at..];
-        let Some(size) = batch_size(rest) else {
-            // A partial batch: the consumer skips it and fetches it again.
-            out.put_slice(rest);
-            break;
-        };
+    while let Some(size) = batch_size(&records[at..]) {
+        let start = at;
         let batch = records.slice(at..at + size);
         at += size;
         let attributes = i16::from_be_bytes([batch[ATTRIBUTES], batch[ATTRIBUTES + 1]]);
         if batch[MAGIC] != 2 || attributes & CONTROL != 0 {
-            out.put_slice(&batch);
             continue;
         }
         let set = RecordBatchDecoder::decode(&mut batch.clone()).map_err(|e| e.to_string())?;
@@ -73,26 +71,35 @@ pub fn filter(records: &Bytes, keep: impl Fn(&Record) -> bool) -> Result<(Bytes,
         counted.kept += kept.len() as u64;
         counted.dropped += (set.records.len() - kept.len()) as u64;
         if kept.len() == set.records.len() {
-            out.put_slice(&batch);
-        } else if kept.is_empty() {
-            empty_batch(&batch, &mut out);
-        } else {
-            let last_offset = i64::from_be_bytes(batch[..8].try_into().map_err(|_| "short")?)
-                + i64::from(i32::from_be_bytes(
-                    batch[LAST_OFFSET_DELTA..LAST_OFFSET_DELTA + 4]
-                        .try_into()
-                        .map_err(|_| "short")?,
-                ));
-            let start = out.len();
-            let options = RecordEncodeOptions {
-                version: 2,
-                compression: set.compression,
-            };
-            RecordBatchEncoder::encode(&mut out, kept.iter().copied(), &options)
-                .map_err(|e| e.to_string())?;
-            end_at(&mut out[start..], last_offset);
+            continue;
         }
+        out.put_slice(&records[copied..start]);
+        copied = at;
+        if kept.is_empty() {
+            empty_batch(&batch, &mut out);
+            continue;
+        }
+        let last_offset = i64::from_be_bytes(batch[..8].try_into().map_err(|_| "short")?)
+            + i64::from(i32::from_be_bytes(
+                batch[LAST_OFFSET_DELTA..LAST_OFFSET_DELTA + 4]
+                    .try_into()
+                    .map_err(|_| "short")?,
+            ));
+        let from = out.len();
+        let options = RecordEncodeOptions {
+            version: 2,
+            compression: set.compression,
+        };
+        RecordBatchEncoder::encode(&mut out, kept.iter().copied(), &options)
+            .map_err(|e| e.to_string())?;
+        end_at(&mut out[from..], last_offset);
     }
+    if copied == 0 {
+        return Ok((records.clone(), counted));
+    }
+    // What follows the last change, a partial last batch included (the
+    // consumer skips it and fetches it again).
+    out.put_slice(&records[copied..]);
     Ok((out.freeze(), counted))
 }
 
